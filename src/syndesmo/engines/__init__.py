@@ -1,0 +1,1 @@
+"""Ways of fitting a model; every engine returns a ``syndesmo.results.FitResult``."""
