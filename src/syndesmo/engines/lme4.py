@@ -1,0 +1,239 @@
+"""R's lme4 (``glmer``) as an engine: the reference every other engine is checked against.
+
+The model is handed to R as the design's own matrices — the fixed-effect columns under
+safe names ``x1, x2, …``, the response and the grouping codes — so R fits exactly the
+columns the other engines see and the estimates map back to the design's names term
+by term, whatever R's own coding of factors would have been. The call is
+
+    glmer(y ~ 1 + x1 + … + (1 | grp), family = binomial, nAGQ = nagq)
+
+(``cbind(y, fail) ~ …`` for binomial counts), timed with ``system.time`` inside R;
+R's warnings and messages are collected instead of being printed.
+
+The glue is rpy2 talking to lme4 directly. pymer4 0.8.2 (the ``lme4`` extra) drives
+the same ``glmer`` call but its ``Lmer.fit`` cannot pass ``nAGQ`` or prior weights and
+adds Wald intervals and random-effect tables to every fit, so it is not used here.
+rpy2 is not thread-safe: call this engine from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from syndesmo.design import Design
+from syndesmo.engines.separation import separated_terms
+from syndesmo.errors import EngineUnavailableError, ModelError
+from syndesmo.results import FitResult
+
+INSTALL_HINT = (
+    "install R with lme4 (Debian: apt-get install r-base-core r-cran-lme4 "
+    "r-cran-lmertest r-cran-emmeans) and the Python side with pip install 'syndesmo[lme4]'"
+)
+
+# lme4 messages that mean the optimum was not reached (the singular-fit message does not).
+_NOT_CONVERGED = re.compile(
+    r"failed to converge|unable to evaluate scaled gradient|Hessian is numerically singular|"
+    r"very large eigenvalue|convergence code|degenerate",
+    re.IGNORECASE,
+)
+
+_R_FIT = """
+function(df, formula, nAGQ) {
+  warns <- character(0); msgs <- character(0)
+  collect <- function(expr) withCallingHandlers(expr,
+    warning = function(w) {
+      warns <<- c(warns, conditionMessage(w)); invokeRestart("muffleWarning")
+    },
+    message = function(m) {
+      msgs <<- c(msgs, conditionMessage(m)); invokeRestart("muffleMessage")
+    })
+  df$grp <- factor(df$grp)
+  timing <- system.time(
+    fit <- collect(lme4::glmer(stats::as.formula(formula), data = df,
+                               family = stats::binomial, nAGQ = nAGQ)))
+  vc <- collect(as.matrix(stats::vcov(fit)))
+  conv <- fit@optinfo$conv
+  list(
+    beta = unname(lme4::fixef(fit)),
+    names = as.character(names(lme4::fixef(fit))),
+    vcov = unname(vc),
+    loglik = as.numeric(stats::logLik(fit)),
+    sigma = sqrt(as.numeric(lme4::VarCorr(fit)[[1]][1, 1])),
+    singular = lme4::isSingular(fit),
+    optcode = if (is.null(conv$opt)) 0L else as.integer(conv$opt),
+    lme4_messages = as.character(unlist(conv$lme4$messages)),
+    opt_warnings = as.character(unlist(fit@optinfo$warnings)),
+    warnings = warns,
+    messages = msgs,
+    elapsed = as.numeric(timing[["elapsed"]]),
+    nobs = as.integer(stats::nobs(fit)),
+    ngrps = as.integer(lme4::ngrps(fit)),
+    lme4_version = as.character(utils::packageVersion("lme4"))
+  )
+}
+"""
+
+_r_fit_function: Any = None
+
+
+def _r_fit():
+    """The R fitting function, compiled once; raises EngineUnavailableError without R."""
+    global _r_fit_function
+    if _r_fit_function is not None:
+        return _r_fit_function
+    try:
+        import rpy2.robjects as ro
+    except Exception as exc:  # ImportError, or R itself failing to start
+        raise EngineUnavailableError(
+            f"the lme4 engine needs rpy2 and R, which could not be loaded ({exc}); {INSTALL_HINT}"
+        ) from exc
+    with _quiet_r():
+        ok = ro.r(
+            'isTRUE(suppressPackageStartupMessages(requireNamespace("lme4", quietly = TRUE)))'
+        )
+        if not bool(ok[0]):
+            raise EngineUnavailableError(
+                f"the lme4 engine needs the R package lme4, which R cannot load; {INSTALL_HINT}"
+            )
+        _r_fit_function = ro.r(_R_FIT)
+    return _r_fit_function
+
+
+@contextmanager
+def _quiet_r() -> Iterator[list[str]]:
+    """Collect what R writes to its console (start-up chatter, error text) instead of
+    letting rpy2 print it."""
+    from rpy2.rinterface_lib import callbacks
+
+    chatter: list[str] = []
+    saved = callbacks.consolewrite_warnerror, callbacks.consolewrite_print
+    callbacks.consolewrite_warnerror = chatter.append
+    callbacks.consolewrite_print = chatter.append
+    try:
+        yield chatter
+    finally:
+        callbacks.consolewrite_warnerror, callbacks.consolewrite_print = saved
+
+
+def _r_frame(design: Design, use_intercept: bool, counts: bool):
+    import rpy2.robjects as ro
+
+    cols: dict[str, Any] = {"y": ro.FloatVector(design.y)}
+    if counts:
+        cols["fail"] = ro.FloatVector(design.trials - design.y)
+    for j in range(design.X.shape[1]):
+        if use_intercept and j == 0:
+            continue
+        cols[f"x{j}"] = ro.FloatVector(design.X[:, j])
+    cols["grp"] = ro.IntVector(design.groups)
+    return ro.DataFrame(cols)
+
+
+def _r_formula(design: Design, use_intercept: bool, counts: bool) -> str:
+    lhs = "cbind(y, fail)" if counts else "y"
+    terms = ["1" if use_intercept else "0"]
+    terms += [f"x{j}" for j in range(design.X.shape[1]) if not (use_intercept and j == 0)]
+    return f"{lhs} ~ {' + '.join(terms)} + (1 | grp)"
+
+
+def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 1) -> FitResult:
+    """Fit ``design`` with R's ``lme4::glmer`` (Laplace for ``nagq=1``, else adaptive GHQ).
+
+    ``data_used`` (the input rows the design kept) is optional and only checked for
+    length: R is given the design's own matrices so that names align with the other
+    engines. ``extra["r_seconds"]`` is R's own elapsed time for ``glmer``.
+    """
+    if design.groups is None:
+        raise ModelError("the lme4 engine needs a random intercept: add (1|group) to the formula")
+    if data_used is not None and len(data_used) != design.n_obs:
+        raise ModelError(f"data_used has {len(data_used)} rows but the design has {design.n_obs}")
+    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 25:
+        raise ModelError(f"nagq must be an integer from 1 to 25, got {nagq!r}")
+    r_fit = _r_fit()
+    use_intercept = bool(
+        design.X.shape[1] > 0 and design.names[0] == "Intercept" and np.all(design.X[:, 0] == 1)
+    )
+    counts = not bool(np.all(design.trials == 1))
+    formula = _r_formula(design, use_intercept, counts)
+    from rpy2.rinterface_lib.embedded import RRuntimeError
+
+    with _quiet_r() as chatter:
+        try:
+            out = r_fit(_r_frame(design, use_intercept, counts), formula, int(nagq))
+        except RRuntimeError as exc:
+            detail = "".join(chatter).strip() or str(exc)
+            raise ModelError(f"lme4 could not fit {design.formula!r}: {detail}") from exc
+    res = {k: out.rx2(k) for k in out.names}
+
+    r_names = list(res["names"])
+    names = [_design_name(design, n, use_intercept) for n in r_names]
+    p = len(names)
+    beta = _floats(res["beta"])
+    vcov = _floats(res["vcov"]).reshape(p, p, order="F")
+
+    lme4_msgs = list(res["lme4_messages"]) + list(res["opt_warnings"])
+    r_warns = list(res["warnings"]) + list(res["messages"])
+    optcode = int(res["optcode"][0])
+    problems = [m for m in lme4_msgs + r_warns if _NOT_CONVERGED.search(m)]
+    converged = optcode == 0 and not problems
+    message = "; ".join(([f"optimiser code {optcode}"] if optcode != 0 else []) + _unique(problems))
+    notes = _unique(r_warns + lme4_msgs)
+    dropped = [n for n in design.names if n not in names]
+    if dropped:
+        notes.append("lme4 dropped rank-deficient fixed-effect column(s): " + ", ".join(dropped))
+    separated = separated_terms(design.X, design.y, design.trials, design.names)
+    if separated:
+        notes.append(
+            "separation: the outcome is perfectly predicted along "
+            + ", ".join(separated)
+            + "; those estimates are not finite (the optimiser stopped at a large value)"
+        )
+
+    return FitResult(
+        engine="lme4",
+        formula=design.formula,
+        params=pd.Series(beta, index=names, name="estimate"),
+        vcov=pd.DataFrame(vcov, index=names, columns=names),
+        n_obs=int(res["nobs"][0]),
+        loglik=float(res["loglik"][0]),
+        n_groups=int(res["ngrps"][0]),
+        group=design.group,
+        sigma=float(res["sigma"][0]),
+        nagq=int(nagq),
+        converged=converged,
+        convergence_message=message,
+        singular=bool(res["singular"][0]),
+        ledger=design.ledger.copy(),
+        warnings=notes,
+        n_events=round(float(design.y.sum())),
+        extra={
+            "r_seconds": float(res["elapsed"][0]),
+            "r_formula": formula,
+            "lme4_version": str(res["lme4_version"][0]),
+            "separated_terms": separated,
+        },
+    )
+
+
+def _design_name(design: Design, r_name: str, use_intercept: bool) -> str:
+    if r_name == "(Intercept)":
+        return design.names[0] if use_intercept else r_name
+    m = re.fullmatch(r"x(\d+)", r_name)
+    if m is None:  # cannot happen with the formula built above
+        raise ModelError(f"internal: unexpected lme4 coefficient name {r_name!r}")
+    return design.names[int(m.group(1))]
+
+
+def _floats(r_vector) -> np.ndarray:
+    """A copy of an R numeric vector: numpy views of R memory die with the R object."""
+    return np.array(list(r_vector), dtype=float)
+
+
+def _unique(items: list[str]) -> list[str]:
+    return [str(m) for m in dict.fromkeys(str(i).strip() for i in items) if m]

@@ -1,0 +1,78 @@
+"""Plain logistic regression that ignores clustering (statsmodels).
+
+The crude model a biostatistician fits first to show why clustering matters: VUs of
+one patient are treated as independent, so standard errors are too small. A bar term
+in the formula is ignored with a note in ``FitResult.warnings``.
+
+Binary outcomes use ``statsmodels.Logit`` (Newton–Raphson); binomial counts use
+``statsmodels.GLM`` with the Binomial family and a (successes, failures) response.
+Both log-likelihoods equal R's ``logLik(glm(..., family = binomial))``, including the
+log binomial coefficients for counts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+from syndesmo.design import Design
+from syndesmo.engines.separation import separated_terms
+from syndesmo.results import FitResult
+
+
+def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
+    """Fit ``design`` by maximum likelihood, ignoring any grouping factor."""
+    X, y, n = design.X, design.y, design.trials
+    binary = bool(np.all(n == 1))
+    notes: list[str] = []
+    if design.group is not None:
+        notes.append(f"clustering by {design.group} ignored: rows are treated as independent")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if binary:
+            res = sm.Logit(y, X).fit(method="newton", maxiter=maxiter, disp=False)
+            converged = bool(res.mle_retvals.get("converged", False))
+            iterations = res.mle_retvals.get("iterations")
+        else:
+            endog = np.column_stack([y, n - y])
+            res = sm.GLM(endog, X, family=sm.families.Binomial()).fit(maxiter=maxiter)
+            converged = bool(res.converged)
+            iterations = res.fit_history.get("iteration")
+    message = "" if converged else f"optimiser stopped after {iterations} iterations"
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning) and not converged:
+            message = f"{message}; {w.message}"
+        elif not issubclass(w.category, ConvergenceWarning | DeprecationWarning):
+            notes.append(str(w.message))
+
+    sep = separated_terms(X, y, n, design.names)
+    if sep:
+        notes.append(
+            "separation: the outcome is perfectly predicted along "
+            + ", ".join(sep)
+            + "; those estimates are not finite (the optimiser stopped at a large value)"
+        )
+
+    names = design.names
+    params = pd.Series(np.asarray(res.params), index=names, name="estimate")
+    vcov = pd.DataFrame(np.asarray(res.cov_params()), index=names, columns=names)
+    return FitResult(
+        engine="logit",
+        formula=design.formula,
+        params=params,
+        vcov=vcov,
+        n_obs=design.n_obs,
+        loglik=float(res.llf),
+        sigma=math.nan,
+        converged=converged,
+        convergence_message=message.strip("; "),
+        ledger=design.ledger.copy(),
+        warnings=notes,
+        n_events=round(float(y.sum())),
+        extra={"separated_terms": sep, "iterations": iterations},
+    )

@@ -1,0 +1,55 @@
+"""Detect (quasi-)complete separation in a binomial-logit design and name the terms.
+
+With separation the maximum-likelihood estimate does not exist: some coefficient
+runs off to ±infinity and optimisers stop wherever their tolerance says, often
+without complaint (statsmodels' GLM reports "converged"). The check here is the
+linear-programming test of Konis (2007, *Linear programming algorithms for detecting
+separated data in binary logistic regression models*, DPhil thesis, Oxford; the
+method of R's ``detectseparation``): the data are separated exactly when a direction
+``d`` ≠ 0 exists with ``x_i·d ≥ 0`` for every all-success row, ``x_i·d ≤ 0`` for every
+all-failure row and ``x_i·d = 0`` for rows with both, and some ``x_i·d`` ≠ 0. Along
+``d`` the likelihood keeps increasing, so the terms with ``d_j`` ≠ 0 are the ones
+that diverge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linprog
+
+
+def separated_terms(
+    X: np.ndarray, y: np.ndarray, trials: np.ndarray, names: list[str]
+) -> list[str]:
+    """Names of the terms along a direction of separation; ``[]`` when the MLE exists.
+
+    Among all directions of separation the one with the smallest L1 norm (columns
+    scaled to max |x| = 1, intercept-like constant columns not penalised) is taken,
+    so only the terms that actually separate the outcome are named.
+    """
+    X = np.asarray(X, dtype=float)
+    p = X.shape[1]
+    if p == 0:
+        return []
+    succ = y >= trials
+    fail = y <= 0
+    mixed = ~(succ | fail)
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1.0
+    Xs = X / scale
+    constant = np.ptp(Xs, axis=0) == 0
+    # d = u - v with u, v >= 0; minimise the L1 norm of the non-constant part.
+    weight = np.where(constant, 1e-6, 1.0)
+    c = np.concatenate([weight, weight])
+    signed = np.vstack([-Xs[succ], Xs[fail]])  # x·d >= 0 on successes, <= 0 on failures
+    g = Xs[succ].sum(axis=0) - Xs[fail].sum(axis=0)  # = sum |x·d| over those rows
+    A_ub = np.vstack([np.hstack([signed, -signed]), np.concatenate([-g, g])[None, :]])
+    b_ub = np.concatenate([np.zeros(signed.shape[0]), [-1.0]])  # and sum |x·d| >= 1
+    A_eq = np.hstack([Xs[mixed], -Xs[mixed]]) if mixed.any() else None
+    b_eq = np.zeros(int(mixed.sum())) if mixed.any() else None
+    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    if res.status != 0:  # infeasible: no direction of separation, the MLE exists
+        return []
+    d = res.x[:p] - res.x[p:]
+    involved = np.abs(d) > 1e-9 * np.abs(d).max()
+    return [name for name, k in zip(names, involved, strict=True) if k]

@@ -1,0 +1,35 @@
+"""Errors a user can act on. The command line prints them as one line, no traceback."""
+
+from __future__ import annotations
+
+
+class SyndesmoError(Exception):
+    """Base class: bad input or a model that cannot be fitted, described for a user."""
+
+
+class PanelError(SyndesmoError, ValueError):
+    """The VU or patient table is not a valid panel (names file, row, column, value)."""
+
+
+class DeriveError(SyndesmoError, ValueError):
+    """An outcome or exposure cannot be derived from this panel (names what is missing)."""
+
+
+class ModelError(SyndesmoError, ValueError):
+    """A formula, design or engine option is invalid (names the term or column)."""
+
+
+class SpecError(SyndesmoError, ValueError):
+    """A TOML spec or a cohort spec has an unknown key or an invalid value."""
+
+
+class EngineUnavailableError(SyndesmoError, ImportError):
+    """An optional engine's dependencies (R, pymer4, bambi, …) are not installed."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit finished but its diagnostics fail (e.g. MCMC R-hat, ESS or divergences).
+
+    The fit is returned with ``converged=False`` and the reason; the warning names the
+    diagnostic and the parameter so a user knows what to look at.
+    """

@@ -1,0 +1,301 @@
+"""The reproduction: every analysis of a spec set run on one panel, as tables.
+
+``run_reproduction(panel, specs)`` fits the VU-level ladders (GLMM and GEE side by
+side) and the patient-level models the specs ask for, and assembles the tables a
+results section needs: descriptive counts, the ladders, GEE against GLMM, VU level
+beside patient level, the VUs left out. ``syndesmo.report.write_reproduction``
+writes them; ``syndesmo reproduce`` is the command line for both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from syndesmo import analysis
+from syndesmo.errors import SpecError
+from syndesmo.modelspec import ModelSpec
+from syndesmo.report import fmt_ratio
+from syndesmo.results import Ledger
+
+
+@dataclass
+class Reproduction:
+    """All results of a reproduction run (tables are tidy pandas frames)."""
+
+    panel_summary: dict[str, Any]
+    specs: list[ModelSpec]
+    ladder: pd.DataFrame
+    attenuation: pd.DataFrame
+    patient: pd.DataFrame
+    levels: pd.DataFrame
+    descriptives: dict[str, pd.DataFrame]
+    spine: pd.DataFrame
+    ledger: pd.DataFrame
+    headline: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def panel_summary(panel) -> dict[str, Any]:
+    """Counts that describe the panel: patients per arm, VU rows, weeks, readers."""
+    arms = panel.patients["arm"].value_counts().sort_index()
+    return {
+        "source": panel.source or "in-memory panel",
+        "n_patients": int(panel.n_patients),
+        "arms": {str(k): int(v) for k, v in arms.items()},
+        "n_vu_rows": len(panel.vu),
+        "n_vus": int(panel.vu["vu"].nunique()),
+        "mri_weeks": list(panel.mri_weeks),
+        "xray_weeks": list(panel.xray_weeks),
+        "readers": panel.readers,
+    }
+
+
+def check_specs(panel, specs: Sequence[ModelSpec]) -> None:
+    """Fail early, naming the spec, when a spec asks for what the panel cannot give."""
+    from syndesmo.derive import available_covariates, available_exposures
+
+    exposures = available_exposures(panel.mri_weeks)
+    for spec in specs:
+        where = spec.source or spec.name
+        bad = [e for e in spec.exposures if e not in exposures]
+        if bad:
+            raise SpecError(
+                f"{where}: exposure(s) {bad} cannot be derived from MRI weeks "
+                f"{panel.mri_weeks}; available: {', '.join(exposures)}"
+            )
+        avail = (
+            available_covariates(panel, spec.readers)
+            if spec.level == "vu"
+            else [c for c in panel.patients.columns if c != "patient"]
+        )
+        missing = [c for c in spec.covariates if c not in avail]
+        if missing:
+            raise SpecError(
+                f"{where}: covariate(s) {missing} are not in the panel; "
+                f"available: {', '.join(avail)}"
+            )
+
+
+def n_fits(specs: Sequence[ModelSpec]) -> int:
+    """Number of models ``run_reproduction`` fits (for a progress bar)."""
+    total = 0
+    for spec in specs:
+        if spec.level == "vu":
+            total += analysis.n_ladder_fits(
+                len(spec.exposures), [spec.engine, *spec.beside], spec.confounders
+            )
+        else:
+            total += len(spec.exposures)
+    return total
+
+
+def run_reproduction(
+    panel,
+    specs: Sequence[ModelSpec],
+    *,
+    engine: str | None = None,
+    nagq: int | None = None,
+    progress: analysis.Progress | None = None,
+) -> Reproduction:
+    """Run every spec on ``panel`` and assemble the tables of a results section.
+
+    ``engine``/``nagq`` override the GLMM engine and quadrature of the VU-level
+    specs. An exposure that does not vary, or an outcome without events, raises
+    ``ModelError`` naming them (a reproduction with a silent hole is worse than
+    none); a single fit that fails is kept as a row with its reason in ``note``.
+    """
+    start = time.perf_counter()
+    progress = progress or (lambda _msg: None)
+    specs = [s.with_options(engine=engine, nagq=nagq) if s.level == "vu" else s for s in specs]
+    if not specs:
+        raise SpecError("no analysis specs to run")
+    check_specs(panel, specs)
+    # new syndesmophytes first, then growth, then the patient level (stable otherwise)
+    rank = {"new_syndesmophyte": 0, "growth": 1}
+    specs = sorted(specs, key=lambda s: (s.level != "vu", rank.get(s.outcome, 2)))
+    ladders, ledger_rows, patient_rows = [], [], []
+    for spec in (s for s in specs if s.level == "vu"):
+        res = analysis.ladder_result(
+            panel,
+            spec.outcome,
+            spec.exposures,
+            spec.confounders,
+            engine=spec.engine,
+            engines_beside=spec.beside,
+            nagq=spec.nagq,
+            threshold=spec.threshold,
+            readers=spec.readers,
+            strict=True,
+            progress=progress,
+        )
+        ladders.append(res.table.assign(analysis=spec.name))
+        for exposure, led in res.ledgers.items():
+            ledger_rows.append(_ledger_frame(led, spec.name, exposure))
+    for spec in (s for s in specs if s.level == "patient"):
+        for exposure in spec.exposures:
+            progress(f"patient level {spec.outcome} {exposure}")
+            pl = analysis.patient_level(
+                panel,
+                exposure,
+                spec.outcome,
+                summary=spec.summary,
+                adjust=spec.covariates,
+                engine=spec.engine,
+                threshold=spec.threshold,
+                readers=spec.readers,
+            )
+            patient_rows.append(pl.to_frame().assign(analysis=spec.name))
+            ledger_rows.append(_ledger_frame(pl.ledger, spec.name, exposure))
+    ladder = pd.concat(ladders, ignore_index=True) if ladders else _empty(analysis.LADDER_COLUMNS)
+    patient = pd.concat(patient_rows, ignore_index=True) if patient_rows else pd.DataFrame()
+    vu_specs = [s for s in specs if s.level == "vu"]
+    threshold = vu_specs[0].threshold if vu_specs else specs[0].threshold
+    readers = vu_specs[0].readers if vu_specs else "mean"
+    return Reproduction(
+        panel_summary=panel_summary(panel),
+        specs=list(specs),
+        ladder=ladder,
+        attenuation=analysis.attenuation_table(ladder) if len(ladder) else pd.DataFrame(),
+        patient=patient,
+        levels=levels_table(ladder, patient),
+        descriptives=descriptive_tables(panel, vu_specs, threshold, readers),
+        spine=analysis.spine_profile(panel, threshold=threshold, readers=readers),
+        ledger=pd.concat(ledger_rows, ignore_index=True) if ledger_rows else _empty(LEDGER_COLS),
+        headline=headline_table(ladder),
+        settings={
+            "engine": engine or (vu_specs[0].engine if vu_specs else ""),
+            "nagq": nagq or (vu_specs[0].nagq if vu_specs else 1),
+            "threshold": threshold,
+            "readers": readers,
+        },
+        seconds=time.perf_counter() - start,
+    )
+
+
+LEDGER_COLS = ["analysis", "exposure", "step", "reason", "n_rows", "n_patients"]
+
+
+def _empty(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in columns})
+
+
+def _ledger_frame(ledger: Ledger, name: str, exposure: str) -> pd.DataFrame:
+    frame = ledger.to_frame()
+    frame.insert(0, "exposure", exposure)
+    frame.insert(0, "analysis", name)
+    return frame[LEDGER_COLS]
+
+
+def levels_table(ladder: pd.DataFrame, patient: pd.DataFrame) -> pd.DataFrame:
+    """VU level (new syndesmophyte, adjusted for treatment: ladder step c) beside the
+    patient-level models of the same exposure; one row per model."""
+    if patient.empty or ladder.empty:
+        return pd.DataFrame()
+    vu = ladder[
+        ladder["outcome"].eq("new_syndesmophyte")
+        & ladder["step"].eq("c")
+        & ladder["exposure"].isin(set(patient["exposure"]))
+    ]
+    vu_rows = pd.DataFrame(
+        {
+            "level": "VU",
+            "exposure": vu["exposure"],
+            "exposure_label": vu["exposure_label"],
+            "outcome_label": analysis.OUTCOME_LABELS["new_syndesmophyte"],
+            "model": vu["engine"].map(_MODEL_WORDS).fillna(vu["engine"]),
+            "measure": "OR",
+            "estimate": vu["OR"],
+            "lower": vu["lower"],
+            "upper": vu["upper"],
+            "p": vu["p"],
+            "n_patients": vu["n_patients"],
+            "n_units": vu["n_vus"],
+            "events": vu["events"],
+            "note": vu["note"],
+        }
+    )
+    pt_rows = pd.DataFrame(
+        {
+            "level": "patient",
+            "exposure": patient["exposure"],
+            "exposure_label": patient["exposure_label"],
+            "outcome_label": patient["outcome_label"],
+            "model": patient["engine"].map(_MODEL_WORDS).fillna(patient["engine"]),
+            "measure": patient["measure"],
+            "estimate": patient["estimate"],
+            "lower": patient["lower"],
+            "upper": patient["upper"],
+            "p": patient["p"],
+            "n_patients": patient["n_patients"],
+            "n_units": patient["n_patients"],
+            "events": patient["events"],
+            "note": patient["note"],
+        }
+    )
+    out = pd.concat([vu_rows, pt_rows], ignore_index=True)
+    order = {e: i for i, e in enumerate(pd.unique(patient["exposure"]))}
+    out["_o"] = out["exposure"].map(order)
+    out["_l"] = out["level"].map({"VU": 0, "patient": 1})
+    out = out.sort_values(["_o", "_l"], kind="stable").drop(columns=["_o", "_l"])
+    return out.reset_index(drop=True)
+
+
+_MODEL_WORDS = {
+    "native": "GLMM, adjusted for treatment",
+    "lme4": "GLMM (lme4), adjusted for treatment",
+    "bayes": "Bayesian GLMM, adjusted for treatment",
+    "gee": "GEE, adjusted for treatment",
+    "logit": "logistic, adjusted for treatment",
+    "poisson": "Poisson (per VU at risk), adjusted for treatment",
+    "negbin": "negative binomial (per VU at risk), adjusted for treatment",
+}
+
+
+def headline_table(ladder: pd.DataFrame) -> pd.DataFrame:
+    """One row per outcome × exposure: OR (95% CI) at each step, GLMM and GEE."""
+    if ladder.empty:
+        return pd.DataFrame()
+    rows = []
+    for (outcome, _exposure), sub in ladder.groupby(["outcome", "exposure"], sort=False):
+        row: dict[str, Any] = {
+            "outcome": analysis.OUTCOME_LABELS.get(outcome, outcome),
+            "exposure": sub["exposure_label"].iloc[0],
+            "VUs (events)": f"{sub['n_vus'].iloc[0]} ({sub['events'].iloc[0]})",
+        }
+        for r in sub.itertuples(index=False):
+            name = (
+                "crude" if r.step == "a" else f"({r.step}) {_ENGINE_SHORT.get(r.engine, r.engine)}"
+            )
+            row[name] = fmt_ratio(r.OR, r.lower, r.upper)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+_ENGINE_SHORT = {"native": "GLMM", "lme4": "GLMM", "bayes": "Bayes", "gee": "GEE"}
+
+
+def descriptive_tables(
+    panel, vu_specs: Sequence[ModelSpec], threshold: float, readers: str
+) -> dict[str, pd.DataFrame]:
+    """Descriptive counts (``syndesmo.describe``): inflammation prevalence by week and
+    arm, VUs by exposure and outcome (2×2), new syndesmophytes in VUs without
+    inflammation."""
+    from syndesmo import describe
+
+    return describe.report_tables(
+        panel,
+        exposures=sorted({e for s in vu_specs for e in s.exposures}, key=_exposure_order),
+        threshold=threshold,
+        readers=readers,
+    )
+
+
+def _exposure_order(name: str) -> int:
+    order = list(analysis.EXPOSURE_LABELS)
+    return order.index(name) if name in order else len(order)
