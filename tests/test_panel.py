@@ -424,3 +424,18 @@ def test_csv_output_is_deterministic_and_plain(tmp_path):
     first = text.split("\n")[1].split(",")
     # whole-number scores are written as integers, a missing score as an empty field
     assert first[:2] == ["P1", "C2/3"] and "." not in "".join(first[2:]) and first[3] == ""
+
+
+def test_covariates_named_like_scores_are_not_scores(tmp_path):
+    """``msasss_baseline`` (a patient covariate) is fine, in either table and in the
+    one-file form; ``msasss_w102`` is a near miss of a score column and an error."""
+    vu, pat = make_tables()
+    pat["msasss_baseline"] = [3.0, 10.0, 0.0]
+    vu["mri_total_note"] = 1
+    panel = VUPanel(vu, pat)
+    panel.save(tmp_path / "all.csv")
+    back = load_panel(tmp_path / "all.csv")
+    assert back.patients["msasss_baseline"].tolist() == [3.0, 10.0, 0.0]
+    assert "mri_total_note" in back.patients.columns  # constant within patient
+    msg = load_error(tmp_path, vu.rename(columns={"msasss_upper_w0": "msasss_w0"}), pat)
+    assert "'msasss_w0'" in msg and "looks like a score column" in msg

@@ -3,11 +3,64 @@
 MRI activity of the spine (ASspiMRI-a) at several time points, linked to
 radiographic new bone (mSASSS syndesmophytes) at the same vertebral unit, with
 mixed-effects logistic models for the correlation of VUs within a patient.
+
+The public names (see DESIGN.md) are imported lazily, so ``import syndesmo`` and
+the command line start fast and optional parts load only when used.
 """
 
-from syndesmo.fitting import fit, fit_many
-from syndesmo.results import FitResult, Ledger
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["FitResult", "Ledger", "__version__", "fit", "fit_many"]
+#: public name → module that defines it
+_PUBLIC = {
+    "FitResult": "syndesmo.results",
+    "Ledger": "syndesmo.results",
+    "VUPanel": "syndesmo.panel",
+    "load_panel": "syndesmo.panel",
+    "analysis_frame": "syndesmo.derive",
+    "CohortSpec": "syndesmo.simulate",
+    "simulate_cohort": "syndesmo.simulate",
+    "fit": "syndesmo.fitting",
+    "fit_many": "syndesmo.fitting",
+    "ladder": "syndesmo.analysis",
+    "patient_level": "syndesmo.analysis",
+    "compare_levels": "syndesmo.analysis",
+    "power": "syndesmo.power",
+    "power_curve": "syndesmo.power",
+    "PowerResult": "syndesmo.power",
+    "SyndesmoError": "syndesmo.errors",
+    "PanelError": "syndesmo.errors",
+    "DeriveError": "syndesmo.errors",
+    "ModelError": "syndesmo.errors",
+    "SpecError": "syndesmo.errors",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'syndesmo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from syndesmo.analysis import compare_levels, ladder, patient_level
+    from syndesmo.derive import analysis_frame
+    from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
+    from syndesmo.fitting import fit, fit_many
+    from syndesmo.panel import VUPanel, load_panel
+    from syndesmo.power import PowerResult, power, power_curve
+    from syndesmo.results import FitResult, Ledger
+    from syndesmo.simulate import CohortSpec, simulate_cohort

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
 from syndesmo.results import FitResult, Ledger
@@ -88,6 +88,7 @@ LADDER_COLUMNS = [
     "events",
     "sigma",
     "icc",
+    "log_or_marginal",
     "converged",
     "singular",
     "note",
@@ -276,6 +277,7 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
             "events": math.nan,
             "sigma": math.nan,
             "icc": math.nan,
+            "log_or_marginal": math.nan,
             "converged": False,
             "singular": False,
             "note": f"fit failed: {fit}",
@@ -301,6 +303,7 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
         "events": fit.n_events,
         "sigma": float(fit.sigma),
         "icc": float(fit.icc),
+        "log_or_marginal": math.nan,
         "converged": bool(fit.converged),
         "singular": bool(fit.singular),
         "note": "; ".join(dict.fromkeys(notes)),
@@ -446,6 +449,8 @@ def ladder_result(
                 else:
                     fitted = _safe_fit(formula, frame, eng, nagq)
                     row = fit_row(fitted)
+                    if not isinstance(fitted, str) and eng in CONDITIONAL_ENGINES:
+                        row["log_or_marginal"] = implied_marginal_log_or(fitted, frame)
                     if keep_fits and not isinstance(fitted, str):
                         fits[(outcome, exposure, step, eng)] = fitted
                 if dropped and any(
@@ -503,23 +508,77 @@ def marginal_params(X: np.ndarray, beta: np.ndarray, sigma: float, n_nodes: int 
     b = math.sqrt(2.0) * sigma * nodes
     p = special.expit(eta[:, None] + b[None, :]) @ weights / math.sqrt(math.pi)
     model = sm.GLM(p, X, family=sm.families.Binomial())
-    return np.asarray(model.fit(tol=1e-12).params)
+    with warnings.catch_warnings():
+        # fractional responses near 0/1 trip statsmodels' separation check
+        warnings.simplefilter("ignore")
+        return np.asarray(model.fit(tol=1e-12).params)
+
+
+def marginal_log_or(
+    intercept: float,
+    log_or: float,
+    sigma: float,
+    *,
+    at_risk_intercept: float | None = None,
+    n_nodes: int = 80,
+) -> float:
+    """The population-averaged log-OR of a binary exposure implied by the GLMM truth.
+
+    For logit P(y = 1 | x, u) = ``intercept`` + ``log_or`` x + u, u ~ N(0, sigma^2),
+    the marginal risks p_x = E_u[expit(intercept + log_or x + u)] are integrated by
+    Gauss-Hermite quadrature and the marginal log-OR is logit(p_1) - logit(p_0);
+    with one binary exposure the marginal model is saturated, so this is exactly the
+    parameter GEE estimates. ``at_risk_intercept`` weights u by the chance that a VU
+    is at risk, 1 - expit(at_risk_intercept + u) (the simulator's baseline
+    syndesmophytes select VUs on u), giving the VU-weighted target over VUs at risk.
+    """
+    nodes, weights = np.polynomial.hermite.hermgauss(n_nodes)
+    u = math.sqrt(2.0) * sigma * nodes
+    w = weights / math.sqrt(math.pi)
+    if at_risk_intercept is not None:
+        w = w * (1.0 - special.expit(at_risk_intercept + u))
+    w = w / w.sum()
+    p0 = float(w @ special.expit(intercept + u))
+    p1 = float(w @ special.expit(intercept + log_or + u))
+    return float(special.logit(p1) - special.logit(p0))
+
+
+def implied_marginal_log_or(fit: FitResult, frame: pd.DataFrame, term: str = "mri") -> float:
+    """The population-averaged log-OR of ``term`` that a fitted GLMM implies.
+
+    ``marginal_params`` on the fit's own design matrix: the conditional model with
+    the fitted coefficients and random-intercept SD, integrated over the normal
+    random intercept, then summarised by a logistic regression over the analysed
+    rows. NaN when it cannot be computed (no SD, a failed fit).
+    """
+    from syndesmo.design import build_design
+
+    if not np.isfinite(fit.sigma) or not np.all(np.isfinite(fit.params)):
+        return math.nan
+    try:
+        design = build_design(fit.formula, frame)
+        beta = fit.params.reindex(design.names).to_numpy(dtype=float)
+        out = marginal_params(design.X, beta, float(fit.sigma))
+        return float(out[design.names.index(term)])
+    except (SyndesmoError, ValueError, np.linalg.LinAlgError):
+        return math.nan
 
 
 def attenuation_table(table: pd.DataFrame, glmm_engine: str | None = None) -> pd.DataFrame:
     """GLMM beside GEE for each outcome × exposure × step of a ladder table.
 
     Columns: the GLMM OR and random-intercept SD, the population-averaged OR the
-    Zeger-Liang-Albert approximation predicts from them, the GEE OR, and the ratio
-    of the GEE log-OR to the GLMM log-OR against the predicted factor
-    1/sqrt(1 + 0.346 sigma^2).
+    Zeger-Liang-Albert approximation predicts from them (``OR_predicted_marginal``),
+    the one the fitted GLMM implies exactly (``OR_implied_marginal``, see
+    ``implied_marginal_log_or``), the GEE OR, and the ratio of the GEE log-OR to the
+    GLMM log-OR against the approximate factor 1/sqrt(1 + 0.346 sigma^2).
     """
     cond = table[table["scale"].eq("conditional") & table["step"].ne("a")]
     if glmm_engine is not None:
         cond = cond[cond["engine"].eq(glmm_engine)]
     marg = table[table["engine"].isin(MARGINAL_ENGINES)]
     keys = ["outcome", "exposure", "exposure_label", "step", "step_label"]
-    merged = cond[[*keys, "engine", "log_or", "OR", "sigma"]].merge(
+    merged = cond[[*keys, "engine", "log_or", "OR", "sigma", "log_or_marginal"]].merge(
         marg[[*keys, "log_or", "OR"]], on=keys, suffixes=("_glmm", "_gee")
     )
     factor = 1.0 / np.sqrt(1.0 + ZEGER_C2 * merged["sigma"].to_numpy(dtype=float) ** 2)
@@ -530,6 +589,7 @@ def attenuation_table(table: pd.DataFrame, glmm_engine: str | None = None) -> pd
             "OR_glmm": merged["OR_glmm"],
             "sigma": merged["sigma"],
             "OR_predicted_marginal": np.exp(merged["log_or_glmm"].to_numpy(dtype=float) * factor),
+            "OR_implied_marginal": np.exp(merged["log_or_marginal"].to_numpy(dtype=float)),
             "OR_gee": merged["OR_gee"],
             "factor_predicted": factor,
             "factor_observed": merged["log_or_gee"] / merged["log_or_glmm"],
@@ -635,7 +695,8 @@ def patient_frame(
     frame["exposure"] = exp.reindex(frame.index)
     frame = frame.join(out, how="left")
     for c in adjust:
-        frame[c] = pat[c].reindex(frame.index)
+        values = pat[c].reindex(frame.index)
+        frame[c] = _control_first(values) if c == "arm" else values
     frame = frame.reset_index()
     no_outcome = frame["outcome"].isna().to_numpy()
     # patients lacking the outcome were already counted with their reason
@@ -704,6 +765,19 @@ def vu_outcomes(panel, outcome: str = "new_syndesmophyte", readers: str = "mean"
             "event": d["y"],
         }
     )
+
+
+def _control_first(values: pd.Series) -> pd.Series:
+    """Treatment arm as a categorical with ``placebo`` as the reference level, as
+    ``derive.analysis_frame`` codes it, so VU- and patient-level terms compare the
+    same way round."""
+    if not (values.dtype == object or isinstance(values.dtype, pd.StringDtype)):
+        return values
+    levels = sorted(pd.unique(values.dropna()).tolist(), key=str)
+    if "placebo" in levels:
+        levels.remove("placebo")
+        levels.insert(0, "placebo")
+    return pd.Series(pd.Categorical(values, categories=levels), index=values.index)
 
 
 def _patient_exposure(
@@ -1046,100 +1120,6 @@ def compare_levels(
 
 
 # ---------------------------------------------------------------------------
-# checking the ladder on simulated cohorts with a known truth
-
-
-def simulation_check(
-    spec,
-    n_reps: int,
-    seed: int | np.random.SeedSequence,
-    *,
-    covariates: Sequence[str] = (),
-    exposure: str | None = None,
-    nagq: int = 1,
-    level: float = 0.95,
-) -> pd.DataFrame:
-    """Fit the GLMM (``fit_many``) to ``n_reps`` simulated cohorts; one row per replicate.
-
-    Each replicate: ``simulate_cohort(spec, seed_i)`` with independent child seeds of
-    ``seed``, the analysis frame of ``new_syndesmophyte`` on ``exposure`` (default:
-    the spec's), and new_syndesmophyte ~ mri + ``covariates`` + (1|patient).
-    Columns: rep, log_or, se, lower, upper, covered (truth inside the CI), sigma,
-    converged, singular, truth (the true conditional log-OR, ``truth["log_or_new"]``).
-    """
-    from syndesmo.fitting import fit_many
-    from syndesmo.simulate import simulate_cohort
-
-    exposure = exposure or getattr(spec, "exposure", "w0")
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    children = ss.spawn(n_reps)
-    Xs, Ys, Gs, truths = [], [], [], []
-    for child in children:
-        panel = simulate_cohort(spec, seed=int(child.generate_state(1)[0]))
-        frame = build_frame(
-            panel, "new_syndesmophyte", exposure, covariates=list(covariates), threshold=1
-        )
-        X, names = _design(frame, ["mri", *covariates])
-        Xs.append(X)
-        Ys.append(frame["new_syndesmophyte"].to_numpy(dtype=float))
-        Gs.append(pd.factorize(frame["patient"])[0])
-        truths.append(float(panel.truth["log_or_new"]))
-    X, Y, G, mask = _stack(Xs, Ys, Gs)
-    many = fit_many(X, Y, G, mask=mask, nagq=nagq, names=names)
-    j = names.index("mri")
-    z = stats.norm.ppf(0.5 + level / 2.0)
-    est = np.asarray(many.params)[:, j]
-    se = np.asarray(many.bse)[:, j]
-    truth = np.asarray(truths)
-    return pd.DataFrame(
-        {
-            "rep": np.arange(n_reps),
-            "log_or": est,
-            "se": se,
-            "lower": est - z * se,
-            "upper": est + z * se,
-            "covered": (est - z * se <= truth) & (truth <= est + z * se),
-            "sigma": np.asarray(many.sigma),
-            "converged": np.asarray(many.converged),
-            "singular": np.asarray(many.singular),
-            "truth": truth,
-        }
-    )
-
-
-def _design(frame: pd.DataFrame, terms: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Intercept plus numeric columns, with 0/1 dummies for text columns (first level
-    as reference) — enough for the simple formulas of ``simulation_check``."""
-    cols = [np.ones(len(frame))]
-    names = ["Intercept"]
-    for t in terms:
-        s = frame[t]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            cols.append(s.to_numpy(dtype=float))
-            names.append(t)
-        else:
-            levels = sorted(pd.unique(s).tolist(), key=str)
-            for lev in levels[1:]:
-                cols.append((s == lev).to_numpy(dtype=float))
-                names.append(f"{t}[T.{lev}]")
-    return np.column_stack(cols), names
-
-
-def _stack(Xs, Ys, Gs):
-    """Pad replicates of different sizes to (R, n_max, p) arrays with a row mask."""
-    n_max = max(len(y) for y in Ys)
-    R, p = len(Xs), Xs[0].shape[1]
-    X = np.zeros((R, n_max, p))
-    Y = np.zeros((R, n_max))
-    G = np.zeros((R, n_max), dtype=int)
-    mask = np.zeros((R, n_max), dtype=bool)
-    for r, (x, y, g) in enumerate(zip(Xs, Ys, Gs, strict=True)):
-        n = len(y)
-        X[r, :n], Y[r, :n], G[r, :n], mask[r, :n] = x, y, g, True
-    return X, Y, G, mask
-
-
-# ---------------------------------------------------------------------------
 # along the spine
 
 
@@ -1224,8 +1204,7 @@ def fit_spec(panel, spec) -> list[SpecFit]:
             fitted = _safe_fit(formula, frame, spec.engine, spec.nagq)
             if isinstance(fitted, str):
                 raise ModelError(f"{spec.name}, exposure {exposure!r}: {fitted}")
-            fitted.ledger = frame.attrs["ledger"] + fitted.ledger
-            ledger = fitted.ledger
+            ledger = fitted.ledger  # starts from the frame's ledger (build_design)
             term = "mri"
         else:
             pl = patient_level(

@@ -238,7 +238,9 @@ def corner_outcome(
 # --------------------------------------------------------------------------- readers
 
 
-def _check_readers(readers: str) -> str:
+def check_readers(readers: str) -> str:
+    """The canonical name of a readers rule (``"reader"`` → ``"per_reader"``), else
+    ``DeriveError`` listing the rules."""
     rule = _READER_ALIASES.get(readers, readers)
     if rule not in READER_RULES:
         raise DeriveError(f"unknown readers rule {readers!r}; use one of {', '.join(READER_RULES)}")
@@ -278,7 +280,7 @@ def combine_readers(arrays: Mapping[str, np.ndarray], readers: str = "mean") -> 
     (readers' means for the combined rules). Without a ``reader`` array, or with
     ``"per_reader"``, rows are returned as they are.
     """
-    rule = _check_readers(readers)
+    rule = check_readers(readers)
     n = len(arrays["patient"])
     reader = arrays.get("reader")
     single = reader is None or len(np.unique(reader)) <= 1
@@ -331,7 +333,7 @@ def derive_arrays(
     missing). Fit ``y[eligible]`` on ``x[eligible]`` grouped by ``patient[eligible]``.
     """
     threshold = check_threshold(threshold)
-    rule = _check_readers(readers)
+    rule = check_readers(readers)
     mri_weeks = [int(w) for w in np.asarray(arrays["mri_weeks"]).ravel()]
     if outcome not in OUTCOMES:
         raise DeriveError(f"unknown outcome {outcome!r}; available outcomes: {', '.join(OUTCOMES)}")
@@ -427,7 +429,7 @@ def panel_arrays(panel: Any) -> dict[str, np.ndarray]:
 def available_covariates(panel: Any, readers: str = "mean") -> list[str]:
     """Covariates ``analysis_frame`` can add: patient-table columns and VU-level ones."""
     pcols = [c for c in panel.patients.columns if c not in FRAME_COLUMNS]
-    extra = ["reader"] if _check_readers(readers) == "per_reader" and panel.readers else []
+    extra = ["reader"] if check_readers(readers) == "per_reader" and panel.readers else []
     return [*pcols, *VU_COVARIATES, *extra]
 
 
@@ -485,7 +487,7 @@ def analysis_frame(
     Raises ``DeriveError`` for an unknown outcome, exposure, covariate or readers
     rule, and when no VU is eligible.
     """
-    rule = _check_readers(readers)
+    rule = check_readers(readers)
     threshold = check_threshold(threshold)
     if outcome not in OUTCOMES:
         raise DeriveError(f"unknown outcome {outcome!r}; available outcomes: {', '.join(OUTCOMES)}")
@@ -545,8 +547,8 @@ def analysis_frame(
     if frame.empty:
         raise DeriveError(
             f"no eligible VU for outcome {outcome!r} with exposure {exposure!r} "
-            f"(threshold {threshold:g}, readers {rule!r}); left out:\n"
-            + ledger.to_frame().to_string(index=False)
+            f"(threshold {threshold:g}, readers {rule!r}); left out: "
+            + "; ".join(f"{e['reason']}: {e['n_rows']} VU rows" for e in ledger)
         )
     frame.attrs["ledger"] = ledger
     frame.attrs["analysis"] = {

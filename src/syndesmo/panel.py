@@ -30,6 +30,7 @@ an in-memory table as 0-based row positions.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Sequence
@@ -48,7 +49,15 @@ KEY_COLUMNS = ("patient", "vu", "reader")
 
 _MRI_RE = re.compile(r"^mri_w(\d+)$")
 _XRAY_RE = re.compile(r"^msasss_(upper|lower)_w(\d+)$")
-_SCORE_PREFIXES = ("mri_", "msasss_")
+#: Column names that are near misses of a score column's name (e.g. ``mri_week24``,
+#: ``msasss_w102``, ``msasss_upper_0``): an error rather than an extra column.
+#: Covariates such as ``msasss_baseline`` or ``mri_total`` are not near misses.
+_NEAR_MISS_RE = re.compile(r"^(mri_w|msasss_w|msasss_(upper|lower))", re.IGNORECASE)
+
+
+def _is_score_column(name: object) -> bool:
+    return bool(_MRI_RE.match(str(name)) or _XRAY_RE.match(str(name)))
+
 
 #: How many offending rows an error message lists before "and N more".
 _SHOWN = 5
@@ -87,7 +96,7 @@ class _Where:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float) and np.isnan(value):
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return "missing"
     if isinstance(value, (np.generic,)):
         value = value.item()
@@ -163,7 +172,7 @@ class VUPanel:
         self.truth: dict | None = truth
         self.source: str | None = source
         self.readers: list | None = (
-            sorted(pd.unique(vu["reader"]).tolist(), key=str) if "reader" in vu.columns else None
+            _sorted_labels(pd.unique(vu["reader"]).tolist()) if "reader" in vu.columns else None
         )
         self.patient_ids: list = patients["patient"].tolist()
 
@@ -225,6 +234,14 @@ class VUPanel:
         )
 
 
+def _sorted_labels(values: list) -> list:
+    """Sorted naturally (1, 2, 10) where the values compare, else as text."""
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
 # ---------------------------------------------------------------------------
 # validation steps, each raising PanelError
 
@@ -259,7 +276,7 @@ def _check_vu_columns(vu: pd.DataFrame, where: _Where) -> tuple[list[int], list[
                     f"{where.name}: columns {xray[corner][week]!r} and {c!r} are both week {week}"
                 )
             xray[corner][week] = c
-        elif c.startswith(_SCORE_PREFIXES):
+        elif _NEAR_MISS_RE.match(c):
             raise PanelError(
                 f"{where.name}: column {c!r} looks like a score column but is not named "
                 "mri_w{week}, msasss_upper_w{week} or msasss_lower_w{week}"
@@ -448,7 +465,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Read a CSV or Parquet table; returns the frame and CSV line numbers (or None)."""
     kind = _kind(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise FileNotFoundError(errno.ENOENT, "No such file", str(path))
     try:
         if kind == "csv":
             df = pd.read_csv(path)
@@ -490,15 +507,13 @@ def _split_one_file(
         raise PanelError(f"{name}: missing required column 'patient'; found {list(table.columns)}")
     if "arm" not in table.columns:
         raise PanelError(
-            f"{name}: no 'arm' column; give a patient table (with 'patient' and 'arm') "
-            "or add the patient columns to the VU file"
+            f"{name}: no 'arm' column; give a patient table with 'patient' and 'arm' "
+            "(--patients FILE on the command line) or add the patient columns to the VU file"
         )
     bad = table["patient"].isna().to_numpy()
     if bad.any():
         raise _rows_error(where, table, bad, "with a missing value", "patient")
-    candidates = [
-        c for c in table.columns if c not in KEY_COLUMNS and not str(c).startswith(_SCORE_PREFIXES)
-    ]
+    candidates = [c for c in table.columns if c not in KEY_COLUMNS and not _is_score_column(c)]
     grouped = table.groupby("patient", sort=False, dropna=False)
     n_distinct = grouped[candidates].nunique(dropna=False).max() if candidates else pd.Series()
     patient_cols = [c for c in candidates if n_distinct.get(c, 0) <= 1]

@@ -358,6 +358,10 @@ def power_curve_plot(
             fontsize=_FONT + 0.5,
         )
         ax.set_ylim(0, 1.02)
+        ticks = np.unique(sub[x].to_numpy(dtype=float))
+        if len(ticks) <= 8:  # label the designs simulated, not round numbers between them
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([f"{t:g}" for t in ticks])
         ax.set_xlabel(words.get(x, x) if x != "n_patients" else "patients", fontsize=_FONT)
         ax.tick_params(labelsize=_FONT)
         ax.spines[["top", "right"]].set_visible(False)

@@ -15,17 +15,22 @@ results in task order, whatever backend ran them:
   A client made here from an address is closed here; a client passed in is left
   open for its owner.
 
-Worker processes are started with the ``spawn`` method (as Dask's nannies do),
-not ``fork``: forking a process that already runs threads (tqdm's monitor, a
-Dask client, BLAS pools) can deadlock, and ``spawn`` behaves the same on every
-platform. Each task is the same pure function of its inputs, so the results do
-not depend on the backend or on how many workers there are.
+Worker processes are forked where the platform allows it and the calling process
+runs no other thread at that moment (the pool is started before the progress bar,
+whose monitor is a thread); otherwise they are started with ``spawn``, as Dask's
+nannies are, because forking a process that runs threads (a Dask client, a
+progress monitor) can deadlock. Forking lets a plain script call ``power(...,
+workers=2)`` without an ``if __name__ == "__main__":`` guard; under ``spawn`` (and
+with a Dask ``LocalCluster``) the usual multiprocessing rule applies and the guard
+is needed. Each task is the same pure function of its inputs, so the results do
+not depend on the backend, the start method or how many workers there are.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -86,33 +91,40 @@ def run_tasks(
     """
     check_backend(workers, scheduler)
     sizes = list(unit_sizes) if unit_sizes is not None else [1] * len(tasks)
-    bar = _progress_bar(progress, total=sum(sizes), desc=desc)
-    try:
-        if scheduler is not None:
-            return _run_dask(fn, tasks, scheduler, bar, sizes)
-        if workers is not None and workers > 1 and len(tasks) > 1:
-            return _run_processes(fn, tasks, workers, bar, sizes)
-        results = []
+    total = sum(sizes)
+    if scheduler is not None:
+        return _run_dask(fn, tasks, scheduler, sizes, progress, desc)
+    if workers is not None and workers > 1 and len(tasks) > 1:
+        return _run_processes(fn, tasks, workers, sizes, progress, desc)
+    results = []
+    with _progress_bar(progress, total=total, desc=desc) as bar:
         for task, size in zip(tasks, sizes, strict=True):
             results.append(fn(task))
             bar.update(size)
-        return results
-    finally:
-        bar.close()
+    return results
 
 
-def _run_processes(fn, tasks, workers: int, bar, sizes) -> list[Any]:
-    context = multiprocessing.get_context("spawn")
+def start_method() -> str:
+    """``fork`` where available and no other thread runs, else ``spawn`` (see above)."""
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
+
+
+def _run_processes(fn, tasks, workers: int, sizes, progress: bool, desc: str) -> list[Any]:
+    context = multiprocessing.get_context(start_method())
     saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
-    os.environ.update(_SINGLE_THREAD_ENV)  # inherited by the spawned interpreters
+    os.environ.update(_SINGLE_THREAD_ENV)  # read by spawned interpreters at start
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as ex:
+            # submitting starts the workers; only then the progress bar (a thread)
             futures = {ex.submit(fn, task): i for i, task in enumerate(tasks)}
             results: list[Any] = [None] * len(tasks)
-            for fut in as_completed(futures):
-                i = futures[fut]
-                results[i] = fut.result()
-                bar.update(sizes[i])
+            with _progress_bar(progress, total=sum(sizes), desc=desc) as bar:
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    results[i] = fut.result()
+                    bar.update(sizes[i])
             return results
     finally:
         for k, v in saved.items():
@@ -130,7 +142,7 @@ def _is_dask_client(obj: Any) -> bool:
     return isinstance(obj, Client)
 
 
-def _run_dask(fn, tasks, scheduler, bar, sizes) -> list[Any]:
+def _run_dask(fn, tasks, scheduler, sizes, progress: bool, desc: str) -> list[Any]:
     try:
         from distributed import Client
         from distributed import as_completed as dask_as_completed
@@ -145,11 +157,12 @@ def _run_dask(fn, tasks, scheduler, bar, sizes) -> list[Any]:
         futures = client.map(fn, list(tasks), pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(tasks)
-        for fut in dask_as_completed(futures):
-            i = index[fut.key]
-            results[i] = fut.result()
-            bar.update(sizes[i])
-            fut.release()
+        with _progress_bar(progress, total=sum(sizes), desc=desc) as bar:
+            for fut in dask_as_completed(futures):
+                i = index[fut.key]
+                results[i] = fut.result()
+                bar.update(sizes[i])
+                fut.release()
         return results
     finally:
         if own:

@@ -283,17 +283,83 @@ _ENGINE_SHORT = {"native": "GLMM", "lme4": "GLMM", "bayes": "Bayes", "gee": "GEE
 def descriptive_tables(
     panel, vu_specs: Sequence[ModelSpec], threshold: float, readers: str
 ) -> dict[str, pd.DataFrame]:
-    """Descriptive counts (``syndesmo.describe``): inflammation prevalence by week and
-    arm, VUs by exposure and outcome (2×2), new syndesmophytes in VUs without
-    inflammation."""
-    from syndesmo import describe
+    """Descriptive counts from ``syndesmo.describe``, each with a title and a sentence.
 
-    return describe.report_tables(
-        panel,
-        exposures=sorted({e for s in vu_specs for e in s.exposures}, key=_exposure_order),
-        threshold=threshold,
-        readers=readers,
+    ``inflammation``: VUs and patients inflamed at each MRI week, by arm;
+    ``events_<outcome>``: VUs by exposure and outcome (2×2) for the binary exposures
+    of the VU-level specs; ``share_uninflamed``: new syndesmophytes in VUs without
+    inflammation at each week and never inflamed. ``df.attrs`` holds ``title`` and
+    ``text`` (a sentence with the numbers).
+    """
+    from syndesmo import describe
+    from syndesmo.derive import COUNT_EXPOSURES
+
+    prev = describe.inflammation_prevalence(panel, threshold, readers)
+    prev.attrs.update(
+        title=f"VUs and patients with MRI inflammation (ASspiMRI-a ≥ {threshold:g}) by week "
+        "and arm",
+        text=_prevalence_text(prev),
     )
+    tables = {"inflammation": prev}
+    for outcome in dict.fromkeys(s.outcome for s in vu_specs):
+        exposures = [
+            e
+            for e in dict.fromkeys(x for s in vu_specs if s.outcome == outcome for x in s.exposures)
+            if e not in COUNT_EXPOSURES
+        ]
+        if not exposures:
+            continue
+        ev = describe.events_by_inflammation(panel, threshold, readers, outcome, exposures)
+        label = analysis.OUTCOME_LABELS.get(outcome, outcome)
+        ev.attrs.update(
+            title=f"VUs at risk by MRI inflammation and {label} (2×2 counts)",
+            text=_events_text(ev, label),
+        )
+        tables[f"events_{outcome}"] = ev
+    if any(s.outcome == "new_syndesmophyte" for s in vu_specs):
+        share = describe.share_in_uninflamed(panel, threshold, readers)
+        share.attrs.update(
+            title="New syndesmophytes that formed in VUs without inflammation",
+            text=_share_text(share),
+        )
+        tables["share_uninflamed"] = share
+    return tables
+
+
+def _week_words(week: int) -> str:
+    return "baseline" if int(week) == 0 else f"week {int(week)}"
+
+
+def _prevalence_text(prev: pd.DataFrame) -> str:
+    from syndesmo.describe import ALL_ARMS
+
+    rows = prev[prev["arm"].eq(ALL_ARMS)]
+    parts = [
+        f"{r.pct_vus_inflamed:.1f}% of VUs ({r.pct_patients_inflamed:.0f}% of patients) at "
+        f"{_week_words(r.week)}"
+        for r in rows.itertuples()
+    ]
+    return "MRI inflammation was seen in " + ", ".join(parts) + "."
+
+
+def _events_text(ev: pd.DataFrame, label: str) -> str:
+    parts = []
+    for exposure, sub in ev.groupby("exposure", sort=False):
+        yes, no = sub.iloc[0], sub.iloc[1]
+        parts.append(
+            f"{analysis.EXPOSURE_LABELS.get(exposure, exposure)}: {yes['n_events']}/"
+            f"{yes['n_vus']} ({yes['pct_events']:.1f}%) vs {no['n_events']}/{no['n_vus']} "
+            f"({no['pct_events']:.1f}%) among the others, crude OR {yes['odds_ratio']:.2f}"
+        )
+    return f"{label[0].upper()}{label[1:]}, VUs " + "; ".join(parts) + "."
+
+
+def _share_text(share: pd.DataFrame) -> str:
+    parts = [
+        f"{r.n_events_uninflamed} of {r.n_events} ({r.pct_events_uninflamed:.0f}%) in VUs {r.vus}"
+        for r in share.itertuples()
+    ]
+    return "Of the new syndesmophytes, " + "; ".join(parts) + "."
 
 
 def _exposure_order(name: str) -> int:

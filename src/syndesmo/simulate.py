@@ -111,8 +111,9 @@ _COVARIATES: dict[str, tuple[float, float, float]] = {
 
 #: One line per spec field: meaning and the source of its default (to_toml writes it).
 FIELD_DOCS: dict[str, str] = {
-    "n_patients": "patients; 187 is illustrative, ~80% of an ASSERT-sized MRI cohort "
-    "(van der Heijde et al. Ann Rheum Dis 2012;71:369-73 used an 80% random sample)",
+    "n_patients": "patients; 187 is illustrative, within the 150-250 of DOMAIN.md (the "
+    "reference analysis used an 80% random sample of ASSERT; van der Heijde et al. Ann "
+    "Rheum Dis 2012;71:369-73)",
     "p_infliximab": "share randomised to infliximab: 201/279 in ASSERT "
     "(van der Heijde et al. Arthritis Rheum 2005;52:582-91)",
     "crossover_week": "placebo patients start infliximab after this week (ASSERT: 24)",
@@ -133,11 +134,12 @@ FIELD_DOCS: dict[str, str] = {
     "illustrative 1 (no regional difference)",
     "odds_ratio_corner1_new": "OR of a baseline corner score 1 for a new syndesmophyte; "
     "illustrative 1, so baseline_corner is no confounder",
-    "risk_new": "2-year risk of a new syndesmophyte in unexposed syndesmophyte-free VUs, "
-    "averaged over patients; 'a few percent' (DOMAIN.md), cf. 5.1% of non-inflamed "
-    "corners (Maksymowych et al. Arthritis Rheum 2009;60:93-102)",
-    "risk_growth": "2-year risk of growth of an existing syndesmophyte in unexposed VUs, "
-    "averaged over patients; illustrative",
+    "risk_new": "2-year risk of a new syndesmophyte in unexposed syndesmophyte-free VUs "
+    "(placebo, cervical, no corner 1), averaged over patients; 'a few percent' "
+    "(DOMAIN.md), cf. 5.1% of non-inflamed corners (Maksymowych et al. Arthritis Rheum "
+    "2009;60:93-102)",
+    "risk_growth": "2-year risk of growth of an existing syndesmophyte in unexposed VUs "
+    "(placebo arm), averaged over patients; illustrative",
     "syndesmophyte_prevalence": "share of VUs with a syndesmophyte at baseline, averaged "
     "over patients; illustrative, gives a mean baseline mSASSS of about 11 (0-72)",
     "sd_syndesmophyte": "SD of the patient syndesmophyte propensity (logit scale); "

@@ -17,10 +17,19 @@ from syndesmo.engines._quadrature import Layout
 
 
 def _patterns(groups: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct ``(group, x)`` rows, sorted by group, and each row's pattern index."""
+    """Distinct ``(group, x)`` rows, sorted by group, and each row's pattern index.
+
+    A lexicographic sort of the columns (much faster than ``np.unique(axis=0)``).
+    """
     keys = np.column_stack([groups.astype(float), X])
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-    return uniq, inv.reshape(-1)
+    if keys.shape[0] == 0:
+        return keys, np.zeros(0, dtype=np.int64)
+    order = np.lexsort(keys.T[::-1])
+    sk = keys[order]
+    new = np.r_[True, np.any(sk[1:] != sk[:-1], axis=1)]
+    inv = np.empty(keys.shape[0], dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return sk[new], inv
 
 
 def _starts(gcodes: np.ndarray) -> np.ndarray:
@@ -35,7 +44,6 @@ def compress_shared(
     Returns the layout and the original code of each layout group.
     """
     uniq, inv = _patterns(groups, X)
-    npat = uniq.shape[0]
     to_pattern = sp.csr_matrix((np.ones(inv.size), (np.arange(inv.size), inv)))
     y = np.asarray(Y @ to_pattern)
     m = np.asarray(M @ to_pattern)

@@ -76,6 +76,7 @@ class Layout:
         self.n_reps = int(self.y.shape[1])
         self.ysum = self.group_sum(self.y)  # (G, R)
         self.msum = self.group_sum(self.m)
+        self._outer: np.ndarray | None = None
 
     @property
     def n_params(self) -> int:
@@ -86,6 +87,12 @@ class Layout:
         if a.ndim == 2:
             return self.Z @ a
         return (self.Z @ a.reshape(a.shape[0], -1)).reshape((self.n_groups, *a.shape[1:]))
+
+    def outer(self) -> np.ndarray:
+        """Row-wise outer products ``x_i x_iᵀ`` of a shared design, (n, p²), cached."""
+        if self._outer is None:
+            self._outer = (self.X[:, :, None] * self.X[:, None, :]).reshape(self.X.shape[0], -1)
+        return self._outer
 
     def design(self, rep: np.ndarray) -> np.ndarray:
         """Design for batch element ``b`` on replicate ``rep[b]``: (n, p) or (p, n, B)."""
@@ -149,7 +156,7 @@ def solve_modes(
 
     ``h'(u) = θ·Σ (y − m μ) − u`` is strictly decreasing, and its root lies in
     ``θ·[Σ(y − m), Σ y]``. As in Numerical Recipes' ``rtsafe``, a Newton step that
-    leaves the current bracket, or is not at most half the previous step, is replaced
+    leaves the current bracket, or is not at most half the step before last, is replaced
     by bisection, so the iteration converges from any start (Newton alone can cycle
     for groups whose responses are all 1 or all 0; lme4 halves PIRLS steps for the
     same reason).
@@ -163,7 +170,7 @@ def solve_modes(
     lo = np.minimum(a, b)
     hi = np.maximum(a, b)
     u = np.clip(u0, lo, hi)
-    last = hi - lo
+    dx = dxold = hi - lo  # the last two step lengths, as in rtsafe
     th2 = theta * theta
     done = False
     for _ in range(MODE_MAXITER):
@@ -182,9 +189,10 @@ def solve_modes(
         lo = np.where(f > 0, u, lo)
         hi = np.where(f < 0, u, hi)
         un = u + du
-        bisect = (un < lo) | (un > hi) | (2.0 * np.abs(du) > last)
+        bisect = (un < lo) | (un > hi) | (2.0 * np.abs(du) > dxold)
         un = np.where(bisect, 0.5 * (lo + hi), un)
-        last = np.abs(un - u)
+        dxold = dx
+        dx = np.abs(un - u)
         u = un
     conv = np.full(u.shape[1], True) if done else np.max(np.abs(du), axis=0) < 1e3 * MODE_TOL
     return ModeState(u, eta, mu, r, v, R, W, H, f, conv)
@@ -214,9 +222,6 @@ def loglik_and_grad(
     y = layout.y[:, rep]
     m = layout.m[:, rep]
     s = 1.0 / np.sqrt(st.H)
-    gid = layout.gid
-    z, w = gauss_hermite(nagq)
-
     # h(û) per group: the Laplace term, and the reference for the quadrature sums
     lp0 = y * st.eta - m * (np.maximum(st.eta, 0.0) + np.log1p(np.exp(-np.abs(st.eta))))
     h0 = layout.group_sum(lp0) - 0.5 * st.u**2
@@ -243,6 +248,7 @@ def loglik_and_grad(
     # beta: dû/dβ = −θ Σ v x / H ; dH/dβ = θ² Σ v' x + θ³ T dû/dβ
     c1 = (D + q * th2 * theta * T) * (-theta / H)
     c2 = q * th2
+    gid = layout.gid
     omega = rho + c1[gid] * st.v + c2[gid] * vp
     g_beta = cross(Xb, omega)
     # theta: dû/dθ = (R − θ û W)/H ; dH/dθ = 2θW + θ²(T û + θ T dû/dθ)

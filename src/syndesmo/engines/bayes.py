@@ -103,7 +103,7 @@ class Prior:
 
     def describe(self) -> str:
         """Readable form such as ``Normal(mu=0, sigma=5.41)``."""
-        inner = ", ".join(f"{k}={v:.4g}" for k, v in self.params)
+        inner = ", ".join(f"{k}={np.round(v, 4)}" if np.ndim(v) else f"{k}={v:.4g}" for k, v in self.params)
         return f"{self.dist}({inner})"
 
 
@@ -270,19 +270,20 @@ def _check_options(
         raise ModelError(f"nuts_sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
 
 
-def _chain_seeds(seed: Any, chains: int) -> list[int]:
-    """One integer seed per chain from an int, a SeedSequence or a Generator."""
+def _sampler_seed(seed: Any) -> int:
+    """One integer seed for ``pymc.sample`` from an int, a SeedSequence or a Generator.
+
+    PyMC derives the per-chain seeds from it, so the same seed gives the same draws.
+    """
     if isinstance(seed, np.random.Generator):
-        return [int(s) for s in seed.integers(0, 2**31 - 1, size=chains)]
+        return int(seed.integers(0, 2**31 - 1))
     if isinstance(seed, np.random.SeedSequence):
-        ss = seed
-    elif isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0:
-        ss = np.random.SeedSequence(int(seed))
-    else:
-        raise ModelError(
-            f"seed must be a non-negative int, a numpy SeedSequence or Generator, got {seed!r}"
-        )
-    return [int(s) for s in ss.generate_state(chains, dtype=np.uint32) % (2**31 - 1)]
+        return int(seed.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1))
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0:
+        return int(seed)
+    raise ModelError(
+        f"seed must be a non-negative int, a numpy SeedSequence or Generator, got {seed!r}"
+    )
 
 
 def _intercept_index(X: np.ndarray, names: list[str]) -> int | None:
@@ -398,6 +399,13 @@ def _validate(design: Design, data_used: pd.DataFrame | None) -> tuple[np.ndarra
         raise ModelError(f"term '{design.names[j]}' has non-finite values")
     if X.shape[1] == 0:
         raise ModelError("the model has no fixed effects (not even an intercept)")
+    icpt = _intercept_index(X, list(design.names))
+    for j, name in enumerate(design.names):
+        if j != icpt and X.shape[0] > 0 and np.ptp(X[:, j]) == 0:
+            raise ModelError(
+                f"term '{name}' is constant in the rows used ({X[0, j]:g}), so it cannot be "
+                "told apart from the intercept; drop it from the formula"
+            )
     if np.linalg.matrix_rank(X) < X.shape[1]:
         from syndesmo.engines.native import _check_rank
 
@@ -436,6 +444,20 @@ def _distribution(pm, name: str, prior: Prior, **kwargs):
         raise ModelError(f"prior for {name!r}: {prior.describe()} is invalid: {exc}") from exc
 
 
+def _slope_vector(pm, pt, slopes: list[str], priors: dict[str, Prior]):
+    """The slopes as one vector: a single vector RV when all priors share a family
+    (the default; fewer graph nodes, a faster gradient), else one RV per term."""
+    first = priors[slopes[0]]
+    keys = [k for k, _ in first.params]
+    if all(priors[s].dist == first.dist and [k for k, _ in priors[s].params] == keys for s in slopes):
+        stacked = Prior(
+            first.dist,
+            tuple((k, np.array([dict(priors[s].params)[k] for s in slopes])) for k in keys),
+        )
+        return _distribution(pm, "b", stacked, dims="slope")
+    return pt.stack([_distribution(pm, f"b[{s}]", priors[s]) for s in slopes])
+
+
 def _group_dim(group: str) -> str:
     return "group" if group in _RESERVED_DIMS else group
 
@@ -461,7 +483,7 @@ def _build_model(pm, pt, design: Design, X: np.ndarray, cells: _Cells, priors: d
         eta = 0.0
         parts = []
         if slopes:
-            b = pt.stack([_distribution(pm, s, priors[s]) for s in slopes])
+            b = _slope_vector(pm, pt, slopes, priors)
             eta = eta + (pt.as_tensor_variable(Xc) * b[None, :]).sum(axis=1)
         if icpt is not None:
             alpha_c = _distribution(pm, f"{names[icpt]}_centred", priors[names[icpt]])
@@ -578,7 +600,7 @@ def fit_bayes(
         raise ModelError(f"hdi must be True or False, got {hdi!r}")
     X, y, n = _validate(design, data_used)
     resolved = resolve_priors(design, priors)
-    seeds = _chain_seeds(seed, chains)
+    sampler_seed = _sampler_seed(seed)
     groups = None if design.groups is None else np.asarray(design.groups, dtype=np.int64)
     cells = _aggregate(X, y, n, groups)
     pm, pt, az = _backend()
@@ -592,7 +614,7 @@ def fit_bayes(
                 tune=tune,
                 chains=chains,
                 cores=cores,
-                random_seed=seeds,
+                random_seed=sampler_seed,
                 progressbar=progress,
                 nuts_sampler=nuts_sampler,
                 nuts={"target_accept": float(target_accept)},

@@ -108,6 +108,7 @@ def _fit_core(
     tol: float,
     maxiter: int,
 ) -> _CoreFit:
+    """Fit every replicate of ``layout``: GLM start → Laplace → (quadrature) → Hessian."""
     S = layout.n_reps
     p = layout.p
     beta_glm = _glm_irls(layout)
@@ -117,18 +118,25 @@ def _fit_core(
         psi0 = np.broadcast_to(start, (S, p + 1)).astype(float).copy()
         psi0[:, -1] = np.where(psi0[:, -1] == 0.0, 1e-3, psi0[:, -1])  # θ = 0 is stationary
 
-    first = newton_maximise(layout, psi0, 1, tol=max(tol, STAGE1_TOL), maxiter=maxiter)
+    stage1_tol = max(tol, STAGE1_TOL) if nagq > 1 else tol
+    first = newton_maximise(layout, psi0, 1, tol=stage1_tol, maxiter=maxiter)
     res = first
     if nagq > 1:
         res = newton_maximise(
             layout, first.psi, nagq, u0=first.u, tol=tol, maxiter=maxiter, hess0=first.hess
         )
-    elif tol < STAGE1_TOL:
-        res = newton_maximise(layout, first.psi, 1, u0=first.u, tol=tol, maxiter=maxiter)
-    psi = res.psi.copy()
-    psi[:, -1] = np.abs(psi[:, -1])
-    u = res.u * np.where(res.psi[:, -1] < 0, -1.0, 1.0)  # modes are odd in θ
+    psi, u = res.psi.copy(), res.u.copy()
+    converged = res.converged & ~res.failed
+    iters = first.n_iter + (res.n_iter if res is not first else 0)
+    decrement = res.decrement.copy()
+    notes = [""] * S
+    for i in np.flatnonzero(res.failed):
+        fb = _fallback(layout, i, psi0[i], nagq, tol, maxiter)
+        if fb is not None:
+            psi[i], u[:, i], converged[i], decrement[i], notes[i] = fb
 
+    u *= np.where(psi[:, -1] < 0, -1.0, 1.0)  # modes are odd in θ
+    psi[:, -1] = np.abs(psi[:, -1])
     # Near the boundary the exact θ = 0 optimum (plain logistic regression) is at least
     # as good; lme4's bounded optimiser reports θ = 0 there too.
     near = np.flatnonzero(psi[:, -1] < SNAP_TOL)
@@ -143,55 +151,88 @@ def _fit_core(
 
     value, grad, hess, u = final_hessian(layout, psi, u, nagq)
     vcov, theta_se = _covariances(hess, psi[:, -1])
-
-    iters = first.n_iter + (res.n_iter if res is not first else 0)
-    converged = res.converged & ~res.failed & np.isfinite(value)
+    converged &= np.isfinite(value)
     messages = []
     for i in range(S):
         gnorm = float(np.max(np.abs(grad[i]))) if np.all(np.isfinite(grad[i])) else math.inf
         if converged[i]:
-            messages.append(
+            msg = (
                 f"converged after {iters[i]} Newton iterations "
-                f"(max |gradient| {gnorm:.1e}, decrement {res.decrement[i]:.1e})"
+                f"(max |gradient| {gnorm:.1e}, decrement {decrement[i]:.1e})"
             )
         elif res.failed[i] or not np.isfinite(value[i]):
-            messages.append(
+            msg = (
                 f"line search failed after {iters[i]} Newton iterations: the log-likelihood "
                 f"could not be increased (max |gradient| {gnorm:.2e})"
             )
         else:
-            messages.append(
+            msg = (
                 f"iteration limit reached (maxiter={maxiter}) with max |gradient| {gnorm:.2e} "
-                f"and Newton decrement {res.decrement[i]:.2e} > tol={tol:g}"
+                f"and Newton decrement {decrement[i]:.2e} > tol={tol:g}"
             )
+        messages.append(msg + notes[i])
     return _CoreFit(psi, value, grad, hess, vcov, theta_se, converged, messages, iters)
+
+
+def _fallback(layout: Layout, i: int, psi0: np.ndarray, nagq: int, tol: float, maxiter: int):
+    """L-BFGS-B (θ ≥ 0) on the exact gradient, then Newton, for a replicate where the
+    batched Newton iteration broke down. Returns ``None`` if that fails too."""
+    from scipy.optimize import minimize
+
+    rep = np.array([i])
+    state = {"u": np.zeros((layout.n_groups, 1))}
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        val, grad, st = loglik_and_grad(layout, rep, x[None, :], state["u"], nagq)
+        if not (st.converged.all() and np.isfinite(val[0])):
+            return math.inf, np.zeros_like(x)
+        state["u"] = st.u
+        return -float(val[0]), -grad[0]
+
+    x0 = psi0.astype(float).copy()
+    x0[-1] = max(abs(x0[-1]), 0.1)
+    bounds = [(None, None)] * (x0.size - 1) + [(0.0, None)]
+    opt = minimize(
+        objective,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9},
+    )
+    if not np.isfinite(opt.fun):
+        return None
+    start = opt.x.copy()
+    start[-1] = max(start[-1], 1e-3)  # θ = 0 is a stationary point of Newton
+    pol = newton_maximise(
+        layout, start[None, :], nagq, rep=rep, u0=state["u"], tol=tol, maxiter=maxiter
+    )
+    if pol.converged[0] and not pol.failed[0]:
+        note = "; reached by the L-BFGS-B fallback after the Newton line search failed"
+        return pol.psi[0], pol.u[:, 0], True, pol.decrement[0], note
+    note = f"; L-BFGS-B fallback after the Newton line search failed: {opt.message}"
+    return opt.x, state["u"][:, 0], bool(opt.success), math.nan, note
 
 
 def _covariances(hess: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Covariance of β (and SE of θ) from the Hessian over (β, θ), as lme4's vcov().
 
-    At θ = 0 the cross derivatives vanish (the likelihood is even in θ) and the
-    β block is inverted alone, which is what lme4's central differences give too.
+    At θ = 0 the cross derivatives vanish (the likelihood is even in θ) and the β block
+    is inverted alone, which is what lme4's central differences give there too; the
+    same is done when the full information matrix is not positive definite.
     """
-    S, P = hess.shape[:2]
-    p = P - 1
-    vcov = np.full((S, p, p), np.nan)
-    theta_se = np.full(S, np.nan)
-    for i in range(S):
-        info = -hess[i]
-        if theta[i] > 0:
-            try:
-                np.linalg.cholesky(info)
-                inv = np.linalg.inv(info)
-                vcov[i] = inv[:p, :p]
-                theta_se[i] = math.sqrt(inv[p, p])
-                continue
-            except np.linalg.LinAlgError:
-                pass
-        try:
-            vcov[i] = np.linalg.inv(info[:p, :p])
-        except np.linalg.LinAlgError:
-            pass
+    p = hess.shape[1] - 1
+    info = -np.nan_to_num(hess, nan=0.0, posinf=0.0, neginf=0.0)
+    finite = np.all(np.isfinite(hess), axis=(1, 2))
+    full = finite & (theta > 0) & (np.linalg.eigvalsh(info)[:, 0] > 0)
+    beta_block = info[:, :p, :p]
+    ok_block = finite & (np.linalg.eigvalsh(beta_block)[:, 0] > 0)
+    eye = np.eye(p + 1)
+    inv_full = np.linalg.inv(np.where(full[:, None, None], info, eye))
+    inv_block = np.linalg.inv(np.where(ok_block[:, None, None], beta_block, eye[:p, :p]))
+    vcov = np.where(full[:, None, None], inv_full[:, :p, :p], inv_block)
+    vcov[~(full | ok_block)] = np.nan
+    theta_se = np.where(full, np.sqrt(np.abs(inv_full[:, p, p])), np.nan)
     return 0.5 * (vcov + np.swapaxes(vcov, 1, 2)), theta_se
 
 
@@ -222,6 +263,12 @@ def _check_nagq(nagq: int) -> int:
     return int(nagq)
 
 
+def _row(design: Design, i: int) -> str:
+    """Row ``i`` of the model matrices, named by its 0-based position in the input data."""
+    rows = getattr(design, "rows", None)
+    return f"row {int(rows[i]) if rows is not None else int(i)}"
+
+
 def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Arrays of a usable design, or one ModelError naming the problem."""
     if design.groups is None:
@@ -244,15 +291,15 @@ def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     bad = ~np.isfinite(X)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ModelError(f"term '{design.names[j]}' is not finite in row {i} ({X[i, j]})")
+        raise ModelError(f"term '{design.names[j]}' is not finite in {_row(design, i)} ({X[i, j]})")
     for what, arr in ((resp, y), ("trials", m)):
         bad = ~np.isfinite(arr)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ModelError(f"{what} is not finite in row {i} ({arr[i]})")
+            raise ModelError(f"{what} is not finite in {_row(design, i)} ({arr[i]})")
     if np.any(m < 1) or np.any(m != np.round(m)):
         i = int(np.flatnonzero((m < 1) | (m != np.round(m)))[0])
-        raise ModelError(f"trials must be positive integers: row {i} has {m[i]:g}")
+        raise ModelError(f"trials must be positive integers: {_row(design, i)} has {m[i]:g}")
     binary = bool(np.all(m == 1))
     badv = (y < 0) | (y > m) | (y != np.round(y))
     if badv.any():
@@ -261,11 +308,11 @@ def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
             values = ", ".join(f"{v:g}" for v in np.unique(y[badv])[:5])
             raise ModelError(
                 f"response '{resp}' must be 0/1 for a binary model: found value(s) {values} "
-                f"(first in row {i}); use successes with trials for binomial counts"
+                f"(first in {_row(design, i)}); use successes with trials for binomial counts"
             )
         raise ModelError(
             f"response '{resp}' must count successes between 0 and trials: "
-            f"row {i} has {y[i]:g} of {m[i]:g}"
+            f"{_row(design, i)} has {y[i]:g} of {m[i]:g}"
         )
     if y.sum() == 0:
         raise ModelError(
@@ -282,7 +329,7 @@ def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
     notes = []
     codes, groups = np.unique(groups, return_inverse=True)
-    sizes = np.bincount(groups)
+    sizes = np.bincount(groups, weights=m)  # observations = trials (1 per row if binary)
     single = np.flatnonzero(sizes == 1)
     if single.size:
         labels = design.group_labels
@@ -294,8 +341,8 @@ def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         ]
         notes.append(
             f"{single.size} group(s) of '{design.group}' have a single observation "
-            f"(e.g. {', '.join(shown)}); they are kept (as lme4 does) and inform σ "
-            "only through that one row"
+            f"(e.g. {', '.join(shown)}); they are kept, as lme4 does, but say little "
+            "about the random-intercept SD"
         )
     return X, y, m, groups, notes
 
@@ -408,7 +455,7 @@ def fit_native(
         singular=bool(singular),
         ledger=design.ledger.copy(),
         warnings=fit_warnings,
-        n_events=int(round(y.sum())),
+        n_events=round(float(y.sum())),
         extra={
             "theta_se": float(core.theta_se[0]),
             "loglik_marginal": marginal,
@@ -419,20 +466,28 @@ def fit_native(
     )
 
 
-def loglik_at(design: Design, params, sigma: float, nagq: int = 1) -> float:
-    """lme4-scale log-likelihood of ``design`` at given fixed effects and σ.
+def loglik_at(
+    design: Design, params, sigma: float, nagq: int = 1, *, marginal: bool = False
+) -> float:
+    """Log-likelihood of ``design`` at given fixed effects and σ.
 
-    The same function :func:`fit_native` maximises, so estimates from another program
-    (lme4) can be compared on it.
+    The function :func:`fit_native` maximises, on lme4's scale (``logLik``), so
+    estimates from another program (lme4) can be compared on it. ``marginal=True``
+    gives the approximation of the log-likelihood itself (differs from lme4's scale
+    only for ``nagq > 1`` with binomial counts, see the module docstring).
     """
     nagq = _check_nagq(nagq)
     X, y, m, groups, _ = _validate(design)
     layout, _ = compress_shared(X, y[None], m[None], groups)
     psi = np.r_[np.asarray(params, dtype=float).reshape(-1), float(sigma)][None, :]
-    value, _, _ = loglik_and_grad(
+    value, _, st = loglik_and_grad(
         layout, np.zeros(1, dtype=int), psi, np.zeros((layout.n_groups, 1)), nagq, grad=False
     )
+    if not st.converged.all():
+        raise ModelError("conditional modes did not converge at these parameters")
     logc, sat = _constants(y, m)
+    if marginal:
+        return float(value[0] + logc)
     return float(_lme4_loglik(value, logc, sat, nagq)[0])
 
 
@@ -545,7 +600,7 @@ def fit_many(
     names: list[str] | None = None,
     tol: float = 1e-10,
     maxiter: int = 100,
-    chunk_rows: int = 400_000,
+    chunk: int | None = None,
 ) -> ManyFit:
     """Fit the random-intercept GLMM to many response vectors at once.
 
@@ -553,15 +608,16 @@ def fit_many(
     ``(R, n, p)``; ``Y`` is ``(R, n)``; ``groups`` ``(n,)`` integer codes; ``trials``
     ``(n,)`` or ``(R, n)`` (default 1); ``mask`` ``(R, n)`` marks the rows in the
     analysis of each replicate (others contribute nothing). Replicates are processed
-    in chunks of about ``chunk_rows`` compressed rows; within a chunk the modes of all
-    groups of all replicates and the Newton iterations over ``(β, θ)`` run together.
+    ``chunk`` at a time (default: sized so arrays stay around a megabyte); within a
+    chunk the modes of all groups of all replicates and the Newton iterations over
+    ``(β, θ)`` run together.
     Results equal :func:`fit_native` replicate by replicate. A replicate that cannot
     be fitted (no events, no non-events, a rank-deficient design) gets NaN estimates,
     ``converged = False`` and a message.
     """
     nagq = _check_nagq(nagq)
     X, Y, M, groups = _many_inputs(X, Y, groups, trials, mask)
-    R, n = Y.shape
+    R = Y.shape[0]
     p = X.shape[2]
     names = list(names) if names is not None else [f"x{j}" for j in range(p)]
     if len(names) != p:
@@ -587,10 +643,10 @@ def fit_many(
     fittable = _fittable(X, Y, M, messages)
     idx_all = np.flatnonzero(fittable)
 
-    rows_per_rep = max(1, n * (nagq if nagq > 1 else 2) * (p + 3))
-    size = max(1, chunk_rows // rows_per_rep * 8)
-    for lo in range(0, idx_all.size, size):
-        idx = idx_all[lo : lo + size]
+    if chunk is None:
+        chunk = _default_chunk(X, Y, M, groups, nagq)
+    for lo in range(0, idx_all.size, chunk):
+        idx = idx_all[lo : lo + chunk]
         if X.shape[0] == 1:
             layout, _ = compress_shared(X[0], Y[idx], M[idx], groups)
         else:
@@ -604,6 +660,11 @@ def fit_many(
         out["converged"][idx] = core.converged
         for k, i in enumerate(idx):
             messages[i] = core.message[k]
+            if np.max(np.abs(core.psi[k, :p])) > SEPARATION_BETA:
+                messages[i] += (
+                    f"; an estimate exceeds {SEPARATION_BETA:g} in absolute value "
+                    "(possible separation)"
+                )
 
     bse = np.sqrt(np.clip(np.diagonal(out["vcov"], axis1=1, axis2=2), 0.0, None))
     bse[~np.isfinite(out["params"])] = np.nan
@@ -623,6 +684,20 @@ def fit_many(
         theta_se=out["theta_se"],
         messages=messages,
     )
+
+
+CHUNK_ELEMENTS = 100_000  # rows × batch elements per array in fit_many
+
+
+def _default_chunk(
+    X: np.ndarray, Y: np.ndarray, M: np.ndarray, groups: np.ndarray, nagq: int
+) -> int:
+    """Replicates per chunk so that the Newton batch arrays hold ~CHUNK_ELEMENTS numbers."""
+    x0 = X[0] if X.shape[0] == 1 else X[0][M[0] > 0]
+    g0 = groups if X.shape[0] == 1 else groups[M[0] > 0]
+    rows = max(1, np.unique(np.column_stack([g0, x0]), axis=0).shape[0])
+    per_rep = rows * (X.shape[2] + 2) * (1 if nagq == 1 else 2)
+    return int(np.clip(CHUNK_ELEMENTS // per_rep, 1, 512))
 
 
 def _fittable(X: np.ndarray, Y: np.ndarray, M: np.ndarray, messages: list[str]) -> np.ndarray:

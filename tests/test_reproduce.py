@@ -1,0 +1,241 @@
+"""``syndesmo reproduce`` and ``syndesmo fit`` end to end, and their failures.
+
+The shipped cohort goes through the whole reproduction; bad input (missing files,
+a spec naming an unknown exposure, an exposure without variation, a foreign output
+directory) ends in one line on stderr with exit status 2, and never leaves a
+half-written output directory behind.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import image
+
+from syndesmo import plots, report, reproduction
+from syndesmo.cli import main
+from syndesmo.modelspec import load_specs
+from syndesmo.panel import load_panel
+from syndesmo.simulate import CohortSpec, simulate_cohort, write_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL_SPEC = """\
+level = "vu"
+outcome = "new_syndesmophyte"
+exposure = {exposure}
+covariates = ["arm", "region"]
+beside = ["gee"]
+"""
+
+
+@pytest.fixture(scope="module")
+def small_cohort(tmp_path_factory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("cohort")
+    panel = simulate_cohort(CohortSpec(n_patients=40), seed=3)
+    return write_cohort(panel, out)
+
+
+@pytest.fixture(scope="module")
+def flat_w102_cohort(tmp_path_factory, small_cohort) -> tuple[Path, Path]:
+    """The small cohort with no MRI activity at week 102 anywhere."""
+    out = tmp_path_factory.mktemp("flat")
+    vu = pd.read_csv(small_cohort[0])
+    vu["mri_w102"] = 0
+    vu.to_csv(out / "vu.csv", index=False)
+    pd.read_csv(small_cohort[1]).to_csv(out / "patients.csv", index=False)
+    return out / "vu.csv", out / "patients.csv"
+
+
+def spec_dir(tmp_path: Path, exposure: str, name: str = "specs") -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    (d / "new.toml").write_text(SMALL_SPEC.format(exposure=exposure), encoding="utf-8")
+    return d
+
+
+def one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    assert err.startswith(f"syndesmo {command}: error: "), err
+    return err
+
+
+def leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if re.search(r"\.tmp-|\.old-", p.name)]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+# ---------------------------------------------------------------------------
+# the shipped cohort, end to end
+
+
+def test_reproduce_shipped_cohort(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["reproduce", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| outcome | exposure |" in printed and "(b) GLMM" in printed
+    names = {p.name for p in out.iterdir()}
+    tables = [
+        "headline",
+        "ladder",
+        "gee_vs_glmm",
+        "patient_level",
+        "vu_vs_patient",
+        "spine_profile",
+        "excluded",
+    ]
+    for t in tables:
+        assert {f"{t}.csv", f"{t}.md"} <= names, t
+    assert any(n.startswith("descriptive_") and n.endswith(".csv") for n in names)
+    assert {"report.md", "forest_plot.png", "spine_map.png", report.MARKER} <= names
+    assert leftovers(tmp_path) == []
+
+    for png in ("forest_plot.png", "spine_map.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        h, w = image.imread(out / png).shape[:2]
+        assert w == 1440 and h > 600  # 7.2 in at 200 dpi
+
+    ladder = pd.read_csv(out / "ladder.csv")
+    assert set(ladder["outcome"]) == {"new_syndesmophyte", "growth"}
+    assert set(ladder["engine"]) == {"logit", "native", "gee"}
+    assert set(ladder["step"]) == {"a", "b", "c", "d"}
+    new_b = ladder[ladder["outcome"].eq("new_syndesmophyte") & ladder["step"].eq("b")]
+    assert new_b["OR"].notna().all()
+
+    text = (out / "report.md").read_text(encoding="utf-8")
+    for heading in (
+        "## New syndesmophytes at the VU level",
+        "## Growth of existing syndesmophytes",
+        "## GEE beside GLMM",
+        "## Patient level",
+        "## VUs and patients left out",
+    ):
+        assert heading in text
+    assert "Zeger, Liang & Albert, Biometrics 1988;44:1049–60" in text
+    assert "1/√(1 + 0.346 σ²)" in text
+    assert "![Forest plot](forest_plot.png)" in text
+    assert "nan" not in text.lower().replace("nanmax", "")
+    # the numbers in the text are those of the tables
+    first = new_b[new_b["engine"].eq("native")].iloc[0]
+    assert f"{first['OR']:.2f}" in text
+
+
+# ---------------------------------------------------------------------------
+# bad input: one line, exit 2, nothing half-written
+
+
+def test_reproduce_missing_file(tmp_path, capsys):
+    out = tmp_path / "rep"
+    code = main(["reproduce", "--vu", str(tmp_path / "nope.csv"), "--out", str(out)])
+    assert code == 2
+    assert "nope.csv" in one_line_error(capsys, "reproduce")
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_reproduce_spec_with_unknown_exposure(tmp_path, capsys, small_cohort):
+    specs = spec_dir(tmp_path, '["w0", "w0_then_w24"]')
+    out = tmp_path / "rep"
+    vu, pat = small_cohort
+    args = ["reproduce", "--vu", str(vu), "--patients", str(pat), "--specs", str(specs)]
+    assert main([*args, "--out", str(out)]) == 2
+    err = one_line_error(capsys, "reproduce")
+    assert "w0_then_w24" in err and "new.toml" in err
+    assert not out.exists()
+
+
+def test_reproduce_no_variation_keeps_previous_output(
+    tmp_path, capsys, small_cohort, flat_w102_cohort
+):
+    out = tmp_path / "rep"
+    vu, pat = small_cohort
+    good = spec_dir(tmp_path, '["w0"]', "good")
+    args = ["reproduce", "--specs", str(good), "--out", str(out), "--quiet"]
+    assert main([*args, "--vu", str(vu), "--patients", str(pat)]) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+
+    bad = spec_dir(tmp_path, '["w0", "w102"]', "bad")
+    fvu, fpat = flat_w102_cohort
+    args = ["reproduce", "--specs", str(bad), "--out", str(out), "--quiet"]
+    assert main([*args, "--vu", str(fvu), "--patients", str(fpat)]) == 2
+    err = one_line_error(capsys, "reproduce")
+    assert "'w102'" in err and "does not vary" in err
+    assert snapshot(out) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch, small_cohort):
+    panel = load_panel(*small_cohort)
+    specs = load_specs(spec_dir(tmp_path, '["w0"]'))
+    rep = reproduction.run_reproduction(panel, specs)
+    out = tmp_path / "rep"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(plots, "spine_map", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        report.write_reproduction(rep, out)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_reproduce_refuses_a_foreign_directory(tmp_path, capsys, small_cohort):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me", encoding="utf-8")
+    vu, pat = small_cohort
+    code = main(["reproduce", "--vu", str(vu), "--patients", str(pat), "--out", str(out)])
+    assert code == 2
+    assert "not written by syndesmo" in one_line_error(capsys, "reproduce")
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+# ---------------------------------------------------------------------------
+# syndesmo fit
+
+
+def test_fit_prints_summary_and_odds_ratios(tmp_path, capsys, small_cohort):
+    vu, pat = small_cohort
+    spec = REPO / "models" / "assert" / "new_syndesmophyte.toml"
+    out = tmp_path / "fit"
+    args = ["fit", str(spec), "--vu", str(vu), "--patients", str(pat), "--exposure", "w0"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "engine=native" in printed and "Random intercept SD" in printed
+    assert "Odds ratios (95% CI)" in printed and re.search(r"^\s*mri\s", printed, re.M)
+    names = {p.name for p in out.iterdir()}
+    stem = "new_syndesmophyte_w0"
+    assert {f"{stem}_summary.txt", f"{stem}_odds_ratios.csv", f"{stem}_excluded.csv"} <= names
+    ors = pd.read_csv(out / f"{stem}_odds_ratios.csv").set_index("term")
+    assert np.isfinite(ors.loc["mri", "OR"])
+
+
+@pytest.mark.parametrize("case", ["unknown_exposure", "not_in_spec", "missing_file", "flat"])
+def test_fit_bad_input(tmp_path, capsys, small_cohort, flat_w102_cohort, case):
+    vu, pat = flat_w102_cohort if case == "flat" else small_cohort
+    exposure = '["w0", "w0_then_w24"]' if case == "unknown_exposure" else '["w0", "w102"]'
+    spec = spec_dir(tmp_path, exposure) / "new.toml"
+    if case == "missing_file":
+        vu = tmp_path / "absent.csv"
+    out = tmp_path / "fit"
+    args = ["fit", str(spec), "--vu", str(vu), "--patients", str(pat), "--out", str(out)]
+    if case == "not_in_spec":
+        args += ["--exposure", "any"]
+    assert main(args) == 2
+    err = one_line_error(capsys, "fit")
+    expected = {
+        "unknown_exposure": "w0_then_w24",
+        "not_in_spec": "'any'",
+        "missing_file": "absent.csv",
+        "flat": "'w102'",
+    }[case]
+    assert expected in err
+    assert not out.exists() and leftovers(tmp_path) == []
