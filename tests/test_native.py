@@ -307,6 +307,13 @@ def test_no_random_intercept_is_an_error():
         fit_native(d)
 
 
+def test_single_group_is_an_error():
+    d = vu_panel(seed=1, n_patients=30)
+    d.groups = np.zeros_like(d.groups)
+    with pytest.raises(ModelError, match="single level"):
+        fit_native(d)
+
+
 def test_rank_deficient_design_names_the_term():
     d = vu_panel(seed=1)
     d.X = np.column_stack([d.X, d.X[:, 1]])

@@ -123,11 +123,14 @@ def test_type_one_error_of_the_glmm_is_alpha():
     assert row["coverage"] == pytest.approx(1 - row["power"])
 
 
+# dashboard_address=None still serves Dask's HTTP routes, on another port if 8787 is taken
+@pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning")
 def test_results_identical_in_process_with_workers_and_on_dask():
-    """Same seed → the same replicates whatever the backend and batch size."""
+    """Same seed → the same replicates whatever the backend and batch size. (GEE is left
+    out for speed: it is fitted one replicate at a time, so batching cannot touch it.)"""
     distributed = pytest.importorskip("distributed")
     spec = CohortSpec(n_patients=50)
-    kw = {"n_sims": 25, "analysis": ALL, "seed": 9, "progress": False}
+    kw = {"n_sims": 25, "analysis": ["vu", "patient", "logit"], "seed": 9, "progress": False}
     base = power(spec, batch_size=30, **kw)  # one task
     local = power(spec, workers=2, batch_size=10, **kw)  # three tasks
     with (
@@ -141,8 +144,10 @@ def test_results_identical_in_process_with_workers_and_on_dask():
         distributed.Client(cluster) as client,
     ):
         on_dask = power(spec, scheduler=client, batch_size=20, **kw)  # two tasks
+        by_address = power(spec, scheduler=cluster.scheduler_address, batch_size=10, **kw)
+        assert client.status == "running"  # a client passed in is left open for its owner
     assert base.backend == "in-process" and on_dask.backend.startswith("dask(tcp://127.0.0.1")
-    for other in (local, on_dask):
+    for other in (local, on_dask, by_address):
         pd.testing.assert_frame_equal(base.replicates, other.replicates, check_exact=True)
         cols = [c for c in base.table.columns if c != "seconds"]
         pd.testing.assert_frame_equal(base.table[cols], other.table[cols], check_exact=True)

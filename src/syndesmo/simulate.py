@@ -55,7 +55,11 @@ conditional ``log(odds_ratio_new)`` with or without arm and the patient
 covariates (ladder steps b, c, d). One caveat, as in real data: the VUs at risk
 are selected by baseline damage, which depends on ``u``, so the random-intercept
 distribution among the VUs analysed is not exactly normal (this mainly affects
-the intercept and SD, not the within-patient exposure OR).
+the intercept and SD, not the within-patient exposure OR). Checked once with R's
+``glmer`` (Laplace) on four 3000-patient cohorts at the defaults: the exposure
+log-OR averaged 0.689 (truth log 2 = 0.693, SE 0.057 each) with no covariates,
+with arm, and with arm + all patient covariates + region + baseline_corner alike;
+the random-intercept SD came out about 1.36 against ``sd_syndesmophyte`` = 1.5.
 
 Intercepts are calibrated so that the spec's risks are *marginal* (averaged over
 patients) risks at the reference levels (exposure 0, placebo, cervical, no

@@ -31,14 +31,6 @@ def _xsum(layout: Layout, Xb: np.ndarray, w: np.ndarray) -> np.ndarray:
     return layout.group_sum(wx)
 
 
-def _gram(layout: Layout, Xb: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``Xᵀ diag(w_b) X`` for every batch element: (B, p, p)."""
-    p = layout.p
-    if Xb.ndim == 2:
-        return (w.T @ layout.outer()).reshape(-1, p, p)
-    return np.einsum("pnb,nb,qnb->bpq", Xb, w, Xb)
-
-
 def laplace_hessian(layout: Layout, rep: np.ndarray, psi: np.ndarray, st: ModeState) -> np.ndarray:
     """Hessian ``(B, p + 1, p + 1)`` of the Laplace log-likelihood at ``psi``.
 
@@ -83,7 +75,7 @@ def laplace_hessian(layout: Layout, rep: np.ndarray, psi: np.ndarray, st: ModeSt
 
     # Terms with second derivatives in ψ of h, H and h_u (h_ψψ', H_ψψ', h_uψψ').
     omega = -v - (0.5 * th2 / H)[gid] * v2 - (kappa * th)[gid] * v1
-    hess[:, :p, :p] += _gram(layout, Xb, omega)
+    hess[:, :p, :p] += layout.gram(rep, omega)
     uc = u[..., None]
     bt = (
         -uc * S1

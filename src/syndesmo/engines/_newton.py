@@ -6,8 +6,9 @@ evaluation per iteration. With the Laplace approximation the Hessian is exact
 exact gradient (``p + 1`` points evaluated together) or a BFGS update started from
 the Laplace Hessian. The step is a modified Newton step (eigenvalues of the
 negative Hessian replaced by their absolute values, so saddle points such as θ = 0
-are left, not approached) with a per-replicate backtracking line search. θ is unconstrained: the likelihood is even in θ, so the
-reported SD is ``|θ|`` and the boundary σ = 0 is an interior stationary point.
+are left, not approached) with a per-replicate backtracking line search. θ is
+unconstrained: the likelihood is even in θ, so the reported SD is ``|θ|`` and the
+boundary σ = 0 is an interior stationary point.
 """
 
 from __future__ import annotations

@@ -88,11 +88,21 @@ class Layout:
             return self.Z @ a
         return (self.Z @ a.reshape(a.shape[0], -1)).reshape((self.n_groups, *a.shape[1:]))
 
-    def outer(self) -> np.ndarray:
-        """Row-wise outer products ``x_i x_iᵀ`` of a shared design, (n, p²), cached."""
+    def gram(self, rep: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``Xᵀ diag(w_b) X`` for batch element ``b`` on replicate ``rep[b]``: (B, p, p).
+
+        From cached row-wise outer products ``x_i x_iᵀ``, so it is one matrix product
+        (shared design) or one two-operand contraction (one design per replicate).
+        """
+        p = self.p
         if self._outer is None:
-            self._outer = (self.X[:, :, None] * self.X[:, None, :]).reshape(self.X.shape[0], -1)
-        return self._outer
+            if self.shared:
+                self._outer = (self.X[:, :, None] * self.X[:, None, :]).reshape(-1, p * p)
+            else:
+                self._outer = (self.X[:, None] * self.X[None, :]).reshape(p * p, *self.X.shape[1:])
+        if self.shared:
+            return (w.T @ self._outer).reshape(-1, p, p)
+        return np.einsum("knb,nb->bk", self._outer[:, :, rep], w).reshape(-1, p, p)
 
     def design(self, rep: np.ndarray) -> np.ndarray:
         """Design for batch element ``b`` on replicate ``rep[b]``: (n, p) or (p, n, B)."""
