@@ -85,6 +85,10 @@ def main() -> None:
     print("  where the time goes (CPU seconds summed over tasks):")
     for k, v in stages.items():
         print(f"    {k:<12} {v:7.2f} s  {100 * v / total:5.1f} %")
+    print(
+        f"  CPU total {total:.2f} s: {total / args.workers:.2f} s of wall time on "
+        f"{args.workers} idle cores, plus starting the pool"
+    )
     print(f"  load average after: {os.getloadavg()[0]:.2f}")
 
     if args.lme4_fits > 0:

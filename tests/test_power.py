@@ -182,7 +182,7 @@ def test_power_curve_seeds_each_grid_point_from_its_own_child():
 
 
 def test_power_rises_with_sample_size_and_effect():
-    """A sanity check with a known direction: 100 studies each, OR 2.5 vs 1.2."""
+    """A sanity check with a known direction: 60 studies per point, OR 2.5 vs 1.2."""
     curve = power_curve(
         CohortSpec(),
         n_patients=[60, 187],

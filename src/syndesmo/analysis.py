@@ -60,7 +60,7 @@ OUTCOME_LABELS: dict[str, str] = {
     "growth": "growth of a syndesmophyte",
     "any_new": "any new syndesmophyte",
     "n_new": "number of new syndesmophytes",
-    "msasss_progression": "mSASSS progression >= 2 units",
+    "msasss_progression": "mSASSS progression ≥ 2 units",
 }
 
 #: 16*sqrt(3)/(15*pi), squared: the constant of the logistic-normal approximation
@@ -120,7 +120,7 @@ def step_formula(
 ) -> str:
     """The formula of one ladder step, e.g. ``new_syndesmophyte ~ mri + arm + (1|patient)``.
 
-    ``extra`` terms (e.g. ``reader``) enter every step. Step (a) has no random
+    ``extra`` terms (e.g. ``C(reader)``) enter every step. Step (a) has no random
     intercept; (b) adds ``(1|group)``; (c) the treatment; (d) the confounders.
     """
     if step not in STEP_LABELS:
@@ -413,7 +413,6 @@ def ladder_result(
         )
     engines = list(dict.fromkeys([engine, *engines_beside]))
     confounders = [c for c in confounders if c != treatment]
-    extra = ["reader"] if readers == "reader" else []
     covariates = [treatment, *confounders]
     rows: list[dict] = []
     ledgers: dict[str, Ledger] = {}
@@ -424,6 +423,8 @@ def ladder_result(
             panel, outcome, exposure, covariates=covariates, threshold=threshold, readers=readers
         )
         ledgers[exposure] = frame.attrs["ledger"]
+        # per-reader rows: reader as a categorical term (several readers, not a slope)
+        extra = ["C(reader)"] if "reader" in frame.columns else []
         problem = check_frame(frame, outcome, exposure)
         if problem and strict:
             raise ModelError(problem)
@@ -677,7 +678,7 @@ def patient_frame(
     ``count`` of such VUs, or ``total`` ASspiMRI-a at one week (0-138 over 23 VUs).
     Outcome: ``any_new`` new syndesmophyte in any VU at risk (0/1), ``n_new`` their
     number (with ``n_at_risk``, the VUs at risk, for an offset), or
-    ``msasss_progression`` (mSASSS total change >= 2 units between the first and
+    ``msasss_progression`` (mSASSS total change ≥ 2 units between the first and
     last x-ray). Patients without an outcome (no VU at risk, incomplete mSASSS) or
     with a missing covariate are left out and counted in ``frame.attrs["ledger"]``.
     """
@@ -1168,9 +1169,9 @@ class SpecFit:
     text: str
 
 
-def vu_formula(outcome: str, covariates: Sequence[str], engine: str, readers: str = "mean") -> str:
-    """``outcome ~ mri + covariates [+ reader] + (1|patient)``; no bar for ``logit``."""
-    terms = ["mri", *covariates, *(["reader"] if readers in ("reader", "per_reader") else [])]
+def vu_formula(outcome: str, covariates: Sequence[str], engine: str, per_reader: bool) -> str:
+    """``outcome ~ mri + covariates [+ C(reader)] + (1|patient)``; no bar for ``logit``."""
+    terms = ["mri", *covariates, *(["C(reader)"] if per_reader else [])]
     rhs = " + ".join(terms)
     return f"{outcome} ~ {rhs}" + ("" if engine == CRUDE_ENGINE else " + (1|patient)")
 
@@ -1200,7 +1201,9 @@ def fit_spec(panel, spec) -> list[SpecFit]:
             problem = check_frame(frame, spec.outcome, exposure)
             if problem:
                 raise ModelError(f"{spec.name}: {problem}")
-            formula = vu_formula(spec.outcome, spec.covariates, spec.engine, spec.readers)
+            formula = vu_formula(
+                spec.outcome, spec.covariates, spec.engine, "reader" in frame.columns
+            )
             fitted = _safe_fit(formula, frame, spec.engine, spec.nagq)
             if isinstance(fitted, str):
                 raise ModelError(f"{spec.name}, exposure {exposure!r}: {fitted}")

@@ -43,7 +43,7 @@ msasss_upper_w{week}, msasss_lower_w{week}) and a patient table (patient, arm,
 covariates), as CSV or Parquet; see `syndesmo describe --help`.
 
 examples:
-  syndesmo simulate --spec data/synthetic/spec.toml --seed 1 --out cohort/
+  syndesmo simulate --spec data/synthetic/assert_like.toml --seed 1 --out cohort/
   syndesmo describe --vu cohort/vu.csv --patients cohort/patients.csv
   syndesmo <command> --help
 """

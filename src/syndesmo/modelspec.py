@@ -62,7 +62,7 @@ VU_ENGINES = ("native", "lme4", "gee", "logit", "bayes")
 PATIENT_ENGINES = ("logit", "poisson", "negbin")
 #: Engines that fit a random intercept and so take ``nagq``.
 QUADRATURE_ENGINES = ("native", "lme4")
-READERS = ("mean", "agree", "reader")
+READERS = ("mean", "agree", "per_reader", "reader")
 SUMMARIES = ("any", "count", "total")
 #: Words that cannot be covariates because the analysis frame uses them itself.
 RESERVED = ("mri", "patient", "vu", *VU_OUTCOMES, *PATIENT_OUTCOMES)

@@ -19,7 +19,8 @@ Analyses (all of ``new_syndesmophyte`` or ``growth`` on the VU exposure):
   the VUs at risk) on any VU with the exposure, adjusted for the patient-level
   covariates in ``adjust`` — the rules of ``syndesmo.analysis.patient_level``;
 * ``"logit"``: the crude VU-level logistic regression that ignores clustering (to
-  show its inflated type I error).
+  show how that inflates the type I error when both the exposure and the outcome
+  cluster within patients).
 
 ``"patient"`` and ``"logit"`` are plain logistic regressions, fitted for all
 replicates of a chunk at once by a batched Newton–Raphson (``logit_many``), the
@@ -32,7 +33,8 @@ Definitions used in the tables:
   rank-deficient design) counts as a non-rejection, so failures lower the power
   rather than being dropped. Failed and singular (random-intercept SD at 0) rates
   are reported beside it; a singular GLMM fit is a valid ML fit and its Wald test
-  is used as it is.
+  is used as it is. ``seconds`` is the CPU time of fitting that analysis, summed
+  over the tasks.
 * the Monte Carlo interval of the power is the **Wilson score** 95% interval
   (``wilson_interval``);
 * mean / median OR, bias of the log OR and coverage are over the converged fits;
@@ -46,9 +48,10 @@ Seeding: replicate ``i`` draws its cohort from
 ``numpy.random.SeedSequence(seed).spawn(n_sims)[i]``; ``power_curve`` first takes
 child ``g`` of ``SeedSequence(seed).spawn(n_grid)`` for grid point ``g`` (grid
 points in the row-major order of the cartesian product of the grid values) and
-spawns the replicates from it. Each replicate's fits depend only on its own data,
-so results are identical whatever the backend, the number of workers and the
-batch size (``power_exec`` runs the chunks).
+spawns the replicates from it. Each replicate's fits depend only on its own data
+(the native engine's blocks are aligned on the replicate index, see
+``FIT_BLOCK``), so results are identical whatever the backend, the number of
+workers and the batch size (``power_exec`` runs the chunks).
 """
 
 from __future__ import annotations
@@ -283,6 +286,7 @@ def _run_chunk(chunk: _Chunk) -> dict[str, Any]:
         t = time.process_time()
         vu = _vu_design(sims, derived, plan.adjust)
         timing["design"] = time.process_time() - t
+        out["no_covariate"] = int(vu["no_covariate"].sum())
     for analysis in plan.analyses:
         t = time.process_time()
         if analysis == "vu":
@@ -307,25 +311,30 @@ def _vu_design(sims, derived, adjust: Sequence[str]) -> dict[str, Any]:
     for d in derived[1:]:
         if len(d["y"]) != n or not np.array_equal(d["patient"], first["patient"]):
             raise ModelError("replicates of one spec must have the same rows (patients × VUs)")
-    names = ["Intercept", TERM, *_term_names(adjust)]
+    names = ["Intercept", TERM, *adjust]
     R = len(sims)
     X = np.empty((R, n, len(names)))
     Y = np.empty((R, n))
     mask = np.empty((R, n), dtype=bool)
+    no_covariate = np.zeros(R, dtype=int)
     for r, (a, d) in enumerate(zip(sims, derived, strict=True)):
         X[r, :, 0] = 1.0
         X[r, :, 1] = d["x"]
         for j, cov in enumerate(adjust, start=2):
             X[r, :, j] = _vu_covariate(a, d, cov)
         keep = d["eligible"] & np.all(np.isfinite(X[r]), axis=1)
+        no_covariate[r] = int((d["eligible"] & ~keep).sum())
         mask[r] = keep
         Y[r] = np.where(keep, d["y"], 0.0)
         X[r][~keep] = 0.0
-    return {"X": X, "Y": Y, "mask": mask, "groups": first["patient"], "names": names}
-
-
-def _term_names(adjust: Sequence[str]) -> list[str]:
-    return list(adjust)
+    return {
+        "X": X,
+        "Y": Y,
+        "mask": mask,
+        "groups": first["patient"],
+        "names": names,
+        "no_covariate": no_covariate,
+    }
 
 
 def _vu_covariate(arrays, derived, cov: str) -> np.ndarray:

@@ -227,13 +227,22 @@ def reproduction_tables(rep) -> dict[str, tuple[str, pd.DataFrame]]:
 
 
 def _range(values: pd.Series, digits: int = 2) -> str:
+    """``1.05 to 2.24`` (or the one value when they agree to ``digits``)."""
     v = pd.to_numeric(values, errors="coerce").dropna()
     if v.empty:
         return "—"
     lo, hi = v.min(), v.max()
-    return (
-        f"{lo:.{digits}f}" if abs(hi - lo) < 10**-digits else f"{lo:.{digits}f} to {hi:.{digits}f}"
-    )
+    if abs(hi - lo) < 10**-digits:
+        return f"{lo:.{digits}f}"
+    return f"{lo:.{digits}f} to {hi:.{digits}f}"
+
+
+def _ors(values: pd.Series, kind: str = "") -> str:
+    """``the GLMM OR was 2.21`` for one value, ``GLMM ORs ranged from 1.05 to 2.24``."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if len(v) <= 1:
+        return f"the {kind}OR was {_range(v)}"
+    return f"{kind}ORs ranged from {_range(v)}"
 
 
 def _n_sig(sub: pd.DataFrame) -> str:
@@ -245,22 +254,22 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     a = sub[sub["step"].eq("a")]
     parts = [
         f"Ignoring the clustering of VUs within patients (step a, logistic regression), "
-        f"ORs ranged from {_range(a['OR'])} ({_n_sig(a)})."
+        f"{_ors(a['OR'])} ({_n_sig(a)})."
     ]
     g = sub[sub["engine"].eq(glmm)]
     b, c, d = (g[g["step"].eq(s)] for s in ("b", "c", "d"))
     if len(b):
         parts.append(
             f"With a patient random intercept (step b; random-intercept SD "
-            f"{_range(b['sigma'])}, latent ICC {_range(b['icc'])}) the GLMM ORs ranged from "
-            f"{_range(b['OR'])} ({_n_sig(b)})"
+            f"{_range(b['sigma'])}, latent ICC {_range(b['icc'])}) "
+            f"{_ors(b['OR'], 'GLMM ')} ({_n_sig(b)})"
         )
     if len(c):
-        parts.append(f"after adjustment for treatment (c) from {_range(c['OR'])} ({_n_sig(c)})")
+        parts.append(f"after adjustment for treatment (c) {_ors(c['OR'])} ({_n_sig(c)})")
     if len(d):
         parts.append(
-            f"and after further adjustment for {', '.join(confounders)} (d) from "
-            f"{_range(d['OR'])} ({_n_sig(d)})."
+            f"and after further adjustment for {', '.join(confounders)} (d) "
+            f"{_ors(d['OR'])} ({_n_sig(d)})."
         )
     text = parts[0] + " " + "; ".join(parts[1:])
     if not text.endswith("."):
@@ -284,7 +293,9 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
 
 def _p_words(p: float) -> str:
     s = fmt_p(p)
-    return s if s.startswith("<") or s == "—" else f"= {s}"
+    if s.startswith("<"):
+        return f"< {s[1:]}"
+    return s if s == "—" else f"= {s}"
 
 
 def _attenuation_text(rep) -> str:
@@ -332,8 +343,9 @@ def _attenuation_text(rep) -> str:
         gap = np.log(strong["OR_gee"]) - np.log(strong["OR_implied_marginal"])
         lines.append(
             f"Over the {len(strong)} GLMM estimates with p < 0.05, the GEE log-OR minus the "
-            f"log-OR implied by the GLMM ranged from {_range(gap)} (table `gee_vs_glmm`), "
-            f"against GEE standard errors of {_range(strong['se'])}. The two are estimated "
+            f"log-OR implied by the GLMM was between {gap.min():+.3f} and {gap.max():+.3f} "
+            f"(table `gee_vs_glmm`), against GEE standard errors of {_range(strong['se'])}. "
+            "The two are estimated "
             "from the same data by different estimating equations, and GEE's exchangeable "
             "working correlation weights the patients differently, so exact agreement is not "
             "expected."
@@ -452,9 +464,16 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
         conf = spec.confounders if spec else []
         glmm = spec.engine if spec else "native"
         first = sub.iloc[0]
+        counts = sub.groupby("exposure", sort=False)[["n_vus", "events"]].first()
         events = (
             f"{first['events']} events among {first['n_vus']} VUs at risk in "
-            f"{first['n_patients']} patients"
+            f"{first['n_patients']} patients (exposure: {first['exposure_label']}"
+            + (
+                "; the counts of the other exposures differ with the MRI they need: table below"
+                if counts["n_vus"].nunique() > 1
+                else ""
+            )
+            + ")"
         )
         md += [f"## {title}", "", f"{events}. " + _steps_text(sub, glmm, conf), ""]
         head = rep.headline[rep.headline["outcome"].eq(analysis_label(outcome))]

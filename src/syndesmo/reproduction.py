@@ -356,7 +356,8 @@ def _events_text(ev: pd.DataFrame, label: str) -> str:
 
 def _share_text(share: pd.DataFrame) -> str:
     parts = [
-        f"{r.n_events_uninflamed} of {r.n_events} ({r.pct_events_uninflamed:.0f}%) in VUs {r.vus}"
+        f"{r.n_events_uninflamed} of {r.n_events} ({r.pct_events_uninflamed:.0f}%) formed in "
+        f"VUs {r.vus}"
         for r in share.itertuples()
     ]
     return "Of the new syndesmophytes, " + "; ".join(parts) + "."

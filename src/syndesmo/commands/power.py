@@ -21,7 +21,8 @@ analyses (--analysis, comma separated):
   vu       VU-level GLMM: new_syndesmophyte ~ mri + arm + (1|patient)
   gee      the same model by GEE (exchangeable within patient; slower)
   patient  patient-level logistic: any new syndesmophyte ~ any inflamed VU + arm
-  logit    crude VU-level logistic ignoring clustering (anti-conservative)
+  logit    crude VU-level logistic ignoring clustering (anti-conservative when
+           exposure and outcome both cluster within patients)
 
 The grid is the cartesian product of --patients, --odds-ratio and any --grid
 FIELD=V1,V2 (FIELD a key of the cohort spec). Replicate i of grid point g uses
@@ -34,7 +35,7 @@ one panel per true OR, one line per analysis, with Monte Carlo bands).
 
 examples:
   syndesmo power --patients 50,100,200 --odds-ratio 1.5,2 --sims 500 --analysis vu,patient
-  syndesmo power --spec data/synthetic/spec.toml --patients 100,187 --workers 2 --out power/
+  syndesmo power --spec data/synthetic/assert_like.toml --patients 100,187 --workers 2 --out power/
   syndesmo power --patients 187 --odds-ratio 1 --analysis vu,logit --sims 1000   # type I error
   syndesmo power --patients 187 --scheduler tcp://10.0.0.5:8786 --sims 5000
 """
@@ -156,7 +157,8 @@ def _numbers(text: str, what: str, kind: type) -> list[Any]:
         try:
             value = kind(item)
         except ValueError:
-            raise SpecError(f"{what}: {item!r} is not a {kind.__name__} (in {text!r})") from None
+            noun = "whole number" if kind is int else "number"
+            raise SpecError(f"{what}: {item!r} is not a {noun} (in {text!r})") from None
         values.append(value)
     if not values:
         raise SpecError(f"{what}: no values in {text!r}")

@@ -41,7 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--specs", metavar="DIR", help="directory of analysis specs (default: models/assert)"
     )
-    parser.add_argument("--out", default="reproduce_out", metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--out",
+        default="reproduce_out",
+        metavar="DIR",
+        help="output directory (default: reproduce_out)",
+    )
     parser.add_argument(
         "--engine",
         choices=("native", "lme4", "bayes"),

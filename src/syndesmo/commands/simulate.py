@@ -25,7 +25,7 @@ give byte-for-byte the same files. The seed comes from --seed, else from
 'seed = N' in the spec; one of them is required.
 
 example:
-  syndesmo simulate --spec data/synthetic/spec.toml --seed 1 --out cohort/
+  syndesmo simulate --spec data/synthetic/assert_like.toml --seed 1 --out cohort/
   syndesmo describe --vu cohort/vu.csv --patients cohort/patients.csv
 """
 

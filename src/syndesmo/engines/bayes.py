@@ -163,15 +163,16 @@ class BayesFitResult(FitResult):
         """Posterior median OR, exp of the credible interval, and the tail probability."""
         ci = self.conf_int(level)
         median = self.beta_draws().median().to_numpy()
-        return pd.DataFrame(
-            {
-                "OR": np.exp(median),
-                "lower": np.exp(ci["lower"]),
-                "upper": np.exp(ci["upper"]),
-                "p": self.pvalues,
-            },
-            index=self.params.index,
-        )
+        with np.errstate(over="ignore"):  # a runaway posterior (flat prior) gives inf
+            return pd.DataFrame(
+                {
+                    "OR": np.exp(median),
+                    "lower": np.exp(ci["lower"]),
+                    "upper": np.exp(ci["upper"]),
+                    "p": self.pvalues,
+                },
+                index=self.params.index,
+            )
 
     def summary(self) -> str:
         """Posterior summary: priors, sampler settings, estimates and diagnostics."""
