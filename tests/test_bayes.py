@@ -159,12 +159,17 @@ def large():
 
 @pytest.fixture(scope="module")
 def small():
-    """22 patients × 12 VUs (the size of seed 001's MRI substudy), 4 rows missing mri."""
+    """22 patients × 12 VUs (the size of seed 001's MRI substudy), 4 rows missing mri.
+
+    9 of the 22 patients have no event, which leaves a long posterior tail towards
+    large σ: with the default target_accept 0.9 this cohort gives 3 divergent
+    transitions, with 0.95 R-hat(σ) = 1.011; 0.99 (smaller steps) samples it cleanly.
+    """
     df = simulate(22, seed=4, intercept=-3.0)
     df.loc[[3, 50, 51, 200], "mri"] = np.nan
     return (
         df,
-        fit(FORMULA, df, engine="bayes", seed=1),
+        fit(FORMULA, df, engine="bayes", seed=1, target_accept=0.99),
         fit(FORMULA, df, engine="native", nagq=25),
     )
 
