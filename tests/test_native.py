@@ -431,11 +431,11 @@ def test_fit_many_rejects_bad_shapes():
 def test_fallback_when_newton_breaks_down(monkeypatch):
     # Force the batched Newton iteration to report a line-search failure: the fit must
     # recover through the L-BFGS-B fallback and land on the same maximum.
-    import syndesmo.engines.native as native
+    import syndesmo.engines._core as core
 
     d = vu_panel(seed=6, n_patients=80)
     expected = fit_native(d, nagq=1)
-    real = native.newton_maximise
+    real = core.newton_maximise
     calls = {"n": 0}
 
     def broken(*args, **kwargs):
@@ -446,7 +446,7 @@ def test_fallback_when_newton_breaks_down(monkeypatch):
             res.converged[:] = False
         return res
 
-    monkeypatch.setattr(native, "newton_maximise", broken)
+    monkeypatch.setattr(core, "newton_maximise", broken)
     fit = fit_native(d, nagq=1)
     assert fit.converged and "L-BFGS-B fallback" in fit.convergence_message
     np.testing.assert_allclose(fit.params, expected.params, atol=1e-6)

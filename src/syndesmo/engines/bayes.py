@@ -10,16 +10,22 @@ centred form has a funnel. Why Bayesian at all: in small MRI substudies (tens of
 patients) the ML estimate of σ often sits at its boundary and Wald intervals are too
 narrow; the posterior carries the uncertainty in σ into the intervals of β.
 
-Default priors (weakly informative, on the log-odds scale), those of rstanarm
-(Goodrich, Gabry, Ali & Brilleman, rstanarm 2.x, vignette "Prior distributions for
-rstanarm models"; after Gelman, Jakulin, Pittau & Su 2008, Ann Appl Stat 2:1360):
+Default priors (weakly informative, on the log-odds scale), after Gelman, Jakulin,
+Pittau & Su (2008, Ann Appl Stat 2:1360, "A weakly informative default prior
+distribution for logistic and other regression models") with a normal rather than a
+Cauchy family, as rstanarm (Goodrich et al., vignette "Prior distributions for
+rstanarm models"):
 
-* slope β_j ~ Normal(0, 2.5 / sd(x_j)), sd over the rows used (ddof = 1, as R's
-  ``sd``): a change of one SD in x_j has a prior log-OR of scale 2.5, so a 0/1
-  exposure present in 30% of VUs gets Normal(0, 5.5);
-* intercept ~ Normal(0, 2.5) *with the other columns centred at their means* (the
-  intercept reported is on the user's scale, Intercept = α_c − Σ_j mean(x_j)·β_j);
-  without an intercept in the formula every column gets the slope prior;
+* a 0/1 column (an exposure, a dummy of a categorical, their interactions):
+  β_j ~ Normal(0, 2.5), i.e. 95% of the prior odds ratios between 1/134 and 134,
+  whatever the prevalence of the exposure;
+* any other column: β_j ~ Normal(0, 2.5 / (2·sd(x_j))), sd over the rows used
+  (ddof = 1, as R's ``sd``): a change of two SDs gets the prior of a 0/1 contrast
+  (Gelman et al. scale continuous inputs to SD 0.5);
+* intercept ~ Normal(0, 2.5) *with the other columns centred at their means* (as
+  rstanarm; the intercept reported is on the user's scale,
+  Intercept = α_c − Σ_j mean(x_j)·β_j); without an intercept in the formula every
+  column gets the prior above;
 * random-intercept SD σ ~ HalfNormal(2.5): 95% prior mass below σ = 4.9.
 
 ``priors=`` overrides them per key: a term name (``"mri"``, ``"Intercept"``) or
@@ -70,7 +76,7 @@ from syndesmo.design import Design
 from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError
 from syndesmo.results import FitResult, _check_level
 
-DEFAULT_SLOPE_SCALE = 2.5  # rstanarm: normal(0, 2.5) per SD of the predictor
+DEFAULT_SLOPE_SCALE = 2.5  # Gelman et al. (2008): per 0/1 contrast or per 2 SD
 DEFAULT_INTERCEPT_SCALE = 2.5  # rstanarm: normal(0, 2.5) on the centred intercept
 DEFAULT_SIGMA_SCALE = 2.5  # HalfNormal(2.5) on the random-intercept SD
 RHAT_MAX = 1.01  # Vehtari et al. (2021)
@@ -103,7 +109,9 @@ class Prior:
 
     def describe(self) -> str:
         """Readable form such as ``Normal(mu=0, sigma=5.41)``."""
-        inner = ", ".join(f"{k}={np.round(v, 4)}" if np.ndim(v) else f"{k}={v:.4g}" for k, v in self.params)
+        inner = ", ".join(
+            f"{k}={np.round(v, 4)}" if np.ndim(v) else f"{k}={v:.4g}" for k, v in self.params
+        )
         return f"{self.dist}({inner})"
 
 
@@ -237,7 +245,7 @@ def _hdi(x: np.ndarray, level: float) -> tuple[float, float]:
     """Narrowest interval holding ``level`` of the draws (unimodal HDI, as ArviZ's)."""
     x = np.sort(x)
     n = x.size
-    k = int(math.floor(level * n))
+    k = math.floor(level * n)
     if k < 1 or k >= n:
         return float(x[0]), float(x[-1])
     widths = x[k:] - x[: n - k]
@@ -266,7 +274,9 @@ def _check_options(
     if isinstance(target_accept, bool) or not (
         isinstance(target_accept, float | int) and 0.0 < target_accept < 1.0
     ):
-        raise ModelError(f"target_accept must be a number strictly between 0 and 1, got {target_accept!r}")
+        raise ModelError(
+            f"target_accept must be a number strictly between 0 and 1, got {target_accept!r}"
+        )
     if sampler not in SAMPLERS:
         raise ModelError(f"nuts_sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
 
@@ -304,13 +314,12 @@ def default_priors(design: Design) -> dict[str, Prior]:
         if j == icpt:
             out[name] = Prior("Normal", (("mu", 0.0), ("sigma", DEFAULT_INTERCEPT_SCALE)))
             continue
-        sd = float(np.std(X[:, j], ddof=1)) if X.shape[0] > 1 else 0.0
-        if not sd > 0:
-            raise ModelError(
-                f"term '{name}' is constant in the rows used ({X[0, j]:g}), so it cannot be "
-                "told apart from the intercept; drop it from the formula"
-            )
-        out[name] = Prior("Normal", (("mu", 0.0), ("sigma", DEFAULT_SLOPE_SCALE / sd)))
+        column = X[:, j]
+        if np.all((column == 0.0) | (column == 1.0)):
+            scale = DEFAULT_SLOPE_SCALE
+        else:
+            scale = DEFAULT_SLOPE_SCALE / (2.0 * float(np.std(column, ddof=1)))
+        out[name] = Prior("Normal", (("mu", 0.0), ("sigma", scale)))
     if design.group is not None:
         out[SIGMA_KEY] = Prior("HalfNormal", (("sigma", DEFAULT_SIGMA_SCALE),))
     return out
@@ -429,8 +438,7 @@ def _backend():
             import pytensor.tensor as pt
     except ImportError as exc:
         raise EngineUnavailableError(
-            "engine 'bayes' needs PyMC and ArviZ: pip install 'syndesmo[bayes]' "
-            f"({exc})"
+            f"engine 'bayes' needs PyMC and ArviZ: pip install 'syndesmo[bayes]' ({exc})"
         ) from exc
     return pm, pt, az
 
@@ -438,7 +446,9 @@ def _backend():
 def _distribution(pm, name: str, prior: Prior, **kwargs):
     cls = getattr(pm, prior.dist, None)
     if not (isinstance(cls, type) and issubclass(cls, pm.Continuous)):
-        raise ModelError(f"prior for {name!r}: {prior.dist!r} is not a continuous PyMC distribution")
+        raise ModelError(
+            f"prior for {name!r}: {prior.dist!r} is not a continuous PyMC distribution"
+        )
     try:
         return cls(name, **dict(prior.params), **kwargs)
     except (TypeError, ValueError) as exc:
@@ -450,7 +460,9 @@ def _slope_vector(pm, pt, slopes: list[str], priors: dict[str, Prior]):
     (the default; fewer graph nodes, a faster gradient), else one RV per term."""
     first = priors[slopes[0]]
     keys = [k for k, _ in first.params]
-    if all(priors[s].dist == first.dist and [k for k, _ in priors[s].params] == keys for s in slopes):
+    if all(
+        priors[s].dist == first.dist and [k for k, _ in priors[s].params] == keys for s in slopes
+    ):
         stacked = Prior(
             first.dist,
             tuple((k, np.array([dict(priors[s].params)[k] for s in slopes])) for k in keys),
@@ -655,7 +667,9 @@ def fit_bayes(
     if problems:
         message = "; ".join(problems)
         fit_warnings.append(f"MCMC diagnostics fail: {message}")
-        warnings.warn(f"engine 'bayes': MCMC diagnostics fail: {message}", ConvergenceWarning, stacklevel=2)
+        warnings.warn(
+            f"engine 'bayes': MCMC diagnostics fail: {message}", ConvergenceWarning, stacklevel=2
+        )
     else:
         message = ""
     separated = _separated(cells.X, cells.y, cells.n, names)
@@ -682,7 +696,7 @@ def fit_bayes(
         singular=False,
         ledger=design.ledger.copy(),
         warnings=fit_warnings,
-        n_events=int(round(y.sum())),
+        n_events=round(float(y.sum())),
         idata=idata,
         extra={
             "interval": "hdi" if hdi else "eti",
