@@ -320,10 +320,11 @@ def separated_cohort() -> pd.DataFrame:
 def test_separation_is_bounded_by_the_default_prior_and_reported():
     df = separated_cohort()
     assert df["x_sep"].sum() >= 10
-    res = fit("y ~ mri + x_sep + (1|patient)", df, engine="bayes", seed=1)
+    # The likelihood pushes β(x_sep) to +∞ and the Normal(0, 2.5) prior holds it to a
+    # few prior SDs: a proper posterior, but a long one-sided tail that gives 2
+    # divergent transitions at the default target_accept 0.9 and none at 0.95.
+    res = fit("y ~ mri + x_sep + (1|patient)", df, engine="bayes", seed=1, target_accept=0.95)
     assert any("separation" in w and "'x_sep'" in w for w in res.warnings)
-    # The likelihood pushes β(x_sep) to +∞; the Normal(0, 2.5) prior holds it to a
-    # few prior SDs, and the sampler then has a proper posterior to explore.
     assert res.converged, res.convergence_message
     assert 2.5 < res.params["x_sep"] < 3 * 2.5
 

@@ -291,8 +291,13 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
     se = float(fit.bse[term])
     if not np.isfinite(se) or se > 10:
         notes.append("standard error huge or undefined: possible separation")
+    if not fit.converged:
+        # An estimate the engine did not reach is not reported as a number; the note
+        # says why, and the fit itself stays available to the user.
+        ors = pd.Series({"OR": math.nan, "lower": math.nan, "upper": math.nan, "p": math.nan})
+        se = math.nan
     return {
-        "log_or": float(fit.params[term]),
+        "log_or": float(fit.params[term]) if fit.converged else math.nan,
         "se": se,
         "OR": float(ors["OR"]),
         "lower": float(ors["lower"]),
