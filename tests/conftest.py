@@ -14,21 +14,28 @@ import pytest
 
 def _r_available() -> tuple[bool, str]:
     try:
-        import rpy2.robjects as ro
+        from syndesmo.engines.lme4 import import_robjects
+
+        ro = import_robjects()  # first: rpy2.robjects.packages would start R itself
         from rpy2.robjects.packages import importr
 
         importr("lme4")
         importr("geepack")
         ro.r("1")
-    except Exception as exc:  # noqa: BLE001 - any failure means R is unusable
+    except Exception as exc:  # any failure means R is unusable
         return False, f"R with lme4 and geepack is not usable: {exc}"
     return True, ""
+
+
+# Start R (if it is there) once, before any test imports rpy2 itself, so that R's
+# library path does not leak into the environment of Dask or process-pool workers.
+_R_OK, _R_WHY = _r_available()
 
 
 @pytest.fixture(scope="session")
 def r_lme4():
     """Skip (locally) or fail (SYNDESMO_REQUIRE_R=1) when R/lme4/geepack are missing."""
-    ok, why = _r_available()
+    ok, why = _R_OK, _R_WHY
     if not ok:
         if os.environ.get("SYNDESMO_REQUIRE_R") == "1":
             pytest.fail(why)

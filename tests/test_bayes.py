@@ -11,6 +11,8 @@ default prior scales.
 from __future__ import annotations
 
 import math
+import pickle
+import sys
 import warnings
 
 import numpy as np
@@ -119,6 +121,14 @@ def test_constant_covariate_is_named():
     df = simulate(30, seed=1).assign(crp=5.0)
     with pytest.raises(ModelError, match="'crp'"):
         fit("y ~ mri + crp + (1|patient)", df, engine="bayes")
+
+
+def test_missing_pymc_is_one_clear_error(monkeypatch):
+    from syndesmo.errors import EngineUnavailableError
+
+    monkeypatch.setitem(sys.modules, "pymc", None)  # makes `import pymc` fail
+    with pytest.raises(EngineUnavailableError, match=r"syndesmo\[bayes\]"):
+        fit(FORMULA, simulate(30, seed=1), engine="bayes")
 
 
 def test_merging_rows_keeps_the_binomial_likelihood():
@@ -238,6 +248,8 @@ def test_summary_states_priors_and_diagnostics(small):
     assert "sigma ~ HalfNormal(sigma=2.5)" in text
     assert "R-hat" in text and "Status: converged" in text and "Rows left out" in text
     assert math.isnan(bayes.loglik) and math.isnan(bayes.aic)
+    copy = pickle.loads(pickle.dumps(bayes))  # power runs ship fits between processes
+    assert isinstance(copy, BayesFitResult) and copy.odds_ratios().equals(bayes.odds_ratios())
 
 
 @pytest.mark.bayes

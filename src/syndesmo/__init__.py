@@ -39,7 +39,29 @@ _PUBLIC = {
     "SpecError": "syndesmo.errors",
 }
 
-__all__ = ["__version__", *_PUBLIC]
+__all__ = [
+    "CohortSpec",
+    "DeriveError",
+    "FitResult",
+    "Ledger",
+    "ModelError",
+    "PanelError",
+    "PowerResult",
+    "SpecError",
+    "SyndesmoError",
+    "VUPanel",
+    "__version__",
+    "analysis_frame",
+    "compare_levels",
+    "fit",
+    "fit_many",
+    "ladder",
+    "load_panel",
+    "patient_level",
+    "power",
+    "power_curve",
+    "simulate_cohort",
+]
 
 
 def __getattr__(name: str) -> Any:

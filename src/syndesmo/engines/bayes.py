@@ -43,8 +43,11 @@ Reported in the ``FitResult`` (a :class:`BayesFitResult`):
   frequentist p-value, resolution 1/(chains·draws);
 * ``sigma``: posterior median of σ; ``loglik`` NaN (a posterior is not a maximised
   likelihood, so AIC/BIC are NaN too; use LOO/WAIC from ``idata``);
-* ``idata``: the ArviZ ``InferenceData`` (``beta`` by ``term``, ``sigma``, ``u`` by
-  group); pointwise ``log_likelihood`` per row when ``log_likelihood=True``.
+* ``idata``: the ArviZ ``InferenceData``: posterior ``beta`` (by ``term``, the user's
+  scale), ``sigma``, ``u`` (patient effects, by group), the sampler's ``b``, ``z``,
+  ``Intercept_centred``; ``observed_data`` holds the merged binomial cells (below);
+  with ``log_likelihood=True`` the pointwise log-likelihood of every *row* of the
+  design, named after the response (for ``arviz.loo``).
 
 Convergence (Vehtari, Gelman, Simpson, Carpenter & Bürkner 2021, Bayesian Analysis
 16:667, "Rank-normalization, folding, and localization"): rank-normalised split R-hat
@@ -97,7 +100,11 @@ POSITIVE_DISTS = frozenset(
         "Weibull",
     }
 )
-_RESERVED_DIMS = frozenset({"term", "slope", "chain", "draw", "obs"})
+OBSERVED = "events"  # the observed variable: successes of the merged binomial cells
+# Names of the model's variables and dimensions, which a group dimension must avoid.
+_RESERVED_DIMS = frozenset(
+    {"term", "slope", "chain", "draw", "obs", "b", "z", "u", "beta", SIGMA_KEY, OBSERVED}
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ class Prior:
     """A prior: the name of a PyMC distribution and its keyword parameters."""
 
     dist: str
-    params: tuple[tuple[str, float], ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
 
     def describe(self) -> str:
         """Readable form such as ``Normal(mu=0, sigma=5.41)``."""
@@ -514,23 +521,26 @@ def _build_model(pm, pt, design: Design, X: np.ndarray, cells: _Cells, priors: d
             z = pm.Normal("z", 0.0, 1.0, dims=dim)
             u = pm.Deterministic("u", sigma * z, dims=dim)
             eta = eta + u[cells.groups]
-        pm.Binomial(design.response or "y", n=cells.n, logit_p=eta, observed=cells.y)
+        pm.Binomial(OBSERVED, n=cells.n, logit_p=eta, observed=cells.y)
     return model
 
 
 @contextmanager
 def _quiet_sampling():
-    """Silence PyMC's log lines and PyTensor's BLAS notice; our own checks report."""
-    logger = logging.getLogger("pymc")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Silence PyMC's and ArviZ's log lines and PyTensor's BLAS notice; the
+    engine's own diagnostics report instead."""
+    loggers = [logging.getLogger(name) for name in ("pymc", "arviz")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
             warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
             yield
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _diagnostics(az, idata, names: list[str], has_sigma: bool) -> pd.DataFrame:
@@ -551,11 +561,15 @@ def _diagnostics(az, idata, names: list[str], has_sigma: bool) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=["R-hat", "ESS bulk", "ESS tail"])
 
 
-def _problems(diag: pd.DataFrame, divergences: int, rhat_max: float, ess_min: float) -> list[str]:
+def _problems(
+    diag: pd.DataFrame, divergences: int, chains: int, rhat_max: float, ess_min: float
+) -> list[str]:
     out = []
+    if chains < 2:
+        out.append("R-hat needs at least 2 chains (got 1), so convergence cannot be checked")
     for name, row in diag.iterrows():
         r = row["R-hat"]
-        if not (r <= rhat_max):
+        if chains >= 2 and not (r <= rhat_max):
             out.append(f"R-hat {r:.3f} > {rhat_max} for '{name}'")
         for col in ("ESS bulk", "ESS tail"):
             e = row[col]
@@ -662,7 +676,7 @@ def fit_bayes(
     with _quiet_sampling():
         diag = _diagnostics(az, idata, names, has_sigma)
     divergences = int(idata.sample_stats["diverging"].sum())
-    problems = _problems(diag, divergences, rhat_max, ess_min)
+    problems = _problems(diag, divergences, chains, rhat_max, ess_min)
     fit_warnings = []
     if problems:
         message = "; ".join(problems)

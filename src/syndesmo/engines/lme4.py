@@ -18,6 +18,7 @@ rpy2 is not thread-safe: call this engine from one thread at a time.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,13 +83,34 @@ function(df, formula, nAGQ) {
 _r_fit_function: Any = None
 
 
+def import_robjects():
+    """Import ``rpy2.robjects`` (starting R) without leaking R's library path.
+
+    Starting R through rpy2 prepends R's library directory to ``LD_LIBRARY_PATH`` in
+    this process's environment; every process started afterwards (Dask workers, local
+    power workers) then loads R's shared libraries before Python's own and can fail
+    to start. R itself is already loaded, so the variable is restored at once.
+    """
+    saved = os.environ.get("LD_LIBRARY_PATH")
+    try:
+        import rpy2.robjects as ro
+    finally:
+        if saved is None:
+            # R sets the variable at the C level, behind os.environ's back.
+            os.environ.pop("LD_LIBRARY_PATH", None)
+            os.unsetenv("LD_LIBRARY_PATH")
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved
+    return ro
+
+
 def _r_fit():
     """The R fitting function, compiled once; raises EngineUnavailableError without R."""
     global _r_fit_function
     if _r_fit_function is not None:
         return _r_fit_function
     try:
-        import rpy2.robjects as ro
+        ro = import_robjects()
     except Exception as exc:  # ImportError, or R itself failing to start
         raise EngineUnavailableError(
             f"the lme4 engine needs rpy2 and R, which could not be loaded ({exc}); {INSTALL_HINT}"
