@@ -175,8 +175,8 @@ def small():
     """22 patients × 12 VUs (the size of seed 001's MRI substudy), 4 rows missing mri.
 
     9 of the 22 patients have no event, which leaves a long posterior tail towards
-    large σ: with the default target_accept 0.9 this cohort gives 3 divergent
-    transitions, with 0.95 R-hat(σ) = 1.011; 0.99 (smaller steps) samples it cleanly.
+    large σ: with target_accept 0.9 this cohort gives 3 divergent transitions, with
+    the default 0.95 R-hat(σ) = 1.011; 0.99 (smaller steps) samples it cleanly.
     """
     df = simulate(22, seed=4, intercept=-3.0)
     df.loc[[3, 50, 51, 200], "mri"] = np.nan
@@ -334,7 +334,7 @@ def test_separation_is_bounded_by_the_default_prior_and_reported():
     assert df["x_sep"].sum() >= 10
     # The likelihood pushes β(x_sep) to +∞ and the Normal(0, 2.5) prior holds it to a
     # few prior SDs: a proper posterior, but a long one-sided tail that gives 2
-    # divergent transitions at the default target_accept 0.9 and none at 0.95.
+    # divergent transitions at target_accept 0.9 and none at the default 0.95.
     res = fit("y ~ mri + x_sep + (1|patient)", df, engine="bayes", seed=1, target_accept=0.95)
     assert any("separation" in w and "'x_sep'" in w for w in res.warnings)
     assert res.converged, res.convergence_message

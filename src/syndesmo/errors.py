@@ -24,7 +24,7 @@ class SpecError(SyndesmoError, ValueError):
 
 
 class EngineUnavailableError(SyndesmoError, ImportError):
-    """An optional engine's dependencies (R, pymer4, bambi, …) are not installed."""
+    """An optional engine's dependencies (R and rpy2, PyMC, …) are not installed."""
 
 
 class ConvergenceWarning(UserWarning):
