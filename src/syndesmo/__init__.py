@@ -64,6 +64,15 @@ __all__ = [
 ]
 
 
+# ``sy.power`` is a function living in the submodule ``syndesmo.power``: importing that
+# submodule anywhere would rebind the package attribute to the module, so it is
+# imported here, once, and the function bound over it.
+from syndesmo.power import PowerResult, power, power_curve  # noqa: E402
+
+for _name in ("power", "power_curve", "PowerResult"):
+    _PUBLIC.pop(_name)
+
+
 def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
     if module is None:
@@ -83,6 +92,5 @@ if TYPE_CHECKING:
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
     from syndesmo.fitting import fit, fit_many
     from syndesmo.panel import VUPanel, load_panel
-    from syndesmo.power import PowerResult, power, power_curve
     from syndesmo.results import FitResult, Ledger
     from syndesmo.simulate import CohortSpec, simulate_cohort

@@ -1,0 +1,26 @@
+"""The public names of DESIGN.md resolve to what they promise."""
+
+from __future__ import annotations
+
+import importlib
+
+import syndesmo as sy
+
+
+def test_every_public_name_resolves():
+    for name in sy.__all__:
+        assert getattr(sy, name) is not None, name
+
+
+def test_power_stays_a_function_after_its_submodule_is_imported():
+    importlib.import_module("syndesmo.power")
+    assert callable(sy.power) and sy.power.__module__ == "syndesmo.power"
+    assert callable(sy.power_curve)
+
+
+def test_fit_and_panel_functions_are_the_documented_ones():
+    from syndesmo.fitting import fit
+    from syndesmo.panel import load_panel
+
+    assert sy.fit is fit
+    assert sy.load_panel is load_panel
