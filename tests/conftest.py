@@ -1,6 +1,6 @@
 """Shared test fixtures.
 
-R-backed tests use the ``r_lme4`` fixture. Locally a missing R (or pymer4) skips
+R-backed tests use the ``r_lme4`` fixture. Locally a missing R (or rpy2) skips
 them; when ``SYNDESMO_REQUIRE_R=1`` (set by ``.ci/run``) a missing R is a failure,
 so CI can never pass by silently skipping the comparisons with lme4.
 """

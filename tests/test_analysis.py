@@ -376,6 +376,21 @@ def test_fit_spec_vu_and_patient(panel):
         an.fit_spec(with_vu(panel, mri_w102=0.0), spec.with_options(exposures=["w102"]))
 
 
+def test_fit_spec_leaves_out_a_constant_covariate_and_says_so(panel):
+    # Every VU at risk of growth has baseline_corner 2 here (bridging is scored on both
+    # corners), so the covariate is constant; the fit goes on without it and says so.
+    spec = validate(
+        {"outcome": "growth", "exposure": ["w0"], "covariates": ["arm", "baseline_corner"]}
+    )
+    frame = an.build_frame(panel, "growth", "w0", covariates=["arm", "baseline_corner"])
+    assert frame["baseline_corner"].nunique() == 1
+    (res,) = an.fit_spec(panel, spec)
+    assert "baseline_corner" not in res.fit.params.index
+    assert any("constant in the analysis frame: baseline_corner" in w for w in res.fit.warnings)
+    ref = fit("growth ~ mri + arm + (1|patient)", frame)
+    assert res.fit.params["mri"] == pytest.approx(ref.params["mri"], rel=1e-10)
+
+
 def test_spine_profile_counts(panel):
     prof = an.spine_profile(panel)
     assert prof["vu"].tolist() == list(VU_LABELS)

@@ -1206,12 +1206,18 @@ def fit_spec(panel, spec) -> list[SpecFit]:
             problem = check_frame(frame, spec.outcome, exposure)
             if problem:
                 raise ModelError(f"{spec.name}: {problem}")
-            formula = vu_formula(
-                spec.outcome, spec.covariates, spec.engine, "reader" in frame.columns
-            )
+            # As in the ladder: a covariate with one value among the eligible VUs (e.g.
+            # baseline_corner among VUs at risk of growth) carries no information.
+            constant = constant_columns(frame, list(spec.covariates))
+            covariates = [c for c in spec.covariates if c not in constant]
+            formula = vu_formula(spec.outcome, covariates, spec.engine, "reader" in frame.columns)
             fitted = _safe_fit(formula, frame, spec.engine, spec.nagq)
             if isinstance(fitted, str):
                 raise ModelError(f"{spec.name}, exposure {exposure!r}: {fitted}")
+            if constant:
+                fitted.warnings.append(
+                    f"left out, constant in the analysis frame: {', '.join(constant)}"
+                )
             ledger = fitted.ledger  # starts from the frame's ledger (build_design)
             term = "mri"
         else:

@@ -282,7 +282,7 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
             f" The largest fully adjusted OR was for VUs {top['exposure_label']}: "
             f"{fmt_ratio(top['OR'], top['lower'], top['upper'])}, p {_p_words(top['p'])}."
         )
-    notes = sub[sub["note"].astype(str).str.len() > 0]
+    notes = sub[sub["note"].fillna("").astype(str).str.len() > 0]
     failed = sub[pd.to_numeric(sub["OR"], errors="coerce").isna()]
     if len(failed):
         text += f" {len(failed)} fit(s) gave no estimate (see the `note` column of ladder.csv)."

@@ -10,9 +10,9 @@ by term, whatever R's own coding of factors would have been. The call is
 (``cbind(y, fail) ~ …`` for binomial counts), timed with ``system.time`` inside R;
 R's warnings and messages are collected instead of being printed.
 
-The glue is rpy2 talking to lme4 directly. pymer4 0.8.2 (the ``lme4`` extra) drives
-the same ``glmer`` call but its ``Lmer.fit`` cannot pass ``nAGQ`` or prior weights and
-adds Wald intervals and random-effect tables to every fit, so it is not used here.
+The glue is rpy2 talking to lme4 directly (the ``lme4`` extra). pymer4 0.8.2, the
+release that runs with Debian's R, drives the same ``glmer`` call but its ``Lmer.fit``
+cannot pass ``nAGQ`` or binomial counts, so it is not used here.
 rpy2 is not thread-safe: call this engine from one thread at a time.
 """
 
