@@ -343,8 +343,12 @@ def ladder(
     strict: bool = False,
     progress: Progress | None = None,
     keep_fits: bool = False,
+    engines: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The model ladder for each exposure, as one tidy table (see ``LADDER_COLUMNS``).
+
+    ``engines=["native", "gee", "bayes"]`` is shorthand for ``engine`` (the first)
+    and ``engines_beside`` (the rest): every listed engine is fitted at steps b–d.
 
     Steps: (a) logistic regression ignoring clustering (engine ``logit``); (b) a
     patient random intercept (GLMM ``engine``) — and, beside it, every engine in
@@ -358,6 +362,11 @@ def ladder(
     excluded VUs is in ``table.attrs["ledgers"]`` (exposure → ``Ledger``), the
     fits in ``table.attrs["fits"]`` with ``keep_fits=True``.
     """
+    if engines is not None:
+        engines = [e for e in engines if e != CRUDE_ENGINE]  # logit is step (a) anyway
+        if not engines:
+            raise ModelError("ladder: engines must name at least one engine besides 'logit'")
+        engine, engines_beside = engines[0], tuple(engines[1:])
     res = ladder_result(
         panel,
         outcome,
