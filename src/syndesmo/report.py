@@ -285,7 +285,14 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     notes = sub[sub["note"].fillna("").astype(str).str.len() > 0]
     failed = sub[pd.to_numeric(sub["OR"], errors="coerce").isna()]
     if len(failed):
-        text += f" {len(failed)} fit(s) gave no estimate (see the `note` column of ladder.csv)."
+        which = "; ".join(
+            f"{r.engine} step {r.step}, VUs {r.exposure_label}: {str(r.note).split(';')[0]}"
+            for r in failed.itertuples(index=False)
+        )
+        text += (
+            f" {len(failed)} fit(s) gave no estimate, shown as — in the table ({which}; "
+            "full messages in the `note` column of ladder.csv)."
+        )
     elif len(notes):
         text += f" {len(notes)} fit(s) carry a warning in the `note` column of ladder.csv."
     return text
