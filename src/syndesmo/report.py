@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -250,6 +251,12 @@ def _n_sig(sub: pd.DataFrame) -> str:
     return f"{int((p < 0.05).sum())} of {int(p.notna().sum())} with p < 0.05"
 
 
+def _short_reason(note: object) -> str:
+    """First clause of a fit's note, without its parenthesised numbers."""
+    first = str(note).split(";")[0]
+    return re.sub(r"\s*\([^)]*\)", "", first).strip()
+
+
 def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     a = sub[sub["step"].eq("a")]
     parts = [
@@ -286,7 +293,7 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     failed = sub[pd.to_numeric(sub["OR"], errors="coerce").isna()]
     if len(failed):
         which = "; ".join(
-            f"{r.engine} step {r.step}, VUs {r.exposure_label}: {str(r.note).split(';')[0]}"
+            f"{r.engine} step {r.step}, VUs {r.exposure_label}: {_short_reason(r.note)}"
             for r in failed.itertuples(index=False)
         )
         text += (
