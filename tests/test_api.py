@@ -24,3 +24,20 @@ def test_fit_and_panel_functions_are_the_documented_ones():
 
     assert sy.fit is fit
     assert sy.load_panel is load_panel
+
+
+def test_fit_warnings_point_at_the_users_line():
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame(
+        {"y": rng.integers(0, 2, 61), "x": rng.normal(size=61), "g": [*range(30)] * 2 + [99]}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sy.fit("y ~ x + (1|g)", df)
+    single = [w for w in caught if "single observation" in str(w.message)]
+    assert single and single[0].filename == __file__

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class SyndesmoError(Exception):
     """Base class: bad input or a model that cannot be fitted, described for a user."""
@@ -33,3 +37,18 @@ class ConvergenceWarning(UserWarning):
     The fit is returned with ``converged=False`` and the reason; the warning names the
     diagnostic and the parameter so a user knows what to look at.
     """
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` pointing at the first caller outside syndesmo.
+
+    Fits are reached through several layers (``sy.fit`` → engine → core); a warning
+    should name the user's line, not ours.
+    """
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

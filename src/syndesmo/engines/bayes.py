@@ -76,7 +76,7 @@ import pandas as pd
 from scipy.special import gammaln
 
 from syndesmo.design import Design
-from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError
+from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError, warn_user
 from syndesmo.results import FitResult, _check_level
 
 DEFAULT_SLOPE_SCALE = 2.5  # Gelman et al. (2008): per 0/1 contrast or per 2 SD
@@ -685,9 +685,7 @@ def fit_bayes(
     if problems:
         message = "; ".join(problems)
         fit_warnings.append(f"MCMC diagnostics fail: {message}")
-        warnings.warn(
-            f"engine 'bayes': MCMC diagnostics fail: {message}", ConvergenceWarning, stacklevel=2
-        )
+        warn_user(f"engine 'bayes': MCMC diagnostics fail: {message}", ConvergenceWarning)
     else:
         message = ""
     separated = _separated(cells.X, cells.y, cells.n, names)

@@ -30,7 +30,6 @@ vectorised computation and returns a :class:`ManyFit`.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +41,7 @@ from syndesmo.engines._core import constants, fit_core, lme4_loglik
 from syndesmo.engines._layout import compress_shared, compress_stacked
 from syndesmo.engines._quadrature import loglik_and_grad
 from syndesmo.engines.separation import separated_terms
-from syndesmo.errors import ModelError
+from syndesmo.errors import ModelError, warn_user
 from syndesmo.results import FitResult
 
 MAX_NAGQ = 25  # lme4's documented range for nAGQ with one scalar random effect
@@ -220,7 +219,7 @@ def fit_native(
     vcov = core.vcov[0]
     singular = sigma < SINGULAR_TOL
     for n_ in notes:
-        warnings.warn(n_, UserWarning, stacklevel=2)
+        warn_user(n_)
     fit_warnings = list(notes)
     if singular:
         fit_warnings.append(
