@@ -11,7 +11,7 @@ tests/test_analysis.py, whose figures go into the report of the analysis layer.
 2. GEE: ``--gee-reps`` (default 300) cohorts, GEE (exchangeable) at step b; the mean
    estimate against the marginal log-OR implied by the truth, by Gauss-Hermite
    integration of the conditional model over the random-intercept distribution
-   (``analysis.marginal_log_or``) — over all VUs, and weighted by the chance a VU
+   (``marginal.marginal_log_or``) — over all VUs, and weighted by the chance a VU
    is at risk (the simulator selects VUs at risk on the random effect) — and
    against the conditional log-OR. Once for the default spec and once with almost
    no baseline syndesmophytes (no selection).
@@ -31,6 +31,7 @@ import pandas as pd
 from syndesmo import analysis as an
 from syndesmo import simcheck
 from syndesmo.fitting import fit
+from syndesmo.marginal import marginal_log_or, zeger_attenuation
 from syndesmo.simulate import CohortSpec, simulate_cohort, true_parameters
 
 MODELS = {
@@ -73,8 +74,8 @@ def gee_row(spec: CohortSpec, reps: int, seed: int, label: str) -> dict:
     truth = true_parameters(spec)
     a, b, sigma = truth["intercept_new"], truth["log_or_new"], truth["sigma_syndesmophyte"]
     mean, mcse = est.mean(), est.std(ddof=1) / math.sqrt(len(est))
-    all_vus = an.marginal_log_or(a, b, sigma)
-    at_risk = an.marginal_log_or(
+    all_vus = marginal_log_or(a, b, sigma)
+    at_risk = marginal_log_or(
         a, b, sigma, at_risk_intercept=truth["intercept_baseline_syndesmophyte"]
     )
     return {
@@ -83,7 +84,7 @@ def gee_row(spec: CohortSpec, reps: int, seed: int, label: str) -> dict:
         "GEE mean log-OR (MC SE)": f"{mean:.4f} ({mcse:.4f})",
         "marginal target, VUs at risk": f"{at_risk:.4f} ({(mean - at_risk) / mcse:+.1f} MC SE)",
         "marginal target, all VUs": f"{all_vus:.4f} ({(mean - all_vus) / mcse:+.1f} MC SE)",
-        "Zeger approximation": f"{float(an.zeger_attenuation(b, sigma)):.4f}",
+        "Zeger approximation": f"{float(zeger_attenuation(b, sigma)):.4f}",
         "conditional truth": f"{b:.4f} ({(mean - b) / mcse:+.1f} MC SE)",
     }
 

@@ -19,10 +19,14 @@ from syndesmo import analysis as an
 from syndesmo import simcheck
 from syndesmo.errors import ModelError
 from syndesmo.fitting import fit
+from syndesmo.levels import compare_levels
+from syndesmo.marginal import attenuation_table, marginal_log_or, marginal_params, zeger_attenuation
 from syndesmo.modelspec import validate
 from syndesmo.panel import VUPanel
+from syndesmo.patient import patient_frame, patient_level
 from syndesmo.simulate import CohortSpec, simulate_cohort
 from syndesmo.spine import MSASSS_VUS, VU_LABELS
+from syndesmo.vu_tables import spine_profile
 
 #: Two-sided 99.9% normal quantile: acceptance regions of the simulation tests, so a
 #: correct method fails a given check with probability 0.001.
@@ -127,7 +131,7 @@ def test_failed_fit_is_a_noted_row_and_constant_covariate_is_left_out(panel):
 
 def test_attenuation_table_uses_zeger_factor(panel):
     table = an.ladder(panel, "new_syndesmophyte", ["w0"])
-    att = an.attenuation_table(table)
+    att = attenuation_table(table)
     assert list(att["step"]) == ["b", "c"]
     s = att["sigma"].to_numpy()
     factor = 1 / np.sqrt(1 + (16 * math.sqrt(3) / (15 * math.pi)) ** 2 * s**2)
@@ -144,7 +148,7 @@ def test_attenuation_table_uses_zeger_factor(panel):
     # step b has only the exposure: the implied marginal OR is the closed form
     fits = an.ladder(panel, "new_syndesmophyte", ["w0"], keep_fits=True).attrs["fits"]
     b = fits[("new_syndesmophyte", "w0", "b", "native")]
-    exact = an.marginal_log_or(b.params["Intercept"], b.params["mri"], b.sigma)
+    exact = marginal_log_or(b.params["Intercept"], b.params["mri"], b.sigma)
     assert math.log(att.iloc[0]["OR_implied_marginal"]) == pytest.approx(exact, abs=1e-6)
 
 
@@ -168,7 +172,7 @@ def _quad_risk(a: float, sigma: float, weight=None) -> float:
 @pytest.mark.parametrize(("a", "beta", "sigma"), [(-3.8, 0.69, 1.5), (0.0, 0.7, 1.0)])
 def test_marginal_log_or_against_adaptive_quadrature(a, beta, sigma):
     exact = special.logit(_quad_risk(a + beta, sigma)) - special.logit(_quad_risk(a, sigma))
-    assert an.marginal_log_or(a, beta, sigma) == pytest.approx(exact, abs=1e-9)
+    assert marginal_log_or(a, beta, sigma) == pytest.approx(exact, abs=1e-9)
 
     def at_risk(u):
         return 1 - special.expit(-1.5 + u)
@@ -176,13 +180,13 @@ def test_marginal_log_or_against_adaptive_quadrature(a, beta, sigma):
     tilted = special.logit(_quad_risk(a + beta, sigma, at_risk)) - special.logit(
         _quad_risk(a, sigma, at_risk)
     )
-    got = an.marginal_log_or(a, beta, sigma, at_risk_intercept=-1.5)
+    got = marginal_log_or(a, beta, sigma, at_risk_intercept=-1.5)
     assert got == pytest.approx(tilted, abs=1e-9)
     # with one binary covariate the general version (logistic fit to marginal risks)
     # is the same saturated model
     X = np.column_stack([np.ones(4), [0, 1, 0, 1]])
-    assert an.marginal_params(X, np.array([a, beta]), sigma)[1] == pytest.approx(
-        an.marginal_log_or(a, beta, sigma), abs=1e-7
+    assert marginal_params(X, np.array([a, beta]), sigma)[1] == pytest.approx(
+        marginal_log_or(a, beta, sigma), abs=1e-7
     )
 
 
@@ -192,10 +196,10 @@ def test_zeger_approximation_against_exact_attenuation():
     attenuation is clearly weaker than the approximation says."""
     for a in (0.0, -1.0, -2.0):
         for sigma in (0.5, 1.0, 1.5):
-            exact = an.marginal_log_or(a, 0.7, sigma) / 0.7
-            approx = an.zeger_attenuation(0.7, sigma) / 0.7
+            exact = marginal_log_or(a, 0.7, sigma) / 0.7
+            approx = zeger_attenuation(0.7, sigma) / 0.7
             assert approx == pytest.approx(exact, rel=0.06), (a, sigma)
-    assert an.marginal_log_or(-3.8, 0.69, 1.5) > an.zeger_attenuation(0.69, 1.5) + 0.04
+    assert marginal_log_or(-3.8, 0.69, 1.5) > zeger_attenuation(0.69, 1.5) + 0.04
 
 
 # ---------------------------------------------------------------------------
@@ -244,7 +248,7 @@ def test_gee_estimates_the_implied_marginal_or():
         est.append(fit("new_syndesmophyte ~ mri + (1|patient)", frame, engine="gee").params["mri"])
     truth = panel.truth
     conditional = truth["log_or_new"]
-    marginal = an.marginal_log_or(truth["intercept_new"], conditional, truth["sigma_syndesmophyte"])
+    marginal = marginal_log_or(truth["intercept_new"], conditional, truth["sigma_syndesmophyte"])
     est = np.asarray(est)
     mcse = est.std(ddof=1) / math.sqrt(len(est))
     assert abs(est.mean() - marginal) <= Z_ACCEPT * mcse
@@ -289,18 +293,18 @@ def test_patient_level_logistic_matches_hand_aggregation(panel):
         }
     )
     ref = sm.Logit((hand["n_new"] > 0).astype(float), X).fit(disp=0)
-    pl = an.patient_level(panel, "w0", "any_new", summary="total")
+    pl = patient_level(panel, "w0", "any_new", summary="total")
     assert pl.fit.params["exposure"] == pytest.approx(ref.params["exposure"], rel=1e-6)
     assert pl.fit.bse["exposure"] == pytest.approx(ref.bse["exposure"], rel=1e-5)
     row = pl.to_frame().iloc[0]
     assert row["measure"] == "OR" and row["n_patients"] == len(hand)
     assert row["events"] == int((hand["n_new"] > 0).sum())
 
-    prog = an.patient_level(panel, "w0", "msasss_progression", summary="count")
+    prog = patient_level(panel, "w0", "msasss_progression", summary="count")
     frame = prog.frame.set_index("patient")
     assert np.array_equal(frame["outcome"], hand.loc[frame.index, "progression"])
     assert np.array_equal(frame["exposure"], hand.loc[frame.index, "n_inflamed"])
-    anyf = an.patient_frame(panel, "w0", "any_new", summary="any").set_index("patient")
+    anyf = patient_frame(panel, "w0", "any_new", summary="any").set_index("patient")
     assert np.array_equal(anyf["exposure"], hand.loc[anyf.index, "any_inflamed"])
 
 
@@ -314,11 +318,11 @@ def test_patient_level_count_models_use_the_vus_at_risk(panel):
         }
     )
     pois = sm.GLM(hand["n_new"], X, family=sm.families.Poisson(), exposure=hand["at_risk"]).fit()
-    got = an.patient_level(panel, "w0", "n_new", summary="count", engine="poisson")
+    got = patient_level(panel, "w0", "n_new", summary="count", engine="poisson")
     assert got.fit.params["exposure"] == pytest.approx(pois.params["exposure"], rel=1e-6)
     assert got.measure == "RR"
     nb = sm.NegativeBinomial(hand["n_new"], X, exposure=hand["at_risk"]).fit(disp=0, maxiter=200)
-    got = an.patient_level(panel, "w0", "n_new", summary="count")
+    got = patient_level(panel, "w0", "n_new", summary="count")
     assert got.fit.engine == "negbin"
     assert got.fit.params["exposure"] == pytest.approx(nb.params["exposure"], rel=1e-4)
 
@@ -331,19 +335,19 @@ def test_patient_level_ledger_and_bad_requests(panel):
     vu.loc[rows, ["msasss_upper_w0", "msasss_lower_w0", "msasss_upper_w102"]] = 3.0
     vu.loc[rows, "msasss_lower_w102"] = 3.0
     bridged = VUPanel(vu, panel.patients.copy())
-    pl = an.patient_level(bridged, "w0", "any_new")
+    pl = patient_level(bridged, "w0", "any_new")
     assert first not in set(pl.frame["patient"])
     led = pl.ledger.to_frame()
     assert led["reason"].str.contains("no VU at risk").any()
     assert led["n_rows"].sum() == 1
     with pytest.raises(ModelError, match="count"):
-        an.patient_level(panel, "w0", "n_new", engine="logit")
+        patient_level(panel, "w0", "n_new", engine="logit")
     with pytest.raises(ModelError, match="single week"):
-        an.patient_level(panel, "any", "any_new", summary="total")
+        patient_level(panel, "any", "any_new", summary="total")
 
 
 def test_compare_levels_puts_vu_and_patient_side_by_side(panel):
-    table = an.compare_levels(panel, "w0")
+    table = compare_levels(panel, "w0")
     assert table["level"].tolist() == ["VU", "VU", "patient", "patient", "patient"]
     assert table["measure"].tolist() == ["OR", "OR", "OR", "RR", "OR"]
     ladder = an.ladder(panel, "new_syndesmophyte", ["w0"])
@@ -351,7 +355,7 @@ def test_compare_levels_puts_vu_and_patient_side_by_side(panel):
     vu = table[table["level"].eq("VU")].set_index("engine")
     assert vu.loc["native", "estimate"] == pytest.approx(c.loc["native", "OR"])
     assert vu.loc["gee", "estimate"] == pytest.approx(c.loc["gee", "OR"])
-    pl = an.patient_level(panel, "w0", "any_new").to_frame().iloc[0]
+    pl = patient_level(panel, "w0", "any_new").to_frame().iloc[0]
     assert table.iloc[2]["estimate"] == pytest.approx(pl["estimate"])
 
 
@@ -392,7 +396,7 @@ def test_fit_spec_leaves_out_a_constant_covariate_and_says_so(panel):
 
 
 def test_spine_profile_counts(panel):
-    prof = an.spine_profile(panel)
+    prof = spine_profile(panel)
     assert prof["vu"].tolist() == list(VU_LABELS)
     vu = panel.vu
     for week in panel.mri_weeks:

@@ -1,7 +1,7 @@
 """Power by simulation (``syndesmo.power``): seeding, backends, references and type I error.
 
 References used here: the frame path of the package (``analysis_frame`` → ``fit`` and
-``analysis.patient_level``) on the very cohorts the array path simulates;
+``patient.patient_level``) on the very cohorts the array path simulates;
 statsmodels ``Logit`` for the batched logistic regression; statsmodels'
 ``proportion_confint`` for the Wilson interval; R's ``glmer`` for the power; and a
 known truth (OR = 1, so the rejection rate must be alpha up to Monte Carlo error).
@@ -15,18 +15,14 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from syndesmo.analysis import patient_level
 from syndesmo.derive import analysis_frame
+from syndesmo.engines.logit_many import logit_many
 from syndesmo.errors import ModelError, SpecError
 from syndesmo.fitting import fit
-from syndesmo.power import (
-    binomial_acceptance_region,
-    grid_points,
-    logit_many,
-    power,
-    power_curve,
-    wilson_interval,
-)
+from syndesmo.mcstats import binomial_acceptance_region, wilson_interval
+from syndesmo.patient import patient_level
+from syndesmo.power import power, power_curve
+from syndesmo.power_plan import grid_points
 from syndesmo.simulate import CohortSpec, simulate_cohort
 
 ALL = ["vu", "gee", "patient", "logit"]

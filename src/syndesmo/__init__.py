@@ -27,8 +27,8 @@ _PUBLIC = {
     "fit": "syndesmo.fitting",
     "fit_many": "syndesmo.fitting",
     "ladder": "syndesmo.analysis",
-    "patient_level": "syndesmo.analysis",
-    "compare_levels": "syndesmo.analysis",
+    "patient_level": "syndesmo.patient",
+    "compare_levels": "syndesmo.levels",
     "power": "syndesmo.power",
     "power_curve": "syndesmo.power",
     "PowerResult": "syndesmo.power",
@@ -87,10 +87,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from syndesmo.analysis import compare_levels, ladder, patient_level
+    from syndesmo.analysis import ladder
     from syndesmo.derive import analysis_frame
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
     from syndesmo.fitting import fit, fit_many
+    from syndesmo.levels import compare_levels
     from syndesmo.panel import VUPanel, load_panel
+    from syndesmo.patient import patient_level
     from syndesmo.results import FitResult, Ledger
     from syndesmo.simulate import CohortSpec, simulate_cohort

@@ -1,28 +1,32 @@
-"""The ASSERT-style analysis: the model ladder at the VU level and the patient layer.
+"""The ASSERT-style model ladder at the VU level, and one analysis spec as written.
 
 van der Heijde et al. (Ann Rheum Dis 2012;71:369-73) related MRI activity in a
 vertebral unit (VU) to a new syndesmophyte in the same VU two years later, first
 ignoring the clustering of VUs within patients, then with a multilevel model,
-then adjusted for treatment and for confounders, and at the patient level beside
-it. ``ladder`` fits that sequence for several exposures, with a GLMM (subject-
-specific ORs) and GEE (population-averaged ORs) side by side; ``patient_level``
-and ``compare_levels`` aggregate to one row per patient. Everything returns tidy
-tables so that reports, plots and notebooks only format them.
+then adjusted for treatment and for confounders. ``ladder`` fits that sequence for
+several exposures, with a GLMM (subject-specific ORs) and GEE (population-averaged
+ORs) side by side, and returns a tidy table so that reports, plots and notebooks
+only format it. ``fit_spec`` fits one ``ModelSpec`` as written (``syndesmo fit``).
+
+Beside it: ``syndesmo.patient`` (the patient level), ``syndesmo.levels`` (VU level
+beside patient level), ``syndesmo.marginal`` (GLMM vs GEE attenuation) and
+``syndesmo.vu_tables`` (per-VU tables and the spine profile).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.labels import EXPOSURE_LABELS, OUTCOME_LABELS
+from syndesmo.marginal import implied_marginal_log_or
+from syndesmo.patient import patient_exposure_label, patient_level
 from syndesmo.results import FitResult, Ledger
 
 #: Steps of the ladder, as in van der Heijde et al. 2012: crude, multilevel,
@@ -35,38 +39,8 @@ STEP_LABELS: dict[str, str] = {
 }
 #: Engines with a patient random intercept (subject-specific, conditional ORs).
 CONDITIONAL_ENGINES = ("native", "lme4", "bayes")
-#: Engines giving population-averaged (marginal) ORs for clustered data.
-MARGINAL_ENGINES = ("gee",)
 #: The engine of step (a): logistic regression ignoring the clustering.
 CRUDE_ENGINE = "logit"
-
-#: Words for the exposures of ``syndesmo.derive`` (tables, plots, report).
-EXPOSURE_LABELS: dict[str, str] = {
-    "w0": "inflamed at baseline",
-    "w24": "inflamed at week 24",
-    "w102": "inflamed at week 102",
-    "w0_and_w24": "inflamed at baseline and week 24",
-    "w0_or_w24": "inflamed at baseline or week 24",
-    "any": "inflamed at any time point",
-    "all": "inflamed at every time point",
-    "never": "never inflamed",
-    "resolved": "inflamed at baseline, resolved later",
-    "new": "not inflamed at baseline, inflamed later",
-    "n_timepoints": "number of time points inflamed (per point)",
-    "max_score": "maximum ASspiMRI-a score (per point)",
-}
-OUTCOME_LABELS: dict[str, str] = {
-    "new_syndesmophyte": "new syndesmophyte",
-    "growth": "growth of a syndesmophyte",
-    "any_new": "any new syndesmophyte",
-    "n_new": "number of new syndesmophytes",
-    "msasss_progression": "mSASSS progression ≥ 2 units",
-}
-
-#: 16*sqrt(3)/(15*pi), squared: the constant of the logistic-normal approximation
-#: beta_PA ~= beta_SS / sqrt(1 + c^2 sigma^2) (Zeger, Liang & Albert, Biometrics
-#: 1988;44:1049-60).
-ZEGER_C2 = (16.0 * math.sqrt(3.0) / (15.0 * math.pi)) ** 2
 
 LADDER_COLUMNS = [
     "outcome",
@@ -93,10 +67,6 @@ LADDER_COLUMNS = [
     "singular",
     "note",
 ]
-
-#: How VU exposures are summed up per patient.
-SUMMARY_WORDS = ("any", "count", "total")
-_WEEK = re.compile(r"^w(\d+)$")
 
 Progress = Callable[[str], None]
 
@@ -238,7 +208,7 @@ def check_frame(frame: pd.DataFrame, outcome: str, exposure: str) -> str:
 # one fit → one row
 
 
-def _safe_fit(formula: str, frame: pd.DataFrame, engine: str, nagq: int) -> FitResult | str:
+def safe_fit(formula: str, frame: pd.DataFrame, engine: str, nagq: int) -> FitResult | str:
     """The fit, or the reason it failed as a string; a missing engine is still raised.
 
     Python warnings raised while fitting are caught and kept in ``fit.warnings``
@@ -462,7 +432,7 @@ def ladder_result(
                     row = fit_row(problem)
                     row["note"] = problem
                 else:
-                    fitted = _safe_fit(formula, frame, eng, nagq)
+                    fitted = safe_fit(formula, frame, eng, nagq)
                     row = fit_row(fitted)
                     if not isinstance(fitted, str) and eng in CONDITIONAL_ENGINES:
                         row["log_or_marginal"] = implied_marginal_log_or(fitted, frame)
@@ -490,681 +460,6 @@ def ladder_result(
     for col in ("n_patients", "n_vus", "events"):
         table[col] = table[col].astype("Int64")
     return LadderResult(table=table, ledgers=ledgers, fits=fits)
-
-
-# ---------------------------------------------------------------------------
-# GLMM vs GEE: the attenuation of population-averaged ORs
-
-
-def zeger_attenuation(log_or: float | np.ndarray, sigma: float | np.ndarray):
-    """Population-averaged log-OR implied by a subject-specific one (approximation).
-
-    beta_PA ~= beta_SS / sqrt(1 + c^2 sigma^2) with c^2 = (16 sqrt(3) / (15 pi))^2
-    ~= 0.346 (Zeger, Liang & Albert, Biometrics 1988;44:1049-60).
-    """
-    return np.asarray(log_or) / np.sqrt(1.0 + ZEGER_C2 * np.asarray(sigma) ** 2)
-
-
-def marginal_params(X: np.ndarray, beta: np.ndarray, sigma: float, n_nodes: int = 64) -> np.ndarray:
-    """Population-averaged coefficients implied by a random-intercept logistic model.
-
-    The marginal probability of each row, p_i = E_b[expit(x_i' beta + b)] with
-    b ~ N(0, sigma^2), is integrated exactly (Gauss-Hermite, ``n_nodes`` points);
-    the logistic regression of these p_i on X (the estimating equations of GEE with
-    an independence working correlation, at their population values) gives the
-    coefficients a GEE fitted to this design estimates. This is the exact target
-    that ``zeger_attenuation`` approximates.
-    """
-    import statsmodels.api as sm
-
-    X = np.asarray(X, dtype=float)
-    eta = X @ np.asarray(beta, dtype=float)
-    nodes, weights = np.polynomial.hermite.hermgauss(n_nodes)
-    b = math.sqrt(2.0) * sigma * nodes
-    p = special.expit(eta[:, None] + b[None, :]) @ weights / math.sqrt(math.pi)
-    model = sm.GLM(p, X, family=sm.families.Binomial())
-    with warnings.catch_warnings():
-        # fractional responses near 0/1 trip statsmodels' separation check
-        warnings.simplefilter("ignore")
-        return np.asarray(model.fit(tol=1e-12).params)
-
-
-def marginal_log_or(
-    intercept: float,
-    log_or: float,
-    sigma: float,
-    *,
-    at_risk_intercept: float | None = None,
-    n_nodes: int = 80,
-) -> float:
-    """The population-averaged log-OR of a binary exposure implied by the GLMM truth.
-
-    For logit P(y = 1 | x, u) = ``intercept`` + ``log_or`` x + u, u ~ N(0, sigma^2),
-    the marginal risks p_x = E_u[expit(intercept + log_or x + u)] are integrated by
-    Gauss-Hermite quadrature and the marginal log-OR is logit(p_1) - logit(p_0);
-    with one binary exposure the marginal model is saturated, so this is exactly the
-    parameter GEE estimates. ``at_risk_intercept`` weights u by the chance that a VU
-    is at risk, 1 - expit(at_risk_intercept + u) (the simulator's baseline
-    syndesmophytes select VUs on u), giving the VU-weighted target over VUs at risk.
-    """
-    nodes, weights = np.polynomial.hermite.hermgauss(n_nodes)
-    u = math.sqrt(2.0) * sigma * nodes
-    w = weights / math.sqrt(math.pi)
-    if at_risk_intercept is not None:
-        w = w * (1.0 - special.expit(at_risk_intercept + u))
-    w = w / w.sum()
-    p0 = float(w @ special.expit(intercept + u))
-    p1 = float(w @ special.expit(intercept + log_or + u))
-    return float(special.logit(p1) - special.logit(p0))
-
-
-def implied_marginal_log_or(fit: FitResult, frame: pd.DataFrame, term: str = "mri") -> float:
-    """The population-averaged log-OR of ``term`` that a fitted GLMM implies.
-
-    ``marginal_params`` on the fit's own design matrix: the conditional model with
-    the fitted coefficients and random-intercept SD, integrated over the normal
-    random intercept, then summarised by a logistic regression over the analysed
-    rows. NaN when it cannot be computed (no SD, a failed fit).
-    """
-    from syndesmo.design import build_design
-
-    if not np.isfinite(fit.sigma) or not np.all(np.isfinite(fit.params)):
-        return math.nan
-    try:
-        design = build_design(fit.formula, frame)
-        beta = fit.params.reindex(design.names).to_numpy(dtype=float)
-        out = marginal_params(design.X, beta, float(fit.sigma))
-        return float(out[design.names.index(term)])
-    except (SyndesmoError, ValueError, np.linalg.LinAlgError):
-        return math.nan
-
-
-def attenuation_table(table: pd.DataFrame, glmm_engine: str | None = None) -> pd.DataFrame:
-    """GLMM beside GEE for each outcome × exposure × step of a ladder table.
-
-    Columns: the GLMM OR and random-intercept SD, the population-averaged OR the
-    Zeger-Liang-Albert approximation predicts from them (``OR_predicted_marginal``),
-    the one the fitted GLMM implies exactly (``OR_implied_marginal``, see
-    ``implied_marginal_log_or``), the GEE OR, and the ratio of the GEE log-OR to the
-    GLMM log-OR against the approximate factor 1/sqrt(1 + 0.346 sigma^2).
-    """
-    cond = table[table["scale"].eq("conditional") & table["step"].ne("a")]
-    if glmm_engine is not None:
-        cond = cond[cond["engine"].eq(glmm_engine)]
-    marg = table[table["engine"].isin(MARGINAL_ENGINES)]
-    keys = ["outcome", "exposure", "exposure_label", "step", "step_label"]
-    merged = cond[[*keys, "engine", "log_or", "OR", "sigma", "log_or_marginal"]].merge(
-        marg[[*keys, "log_or", "OR"]], on=keys, suffixes=("_glmm", "_gee")
-    )
-    factor = 1.0 / np.sqrt(1.0 + ZEGER_C2 * merged["sigma"].to_numpy(dtype=float) ** 2)
-    out = pd.DataFrame(
-        {
-            **{k: merged[k] for k in keys},
-            "glmm_engine": merged["engine"],
-            "OR_glmm": merged["OR_glmm"],
-            "sigma": merged["sigma"],
-            "OR_predicted_marginal": np.exp(merged["log_or_glmm"].to_numpy(dtype=float) * factor),
-            "OR_implied_marginal": np.exp(merged["log_or_marginal"].to_numpy(dtype=float)),
-            "OR_gee": merged["OR_gee"],
-            "factor_predicted": factor,
-            "factor_observed": merged["log_or_gee"] / merged["log_or_glmm"],
-        }
-    )
-    return out.reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------
-# the patient level
-
-
-@dataclass
-class PatientLevel:
-    """A patient-level model: the fit, the one-row-per-patient frame and the ledger."""
-
-    fit: FitResult | None
-    frame: pd.DataFrame
-    ledger: Ledger
-    exposure: str
-    summary: str
-    outcome: str
-    note: str = ""
-
-    @property
-    def measure(self) -> str:
-        """``OR`` for logistic models, ``RR`` (rate ratio) for count models."""
-        return "RR" if self.fit is not None and self.fit.engine in ("poisson", "negbin") else "OR"
-
-    def to_frame(self, level: float = 0.95) -> pd.DataFrame:
-        """One row: exposure, outcome, model, estimate with CI and p, patients, events."""
-        row = {
-            "level": "patient",
-            "outcome": self.outcome,
-            "outcome_label": OUTCOME_LABELS.get(self.outcome, self.outcome),
-            "exposure": self.exposure,
-            "exposure_label": patient_exposure_label(self.exposure, self.summary),
-            "summary": self.summary,
-            "engine": self.fit.engine if self.fit is not None else "",
-            "measure": self.measure,
-        }
-        if self.fit is None or "exposure" not in self.fit.params.index:
-            est = dict.fromkeys(("estimate", "lower", "upper", "p"), math.nan)
-        else:
-            o = self.fit.odds_ratios(level).loc["exposure"]
-            est = {"estimate": o["OR"], "lower": o["lower"], "upper": o["upper"], "p": o["p"]}
-        y = self.frame["outcome"] if len(self.frame) else pd.Series(dtype=float)
-        row.update(est)
-        row.update(
-            {
-                "n_patients": len(self.frame),
-                "events": int((y > 0).sum()),
-                "note": self.note,
-            }
-        )
-        return pd.DataFrame([row])
-
-
-def patient_exposure_label(exposure: str, summary: str) -> str:
-    """Words for a patient exposure, e.g. 'any VU inflamed at baseline'."""
-    base = EXPOSURE_LABELS.get(exposure, exposure)
-    if summary == "any":
-        return f"any VU {base}"
-    if summary == "count":
-        return f"number of VUs {base} (per VU)"
-    week = exposure.lstrip("w")
-    return f"total ASspiMRI-a at week {week} (per point)"
-
-
-def patient_frame(
-    panel,
-    exposure: str = "w0",
-    outcome: str = "any_new",
-    *,
-    summary: str = "any",
-    threshold: float = 1,
-    readers: str = "mean",
-    adjust: Sequence[str] = ("arm",),
-    spine: str = "all",
-) -> pd.DataFrame:
-    """One row per patient: ``exposure`` (summed up by ``summary``), ``outcome``, ``adjust``.
-
-    Exposure over the VUs of ``spine`` (``"all"`` 23 VUs, as the published totals;
-    ``"msasss"`` the 12 VUs with x-ray scores): ``any`` VU with the exposure (0/1),
-    ``count`` of such VUs, or ``total`` ASspiMRI-a at one week (0-138 over 23 VUs).
-    Outcome: ``any_new`` new syndesmophyte in any VU at risk (0/1), ``n_new`` their
-    number (with ``n_at_risk``, the VUs at risk, for an offset), or
-    ``msasss_progression`` (mSASSS total change ≥ 2 units between the first and
-    last x-ray). Patients without an outcome (no VU at risk, incomplete mSASSS) or
-    with a missing covariate are left out and counted in ``frame.attrs["ledger"]``.
-    """
-    ledger = Ledger()
-    exp = _patient_exposure(panel, exposure, summary, threshold, spine)
-    out = _patient_outcome(panel, outcome, readers, ledger)
-    pat = panel.patients.set_index("patient")
-    missing = [c for c in adjust if c not in pat.columns]
-    if missing:
-        raise DeriveError(
-            f"covariate(s) {missing} are not columns of the patient table; "
-            f"patient columns are {[c for c in pat.columns]}"
-        )
-    frame = pd.DataFrame(index=pd.Index(panel.patient_ids, name="patient"))
-    frame["exposure"] = exp.reindex(frame.index)
-    frame = frame.join(out, how="left")
-    for c in adjust:
-        values = pat[c].reindex(frame.index)
-        frame[c] = _control_first(values) if c == "arm" else values
-    frame = frame.reset_index()
-    no_outcome = frame["outcome"].isna().to_numpy()
-    # patients lacking the outcome were already counted with their reason
-    frame = frame.loc[~no_outcome]
-    no_exposure = frame["exposure"].isna().to_numpy()
-    if no_exposure.any():
-        ledger.add(
-            "patient level",
-            f"MRI score missing at a VU for the patient exposure {exposure!r} ({summary})",
-            int(no_exposure.sum()),
-            int(no_exposure.sum()),
-        )
-        frame = frame.loc[~no_exposure]
-    if adjust:
-        incomplete = frame[list(adjust)].isna().any(axis=1).to_numpy()
-        if incomplete.any():
-            ledger.add(
-                "patient level",
-                f"missing covariate ({', '.join(adjust)})",
-                int(incomplete.sum()),
-                int(incomplete.sum()),
-            )
-            frame = frame.loc[~incomplete]
-    frame = frame.reset_index(drop=True)
-    frame.attrs["ledger"] = ledger
-    return frame
-
-
-def vu_exposures(panel, exposure: str, threshold: float = 1) -> pd.DataFrame:
-    """The exposure of every VU of the panel (all VUs, eligible or not), readers averaged.
-
-    Columns ``patient``, ``vu``, ``x`` (NaN where a needed MRI week is missing); the
-    rules are those of ``syndesmo.derive`` (``exposure_values`` on the readers' mean).
-    """
-    from syndesmo import derive
-
-    arrays = derive.panel_arrays(panel)
-    units = derive.combine_readers(arrays, "mean")
-    x = derive.exposure_values(units["mri"], panel.mri_weeks, exposure, threshold)
-    rows = panel.vu.iloc[units["row"]]
-    return pd.DataFrame(
-        {"patient": rows["patient"].to_numpy(), "vu": rows["vu"].to_numpy(), "x": x}
-    )
-
-
-def vu_outcomes(panel, outcome: str = "new_syndesmophyte", readers: str = "mean") -> pd.DataFrame:
-    """At-risk status and event of every VU for ``outcome``, whatever its MRI.
-
-    Columns ``patient``, ``vu``, ``region``, ``at_risk`` (eligible: scored by the
-    mSASSS, at risk at baseline, both x-rays present) and ``event`` (0/1, NaN where
-    not at risk). Uses ``derive.derive_arrays`` with the MRI set aside, because a
-    VU's outcome does not depend on its MRI.
-    """
-    from syndesmo import derive
-
-    arrays = dict(derive.panel_arrays(panel))
-    arrays["mri"] = np.zeros_like(arrays["mri"])
-    d = derive.derive_arrays(arrays, outcome, f"w{panel.mri_weeks[0]}", 1, readers)
-    rows = panel.vu.iloc[d["row"]]
-    return pd.DataFrame(
-        {
-            "patient": rows["patient"].to_numpy(),
-            "vu": rows["vu"].to_numpy(),
-            "region": [derive.REGIONS[r] for r in d["region"]],
-            "at_risk": d["eligible"],
-            "event": d["y"],
-        }
-    )
-
-
-def _control_first(values: pd.Series) -> pd.Series:
-    """Treatment arm as a categorical with ``placebo`` as the reference level, as
-    ``derive.analysis_frame`` codes it, so VU- and patient-level terms compare the
-    same way round."""
-    if not (values.dtype == object or isinstance(values.dtype, pd.StringDtype)):
-        return values
-    levels = sorted(pd.unique(values.dropna()).tolist(), key=str)
-    if "placebo" in levels:
-        levels.remove("placebo")
-        levels.insert(0, "placebo")
-    return pd.Series(pd.Categorical(values, categories=levels), index=values.index)
-
-
-def _patient_exposure(
-    panel, exposure: str, summary: str, threshold: float, spine: str
-) -> pd.Series:
-    """Per patient: the exposure summed up over VUs; NaN if any VU lacks a needed score."""
-    from syndesmo.derive import COUNT_EXPOSURES
-    from syndesmo.spine import MSASSS_VUS
-
-    if spine not in ("all", "msasss"):
-        raise ModelError(f"spine = {spine!r}; choose 'all' (every VU) or 'msasss' (12 VUs)")
-    if summary not in SUMMARY_WORDS:
-        raise ModelError(f"summary = {summary!r}; choose one of {', '.join(SUMMARY_WORDS)}")
-    if summary == "total":
-        if not _WEEK.match(exposure):
-            raise ModelError(
-                f"summary 'total' sums the ASspiMRI-a at one week; exposure {exposure!r} "
-                "is not a single week (use e.g. w0, w24 or w102)"
-            )
-        week = int(exposure[1:])
-        if week not in panel.mri_weeks:
-            raise DeriveError(
-                f"the panel has no MRI at week {week}; MRI weeks are {panel.mri_weeks}"
-            )
-        values = _vu_scores(panel, week)
-    else:
-        if exposure in COUNT_EXPOSURES:
-            raise ModelError(
-                f"summary {summary!r} counts VUs with a 0/1 exposure; {exposure!r} is a count "
-                "or score (use summary 'total' with a week, or a 0/1 exposure)"
-            )
-        values = vu_exposures(panel, exposure, threshold)
-    if spine == "msasss":
-        values = values[values["vu"].isin(MSASSS_VUS)]
-    grouped = values.groupby("patient", sort=False)["x"]
-    complete = grouped.apply(lambda s: bool(s.notna().all()))
-    agg = {"any": grouped.max(), "count": grouped.sum(), "total": grouped.sum()}[summary]
-    return agg.where(complete)
-
-
-def _vu_scores(panel, week: int) -> pd.DataFrame:
-    """ASspiMRI-a at ``week`` of every VU (mean over readers): patient, vu, x."""
-    from syndesmo import derive
-
-    arrays = derive.panel_arrays(panel)
-    units = derive.combine_readers(arrays, "mean")
-    j = list(panel.mri_weeks).index(week)
-    rows = panel.vu.iloc[units["row"]]
-    return pd.DataFrame(
-        {
-            "patient": rows["patient"].to_numpy(),
-            "vu": rows["vu"].to_numpy(),
-            "x": np.asarray(units["mri"], dtype=float)[:, j],
-        }
-    )
-
-
-def _patient_outcome(panel, outcome: str, readers: str, ledger: Ledger) -> pd.DataFrame:
-    """Per patient: ``outcome`` (and ``n_at_risk`` for counts); ledger of patients without."""
-    ids = pd.Index(panel.patient_ids, name="patient")
-    if outcome in ("any_new", "n_new"):
-        frame = vu_outcomes(panel, "new_syndesmophyte", readers)
-        frame = frame[frame["at_risk"]]
-        per = frame.groupby("patient", sort=False)["event"].agg(["sum", "size"])
-        per = per.reindex(ids)
-        none = per["size"].isna() | per["size"].eq(0)
-        ledger.add(
-            "patient level",
-            "no VU at risk of a new syndesmophyte (all mSASSS VUs with a syndesmophyte "
-            "at baseline or not scored)",
-            int(none.sum()),
-            int(none.sum()),
-        )
-        counts = per["sum"].where(~none)
-        value = (counts > 0).astype(float).where(~none) if outcome == "any_new" else counts
-        return pd.DataFrame({"outcome": value, "n_at_risk": per["size"].where(~none)})
-    if outcome == "msasss_progression":
-        delta, reason = msasss_change(panel)
-        delta = delta.reindex(ids)
-        gone = delta.isna()
-        ledger.add("patient level", reason, int(gone.sum()), int(gone.sum()))
-        return pd.DataFrame({"outcome": (delta >= 2).astype(float).where(~gone), "delta": delta})
-    raise ModelError(
-        f"patient outcome {outcome!r} is unknown; choose any_new, n_new or msasss_progression"
-    )
-
-
-def msasss_total(panel, week: int) -> pd.Series:
-    """Total mSASSS (0-72, 24 corners) per patient at an x-ray week, mean over readers.
-
-    NaN for a patient with any of the 24 corners unscored at that week.
-    """
-    from syndesmo.spine import MSASSS_VUS
-
-    up, lo = f"msasss_upper_w{week}", f"msasss_lower_w{week}"
-    vu = panel.vu[panel.vu["vu"].isin(MSASSS_VUS)]
-    keys = ["patient", "reader"] if "reader" in vu.columns else ["patient"]
-    corners = vu[up] + vu[lo]
-    complete = vu[up].notna() & vu[lo].notna()
-    g = pd.DataFrame({k: vu[k] for k in keys}).assign(s=corners, ok=complete.astype(int), one=1)
-    per = g.groupby(keys, sort=False).agg(s=("s", "sum"), ok=("ok", "sum"), n=("one", "size"))
-    per["total"] = per["s"].where(per["ok"].eq(len(MSASSS_VUS)) & per["n"].eq(len(MSASSS_VUS)))
-    return (
-        per["total"]
-        .groupby(level="patient", sort=False)
-        .agg(lambda s: s.mean() if s.notna().all() else np.nan)
-    )
-
-
-def msasss_change(panel) -> tuple[pd.Series, str]:
-    """Change of the total mSASSS from the first to the last x-ray week, per patient.
-
-    Returns the change (NaN when a total is incomplete) and the ledger reason.
-    """
-    first, last = panel.xray_weeks[0], panel.xray_weeks[-1]
-    delta = msasss_total(panel, last) - msasss_total(panel, first)
-    return delta, f"mSASSS incomplete at week {first} or {last} (not all 24 corners scored)"
-
-
-def patient_level(
-    panel,
-    exposure: str = "w0",
-    outcome: str = "any_new",
-    *,
-    summary: str = "any",
-    adjust: Sequence[str] = ("arm",),
-    engine: str | None = None,
-    threshold: float = 1,
-    readers: str = "mean",
-    spine: str = "all",
-) -> PatientLevel:
-    """A patient-level model of ``outcome`` on the patient ``exposure``, adjusted.
-
-    ``engine``: ``logit`` (default for 0/1 outcomes; statsmodels through
-    ``syndesmo.fit``), ``poisson`` or ``negbin`` (default for ``n_new``; log link
-    with offset log(VUs at risk), so the estimate is a rate ratio per VU at risk).
-    See ``patient_frame`` for the exposures and outcomes. A model that cannot be
-    fitted (no variation, no events) gives ``fit=None`` and the reason in ``note``.
-    """
-    if engine is None:
-        engine = "negbin" if outcome == "n_new" else "logit"
-    if engine not in ("logit", "poisson", "negbin"):
-        raise ModelError(f"patient-level engine {engine!r}; choose logit, poisson or negbin")
-    if engine == "logit" and outcome == "n_new":
-        raise ModelError("outcome 'n_new' is a count: use engine 'poisson' or 'negbin'")
-    if engine != "logit" and outcome != "n_new":
-        raise ModelError(f"outcome {outcome!r} is 0/1: use engine 'logit'")
-    frame = patient_frame(
-        panel,
-        exposure,
-        outcome,
-        summary=summary,
-        threshold=threshold,
-        readers=readers,
-        adjust=adjust,
-        spine=spine,
-    )
-    ledger = frame.attrs["ledger"]
-    note = _patient_problem(frame, exposure, summary)
-    fit: FitResult | None = None
-    if not note:
-        try:
-            if engine == "logit":
-                from syndesmo.fitting import fit as fit_model
-
-                rhs = " + ".join(["exposure", *adjust])
-                fit = fit_model(f"outcome ~ {rhs}", frame, engine="logit")
-            else:
-                fit = fit_count(frame, adjust, engine)
-        except EngineUnavailableError:
-            raise
-        except (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:
-            note = f"fit failed: {type(exc).__name__}: {exc}"
-    return PatientLevel(
-        fit=fit,
-        frame=frame,
-        ledger=ledger,
-        exposure=exposure,
-        summary=summary,
-        outcome=outcome,
-        note=note,
-    )
-
-
-def _patient_problem(frame: pd.DataFrame, exposure: str, summary: str) -> str:
-    if len(frame) == 0:
-        return "no patient has both exposure and outcome"
-    if frame["exposure"].nunique() < 2:
-        return (
-            f"the patient exposure {patient_exposure_label(exposure, summary)!r} does not "
-            f"vary: all {len(frame)} patients have {frame['exposure'].iloc[0]:g}"
-        )
-    y = frame["outcome"]
-    if (y > 0).all() or (y == 0).all():
-        return "the patient outcome does not vary"
-    return ""
-
-
-def fit_count(frame: pd.DataFrame, adjust: Sequence[str], engine: str) -> FitResult:
-    """Poisson or negative-binomial regression of ``outcome`` (a count) on the exposure.
-
-    Offset log(``n_at_risk``): the estimate is a rate ratio per VU at risk. The
-    negative binomial (NB2) estimates its dispersion ``alpha`` by maximum likelihood
-    (statsmodels ``NegativeBinomial``); ``alpha`` is in ``fit.extra``.
-    """
-    import statsmodels.api as sm
-    import statsmodels.formula.api as smf
-    from statsmodels.discrete.discrete_model import NegativeBinomial
-
-    rhs = " + ".join(["exposure", *adjust])
-    offset = np.log(frame["n_at_risk"].to_numpy(dtype=float))
-    if engine == "poisson":
-        model = smf.glm(f"outcome ~ {rhs}", frame, family=sm.families.Poisson(), offset=offset)
-        res = model.fit()
-        params, vcov = res.params, res.cov_params()
-        converged, alpha, loglik = bool(res.converged), math.nan, float(res.llf)
-    else:
-        base = smf.glm(f"outcome ~ {rhs}", frame, family=sm.families.Poisson(), offset=offset)
-        exog = pd.DataFrame(base.exog, columns=base.exog_names)
-        model = NegativeBinomial(base.endog, exog, loglike_method="nb2", offset=offset)
-        res = model.fit(disp=0, maxiter=200)
-        names = base.exog_names
-        params = pd.Series(np.asarray(res.params)[: len(names)], index=names)
-        cov = np.asarray(res.cov_params())[: len(names), : len(names)]
-        vcov = pd.DataFrame(cov, index=names, columns=names)
-        converged = bool(res.mle_retvals.get("converged", True))
-        alpha, loglik = float(np.asarray(res.params)[-1]), float(res.llf)
-    return FitResult(
-        engine=engine,
-        formula=f"outcome ~ {rhs} + offset(log(n_at_risk))",
-        params=pd.Series(params),
-        vcov=pd.DataFrame(vcov),
-        n_obs=len(frame),
-        loglik=loglik,
-        converged=converged,
-        convergence_message="" if converged else "optimiser did not converge",
-        n_events=int(frame["outcome"].sum()),
-        extra={"alpha": alpha},
-    )
-
-
-# ---------------------------------------------------------------------------
-# VU level beside patient level
-
-
-def compare_levels(
-    panel,
-    exposure: str = "w0",
-    *,
-    adjust: Sequence[str] = ("arm",),
-    engine: str = "native",
-    beside: Sequence[str] = ("gee",),
-    nagq: int = 1,
-    threshold: float = 1,
-    readers: str = "mean",
-    patient_models: Sequence[tuple[str, str]] = (
-        ("any_new", "any"),
-        ("n_new", "count"),
-        ("msasss_progression", "any"),
-    ),
-) -> pd.DataFrame:
-    """VU-level and patient-level estimates for the same exposure, side by side.
-
-    VU level: new syndesmophyte ~ exposure + ``adjust`` + (1|patient) with ``engine``
-    and each engine of ``beside``. Patient level: each (outcome, summary) pair of
-    ``patient_models`` (see ``patient_level``), adjusted for ``adjust``. Columns:
-    level, outcome, exposure, engine, measure (OR or RR), estimate, lower, upper, p,
-    n_patients, n_units, events, note; ``attrs["ledgers"]`` holds what was left out.
-    """
-    rows = []
-    ledgers: dict[str, Ledger] = {}
-    frame = build_frame(
-        panel,
-        "new_syndesmophyte",
-        exposure,
-        covariates=list(adjust),
-        threshold=threshold,
-        readers=readers,
-    )
-    ledgers["VU level"] = frame.attrs["ledger"]
-    problem = check_frame(frame, "new_syndesmophyte", exposure)
-    rhs = " + ".join(["mri", *adjust])
-    formula = f"new_syndesmophyte ~ {rhs} + (1|patient)"
-    for eng in dict.fromkeys([engine, *beside]):
-        fitted = problem or _safe_fit(formula, frame, eng, nagq)
-        r = fit_row(fitted)
-        rows.append(
-            {
-                "level": "VU",
-                "outcome": "new_syndesmophyte",
-                "outcome_label": OUTCOME_LABELS["new_syndesmophyte"],
-                "exposure": exposure,
-                "exposure_label": EXPOSURE_LABELS.get(exposure, exposure),
-                "engine": eng,
-                "measure": "OR",
-                "estimate": r["OR"],
-                "lower": r["lower"],
-                "upper": r["upper"],
-                "p": r["p"],
-                "n_patients": r["n_patients"] if problem == "" else frame["patient"].nunique(),
-                "n_units": r["n_vus"] if problem == "" else len(frame),
-                "events": r["events"] if problem == "" else int(frame["new_syndesmophyte"].sum()),
-                "note": problem or r["note"],
-            }
-        )
-    for outcome, summary in patient_models:
-        pl = patient_level(
-            panel,
-            exposure,
-            outcome,
-            summary=summary,
-            adjust=adjust,
-            threshold=threshold,
-            readers=readers,
-        )
-        ledgers[f"patient level: {outcome}"] = pl.ledger
-        r = pl.to_frame().iloc[0].to_dict()
-        rows.append(
-            {
-                "level": "patient",
-                "outcome": outcome,
-                "outcome_label": r["outcome_label"],
-                "exposure": exposure,
-                "exposure_label": r["exposure_label"],
-                "engine": r["engine"],
-                "measure": r["measure"],
-                "estimate": r["estimate"],
-                "lower": r["lower"],
-                "upper": r["upper"],
-                "p": r["p"],
-                "n_patients": r["n_patients"],
-                "n_units": r["n_patients"],
-                "events": r["events"],
-                "note": r["note"],
-            }
-        )
-    out = pd.DataFrame(rows)
-    out.attrs["ledgers"] = ledgers
-    return out
-
-
-# ---------------------------------------------------------------------------
-# along the spine
-
-
-def spine_profile(panel, threshold: float = 1, readers: str = "mean") -> pd.DataFrame:
-    """Per VU along the spine (all 23, C2/3 … L5/S1): inflammation and new bone.
-
-    Columns: ``vu``, ``region``, ``inflamed_w{week}`` (share of the VU's scored MRIs
-    with ASspiMRI-a >= ``threshold``, readers averaged; NaN where not scored),
-    ``n_mri_w{week}``, ``at_risk`` (VUs at risk of a new syndesmophyte), ``new`` and
-    ``new_rate`` (NaN for VUs without x-ray scores: the thoracic spine).
-    """
-    from syndesmo.spine import VU_LABELS, VU_REGION
-
-    out = pd.DataFrame({"vu": list(VU_LABELS), "region": [VU_REGION[v] for v in VU_LABELS]})
-    for week in panel.mri_weeks:
-        scores = _vu_scores(panel, week)
-        flag = (scores["x"] >= threshold).astype(float).where(scores["x"].notna())
-        g = flag.groupby(scores["vu"])
-        out[f"inflamed_w{week}"] = out["vu"].map(g.mean())
-        out[f"n_mri_w{week}"] = out["vu"].map(g.count()).fillna(0).astype(int)
-    outcomes = vu_outcomes(panel, "new_syndesmophyte", readers)
-    risk = outcomes[outcomes["at_risk"]]
-    at_risk = risk.groupby("vu")["event"].size()
-    new = risk.groupby("vu")["event"].sum()
-    out["at_risk"] = out["vu"].map(at_risk).fillna(0).astype(int)
-    out["new"] = out["vu"].map(new).fillna(0).astype(int)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = out["new"] / out["at_risk"].where(out["at_risk"] > 0)
-    out["new_rate"] = rate
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -1220,7 +515,7 @@ def fit_spec(panel, spec) -> list[SpecFit]:
             constant = constant_columns(frame, list(spec.covariates))
             covariates = [c for c in spec.covariates if c not in constant]
             formula = vu_formula(spec.outcome, covariates, spec.engine, "reader" in frame.columns)
-            fitted = _safe_fit(formula, frame, spec.engine, spec.nagq)
+            fitted = safe_fit(formula, frame, spec.engine, spec.nagq)
             if isinstance(fitted, str):
                 raise ModelError(f"{spec.name}, exposure {exposure!r}: {fitted}")
             if constant:

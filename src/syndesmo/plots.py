@@ -203,7 +203,7 @@ def _log_ticks(ax, xlim: tuple[float, float]) -> None:
 def spine_map(profile: pd.DataFrame, *, threshold: float = 1, title: str | None = None) -> Figure:
     """Inflammation and new bone along the spine, C2/3 … L5/S1.
 
-    ``profile`` is ``syndesmo.analysis.spine_profile``: one row per VU (23, in
+    ``profile`` is ``syndesmo.vu_tables.spine_profile``: one row per VU (23, in
     cranio-caudal order) with ``inflamed_w{week}`` (share of VUs with ASspiMRI-a >=
     ``threshold``), ``at_risk``, ``new`` and ``new_rate`` (new syndesmophytes among
     VUs at risk; NaN for the thoracic VUs, which the mSASSS does not score).

@@ -540,6 +540,6 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
 
 
 def analysis_label(outcome: str) -> str:
-    from syndesmo.analysis import OUTCOME_LABELS
+    from syndesmo.labels import OUTCOME_LABELS
 
     return OUTCOME_LABELS.get(outcome, outcome)

@@ -18,9 +18,13 @@ import pandas as pd
 
 from syndesmo import analysis
 from syndesmo.errors import SpecError
+from syndesmo.labels import EXPOSURE_LABELS, OUTCOME_LABELS
+from syndesmo.marginal import attenuation_table
 from syndesmo.modelspec import ModelSpec
+from syndesmo.patient import patient_level
 from syndesmo.report import fmt_ratio
 from syndesmo.results import Ledger
+from syndesmo.vu_tables import spine_profile
 
 
 @dataclass
@@ -140,7 +144,7 @@ def run_reproduction(
     for spec in (s for s in specs if s.level == "patient"):
         for exposure in spec.exposures:
             progress(f"patient level {spec.outcome} {exposure}")
-            pl = analysis.patient_level(
+            pl = patient_level(
                 panel,
                 exposure,
                 spec.outcome,
@@ -161,11 +165,11 @@ def run_reproduction(
         panel_summary=panel_summary(panel),
         specs=list(specs),
         ladder=ladder,
-        attenuation=analysis.attenuation_table(ladder) if len(ladder) else pd.DataFrame(),
+        attenuation=attenuation_table(ladder) if len(ladder) else pd.DataFrame(),
         patient=patient,
         levels=levels_table(ladder, patient),
         descriptives=descriptive_tables(panel, vu_specs, threshold, readers),
-        spine=analysis.spine_profile(panel, threshold=threshold, readers=readers),
+        spine=spine_profile(panel, threshold=threshold, readers=readers),
         ledger=pd.concat(ledger_rows, ignore_index=True) if ledger_rows else _empty(LEDGER_COLS),
         headline=headline_table(ladder),
         settings={
@@ -207,7 +211,7 @@ def levels_table(ladder: pd.DataFrame, patient: pd.DataFrame) -> pd.DataFrame:
             "level": "VU",
             "exposure": vu["exposure"],
             "exposure_label": vu["exposure_label"],
-            "outcome_label": analysis.OUTCOME_LABELS["new_syndesmophyte"],
+            "outcome_label": OUTCOME_LABELS["new_syndesmophyte"],
             "model": vu["engine"].map(_MODEL_WORDS).fillna(vu["engine"]),
             "measure": "OR",
             "estimate": vu["OR"],
@@ -264,7 +268,7 @@ def headline_table(ladder: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (outcome, _exposure), sub in ladder.groupby(["outcome", "exposure"], sort=False):
         row: dict[str, Any] = {
-            "outcome": analysis.OUTCOME_LABELS.get(outcome, outcome),
+            "outcome": OUTCOME_LABELS.get(outcome, outcome),
             "exposure": sub["exposure_label"].iloc[0],
             "VUs (events)": f"{sub['n_vus'].iloc[0]} ({sub['events'].iloc[0]})",
         }
@@ -310,7 +314,7 @@ def descriptive_tables(
         if not exposures:
             continue
         ev = describe.events_by_inflammation(panel, threshold, readers, outcome, exposures)
-        label = analysis.OUTCOME_LABELS.get(outcome, outcome)
+        label = OUTCOME_LABELS.get(outcome, outcome)
         ev.attrs.update(
             title=f"VUs at risk by MRI inflammation and {label} (2×2 counts)",
             text=_events_text(ev, label),
@@ -347,7 +351,7 @@ def _events_text(ev: pd.DataFrame, label: str) -> str:
     for exposure, sub in ev.groupby("exposure", sort=False):
         yes, no = sub.iloc[0], sub.iloc[1]
         parts.append(
-            f"{analysis.EXPOSURE_LABELS.get(exposure, exposure)}: {yes['n_events']}/"
+            f"{EXPOSURE_LABELS.get(exposure, exposure)}: {yes['n_events']}/"
             f"{yes['n_vus']} ({yes['pct_events']:.1f}%) vs {no['n_events']}/{no['n_vus']} "
             f"({no['pct_events']:.1f}%) among the others, crude OR {yes['odds_ratio']:.2f}"
         )
@@ -364,5 +368,5 @@ def _share_text(share: pd.DataFrame) -> str:
 
 
 def _exposure_order(name: str) -> int:
-    order = list(analysis.EXPOSURE_LABELS)
+    order = list(EXPOSURE_LABELS)
     return order.index(name) if name in order else len(order)
