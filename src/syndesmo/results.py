@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from syndesmo.errors import ModelError
+
 LEDGER_COLUMNS = ["step", "reason", "n_rows", "n_patients"]
 
 
@@ -137,9 +139,19 @@ class FitResult:
         s2 = self.sigma**2
         return s2 / (s2 + math.pi**2 / 3.0)
 
-    def conf_int(self, level: float = 0.95) -> pd.DataFrame:
-        """Wald confidence intervals on the link scale, columns ``lower`` and ``upper``."""
+    def conf_int(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
+        """Confidence intervals on the link scale, columns ``lower`` and ``upper``.
+
+        ``method="wald"`` (the default, as DESIGN.md asks) or ``"profile"``: the
+        profile-likelihood interval of lme4's ``confint(fit, method = "profile")``, by
+        refitting (``syndesmo.engines.profile``; engines ``native`` and ``logit``).
+        The random-intercept SD has its own :meth:`sigma_conf_int`.
+        """
         _check_level(level)
+        if _check_method(method) == "profile":
+            from syndesmo.engines.profile import profile_conf_int
+
+            return profile_conf_int(self, level)
         custom = self.extra.get("conf_int")
         if custom is not None:
             return custom(level)
@@ -147,9 +159,33 @@ class FitResult:
         se = self.bse
         return pd.DataFrame({"lower": self.params - z * se, "upper": self.params + z * se})
 
-    def odds_ratios(self, level: float = 0.95) -> pd.DataFrame:
-        """Odds ratios with their confidence interval and p-value, one row per term."""
-        ci = self.conf_int(level)
+    def sigma_conf_int(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
+        """Confidence interval of the random-intercept SD: one row ``sigma``.
+
+        ``"wald"``: σ ± z·SE(σ) (SE from the Hessian, ``extra["theta_se"]``), cut at 0;
+        NaN where that SE is unavailable (σ at 0). ``"profile"``: the profile-likelihood
+        interval (lme4's ``.sig01`` row), with lower end 0 when σ = 0 is inside it.
+        """
+        _check_level(level)
+        if _check_method(method) == "profile":
+            from syndesmo.engines.profile import profile_sigma_conf_int
+
+            return profile_sigma_conf_int(self, level)
+        if math.isnan(self.sigma):
+            raise ModelError(f"engine {self.engine!r} has no random-intercept SD")
+        se = self.extra.get("theta_se")
+        se = math.nan if se is None else float(se)
+        z = stats.norm.ppf(0.5 + level / 2.0)
+        lower = max(self.sigma - z * se, 0.0) if not math.isnan(se) else math.nan
+        return pd.DataFrame({"lower": [lower], "upper": [self.sigma + z * se]}, index=["sigma"])
+
+    def odds_ratios(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
+        """Odds ratios with their confidence interval and p-value, one row per term.
+
+        ``method`` chooses the interval as in :meth:`conf_int`; ``p`` is always the Wald
+        p-value.
+        """
+        ci = self.conf_int(level, method=method)
         return pd.DataFrame(
             {
                 "OR": np.exp(self.params),
@@ -199,6 +235,12 @@ class FitResult:
 
     def __repr__(self) -> str:
         return f"<FitResult engine={self.engine} n_obs={self.n_obs} formula={self.formula!r}>"
+
+
+def _check_method(method: str) -> str:
+    if method not in ("wald", "profile"):
+        raise ModelError(f"interval method must be 'wald' or 'profile', got {method!r}")
+    return method
 
 
 def _check_level(level: float) -> None:

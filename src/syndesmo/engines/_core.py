@@ -16,7 +16,7 @@ import numpy as np
 from scipy.special import gammaln, xlogy
 
 from syndesmo.engines._newton import final_hessian, newton_maximise
-from syndesmo.engines._quadrature import Layout, cross, linear_predictor, logistic, loglik_and_grad
+from syndesmo.engines._quadrature import Layout, cross, logistic, loglik_and_grad
 
 SNAP_TOL = 1e-5  # |θ| below this: compare with the θ = 0 (plain logistic) solution
 THETA_START = 1.0  # lme4's default starting value of θ
@@ -48,12 +48,13 @@ def glm_irls(layout: Layout, maxiter: int = 50, tol: float = 1e-12) -> np.ndarra
     ridge = 1e-12 * np.eye(layout.p)
     for _ in range(maxiter):
         w = m * mu * (1.0 - mu)
-        work = w * eta + (y - m * mu)
+        off = 0.0 if layout.offset is None else layout.offset
+        work = w * (eta - off) + (y - m * mu)
         xtwx = layout.gram(rep, w)
         new = np.linalg.solve(xtwx + ridge, cross(Xb, work)[..., None])[..., 0]
         delta = np.max(np.abs(new - beta))
         beta = new
-        eta = linear_predictor(Xb, beta)
+        eta = layout.eta(Xb, beta)
         mu = logistic(eta, with_softplus=False)[0]
         if delta < tol * (1.0 + np.max(np.abs(beta))):
             break

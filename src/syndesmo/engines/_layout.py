@@ -37,18 +37,27 @@ def _starts(gcodes: np.ndarray) -> np.ndarray:
 
 
 def compress_shared(
-    X: np.ndarray, Y: np.ndarray, M: np.ndarray, groups: np.ndarray
+    X: np.ndarray,
+    Y: np.ndarray,
+    M: np.ndarray,
+    groups: np.ndarray,
+    offset: np.ndarray | None = None,
 ) -> tuple[Layout, np.ndarray]:
     """Layout for replicates sharing one design ``X`` (n, p); ``Y``, ``M`` are (R, n).
 
-    Returns the layout and the original code of each layout group.
+    ``offset`` (n,), if given, is part of what makes two rows the same. Returns the
+    layout and the original code of each layout group.
     """
-    uniq, inv = _patterns(groups, X)
+    keys = X if offset is None else np.column_stack([X, offset])
+    uniq, inv = _patterns(groups, keys)
     to_pattern = sp.csr_matrix((np.ones(inv.size), (np.arange(inv.size), inv)))
     y = np.asarray(Y @ to_pattern)
     m = np.asarray(M @ to_pattern)
     codes, gid = np.unique(uniq[:, 0].astype(np.int64), return_inverse=True)
-    return Layout(np.ascontiguousarray(uniq[:, 1:]), y, m, gid.reshape(-1)), codes
+    p = X.shape[1]
+    off = None if offset is None else uniq[:, 1 + p]
+    Xc = np.ascontiguousarray(uniq[:, 1 : 1 + p])
+    return Layout(Xc, y, m, gid.reshape(-1), off), codes
 
 
 def compress_stacked(

@@ -57,10 +57,18 @@ class Layout:
     ``X`` is ``(n, p)`` when all replicates share one design, or ``(R, n, p)``; ``y``
     and ``m`` (successes and trials) are ``(R, n)``. Rows with ``m = 0`` contribute
     nothing (padding, or rows masked out of a replicate). ``gid`` ``(n,)`` holds group
-    codes ``0..G-1``, every code used at least once.
+    codes ``0..G-1``, every code used at least once. ``offset`` ``(n,)`` (optional, shared
+    design only) is a known term added to every linear predictor, as lme4's ``offset``.
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, m: np.ndarray, gid: np.ndarray) -> None:
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        m: np.ndarray,
+        gid: np.ndarray,
+        offset: np.ndarray | None = None,
+    ) -> None:
         self.shared = X.ndim == 2
         # rows first: (n, p) shared, or (p, n, R) per replicate
         self.X = (
@@ -77,6 +85,7 @@ class Layout:
         self.ysum = self.group_sum(self.y)  # (G, R)
         self.msum = self.group_sum(self.m)
         self._outer: np.ndarray | None = None
+        self.offset = None if offset is None else np.asarray(offset, dtype=float).reshape(-1, 1)
 
     @property
     def n_params(self) -> int:
@@ -103,6 +112,11 @@ class Layout:
         if self.shared:
             return (w.T @ self._outer).reshape(-1, p, p)
         return np.einsum("knb,nb->bk", self._outer[:, :, rep], w).reshape(-1, p, p)
+
+    def eta(self, Xb: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """Linear predictor ``X β`` (plus the offset) for a batch: (n, B)."""
+        eta = linear_predictor(Xb, beta)
+        return eta if self.offset is None else eta + self.offset
 
     def design(self, rep: np.ndarray) -> np.ndarray:
         """Design for batch element ``b`` on replicate ``rep[b]``: (n, p) or (p, n, B)."""
@@ -227,7 +241,7 @@ def loglik_and_grad(
     Xb = layout.design(rep)
     beta = psi[:, :-1]
     theta = psi[:, -1]
-    eta0 = linear_predictor(Xb, beta)
+    eta0 = layout.eta(Xb, beta)
     st = solve_modes(layout, eta0, theta, rep, u0)
     y = layout.y[:, rep]
     m = layout.m[:, rep]

@@ -174,9 +174,10 @@ class BayesFitResult(FitResult):
             raise ModelError(f"interval method must be 'eti' or 'hdi', got {method!r}")
         return pd.DataFrame({"lower": lower, "upper": upper}, index=self.params.index)
 
-    def odds_ratios(self, level: float = 0.95) -> pd.DataFrame:
-        """Posterior median OR, exp of the credible interval, and the tail probability."""
-        ci = self.conf_int(level)
+    def odds_ratios(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
+        """Posterior median OR, exp of the credible interval (``method`` as in
+        ``conf_int``: ``"eti"`` or ``"hdi"``), and the tail probability."""
+        ci = self.conf_int(level, method)
         median = self.beta_draws().median().to_numpy()
         with np.errstate(over="ignore"):  # a runaway posterior (flat prior) gives inf
             return pd.DataFrame(

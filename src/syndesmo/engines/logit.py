@@ -74,5 +74,5 @@ def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
         ledger=design.ledger.copy(),
         warnings=notes,
         n_events=round(float(y.sum())),
-        extra={"separated_terms": sep, "iterations": iterations},
+        extra={"separated_terms": sep, "iterations": iterations, "design": design},
     )

@@ -167,6 +167,20 @@ def _check_rank(X: np.ndarray, names: list[str]) -> None:
         )
 
 
+def _check_offset(offset, n: int) -> np.ndarray | None:
+    """The offset as a float array of the design's length, or ModelError."""
+    if offset is None:
+        return None
+    arr = np.asarray(offset, dtype=float).reshape(-1)
+    if arr.size != n:
+        raise ModelError(f"offset has {arr.size} values but the design has {n} rows")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ModelError(f"offset is not finite in row {i} ({arr[i]})")
+    return arr
+
+
 def _start_vector(start, p: int, names: list[str]) -> np.ndarray | None:
     if start is None:
         return None
@@ -187,6 +201,7 @@ def fit_native(
     start: np.ndarray | list[float] | FitResult | None = None,
     tol: float = 1e-10,
     maxiter: int = 100,
+    offset: np.ndarray | None = None,
 ) -> FitResult:
     """Fit a binomial-logit GLMM with one random intercept by maximum likelihood.
 
@@ -195,13 +210,18 @@ def fit_native(
     effects then σ (default: logistic regression and σ = 1, as lme4). ``tol`` bounds
     the Newton decrement (twice the log-likelihood still to gain) at convergence;
     ``maxiter`` bounds the Newton iterations of each stage (Laplace, then quadrature).
+    ``offset`` (one number per row of the design) is a known term added to the linear
+    predictor, as lme4's ``offset=``; profile intervals refit with one in effect.
 
     ``extra`` holds ``theta_se`` (SE of σ from the same Hessian; NaN at σ = 0),
     ``loglik_marginal`` (see the module docstring), ``hessian`` and ``gradient`` of the
-    log-likelihood over (fixed effects, σ) at the estimates, and ``n_iter``.
+    log-likelihood over (fixed effects, σ) at the estimates, ``n_iter``, and the
+    ``design`` and ``offset`` the fit used (so that ``conf_int(method="profile")`` can
+    refit; numpy arrays only, so results still pickle).
     """
     nagq = _check_nagq(nagq)
     X, y, m, groups, notes = _validate(design)
+    offset = _check_offset(offset, X.shape[0])
     if groups.max() == 0:
         raise ModelError(
             f"the grouping factor '{design.group}' has a single level: a random intercept "
@@ -209,7 +229,7 @@ def fit_native(
         )
     p = X.shape[1]
     psi_start = _start_vector(start, p, design.names)
-    layout, _ = compress_shared(X, y[None], m[None], groups)
+    layout, _ = compress_shared(X, y[None], m[None], groups, offset)
     core = fit_core(layout, nagq, psi_start, tol, maxiter)
     logc, sat = constants(y, m)
     loglik = float(lme4_loglik(core.value, logc, sat, nagq)[0])
@@ -273,23 +293,32 @@ def fit_native(
             "hessian": core.hess[0],
             "gradient": core.grad[0],
             "n_iter": int(core.n_iter[0]),
+            "design": design,
+            "offset": offset,
         },
     )
 
 
 def loglik_at(
-    design: Design, params, sigma: float, nagq: int = 1, *, marginal: bool = False
+    design: Design,
+    params,
+    sigma: float,
+    nagq: int = 1,
+    *,
+    marginal: bool = False,
+    offset: np.ndarray | None = None,
 ) -> float:
     """Log-likelihood of ``design`` at given fixed effects and σ.
 
     The function :func:`fit_native` maximises, on lme4's scale (``logLik``), so
     estimates from another program (lme4) can be compared on it. ``marginal=True``
     gives the approximation of the log-likelihood itself (differs from lme4's scale
-    only for ``nagq > 1`` with binomial counts, see the module docstring).
+    only for ``nagq > 1`` with binomial counts, see the module docstring). ``offset``
+    as in :func:`fit_native`.
     """
     nagq = _check_nagq(nagq)
     X, y, m, groups, _ = _validate(design)
-    layout, _ = compress_shared(X, y[None], m[None], groups)
+    layout, _ = compress_shared(X, y[None], m[None], groups, _check_offset(offset, X.shape[0]))
     psi = np.r_[np.asarray(params, dtype=float).reshape(-1), float(sigma)][None, :]
     value, _, st = loglik_and_grad(
         layout, np.zeros(1, dtype=int), psi, np.zeros((layout.n_groups, 1)), nagq, grad=False
