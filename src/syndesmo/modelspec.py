@@ -39,6 +39,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from syndesmo.errors import SpecError
+from syndesmo.fitting import MAX_NAGQ
 
 #: VU-level exposures derived from the MRI time points (``syndesmo.derive``).
 EXPOSURES: tuple[str, ...] = (
@@ -198,8 +199,8 @@ def validate(data: dict[str, Any], source: str = "spec", default_name: str = "")
         source, f"engine (level {level!r})", data.get("engine", default_engine), engines
     )
     nagq = data.get("nagq", 1)
-    if isinstance(nagq, bool) or not isinstance(nagq, int) or not 1 <= nagq <= 100:
-        raise SpecError(f"{source}: nagq = {nagq!r} must be a whole number from 1 to 100")
+    if isinstance(nagq, bool) or not isinstance(nagq, int) or not 1 <= nagq <= MAX_NAGQ:
+        raise SpecError(f"{source}: nagq = {nagq!r} must be a whole number from 1 to {MAX_NAGQ}")
     if nagq > 1 and engine not in QUADRATURE_ENGINES:
         raise SpecError(
             f"{source}: nagq = {nagq} needs a GLMM engine ({', '.join(QUADRATURE_ENGINES)}); "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -62,6 +63,23 @@ def check_backend(workers: int | None, scheduler: Any) -> None:
                 "scheduler must be an address like 'tcp://host:8786' or a "
                 f"dask.distributed.Client, got {type(scheduler).__name__}"
             )
+        if isinstance(scheduler, str):
+            _check_address(scheduler)
+
+
+def _check_address(address: str) -> None:
+    """ModelError unless a TCP-like address has a host and a numeric port; checked
+    here because distributed's ValueError comes from a half-made Client that then
+    hangs for a minute while it closes."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if not rest or (
+        scheme in ("tcp", "tls", "ws", "wss") and not re.fullmatch(r"[^\s/]+:\d+", rest)
+    ):
+        raise ModelError(
+            f"scheduler address {address!r} needs a host and a port, like 'tcp://host:8786'"
+        )
 
 
 def backend_name(workers: int | None, scheduler: Any) -> str:

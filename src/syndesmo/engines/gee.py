@@ -41,6 +41,7 @@ import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, IterationLimitWarning
 
 from syndesmo.design import Design
+from syndesmo.engines.native import _check_rank
 from syndesmo.engines.separation import separated_terms
 from syndesmo.errors import ModelError
 from syndesmo.results import FitResult
@@ -78,6 +79,7 @@ def fit_gee(
     exceeds ±30 on the logit scale.
     """
     _check_inputs(design, maxiter, ctol, corstr)
+    _check_rank(design.X, design.names)
     cov_struct = (
         sm.cov_struct.Exchangeable() if corstr == "exchangeable" else sm.cov_struct.Independence()
     )

@@ -21,6 +21,7 @@ import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from syndesmo.design import Design
+from syndesmo.engines.native import _check_rank
 from syndesmo.engines.separation import separated_terms
 from syndesmo.results import FitResult
 
@@ -28,6 +29,7 @@ from syndesmo.results import FitResult
 def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
     """Fit ``design`` by maximum likelihood, ignoring any grouping factor."""
     X, y, n = design.X, design.y, design.trials
+    _check_rank(X, design.names)
     binary = bool(np.all(n == 1))
     notes: list[str] = []
     if design.group is not None:
@@ -48,7 +50,8 @@ def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
         if issubclass(w.category, ConvergenceWarning) and not converged:
             message = f"{message}; {w.message}"
         elif not issubclass(w.category, ConvergenceWarning | DeprecationWarning):
-            notes.append(str(w.message))
+            if str(w.message) not in notes:  # statsmodels repeats one per Newton step
+                notes.append(str(w.message))
 
     sep = separated_terms(X, y, n, design.names)
     if sep:
