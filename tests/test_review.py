@@ -76,3 +76,11 @@ def test_spec_nagq_range_is_the_engines_range():
     assert validate({**base, "nagq": 25}).nagq == 25
     with pytest.raises(sy.SpecError, match="from 1 to 25"):
         validate({**base, "nagq": 26})
+
+
+def test_report_words_a_zero_cell_crude_or_instead_of_nan():
+    from syndesmo.reproduction import _crude_or_words
+
+    assert _crude_or_words(float("nan")) == "crude OR not estimable (a zero cell)"
+    assert _crude_or_words(float("inf")) == "crude OR not estimable (a zero cell)"
+    assert _crude_or_words(2.114) == "crude OR 2.11"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from syndesmo import analysis
@@ -346,6 +347,13 @@ def _prevalence_text(prev: pd.DataFrame) -> str:
     return "MRI inflammation was seen in " + ", ".join(parts) + "."
 
 
+def _crude_or_words(value: float) -> str:
+    """The crude OR of a 2×2 table, or why there is none (a zero cell)."""
+    if value is None or not np.isfinite(value):
+        return "crude OR not estimable (a zero cell)"
+    return f"crude OR {value:.2f}"
+
+
 def _events_text(ev: pd.DataFrame, label: str) -> str:
     parts = []
     for exposure, sub in ev.groupby("exposure", sort=False):
@@ -353,7 +361,7 @@ def _events_text(ev: pd.DataFrame, label: str) -> str:
         parts.append(
             f"{EXPOSURE_LABELS.get(exposure, exposure)}: {yes['n_events']}/"
             f"{yes['n_vus']} ({yes['pct_events']:.1f}%) vs {no['n_events']}/{no['n_vus']} "
-            f"({no['pct_events']:.1f}%) among the others, crude OR {yes['odds_ratio']:.2f}"
+            f"({no['pct_events']:.1f}%) among the others, {_crude_or_words(yes['odds_ratio'])}"
         )
     return f"{label[0].upper()}{label[1:]}, VUs " + "; ".join(parts) + "."
 
