@@ -485,6 +485,20 @@ def vu_formula(outcome: str, covariates: Sequence[str], engine: str, per_reader:
     return f"{outcome} ~ {rhs}" + ("" if engine == CRUDE_ENGINE else " + (1|patient)")
 
 
+def spec_patient_level(panel, spec, exposure: str):
+    """``patient_level`` of one exposure of a patient-level ``ModelSpec``."""
+    return patient_level(
+        panel,
+        exposure,
+        spec.outcome,
+        summary=spec.summary,
+        adjust=spec.covariates,
+        engine=spec.engine,
+        threshold=spec.threshold,
+        readers=spec.readers,
+    )
+
+
 def fit_spec(panel, spec) -> list[SpecFit]:
     """Fit a ``ModelSpec`` as written, one model per exposure.
 
@@ -525,16 +539,7 @@ def fit_spec(panel, spec) -> list[SpecFit]:
             ledger = fitted.ledger  # starts from the frame's ledger (build_design)
             term = "mri"
         else:
-            pl = patient_level(
-                panel,
-                exposure,
-                spec.outcome,
-                summary=spec.summary,
-                adjust=spec.covariates,
-                engine=spec.engine,
-                threshold=spec.threshold,
-                readers=spec.readers,
-            )
+            pl = spec_patient_level(panel, spec, exposure)
             if pl.fit is None:
                 raise ModelError(f"{spec.name}, exposure {exposure!r}: {pl.note}")
             fitted, ledger, term = pl.fit, pl.ledger, "exposure"

@@ -246,17 +246,23 @@ def _sorted_labels(values: list) -> list:
 # validation steps, each raising PanelError
 
 
-def _check_vu_columns(vu: pd.DataFrame, where: _Where) -> tuple[list[int], list[int]]:
-    """Required columns and the score-column names; returns (mri_weeks, xray_weeks)."""
-    cols = [str(c) for c in vu.columns]
+def _check_required_columns(table: pd.DataFrame, where: _Where, required: tuple) -> list[str]:
+    """Column names of ``table``; raises on duplicated names or a missing required one."""
+    cols = [str(c) for c in table.columns]
     dup = sorted({c for c in cols if cols.count(c) > 1})
     if dup:
         raise PanelError(f"{where.name}: duplicated column name(s) {dup}")
-    missing = [c for c in ("patient", "vu") if c not in cols]
+    missing = [c for c in required if c not in cols]
     if missing:
         raise PanelError(
             f"{where.name}: missing required column(s) {missing}; found columns {cols}"
         )
+    return cols
+
+
+def _check_vu_columns(vu: pd.DataFrame, where: _Where) -> tuple[list[int], list[int]]:
+    """Required columns and the score-column names; returns (mri_weeks, xray_weeks)."""
+    cols = _check_required_columns(vu, where, ("patient", "vu"))
     mri: dict[int, str] = {}
     xray: dict[str, dict[int, str]] = {"upper": {}, "lower": {}}
     for c in cols:
@@ -376,15 +382,7 @@ def _check_duplicates(vu: pd.DataFrame, where: _Where) -> None:
 
 
 def _check_patient_table(patients: pd.DataFrame, where: _Where) -> None:
-    cols = [str(c) for c in patients.columns]
-    dup = sorted({c for c in cols if cols.count(c) > 1})
-    if dup:
-        raise PanelError(f"{where.name}: duplicated column name(s) {dup}")
-    missing = [c for c in ("patient", "arm") if c not in cols]
-    if missing:
-        raise PanelError(
-            f"{where.name}: missing required column(s) {missing}; found columns {cols}"
-        )
+    _check_required_columns(patients, where, ("patient", "arm"))
     for col in ("patient", "arm"):
         bad = patients[col].isna().to_numpy()
         if bad.any():

@@ -22,7 +22,6 @@ from syndesmo.errors import SpecError
 from syndesmo.labels import EXPOSURE_LABELS, OUTCOME_LABELS
 from syndesmo.marginal import attenuation_table
 from syndesmo.modelspec import ModelSpec
-from syndesmo.patient import patient_level
 from syndesmo.report import fmt_ratio
 from syndesmo.results import Ledger
 from syndesmo.vu_tables import spine_profile
@@ -145,16 +144,7 @@ def run_reproduction(
     for spec in (s for s in specs if s.level == "patient"):
         for exposure in spec.exposures:
             progress(f"patient level {spec.outcome} {exposure}")
-            pl = patient_level(
-                panel,
-                exposure,
-                spec.outcome,
-                summary=spec.summary,
-                adjust=spec.covariates,
-                engine=spec.engine,
-                threshold=spec.threshold,
-                readers=spec.readers,
-            )
+            pl = analysis.spec_patient_level(panel, spec, exposure)
             patient_rows.append(pl.to_frame().assign(analysis=spec.name))
             ledger_rows.append(_ledger_frame(pl.ledger, spec.name, exposure))
     ladder = pd.concat(ladders, ignore_index=True) if ladders else _empty(analysis.LADDER_COLUMNS)
