@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from syndesmo.design import Design
-from syndesmo.engines.native import fit_many, fit_native
+from syndesmo.engines.native.engine import fit_many, fit_native
+from syndesmo.fitting.design import Design
 
 N_PATIENTS = 187
 N_VU = 12
@@ -230,7 +230,7 @@ def write_readme(table: str, checks: list[str], env: str, args) -> None:
         [
             "## Engines",
             para(
-                "Native random-intercept GLMM (`syndesmo.engines.native`) against "
+                "Native random-intercept GLMM (`syndesmo.engines.native.engine`) against "
                 "`lme4::glmer` on a simulated 187-patient × 12-VU panel "
                 f"(`python benchmarks/bench_engines.py --reps {args.reps}`, seed {SEED}). "
                 "lme4 is timed inside R (`system.time` around each `glmer` call), so the "

@@ -7,7 +7,7 @@ Not a test. Run from the repository root:
 
 Design: the default ``CohortSpec`` (187 patients × 12 VUs, OR 2), the VU-level GLMM
 ``new_syndesmophyte ~ mri + arm + (1|patient)`` by Laplace. The native run is
-``syndesmo.power`` with ``workers`` local processes (wall time, including starting
+``syndesmo.powersim.api`` with ``workers`` local processes (wall time, including starting
 the pool); its per-stage times (simulate, derive, build the design, fit) are summed
 over the tasks, i.e. CPU-seconds spread over the workers. The lme4 run fits the
 first ``--lme4-fits`` of the *same* replicates one by one through
@@ -29,7 +29,7 @@ import numpy as np
 
 
 def native_run(spec, sims: int, workers: int, seed: int):
-    from syndesmo.power import power
+    from syndesmo.powersim.api import power
 
     t0 = time.perf_counter()
     res = power(spec, n_sims=sims, analysis="vu", seed=seed, workers=workers, progress=False)
@@ -38,9 +38,9 @@ def native_run(spec, sims: int, workers: int, seed: int):
 
 def lme4_run(spec, n_fits: int, sims: int, seed: int):
     """Fit the first ``n_fits`` replicates of ``power(seed=seed)`` with R's glmer."""
-    from syndesmo.derive import analysis_frame
-    from syndesmo.fitting import fit
-    from syndesmo.simulate import simulate_cohort
+    from syndesmo.derive.frame import analysis_frame
+    from syndesmo.fitting.api import fit
+    from syndesmo.simulate.cohort import simulate_cohort
 
     kids = np.random.SeedSequence(seed).spawn(sims)[:n_fits]
     walls, r_secs, est = [], [], []
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    from syndesmo.simulate import CohortSpec
+    from syndesmo.simulate.cohort import CohortSpec
 
     spec = CohortSpec()
     print(

@@ -28,11 +28,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from syndesmo import analysis as an
-from syndesmo import simcheck
-from syndesmo.fitting import fit
-from syndesmo.marginal import marginal_log_or, zeger_attenuation
-from syndesmo.simulate import CohortSpec, simulate_cohort, true_parameters
+from syndesmo.analysis import ladder as an
+from syndesmo.analysis.marginal import marginal_log_or, zeger_attenuation
+from syndesmo.fitting.api import fit
+from syndesmo.simulate import check as simcheck
+from syndesmo.simulate.cohort import CohortSpec, simulate_cohort, true_parameters
 
 MODELS = {
     "b: + patient clustering": (),

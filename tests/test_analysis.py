@@ -15,18 +15,23 @@ import pytest
 import statsmodels.api as sm
 from scipy import integrate, special, stats
 
-from syndesmo import analysis as an
-from syndesmo import simcheck
+from syndesmo.analysis import ladder as an
+from syndesmo.analysis.levels import compare_levels
+from syndesmo.analysis.marginal import (
+    attenuation_table,
+    marginal_log_or,
+    marginal_params,
+    zeger_attenuation,
+)
+from syndesmo.analysis.patient import patient_frame, patient_level
+from syndesmo.analysis.specs import validate
+from syndesmo.derive.vu_tables import spine_profile
 from syndesmo.errors import ModelError
-from syndesmo.fitting import fit
-from syndesmo.levels import compare_levels
-from syndesmo.marginal import attenuation_table, marginal_log_or, marginal_params, zeger_attenuation
-from syndesmo.modelspec import validate
-from syndesmo.panel import VUPanel
-from syndesmo.patient import patient_frame, patient_level
-from syndesmo.simulate import CohortSpec, simulate_cohort
-from syndesmo.spine import MSASSS_VUS, VU_LABELS
-from syndesmo.vu_tables import spine_profile
+from syndesmo.fitting.api import fit
+from syndesmo.panel.spine import MSASSS_VUS, VU_LABELS
+from syndesmo.panel.tables import VUPanel
+from syndesmo.simulate import check as simcheck
+from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
 
 #: Two-sided 99.9% normal quantile: acceptance regions of the simulation tests, so a
 #: correct method fails a given check with probability 0.001.

@@ -13,14 +13,14 @@ def test_every_public_name_resolves():
 
 
 def test_power_stays_a_function_after_its_submodule_is_imported():
-    importlib.import_module("syndesmo.power")
-    assert callable(sy.power) and sy.power.__module__ == "syndesmo.power"
+    importlib.import_module("syndesmo.powersim.api")
+    assert callable(sy.power) and sy.power.__module__ == "syndesmo.powersim.api"
     assert callable(sy.power_curve)
 
 
 def test_fit_and_panel_functions_are_the_documented_ones():
-    from syndesmo.fitting import fit
-    from syndesmo.panel import load_panel
+    from syndesmo.fitting.api import fit
+    from syndesmo.panel.tables import load_panel
 
     assert sy.fit is fit
     assert sy.load_panel is load_panel

@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from syndesmo.design import build_design
 from syndesmo.engines.bayes import (
     DEFAULT_SIGMA_SCALE,
     BayesFitResult,
@@ -29,8 +28,9 @@ from syndesmo.engines.bayes import (
     resolve_priors,
 )
 from syndesmo.errors import ConvergenceWarning, ModelError
-from syndesmo.fitting import fit
-from syndesmo.results import FitResult
+from syndesmo.fitting.api import fit
+from syndesmo.fitting.design import build_design
+from syndesmo.fitting.results import FitResult
 
 FORMULA = "y ~ mri + arm + (1|patient)"
 
@@ -372,9 +372,9 @@ def test_ladder_and_forest_plot_put_bayes_beside_glmm_and_gee():
     import matplotlib
 
     matplotlib.use("Agg")
-    from syndesmo.analysis import ladder
-    from syndesmo.plots import forest_plot
-    from syndesmo.simulate import CohortSpec, simulate_cohort
+    from syndesmo.analysis.ladder import ladder
+    from syndesmo.output.plots import forest_plot
+    from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
 
     panel = simulate_cohort(CohortSpec(n_patients=120, odds_ratio_new=2.0), seed=11)
     table = ladder(panel, exposures=["w0"], engines=["native", "gee", "bayes"])

@@ -17,9 +17,9 @@ import pytest
 from test_panel import make_tables
 
 import syndesmo
-import syndesmo.commands
-from syndesmo import cli
-from syndesmo.panel import load_panel
+import syndesmo.cli.commands
+from syndesmo.cli import app as cli
+from syndesmo.panel.tables import load_panel
 
 SRC = Path(syndesmo.__file__).resolve().parents[1]
 
@@ -114,26 +114,28 @@ def test_bad_argument_is_one_line(capsys):
 
 def test_bad_input_in_a_real_process(tmp_path):
     """``python -m syndesmo``: exit status 2, one line on stderr, no traceback; and
-    ``python -m syndesmo.cli --version``."""
+    ``python -m syndesmo.cli.app --version``."""
     proc = run_cli("simulate", "--spec", str(tmp_path / "missing.toml"), "--seed", "1")
     assert_one_line_error(proc, "syndesmo simulate", "missing.toml")
     proc = subprocess.run(
-        [sys.executable, "-m", "syndesmo.cli", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", "syndesmo.cli.app", "--version"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and proc.stdout.strip() == f"syndesmo {syndesmo.__version__}"
 
 
 @pytest.fixture
 def fake_commands(tmp_path, monkeypatch):
-    """Extra command modules in a temporary directory added to syndesmo.commands."""
+    """Extra command modules in a temporary directory added to syndesmo.cli.commands."""
     pkg_dir = tmp_path / "cmds"
     pkg_dir.mkdir()
-    monkeypatch.setattr(syndesmo.commands, "__path__", [*syndesmo.commands.__path__, str(pkg_dir)])
+    monkeypatch.setattr(
+        syndesmo.cli.commands, "__path__", [*syndesmo.cli.commands.__path__, str(pkg_dir)]
+    )
     added = []
 
     def add(name: str, source: str) -> None:
         (pkg_dir / f"{name}.py").write_text(textwrap.dedent(source))
-        added.append(f"syndesmo.commands.{name}")
+        added.append(f"syndesmo.cli.commands.{name}")
 
     yield add
     for mod in added:
@@ -204,7 +206,7 @@ def small_spec(tmp_path) -> Path:
 
 def test_simulate_is_byte_for_byte_deterministic(small_spec, tmp_path, capsys):
     """Two separate processes (this one and a fresh one) write the same bytes."""
-    from syndesmo.simulate import CohortSpec, simulate_cohort
+    from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
 
     proc = run_cli("simulate", "--spec", str(small_spec), "--seed", "5", "--out", "a", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -253,7 +255,7 @@ def test_simulate_bad_input_one_line(small_spec, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     """A simulated cohort on disk: 40 patients, x-rays of some patient-weeks missing."""
-    from syndesmo.simulate import CohortSpec, simulate_cohort
+    from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
 
     spec = CohortSpec(n_patients=40, xray_missing_rate=0.1, risk_new=0.1)
     out = tmp_path_factory.mktemp("cohort")
@@ -263,7 +265,7 @@ def cohort(tmp_path_factory) -> Path:
 
 def expected_counts(vu: pd.DataFrame, pat: pd.DataFrame, t: float) -> dict:
     """The descriptive counts computed directly from the raw tables (independent of
-    syndesmo.derive): at risk = both baseline corners < 2; new = a corner >= 2 at
+    syndesmo.derive.frame): at risk = both baseline corners < 2; new = a corner >= 2 at
     week 102; VUs with a missing x-ray are not counted. (The simulated cohort has
     all MRI scores, and x-rays missing for both corners of a patient-week.)"""
     df = vu.merge(pat[["patient", "arm"]], on="patient")
@@ -344,7 +346,7 @@ def test_describe_counts_match_a_direct_count(cohort, tmp_path, capsys, threshol
 
 
 def test_describe_one_file_form(cohort, tmp_path, capsys):
-    from syndesmo.commands.describe import TABLES  # noqa: F401 - the module imports
+    from syndesmo.cli.commands.describe import TABLES  # noqa: F401 - the module imports
 
     load_panel(cohort / "vu.csv", cohort / "patients.csv").save(tmp_path / "all.parquet")
     two = call(

@@ -1,7 +1,7 @@
-"""Outcomes, exposures, reader rules and the ledger of ``syndesmo.derive``.
+"""Outcomes, exposures, reader rules and the ledger of ``syndesmo.derive.frame``.
 
 Every expected value is worked out by hand in the test from the mSASSS / ASspiMRI-a
-rules (see the module docstring of ``syndesmo.derive``), on small hand-built panels.
+rules (see the module docstring of ``syndesmo.derive.frame``), on small hand-built panels.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from syndesmo.derive import (
+from syndesmo.derive.frame import (
     analysis_frame,
     available_exposures,
     corner_outcome,
@@ -21,7 +21,7 @@ from syndesmo.derive import (
     panel_arrays,
 )
 from syndesmo.errors import DeriveError
-from syndesmo.panel import VUPanel
+from syndesmo.panel.tables import VUPanel
 
 NA = math.nan
 
@@ -402,7 +402,7 @@ def test_readers_per_reader():
 
 
 def test_derive_arrays_matches_frame_on_a_simulated_panel():
-    from syndesmo.simulate import CohortSpec, simulate_cohort
+    from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
 
     spec = CohortSpec(n_patients=40, mri_missing_rate=0.1, xray_missing_rate=0.1)
     panel = simulate_cohort(spec, seed=3)

@@ -1,4 +1,4 @@
-"""Descriptive tables of ``syndesmo.describe`` on a hand-built panel whose counts are
+"""Descriptive tables of ``syndesmo.analysis.describe`` on a hand-built panel whose counts are
 worked out in the comments, plus consistency checks on a simulated cohort."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from syndesmo.derive import analysis_frame
-from syndesmo.describe import (
+from syndesmo.analysis.describe import (
     events_by_inflammation,
     inflammation_prevalence,
     report_tables,
     share_in_uninflamed,
 )
+from syndesmo.derive.frame import analysis_frame
 from syndesmo.errors import DeriveError
-from syndesmo.panel import VUPanel
+from syndesmo.panel.tables import VUPanel
 
 NA = math.nan
 
@@ -155,7 +155,7 @@ def test_two_readers_mean_or_per_reader():
 
 
 def test_tables_agree_with_the_analysis_frame_on_a_simulated_cohort():
-    from syndesmo.simulate import CohortSpec, simulate_cohort
+    from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
 
     panel = simulate_cohort(CohortSpec(n_patients=120, mri_missing_rate=0.05), seed=4)
     tables = report_tables(panel, exposures=["w0", "any", "n_timepoints"])

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from syndesmo.design import build_design, fixed_formula
 from syndesmo.errors import ModelError
-from syndesmo.results import Ledger
+from syndesmo.fitting.design import build_design, fixed_formula
+from syndesmo.ledger import Ledger
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 import syndesmo as sy
-from syndesmo.design import build_design
 from syndesmo.engines.logit import fit_logit
 from syndesmo.errors import ModelError
+from syndesmo.fitting.design import build_design
 
 
 def _r(code: str) -> dict[str, np.ndarray]:

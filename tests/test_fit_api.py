@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 import syndesmo as sy
-import syndesmo.fitting
+import syndesmo.fitting.api
 from syndesmo.errors import ModelError
-from syndesmo.results import FitResult
+from syndesmo.fitting.results import FitResult
 
 
 @pytest.fixture
@@ -54,8 +54,8 @@ class Recorder:
 
 
 def test_fit_is_exported():
-    assert sy.fit is syndesmo.fitting.fit
-    assert sy.fit_many is syndesmo.fitting.fit_many
+    assert sy.fit is syndesmo.fitting.api.fit
+    assert sy.fit_many is syndesmo.fitting.api.fit_many
 
 
 def test_unknown_engine_lists_the_engines(frame):
@@ -101,7 +101,7 @@ def test_unknown_engine_option_is_named(frame):
 
 
 def test_native_gets_the_design_nagq_and_options(frame, monkeypatch):
-    import syndesmo.engines.native as native
+    import syndesmo.engines.native.engine as native
 
     rec = Recorder("native")
     monkeypatch.setattr(native, "fit_native", rec)
@@ -143,7 +143,7 @@ def test_logit_notes_ignored_clustering(frame):
 
 
 def test_fit_many_forwards_to_native(monkeypatch):
-    import syndesmo.engines.native as native
+    import syndesmo.engines.native.engine as native
 
     seen = {}
 

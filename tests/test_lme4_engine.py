@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 import syndesmo as sy
-from syndesmo.design import build_design
 from syndesmo.engines import lme4 as lme4_engine
 from syndesmo.errors import EngineUnavailableError
+from syndesmo.fitting.design import build_design
 
 TOL = 1e-6
 

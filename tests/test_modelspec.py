@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from syndesmo.errors import SpecError
-from syndesmo.modelspec import (
+from syndesmo.analysis.specs import (
     EXPOSURES,
     KEYS,
     default_spec_dir,
@@ -15,6 +14,7 @@ from syndesmo.modelspec import (
     load_specs,
     validate,
 )
+from syndesmo.errors import SpecError
 
 ASSERT_DIR = Path(__file__).resolve().parents[1] / "models" / "assert"
 

@@ -17,12 +17,13 @@ import statsmodels.api as sm
 from scipy import integrate
 from scipy.special import expit, gammaln
 
-from syndesmo.design import Design
-from syndesmo.engines._laplace_hessian import laplace_hessian
-from syndesmo.engines._quadrature import Layout, loglik_and_grad
-from syndesmo.engines.native import ManyFit, fit_many, fit_native, loglik_at
+from syndesmo.engines.native.engine import ManyFit, fit_many, fit_native, loglik_at
+from syndesmo.engines.native.laplace_hessian import laplace_hessian
+from syndesmo.engines.native.quadrature import Layout, loglik_and_grad
 from syndesmo.errors import ModelError
-from syndesmo.results import FitResult, Ledger
+from syndesmo.fitting.design import Design
+from syndesmo.fitting.results import FitResult
+from syndesmo.ledger import Ledger
 
 
 def vu_panel(
@@ -431,7 +432,7 @@ def test_fit_many_rejects_bad_shapes():
 def test_fallback_when_newton_breaks_down(monkeypatch):
     # Force the batched Newton iteration to report a line-search failure: the fit must
     # recover through the L-BFGS-B fallback and land on the same maximum.
-    import syndesmo.engines._core as core
+    import syndesmo.engines.native.core as core
 
     d = vu_panel(seed=6, n_patients=80)
     expected = fit_native(d, nagq=1)

@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-from syndesmo.design import build_design
-from syndesmo.engines.native import fit_native, loglik_at
+from syndesmo.engines.native.engine import fit_native, loglik_at
+from syndesmo.fitting.design import build_design
 
 pytestmark = pytest.mark.r
 

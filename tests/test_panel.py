@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from syndesmo.errors import PanelError
-from syndesmo.panel import VUPanel, load_panel
-from syndesmo.spine import MSASSS_VUS, VU_LABELS
+from syndesmo.panel.spine import MSASSS_VUS, VU_LABELS
+from syndesmo.panel.tables import VUPanel, load_panel
 
 MRI_WEEKS = (0, 24, 102)
 XRAY_WEEKS = (0, 102)

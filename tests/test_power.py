@@ -1,4 +1,4 @@
-"""Power by simulation (``syndesmo.power``): seeding, backends, references and type I error.
+"""Power by simulation (``syndesmo.powersim.api``): seeding, backends, references and type I error.
 
 References used here: the frame path of the package (``analysis_frame`` → ``fit`` and
 ``patient.patient_level``) on the very cohorts the array path simulates;
@@ -15,15 +15,15 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from syndesmo.derive import analysis_frame
+from syndesmo.analysis.patient import patient_level
+from syndesmo.derive.frame import analysis_frame
 from syndesmo.engines.logit_many import logit_many
 from syndesmo.errors import ModelError, SpecError
-from syndesmo.fitting import fit
-from syndesmo.mcstats import binomial_acceptance_region, wilson_interval
-from syndesmo.patient import patient_level
-from syndesmo.power import power, power_curve
-from syndesmo.power_plan import grid_points
-from syndesmo.simulate import CohortSpec, simulate_cohort
+from syndesmo.fitting.api import fit
+from syndesmo.powersim.api import power, power_curve
+from syndesmo.powersim.mcstats import binomial_acceptance_region, wilson_interval
+from syndesmo.powersim.plan import grid_points
+from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
 
 ALL = ["vu", "gee", "patient", "logit"]
 
@@ -213,7 +213,7 @@ def test_grid_and_argument_errors_name_the_problem():
 
 
 def test_cli_writes_table_markdown_and_plot(tmp_path, capsys):
-    from syndesmo.cli import main
+    from syndesmo.cli.app import main
 
     out = tmp_path / "pw"
     code = main(

@@ -31,10 +31,10 @@ import pytest
 from scipy import optimize, stats
 
 import syndesmo as sy
-from syndesmo.design import build_design
-from syndesmo.engines.native import fit_many, fit_native, loglik_at
+from syndesmo.engines.native.engine import fit_many, fit_native, loglik_at
 from syndesmo.errors import ModelError
-from syndesmo.results import FitResult
+from syndesmo.fitting.design import build_design
+from syndesmo.fitting.results import FitResult
 
 TOL_LME4 = 2e-3  # lme4 / MASS interpolate the profile by splines over a grid
 TOL_CHI2 = 1e-6  # 2(ℓ̂ − ℓ_p) at the endpoints against χ²₁(level)

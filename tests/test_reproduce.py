@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from matplotlib import image
 
-from syndesmo import plots, report, reproduction
-from syndesmo.cli import main
-from syndesmo.modelspec import load_specs
-from syndesmo.panel import load_panel
-from syndesmo.simulate import CohortSpec, simulate_cohort, write_cohort
+from syndesmo.analysis import reproduction
+from syndesmo.analysis.specs import load_specs
+from syndesmo.cli.app import main
+from syndesmo.output import plots, report
+from syndesmo.panel.tables import load_panel
+from syndesmo.simulate.cohort import CohortSpec, simulate_cohort, write_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -57,7 +57,7 @@ def test_scheduler_address_without_port_is_one_line_on_the_cli(address, capsys):
     """A malformed --scheduler is exit 2 and one line naming the address, before any
     Dask client exists (it used to be distributed's ValueError traceback, then a 60 s
     hang while the half-made client closed)."""
-    from syndesmo.cli import main
+    from syndesmo.cli.app import main
 
     code = main(["power", "--scheduler", address, "--sims", "2", "--patients", "20"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -70,7 +70,7 @@ def test_spec_nagq_range_is_the_engines_range():
     """A spec's nagq is checked against the range the engines accept (1..25, lme4's
     nAGQ for one scalar random effect); the spec used to accept up to 100 and
     say so, then fail later inside the fit."""
-    from syndesmo.modelspec import validate
+    from syndesmo.analysis.specs import validate
 
     base = {"outcome": "new_syndesmophyte", "exposure": "w0"}
     assert validate({**base, "nagq": 25}).nagq == 25
@@ -79,7 +79,7 @@ def test_spec_nagq_range_is_the_engines_range():
 
 
 def test_report_words_a_zero_cell_crude_or_instead_of_nan():
-    from syndesmo.reproduction import _crude_or_words
+    from syndesmo.analysis.reproduction import _crude_or_words
 
     assert _crude_or_words(float("nan")) == "crude OR not estimable (a zero cell)"
     assert _crude_or_words(float("inf")) == "crude OR not estimable (a zero cell)"

@@ -20,16 +20,16 @@ import pytest
 import statsmodels.api as sm
 from scipy import integrate, special, stats
 
-from syndesmo.derive import analysis_frame, derive_arrays
+from syndesmo.derive.frame import analysis_frame, derive_arrays
 from syndesmo.errors import SpecError
-from syndesmo.simulate import (
+from syndesmo.panel.spine import MSASSS_VUS, VU_LABELS
+from syndesmo.simulate.cohort import (
     CohortSpec,
     simulate_arrays,
     simulate_cohort,
     true_parameters,
     write_cohort,
 )
-from syndesmo.spine import MSASSS_VUS, VU_LABELS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "synthetic"
 
@@ -359,7 +359,7 @@ def test_shipped_cohort_regenerates_byte_for_byte(tmp_path):
 
 
 def test_cli_simulate_regenerates_the_shipped_csvs(tmp_path, capsys):
-    from syndesmo import cli
+    from syndesmo.cli import app as cli
 
     status = cli.main(
         ["simulate", "--spec", str(DATA / "assert_like.toml"), "--out", str(tmp_path)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from syndesmo import spine
+from syndesmo.panel import spine
 
 EXPECTED_23 = (
     "C2/3 C3/4 C4/5 C5/6 C6/7 C7/T1 "

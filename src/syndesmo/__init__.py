@@ -17,21 +17,21 @@ __version__ = "0.1.0"
 
 #: public name → module that defines it
 _PUBLIC = {
-    "FitResult": "syndesmo.results",
-    "Ledger": "syndesmo.results",
-    "VUPanel": "syndesmo.panel",
-    "load_panel": "syndesmo.panel",
-    "analysis_frame": "syndesmo.derive",
-    "CohortSpec": "syndesmo.simulate",
-    "simulate_cohort": "syndesmo.simulate",
-    "fit": "syndesmo.fitting",
-    "fit_many": "syndesmo.fitting",
-    "ladder": "syndesmo.analysis",
-    "patient_level": "syndesmo.patient",
-    "compare_levels": "syndesmo.levels",
-    "power": "syndesmo.power",
-    "power_curve": "syndesmo.power",
-    "PowerResult": "syndesmo.power",
+    "FitResult": "syndesmo.fitting.results",
+    "Ledger": "syndesmo.ledger",
+    "VUPanel": "syndesmo.panel.tables",
+    "load_panel": "syndesmo.panel.tables",
+    "analysis_frame": "syndesmo.derive.frame",
+    "CohortSpec": "syndesmo.simulate.cohort",
+    "simulate_cohort": "syndesmo.simulate.cohort",
+    "fit": "syndesmo.fitting.api",
+    "fit_many": "syndesmo.fitting.api",
+    "ladder": "syndesmo.analysis.ladder",
+    "patient_level": "syndesmo.analysis.patient",
+    "compare_levels": "syndesmo.analysis.levels",
+    "power": "syndesmo.powersim.api",
+    "power_curve": "syndesmo.powersim.api",
+    "PowerResult": "syndesmo.powersim.api",
     "SyndesmoError": "syndesmo.errors",
     "PanelError": "syndesmo.errors",
     "DeriveError": "syndesmo.errors",
@@ -64,15 +64,6 @@ __all__ = [
 ]
 
 
-# ``sy.power`` is a function living in the submodule ``syndesmo.power``: importing that
-# submodule anywhere would rebind the package attribute to the module, so it is
-# imported here, once, and the function bound over it.
-from syndesmo.power import PowerResult, power, power_curve  # noqa: E402
-
-for _name in ("power", "power_curve", "PowerResult"):
-    _PUBLIC.pop(_name)
-
-
 def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
     if module is None:
@@ -87,12 +78,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from syndesmo.analysis import ladder
-    from syndesmo.derive import analysis_frame
+    from syndesmo.analysis.ladder import ladder
+    from syndesmo.analysis.levels import compare_levels
+    from syndesmo.analysis.patient import patient_level
+    from syndesmo.derive.frame import analysis_frame
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
-    from syndesmo.fitting import fit, fit_many
-    from syndesmo.levels import compare_levels
-    from syndesmo.panel import VUPanel, load_panel
-    from syndesmo.patient import patient_level
-    from syndesmo.results import FitResult, Ledger
-    from syndesmo.simulate import CohortSpec, simulate_cohort
+    from syndesmo.fitting.api import fit, fit_many
+    from syndesmo.fitting.results import FitResult
+    from syndesmo.ledger import Ledger
+    from syndesmo.panel.tables import VUPanel, load_panel
+    from syndesmo.simulate.cohort import CohortSpec, simulate_cohort

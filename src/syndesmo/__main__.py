@@ -1,5 +1,5 @@
 """``python -m syndesmo``: the same as the ``syndesmo`` command."""
 
-from syndesmo.cli import main
+from syndesmo.cli.app import main
 
 raise SystemExit(main())

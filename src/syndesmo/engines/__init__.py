@@ -1,1 +1,1 @@
-"""Ways of fitting a model; every engine returns a ``syndesmo.results.FitResult``."""
+"""Ways of fitting a model; every engine returns a ``syndesmo.fitting.results.FitResult``."""

@@ -75,9 +75,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from syndesmo.design import Design
 from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError, warn_user
-from syndesmo.results import FitResult, _check_level
+from syndesmo.fitting.design import Design
+from syndesmo.fitting.results import FitResult, _check_level
 
 DEFAULT_SLOPE_SCALE = 2.5  # Gelman et al. (2008): per 0/1 contrast or per 2 SD
 DEFAULT_INTERCEPT_SCALE = 2.5  # rstanarm: normal(0, 2.5) on the centred intercept
@@ -425,7 +425,7 @@ def _validate(design: Design, data_used: pd.DataFrame | None) -> tuple[np.ndarra
                 "told apart from the intercept; drop it from the formula"
             )
     if np.linalg.matrix_rank(X) < X.shape[1]:
-        from syndesmo.engines.native import _check_rank
+        from syndesmo.engines.native.engine import _check_rank
 
         _check_rank(X, list(design.names))
     return X, y, n
@@ -733,6 +733,6 @@ def fit_bayes(
 
 
 def _separated(X: np.ndarray, y: np.ndarray, n: np.ndarray, names: list[str]) -> list[str]:
-    from syndesmo.engines.separation import separated_terms
+    from syndesmo.fitting.diagnostics import separated_terms
 
     return separated_terms(X, y, n, names)

@@ -40,11 +40,11 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, IterationLimitWarning
 
-from syndesmo.design import Design
-from syndesmo.engines.native import _check_rank
-from syndesmo.engines.separation import separated_terms
+from syndesmo.engines.native.engine import _check_rank
 from syndesmo.errors import ModelError
-from syndesmo.results import FitResult
+from syndesmo.fitting.design import Design
+from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.results import FitResult
 
 CORSTRS = ("exchangeable", "independence")
 

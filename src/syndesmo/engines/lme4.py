@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from syndesmo.design import Design
-from syndesmo.engines.separation import separated_terms
 from syndesmo.errors import EngineUnavailableError, ModelError
-from syndesmo.results import FitResult
+from syndesmo.fitting.design import Design
+from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.results import FitResult
 
 INSTALL_HINT = (
     "install R with lme4 (Debian: apt-get install r-base-core r-cran-lme4 "

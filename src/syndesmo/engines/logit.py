@@ -20,10 +20,10 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from syndesmo.design import Design
-from syndesmo.engines.native import _check_rank
-from syndesmo.engines.separation import separated_terms
-from syndesmo.results import FitResult
+from syndesmo.engines.native.engine import _check_rank
+from syndesmo.fitting.design import Design
+from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.results import FitResult
 
 
 def fit_logit(design: Design, maxiter: int = 100) -> FitResult:

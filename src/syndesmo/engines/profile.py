@@ -40,7 +40,7 @@ from scipy import optimize, stats
 from syndesmo.errors import ModelError, warn_user
 
 if TYPE_CHECKING:
-    from syndesmo.results import FitResult
+    from syndesmo.fitting.results import FitResult
 
 MAX_WIDEN = 10  # doublings of the Wald half-width before an endpoint is called infinite
 XTOL = 1e-10  # brentq's absolute tolerance on an endpoint
@@ -164,8 +164,8 @@ class _NativeProfiler:
     """Profiles of the native engine's log-likelihood over ``(β, θ)``."""
 
     def __init__(self, fit: FitResult) -> None:
-        from syndesmo.engines._layout import compress_shared
-        from syndesmo.engines.native import _validate
+        from syndesmo.engines.native.engine import _validate
+        from syndesmo.engines.native.layout import compress_shared
 
         design = fit.extra["design"]
         X, y, m, groups, _ = _validate(design)
@@ -180,14 +180,14 @@ class _NativeProfiler:
         self.se = np.where(np.isfinite(se) & (se > 0), se, np.nan)
 
     def _evaluate(self, psi: np.ndarray, u: np.ndarray):
-        from syndesmo.engines._newton import _evaluate_hessian
+        from syndesmo.engines.native.newton import _evaluate_hessian
 
         val, grad, hess, u = _evaluate_hessian(self.layout, self.rep, psi[None], u, self.nagq)
         return float(val[0]), grad[0], hess[0], u
 
     def _solve(self, psi0: np.ndarray, u0: np.ndarray, fixed: int | None) -> _Point:
         """Maximise over all coordinates but ``fixed`` (modified Newton, line search)."""
-        from syndesmo.engines._newton import newton_direction
+        from syndesmo.engines.native.newton import newton_direction
 
         P = psi0.size
         free = np.ones(P, dtype=bool)

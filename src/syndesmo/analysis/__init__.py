@@ -1,0 +1,1 @@
+"""Analyses of a panel: the ladder, specs, the patient level, the reproduction."""

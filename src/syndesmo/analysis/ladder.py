@@ -1,0 +1,567 @@
+"""The ASSERT-style model ladder at the VU level, and one analysis spec as written.
+
+van der Heijde et al. (Ann Rheum Dis 2012;71:369-73) related MRI activity in a
+vertebral unit (VU) to a new syndesmophyte in the same VU two years later, first
+ignoring the clustering of VUs within patients, then with a multilevel model,
+then adjusted for treatment and for confounders. ``ladder`` fits that sequence for
+several exposures, with a GLMM (subject-specific ORs) and GEE (population-averaged
+ORs) side by side, and returns a tidy table so that reports, plots and notebooks
+only format it. ``fit_spec`` fits one ``ModelSpec`` as written (``syndesmo fit``).
+
+Beside it: ``syndesmo.analysis.patient`` (the patient level), ``syndesmo.analysis.levels`` (VU level
+beside patient level), ``syndesmo.analysis.marginal`` (GLMM vs GEE attenuation) and
+``syndesmo.derive.vu_tables`` (per-VU tables and the spine profile).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from syndesmo.analysis.marginal import implied_marginal_log_or
+from syndesmo.analysis.patient import patient_exposure_label, patient_level
+from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.fitting.results import FitResult
+from syndesmo.ledger import Ledger
+from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
+
+#: Steps of the ladder, as in van der Heijde et al. 2012: crude, multilevel,
+#: + treatment, + confounders.
+STEP_LABELS: dict[str, str] = {
+    "a": "crude",
+    "b": "+ patient clustering",
+    "c": "+ treatment",
+    "d": "+ confounders",
+}
+#: Engines with a patient random intercept (subject-specific, conditional ORs).
+CONDITIONAL_ENGINES = ("native", "lme4", "bayes")
+#: The engine of step (a): logistic regression ignoring the clustering.
+CRUDE_ENGINE = "logit"
+
+LADDER_COLUMNS = [
+    "outcome",
+    "exposure",
+    "exposure_label",
+    "step",
+    "step_label",
+    "engine",
+    "scale",
+    "formula",
+    "log_or",
+    "se",
+    "OR",
+    "lower",
+    "upper",
+    "p",
+    "n_patients",
+    "n_vus",
+    "events",
+    "sigma",
+    "icc",
+    "log_or_marginal",
+    "converged",
+    "singular",
+    "note",
+]
+
+Progress = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------
+# formulas and frames
+
+
+def step_formula(
+    outcome: str,
+    step: str,
+    *,
+    treatment: str = "arm",
+    confounders: Sequence[str] = (),
+    extra: Sequence[str] = (),
+    group: str = "patient",
+) -> str:
+    """The formula of one ladder step, e.g. ``new_syndesmophyte ~ mri + arm + (1|patient)``.
+
+    ``extra`` terms (e.g. ``C(reader)``) enter every step. Step (a) has no random
+    intercept; (b) adds ``(1|group)``; (c) the treatment; (d) the confounders.
+    """
+    if step not in STEP_LABELS:
+        raise ModelError(f"unknown ladder step {step!r}; steps are {', '.join(STEP_LABELS)}")
+    terms = ["mri", *extra]
+    if step in ("c", "d"):
+        terms.append(treatment)
+    if step == "d":
+        terms.extend(confounders)
+    rhs = " + ".join(terms)
+    if step != "a":
+        rhs += f" + (1|{group})"
+    return f"{outcome} ~ {rhs}"
+
+
+def engines_for_step(step: str, engines: Sequence[str]) -> list[str]:
+    """Engines fitted at a step: ``logit`` only at (a), every other engine at (b)-(d)."""
+    if step == "a":
+        return [CRUDE_ENGINE]
+    return [e for e in engines if e != CRUDE_ENGINE]
+
+
+def build_frame(
+    panel,
+    outcome: str,
+    exposure: str,
+    *,
+    covariates: Sequence[str] = (),
+    threshold: float = 1,
+    readers: str = "mean",
+) -> pd.DataFrame:
+    """``derive.analysis_frame`` with every model column complete.
+
+    Rows still missing a value in a model column are dropped and counted in the
+    frame's ledger (``frame.attrs["ledger"]``), so all steps of a ladder use the
+    same VUs.
+    """
+    from syndesmo.derive.frame import analysis_frame
+
+    frame = analysis_frame(
+        panel,
+        outcome=outcome,
+        exposure=exposure,
+        threshold=threshold,
+        covariates=list(covariates),
+        readers=readers,
+    )
+    ledger = frame.attrs.get("ledger")
+    ledger = ledger.copy() if isinstance(ledger, Ledger) else Ledger()
+    cols = [c for c in (outcome, "mri", *covariates) if c in frame.columns]
+    missing_cols = [c for c in (outcome, "mri", *covariates) if c not in frame.columns]
+    if missing_cols:
+        raise DeriveError(
+            f"the analysis frame has no column(s) {missing_cols}; "
+            f"available columns: {list(frame.columns)}"
+        )
+    incomplete = frame[cols].isna().any(axis=1).to_numpy()
+    if incomplete.any():
+        gone = frame.loc[incomplete]
+        which = [c for c in cols if frame[c].isna().any()]
+        ledger.add(
+            "analysis",
+            f"missing value in {', '.join(which)}",
+            int(incomplete.sum()),
+            int(gone["patient"].nunique()),
+        )
+        frame = frame.loc[~incomplete].reset_index(drop=True)
+    frame.attrs["ledger"] = ledger
+    return frame
+
+
+def constant_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """The columns of ``frame`` with a single value: they cannot enter a model."""
+    return [c for c in columns if c in frame.columns and frame[c].nunique(dropna=True) < 2]
+
+
+def _step_terms(step: str, treatment: str, confounders: Sequence[str]) -> list[str]:
+    return {"a": [], "b": [], "c": [treatment], "d": [treatment, *confounders]}[step]
+
+
+def _fill_counts(row: dict, frame: pd.DataFrame, outcome: str) -> None:
+    """Patients, VUs and events from the frame when the fit did not report them."""
+
+    def missing(v) -> bool:
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    if missing(row["n_vus"]):
+        row["n_vus"] = len(frame)
+    if missing(row["n_patients"]):
+        row["n_patients"] = int(frame["patient"].nunique()) if len(frame) else 0
+    if missing(row["events"]):
+        row["events"] = int(frame[outcome].sum()) if len(frame) else 0
+
+
+def check_frame(frame: pd.DataFrame, outcome: str, exposure: str) -> str:
+    """Why a frame cannot be modelled ('' if it can): no rows, no variation, no events."""
+    if len(frame) == 0:
+        return f"no VU is eligible for the outcome {outcome!r}"
+    x = frame["mri"].to_numpy(dtype=float)
+    if np.unique(x).size < 2:
+        return (
+            f"the exposure {exposure!r} ({EXPOSURE_LABELS.get(exposure, exposure)}) does not "
+            f"vary: all {len(frame)} VUs have the value {x[0]:g}"
+        )
+    y = frame[outcome].to_numpy(dtype=float)
+    events = int(y.sum())
+    if events == 0:
+        return f"no events of {outcome!r} among the {len(frame)} eligible VUs"
+    if events == len(y):
+        return f"every one of the {len(frame)} eligible VUs has the outcome {outcome!r}"
+    return ""
+
+
+# ---------------------------------------------------------------------------
+# one fit → one row
+
+
+def safe_fit(formula: str, frame: pd.DataFrame, engine: str, nagq: int) -> FitResult | str:
+    """The fit, or the reason it failed as a string; a missing engine is still raised.
+
+    Python warnings raised while fitting are caught and kept in ``fit.warnings``
+    (they end up in the ``note`` column instead of flooding the console).
+    """
+    from syndesmo.fitting.api import fit
+
+    kwargs = {"nagq": nagq} if engine in ("native", "lme4") else {}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fit(formula, frame, engine=engine, **kwargs)
+    except EngineUnavailableError:
+        raise
+    except (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    for w in caught:
+        message = str(w.message)
+        if message not in result.warnings:
+            result.warnings.append(message)
+    return result
+
+
+def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dict:
+    """Estimate of ``term`` and fit statistics of one model as a dict of table columns."""
+    if isinstance(fit, str):
+        return {
+            "log_or": math.nan,
+            "se": math.nan,
+            "OR": math.nan,
+            "lower": math.nan,
+            "upper": math.nan,
+            "p": math.nan,
+            "n_patients": math.nan,
+            "n_vus": math.nan,
+            "events": math.nan,
+            "sigma": math.nan,
+            "icc": math.nan,
+            "log_or_marginal": math.nan,
+            "converged": False,
+            "singular": False,
+            "note": f"fit failed: {fit}",
+        }
+    if term not in fit.params.index:
+        raise ModelError(f"the fit has no term {term!r}; terms are {list(fit.params.index)}")
+    ors = fit.odds_ratios(level).loc[term]
+    notes = list(fit.warnings)
+    if not fit.converged and fit.convergence_message:
+        notes.insert(0, f"not converged: {fit.convergence_message}")
+    se = float(fit.bse[term])
+    if not np.isfinite(se) or se > 10:
+        notes.append("standard error huge or undefined: possible separation")
+    if not fit.converged:
+        # An estimate the engine did not reach is not reported as a number; the note
+        # says why, and the fit itself stays available to the user.
+        ors = pd.Series({"OR": math.nan, "lower": math.nan, "upper": math.nan, "p": math.nan})
+        se = math.nan
+    return {
+        "log_or": float(fit.params[term]) if fit.converged else math.nan,
+        "se": se,
+        "OR": float(ors["OR"]),
+        "lower": float(ors["lower"]),
+        "upper": float(ors["upper"]),
+        "p": float(ors["p"]),
+        "n_patients": fit.n_groups if fit.n_groups is not None else fit.extra.get("n_patients"),
+        "n_vus": fit.n_obs,
+        "events": fit.n_events,
+        "sigma": float(fit.sigma),
+        "icc": float(fit.icc),
+        "log_or_marginal": math.nan,
+        "converged": bool(fit.converged),
+        "singular": bool(fit.singular),
+        "note": "; ".join(dict.fromkeys(notes)),
+    }
+
+
+# ---------------------------------------------------------------------------
+# the ladder
+
+
+@dataclass
+class LadderResult:
+    """A ladder as a tidy table plus what was left out (per exposure) and the fits."""
+
+    table: pd.DataFrame
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
+    fits: dict[tuple[str, str, str, str], FitResult] = field(default_factory=dict)
+
+
+def ladder(
+    panel,
+    outcome: str = "new_syndesmophyte",
+    exposures: Sequence[str] = ("w0",),
+    confounders: Sequence[str] = (),
+    *,
+    engine: str = "native",
+    engines_beside: Sequence[str] = ("gee",),
+    nagq: int = 1,
+    threshold: float = 1,
+    readers: str = "mean",
+    treatment: str = "arm",
+    strict: bool = False,
+    progress: Progress | None = None,
+    keep_fits: bool = False,
+    engines: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The model ladder for each exposure, as one tidy table (see ``LADDER_COLUMNS``).
+
+    ``engines=["native", "gee", "bayes"]`` is shorthand for ``engine`` (the first)
+    and ``engines_beside`` (the rest): every listed engine is fitted at steps b–d.
+
+    Steps: (a) logistic regression ignoring clustering (engine ``logit``); (b) a
+    patient random intercept (GLMM ``engine``) — and, beside it, every engine in
+    ``engines_beside`` (GEE: exchangeable working correlation within patient); (c)
+    + ``treatment``; (d) + ``confounders`` (left out when there are none). All steps
+    of one exposure use the same VUs (complete cases on every model column).
+
+    A fit that fails gives a row with NaN estimates and the reason in ``note``. An
+    exposure that does not vary (or an outcome without events) gives noted rows —
+    or, with ``strict=True``, a ``ModelError`` naming the exposure. The ledger of
+    excluded VUs is in ``table.attrs["ledgers"]`` (exposure → ``Ledger``), the
+    fits in ``table.attrs["fits"]`` with ``keep_fits=True``.
+    """
+    if engines is not None:
+        engines = [e for e in engines if e != CRUDE_ENGINE]  # logit is step (a) anyway
+        if not engines:
+            raise ModelError("ladder: engines must name at least one engine besides 'logit'")
+        engine, engines_beside = engines[0], tuple(engines[1:])
+    res = ladder_result(
+        panel,
+        outcome,
+        exposures,
+        confounders,
+        engine=engine,
+        engines_beside=engines_beside,
+        nagq=nagq,
+        threshold=threshold,
+        readers=readers,
+        treatment=treatment,
+        strict=strict,
+        progress=progress,
+        keep_fits=keep_fits,
+    )
+    table = res.table
+    table.attrs["ledgers"] = res.ledgers
+    if keep_fits:
+        table.attrs["fits"] = res.fits
+    return table
+
+
+def ladder_steps(confounders: Sequence[str]) -> list[str]:
+    """Steps fitted: a-c always, d only when there are confounders."""
+    return ["a", "b", "c", "d"] if confounders else ["a", "b", "c"]
+
+
+def n_ladder_fits(n_exposures: int, engines: Sequence[str], confounders: Sequence[str]) -> int:
+    """How many models a ladder fits (for progress bars)."""
+    per = sum(len(engines_for_step(s, engines)) for s in ladder_steps(confounders))
+    return n_exposures * per
+
+
+def ladder_result(
+    panel,
+    outcome: str = "new_syndesmophyte",
+    exposures: Sequence[str] = ("w0",),
+    confounders: Sequence[str] = (),
+    *,
+    engine: str = "native",
+    engines_beside: Sequence[str] = ("gee",),
+    nagq: int = 1,
+    threshold: float = 1,
+    readers: str = "mean",
+    treatment: str = "arm",
+    strict: bool = False,
+    progress: Progress | None = None,
+    keep_fits: bool = False,
+) -> LadderResult:
+    """``ladder`` returning a ``LadderResult`` (table, ledgers, fits)."""
+    progress = progress or _noop
+    if isinstance(exposures, str):
+        exposures = [exposures]
+    if engine == CRUDE_ENGINE:
+        raise ModelError(
+            f"engine {CRUDE_ENGINE!r} is step (a) of the ladder; give a GLMM engine "
+            f"({', '.join(CONDITIONAL_ENGINES)}) as engine"
+        )
+    engines = list(dict.fromkeys([engine, *engines_beside]))
+    confounders = [c for c in confounders if c != treatment]
+    covariates = [treatment, *confounders]
+    rows: list[dict] = []
+    ledgers: dict[str, Ledger] = {}
+    fits: dict[tuple[str, str, str, str], FitResult] = {}
+    steps = ladder_steps(confounders)
+    for exposure in exposures:
+        frame = build_frame(
+            panel, outcome, exposure, covariates=covariates, threshold=threshold, readers=readers
+        )
+        ledgers[exposure] = frame.attrs["ledger"]
+        # per-reader rows: reader as a categorical term (several readers, not a slope)
+        extra = ["C(reader)"] if "reader" in frame.columns else []
+        problem = check_frame(frame, outcome, exposure)
+        if problem and strict:
+            raise ModelError(problem)
+        constant = constant_columns(frame, covariates)
+        dropped = (
+            f"left out, constant in the analysis frame: {', '.join(constant)}" if constant else ""
+        )
+        for step in steps:
+            formula = step_formula(
+                outcome,
+                step,
+                treatment=treatment,
+                confounders=[c for c in confounders if c not in constant],
+                extra=extra,
+            )
+            if treatment in constant and step in ("c", "d"):
+                formula = formula.replace(f" + {treatment}", "", 1)
+            for eng in engines_for_step(step, engines):
+                progress(f"{outcome} {exposure} ({step}) {eng}")
+                if problem:
+                    row = fit_row(problem)
+                    row["note"] = problem
+                else:
+                    fitted = safe_fit(formula, frame, eng, nagq)
+                    row = fit_row(fitted)
+                    if not isinstance(fitted, str) and eng in CONDITIONAL_ENGINES:
+                        row["log_or_marginal"] = implied_marginal_log_or(fitted, frame)
+                    if keep_fits and not isinstance(fitted, str):
+                        fits[(outcome, exposure, step, eng)] = fitted
+                if dropped and any(
+                    c in constant for c in _step_terms(step, treatment, confounders)
+                ):
+                    row["note"] = "; ".join(x for x in (dropped, row["note"]) if x)
+                _fill_counts(row, frame, outcome)
+                rows.append(
+                    {
+                        "outcome": outcome,
+                        "exposure": exposure,
+                        "exposure_label": EXPOSURE_LABELS.get(exposure, exposure),
+                        "step": step,
+                        "step_label": STEP_LABELS[step],
+                        "engine": eng,
+                        "scale": "conditional" if eng in CONDITIONAL_ENGINES else "marginal",
+                        "formula": formula,
+                        **row,
+                    }
+                )
+    table = pd.DataFrame(rows, columns=LADDER_COLUMNS)
+    for col in ("n_patients", "n_vus", "events"):
+        table[col] = table[col].astype("Int64")
+    return LadderResult(table=table, ledgers=ledgers, fits=fits)
+
+
+# ---------------------------------------------------------------------------
+# one spec, as written (``syndesmo fit``)
+
+
+@dataclass
+class SpecFit:
+    """The fit of one exposure of an analysis spec, with its printable summary."""
+
+    exposure: str
+    title: str
+    fit: FitResult
+    table: pd.DataFrame
+    ledger: Ledger
+    text: str
+
+
+def vu_formula(outcome: str, covariates: Sequence[str], engine: str, per_reader: bool) -> str:
+    """``outcome ~ mri + covariates [+ C(reader)] + (1|patient)``; no bar for ``logit``."""
+    terms = ["mri", *covariates, *(["C(reader)"] if per_reader else [])]
+    rhs = " + ".join(terms)
+    return f"{outcome} ~ {rhs}" + ("" if engine == CRUDE_ENGINE else " + (1|patient)")
+
+
+def spec_patient_level(panel, spec, exposure: str):
+    """``patient_level`` of one exposure of a patient-level ``ModelSpec``."""
+    return patient_level(
+        panel,
+        exposure,
+        spec.outcome,
+        summary=spec.summary,
+        adjust=spec.covariates,
+        engine=spec.engine,
+        threshold=spec.threshold,
+        readers=spec.readers,
+    )
+
+
+def fit_spec(panel, spec) -> list[SpecFit]:
+    """Fit a ``ModelSpec`` as written, one model per exposure.
+
+    Unlike ``ladder`` this is strict: an exposure without variation, an outcome
+    without events or a failed fit raises ``ModelError`` naming the exposure.
+    """
+    out = []
+    for exposure in spec.exposures:
+        title = f"{OUTCOME_LABELS.get(spec.outcome, spec.outcome)} by {exposure} " + (
+            f"({EXPOSURE_LABELS.get(exposure, exposure)})"
+            if spec.level == "vu"
+            else f"({patient_exposure_label(exposure, spec.summary)})"
+        )
+        if spec.level == "vu":
+            frame = build_frame(
+                panel,
+                spec.outcome,
+                exposure,
+                covariates=list(spec.covariates),
+                threshold=spec.threshold,
+                readers=spec.readers,
+            )
+            problem = check_frame(frame, spec.outcome, exposure)
+            if problem:
+                raise ModelError(f"{spec.name}: {problem}")
+            # As in the ladder: a covariate with one value among the eligible VUs (e.g.
+            # baseline_corner among VUs at risk of growth) carries no information.
+            constant = constant_columns(frame, list(spec.covariates))
+            covariates = [c for c in spec.covariates if c not in constant]
+            formula = vu_formula(spec.outcome, covariates, spec.engine, "reader" in frame.columns)
+            fitted = safe_fit(formula, frame, spec.engine, spec.nagq)
+            if isinstance(fitted, str):
+                raise ModelError(f"{spec.name}, exposure {exposure!r}: {fitted}")
+            if constant:
+                fitted.warnings.append(
+                    f"left out, constant in the analysis frame: {', '.join(constant)}"
+                )
+            ledger = fitted.ledger  # starts from the frame's ledger (build_design)
+            term = "mri"
+        else:
+            pl = spec_patient_level(panel, spec, exposure)
+            if pl.fit is None:
+                raise ModelError(f"{spec.name}, exposure {exposure!r}: {pl.note}")
+            fitted, ledger, term = pl.fit, pl.ledger, "exposure"
+            if not len(fitted.ledger):
+                fitted.ledger = ledger
+        table = fitted.odds_ratios().rename_axis("term").reset_index()
+        measure = "RR" if fitted.engine in ("poisson", "negbin") else "OR"
+        table = table.rename(columns={"OR": measure})
+        shown = table.assign(
+            **{
+                measure: table[measure].map(lambda v: f"{v:.3f}"),
+                "lower": table["lower"].map(lambda v: f"{v:.3f}"),
+                "upper": table["upper"].map(lambda v: f"{v:.3f}"),
+                "p": table["p"].map(lambda v: "<0.001" if v < 0.001 else f"{v:.3f}"),
+            }
+        )
+        text = (
+            fitted.summary()
+            + f"\n\n{'Odds' if measure == 'OR' else 'Rate'} ratios (95% CI); "
+            + f"the exposure is the term {term!r}:\n"
+            + shown.to_string(index=False)
+        )
+        out.append(SpecFit(exposure, title, fitted, table, ledger, text))
+    return out

@@ -1,0 +1,370 @@
+"""The reproduction: every analysis of a spec set run on one panel, as tables.
+
+``run_reproduction(panel, specs)`` fits the VU-level ladders (GLMM and GEE side by
+side) and the patient-level models the specs ask for, and assembles the tables a
+results section needs: descriptive counts, the ladders, GEE against GLMM, VU level
+beside patient level, the VUs left out. ``syndesmo.output.report.write_reproduction``
+writes them; ``syndesmo reproduce`` is the command line for both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from syndesmo.analysis import ladder as analysis
+from syndesmo.analysis.marginal import attenuation_table
+from syndesmo.analysis.specs import ModelSpec
+from syndesmo.derive.vu_tables import spine_profile
+from syndesmo.errors import SpecError
+from syndesmo.ledger import Ledger
+from syndesmo.output.report import fmt_ratio
+from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
+
+
+@dataclass
+class Reproduction:
+    """All results of a reproduction run (tables are tidy pandas frames)."""
+
+    panel_summary: dict[str, Any]
+    specs: list[ModelSpec]
+    ladder: pd.DataFrame
+    attenuation: pd.DataFrame
+    patient: pd.DataFrame
+    levels: pd.DataFrame
+    descriptives: dict[str, pd.DataFrame]
+    spine: pd.DataFrame
+    ledger: pd.DataFrame
+    headline: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def panel_summary(panel) -> dict[str, Any]:
+    """Counts that describe the panel: patients per arm, VU rows, weeks, readers."""
+    arms = panel.patients["arm"].value_counts().sort_index()
+    return {
+        "source": panel.source or "in-memory panel",
+        "n_patients": int(panel.n_patients),
+        "arms": {str(k): int(v) for k, v in arms.items()},
+        "n_vu_rows": len(panel.vu),
+        "n_vus": int(panel.vu["vu"].nunique()),
+        "mri_weeks": list(panel.mri_weeks),
+        "xray_weeks": list(panel.xray_weeks),
+        "readers": panel.readers,
+    }
+
+
+def check_specs(panel, specs: Sequence[ModelSpec]) -> None:
+    """Fail early, naming the spec, when a spec asks for what the panel cannot give."""
+    from syndesmo.derive.frame import available_covariates, available_exposures
+
+    exposures = available_exposures(panel.mri_weeks)
+    for spec in specs:
+        where = spec.source or spec.name
+        bad = [e for e in spec.exposures if e not in exposures]
+        if bad:
+            raise SpecError(
+                f"{where}: exposure(s) {bad} cannot be derived from MRI weeks "
+                f"{panel.mri_weeks}; available: {', '.join(exposures)}"
+            )
+        avail = (
+            available_covariates(panel, spec.readers)
+            if spec.level == "vu"
+            else [c for c in panel.patients.columns if c != "patient"]
+        )
+        missing = [c for c in spec.covariates if c not in avail]
+        if missing:
+            raise SpecError(
+                f"{where}: covariate(s) {missing} are not in the panel; "
+                f"available: {', '.join(avail)}"
+            )
+
+
+def n_fits(specs: Sequence[ModelSpec]) -> int:
+    """Number of models ``run_reproduction`` fits (for a progress bar)."""
+    total = 0
+    for spec in specs:
+        if spec.level == "vu":
+            total += analysis.n_ladder_fits(
+                len(spec.exposures), [spec.engine, *spec.beside], spec.confounders
+            )
+        else:
+            total += len(spec.exposures)
+    return total
+
+
+def run_reproduction(
+    panel,
+    specs: Sequence[ModelSpec],
+    *,
+    engine: str | None = None,
+    nagq: int | None = None,
+    progress: analysis.Progress | None = None,
+) -> Reproduction:
+    """Run every spec on ``panel`` and assemble the tables of a results section.
+
+    ``engine``/``nagq`` override the GLMM engine and quadrature of the VU-level
+    specs. An exposure that does not vary, or an outcome without events, raises
+    ``ModelError`` naming them (a reproduction with a silent hole is worse than
+    none); a single fit that fails is kept as a row with its reason in ``note``.
+    """
+    start = time.perf_counter()
+    progress = progress or (lambda _msg: None)
+    specs = [s.with_options(engine=engine, nagq=nagq) if s.level == "vu" else s for s in specs]
+    if not specs:
+        raise SpecError("no analysis specs to run")
+    check_specs(panel, specs)
+    # new syndesmophytes first, then growth, then the patient level (stable otherwise)
+    rank = {"new_syndesmophyte": 0, "growth": 1}
+    specs = sorted(specs, key=lambda s: (s.level != "vu", rank.get(s.outcome, 2)))
+    ladders, ledger_rows, patient_rows = [], [], []
+    for spec in (s for s in specs if s.level == "vu"):
+        res = analysis.ladder_result(
+            panel,
+            spec.outcome,
+            spec.exposures,
+            spec.confounders,
+            engine=spec.engine,
+            engines_beside=spec.beside,
+            nagq=spec.nagq,
+            threshold=spec.threshold,
+            readers=spec.readers,
+            strict=True,
+            progress=progress,
+        )
+        ladders.append(res.table.assign(analysis=spec.name))
+        for exposure, led in res.ledgers.items():
+            ledger_rows.append(_ledger_frame(led, spec.name, exposure))
+    for spec in (s for s in specs if s.level == "patient"):
+        for exposure in spec.exposures:
+            progress(f"patient level {spec.outcome} {exposure}")
+            pl = analysis.spec_patient_level(panel, spec, exposure)
+            patient_rows.append(pl.to_frame().assign(analysis=spec.name))
+            ledger_rows.append(_ledger_frame(pl.ledger, spec.name, exposure))
+    ladder = pd.concat(ladders, ignore_index=True) if ladders else _empty(analysis.LADDER_COLUMNS)
+    patient = pd.concat(patient_rows, ignore_index=True) if patient_rows else pd.DataFrame()
+    vu_specs = [s for s in specs if s.level == "vu"]
+    threshold = vu_specs[0].threshold if vu_specs else specs[0].threshold
+    readers = vu_specs[0].readers if vu_specs else "mean"
+    return Reproduction(
+        panel_summary=panel_summary(panel),
+        specs=list(specs),
+        ladder=ladder,
+        attenuation=attenuation_table(ladder) if len(ladder) else pd.DataFrame(),
+        patient=patient,
+        levels=levels_table(ladder, patient),
+        descriptives=descriptive_tables(panel, vu_specs, threshold, readers),
+        spine=spine_profile(panel, threshold=threshold, readers=readers),
+        ledger=pd.concat(ledger_rows, ignore_index=True) if ledger_rows else _empty(LEDGER_COLS),
+        headline=headline_table(ladder),
+        settings={
+            "engine": engine or (vu_specs[0].engine if vu_specs else ""),
+            "nagq": nagq or (vu_specs[0].nagq if vu_specs else 1),
+            "threshold": threshold,
+            "readers": readers,
+        },
+        seconds=time.perf_counter() - start,
+    )
+
+
+LEDGER_COLS = ["analysis", "exposure", "step", "reason", "n_rows", "n_patients"]
+
+
+def _empty(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in columns})
+
+
+def _ledger_frame(ledger: Ledger, name: str, exposure: str) -> pd.DataFrame:
+    frame = ledger.to_frame()
+    frame.insert(0, "exposure", exposure)
+    frame.insert(0, "analysis", name)
+    return frame[LEDGER_COLS]
+
+
+def levels_table(ladder: pd.DataFrame, patient: pd.DataFrame) -> pd.DataFrame:
+    """VU level (new syndesmophyte, adjusted for treatment: ladder step c) beside the
+    patient-level models of the same exposure; one row per model."""
+    if patient.empty or ladder.empty:
+        return pd.DataFrame()
+    vu = ladder[
+        ladder["outcome"].eq("new_syndesmophyte")
+        & ladder["step"].eq("c")
+        & ladder["exposure"].isin(set(patient["exposure"]))
+    ]
+    vu_rows = pd.DataFrame(
+        {
+            "level": "VU",
+            "exposure": vu["exposure"],
+            "exposure_label": vu["exposure_label"],
+            "outcome_label": OUTCOME_LABELS["new_syndesmophyte"],
+            "model": vu["engine"].map(_MODEL_WORDS).fillna(vu["engine"]),
+            "measure": "OR",
+            "estimate": vu["OR"],
+            "lower": vu["lower"],
+            "upper": vu["upper"],
+            "p": vu["p"],
+            "n_patients": vu["n_patients"],
+            "n_units": vu["n_vus"],
+            "events": vu["events"],
+            "note": vu["note"],
+        }
+    )
+    pt_rows = pd.DataFrame(
+        {
+            "level": "patient",
+            "exposure": patient["exposure"],
+            "exposure_label": patient["exposure_label"],
+            "outcome_label": patient["outcome_label"],
+            "model": patient["engine"].map(_MODEL_WORDS).fillna(patient["engine"]),
+            "measure": patient["measure"],
+            "estimate": patient["estimate"],
+            "lower": patient["lower"],
+            "upper": patient["upper"],
+            "p": patient["p"],
+            "n_patients": patient["n_patients"],
+            "n_units": patient["n_patients"],
+            "events": patient["events"],
+            "note": patient["note"],
+        }
+    )
+    out = pd.concat([vu_rows, pt_rows], ignore_index=True)
+    order = {e: i for i, e in enumerate(pd.unique(patient["exposure"]))}
+    out["_o"] = out["exposure"].map(order)
+    out["_l"] = out["level"].map({"VU": 0, "patient": 1})
+    out = out.sort_values(["_o", "_l"], kind="stable").drop(columns=["_o", "_l"])
+    return out.reset_index(drop=True)
+
+
+_MODEL_WORDS = {
+    "native": "GLMM, adjusted for treatment",
+    "lme4": "GLMM (lme4), adjusted for treatment",
+    "bayes": "Bayesian GLMM, adjusted for treatment",
+    "gee": "GEE, adjusted for treatment",
+    "logit": "logistic, adjusted for treatment",
+    "poisson": "Poisson (per VU at risk), adjusted for treatment",
+    "negbin": "negative binomial (per VU at risk), adjusted for treatment",
+}
+
+
+def headline_table(ladder: pd.DataFrame) -> pd.DataFrame:
+    """One row per outcome × exposure: OR (95% CI) at each step, GLMM and GEE."""
+    if ladder.empty:
+        return pd.DataFrame()
+    rows = []
+    for (outcome, _exposure), sub in ladder.groupby(["outcome", "exposure"], sort=False):
+        row: dict[str, Any] = {
+            "outcome": OUTCOME_LABELS.get(outcome, outcome),
+            "exposure": sub["exposure_label"].iloc[0],
+            "VUs (events)": f"{sub['n_vus'].iloc[0]} ({sub['events'].iloc[0]})",
+        }
+        for r in sub.itertuples(index=False):
+            name = (
+                "crude" if r.step == "a" else f"({r.step}) {_ENGINE_SHORT.get(r.engine, r.engine)}"
+            )
+            row[name] = fmt_ratio(r.OR, r.lower, r.upper)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+_ENGINE_SHORT = {"native": "GLMM", "lme4": "GLMM", "bayes": "Bayes", "gee": "GEE"}
+
+
+def descriptive_tables(
+    panel, vu_specs: Sequence[ModelSpec], threshold: float, readers: str
+) -> dict[str, pd.DataFrame]:
+    """Descriptive counts from ``syndesmo.analysis.describe``, each with a title and a sentence.
+
+    ``inflammation``: VUs and patients inflamed at each MRI week, by arm;
+    ``events_<outcome>``: VUs by exposure and outcome (2×2) for the binary exposures
+    of the VU-level specs; ``share_uninflamed``: new syndesmophytes in VUs without
+    inflammation at each week and never inflamed. ``df.attrs`` holds ``title`` and
+    ``text`` (a sentence with the numbers).
+    """
+    from syndesmo.analysis import describe
+    from syndesmo.derive.frame import COUNT_EXPOSURES
+
+    prev = describe.inflammation_prevalence(panel, threshold, readers)
+    prev.attrs.update(
+        title=f"VUs and patients with MRI inflammation (ASspiMRI-a ≥ {threshold:g}) by week "
+        "and arm",
+        text=_prevalence_text(prev),
+    )
+    tables = {"inflammation": prev}
+    for outcome in dict.fromkeys(s.outcome for s in vu_specs):
+        exposures = [
+            e
+            for e in dict.fromkeys(x for s in vu_specs if s.outcome == outcome for x in s.exposures)
+            if e not in COUNT_EXPOSURES
+        ]
+        if not exposures:
+            continue
+        ev = describe.events_by_inflammation(panel, threshold, readers, outcome, exposures)
+        label = OUTCOME_LABELS.get(outcome, outcome)
+        ev.attrs.update(
+            title=f"VUs at risk by MRI inflammation and {label} (2×2 counts)",
+            text=_events_text(ev, label),
+        )
+        tables[f"events_{outcome}"] = ev
+    if any(s.outcome == "new_syndesmophyte" for s in vu_specs):
+        share = describe.share_in_uninflamed(panel, threshold, readers)
+        share.attrs.update(
+            title="New syndesmophytes that formed in VUs without inflammation",
+            text=_share_text(share),
+        )
+        tables["share_uninflamed"] = share
+    return tables
+
+
+def _week_words(week: int) -> str:
+    return "baseline" if int(week) == 0 else f"week {int(week)}"
+
+
+def _prevalence_text(prev: pd.DataFrame) -> str:
+    from syndesmo.analysis.describe import ALL_ARMS
+
+    rows = prev[prev["arm"].eq(ALL_ARMS)]
+    parts = [
+        f"{r.pct_vus_inflamed:.1f}% of VUs ({r.pct_patients_inflamed:.0f}% of patients) at "
+        f"{_week_words(r.week)}"
+        for r in rows.itertuples()
+    ]
+    return "MRI inflammation was seen in " + ", ".join(parts) + "."
+
+
+def _crude_or_words(value: float) -> str:
+    """The crude OR of a 2×2 table, or why there is none (a zero cell)."""
+    if value is None or not np.isfinite(value):
+        return "crude OR not estimable (a zero cell)"
+    return f"crude OR {value:.2f}"
+
+
+def _events_text(ev: pd.DataFrame, label: str) -> str:
+    parts = []
+    for exposure, sub in ev.groupby("exposure", sort=False):
+        yes, no = sub.iloc[0], sub.iloc[1]
+        parts.append(
+            f"{EXPOSURE_LABELS.get(exposure, exposure)}: {yes['n_events']}/"
+            f"{yes['n_vus']} ({yes['pct_events']:.1f}%) vs {no['n_events']}/{no['n_vus']} "
+            f"({no['pct_events']:.1f}%) among the others, {_crude_or_words(yes['odds_ratio'])}"
+        )
+    return f"{label[0].upper()}{label[1:]}, VUs " + "; ".join(parts) + "."
+
+
+def _share_text(share: pd.DataFrame) -> str:
+    parts = [
+        f"{r.n_events_uninflamed} of {r.n_events} ({r.pct_events_uninflamed:.0f}%) formed in "
+        f"VUs {r.vus}"
+        for r in share.itertuples()
+    ]
+    return "Of the new syndesmophytes, " + "; ".join(parts) + "."
+
+
+def _exposure_order(name: str) -> int:
+    order = list(EXPOSURE_LABELS)
+    return order.index(name) if name in order else len(order)

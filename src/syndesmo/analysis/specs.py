@@ -1,0 +1,283 @@
+"""Analysis specs as TOML: one file per analysis, validated before anything is fitted.
+
+A spec says what to model, not how the numbers come out::
+
+    name = "new_syndesmophyte"           # optional; default: the file name
+    title = "New syndesmophytes, VU level"
+    level = "vu"                          # "vu" (GLMM / GEE ladder) or "patient"
+    outcome = "new_syndesmophyte"         # vu: new_syndesmophyte | growth
+    exposure = ["w0", "w24", "any"]       # one name or a list (see EXPOSURES)
+    threshold = 1                         # ASspiMRI-a score that counts as inflamed
+    covariates = ["arm", "baseline_corner", "region"]
+    engine = "native"                     # vu: native | lme4 | gee | logit | bayes
+    nagq = 1                              # 1 = Laplace; > 1 adaptive Gauss-Hermite
+    readers = "mean"                      # how two x-ray readers are combined
+    beside = ["gee"]                      # engines fitted beside the GLMM in the ladder
+
+Patient-level specs (``level = "patient"``) take ``outcome`` = ``any_new`` |
+``n_new`` | ``msasss_progression``, ``summary`` = ``any`` | ``count`` | ``total``
+(how VU exposures are summed up per patient) and ``engine`` = ``logit`` |
+``poisson`` | ``negbin``.
+
+``load_spec`` raises ``SpecError`` naming the file, the key and the allowed keys or
+values; column names in ``covariates`` are checked later, against the panel.
+The files in ``models/assert/`` make up the reproduction run by
+``syndesmo reproduce``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from syndesmo.errors import SpecError
+from syndesmo.fitting.api import MAX_NAGQ
+from syndesmo.resources import shipped_specs_candidates
+
+#: VU-level exposures derived from the MRI time points (``syndesmo.derive.frame``).
+EXPOSURES: tuple[str, ...] = (
+    "w0",
+    "w24",
+    "w102",
+    "w0_and_w24",
+    "w0_or_w24",
+    "any",
+    "all",
+    "never",
+    "resolved",
+    "new",
+    "n_timepoints",
+    "max_score",
+)
+LEVELS = ("vu", "patient")
+VU_OUTCOMES = ("new_syndesmophyte", "growth")
+PATIENT_OUTCOMES = ("any_new", "n_new", "msasss_progression")
+VU_ENGINES = ("native", "lme4", "gee", "logit", "bayes")
+PATIENT_ENGINES = ("logit", "poisson", "negbin")
+#: Engines that fit a random intercept and so take ``nagq``.
+QUADRATURE_ENGINES = ("native", "lme4")
+READERS = ("mean", "agree", "per_reader", "reader")
+SUMMARIES = ("any", "count", "total")
+#: Words that cannot be covariates because the analysis frame uses them itself.
+RESERVED = ("mri", "patient", "vu", *VU_OUTCOMES, *PATIENT_OUTCOMES)
+
+KEYS: dict[str, str] = {
+    "name": "short name used for output files",
+    "title": "one-line description for tables and the report",
+    "level": f"one of {list(LEVELS)}",
+    "outcome": "vu: new_syndesmophyte | growth; patient: any_new | n_new | msasss_progression",
+    "exposure": "an exposure name or a list of them",
+    "threshold": "ASspiMRI-a score (0-6) from which a VU counts as inflamed",
+    "covariates": "list of column names adjusted for (the full model)",
+    "engine": "how the model is fitted",
+    "nagq": "quadrature points (1 = Laplace)",
+    "readers": f"one of {list(READERS)}",
+    "beside": "engines fitted beside the GLMM in the ladder (vu level)",
+    "summary": f"patient level: one of {list(SUMMARIES)}",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated analysis spec (see the module docstring for the keys)."""
+
+    name: str
+    level: str = "vu"
+    outcome: str = "new_syndesmophyte"
+    exposures: tuple[str, ...] = ("w0",)
+    threshold: float = 1
+    covariates: tuple[str, ...] = ("arm",)
+    engine: str = "native"
+    nagq: int = 1
+    readers: str = "mean"
+    beside: tuple[str, ...] = ("gee",)
+    summary: str = "any"
+    title: str = ""
+    source: str = field(default="", compare=False)
+
+    @property
+    def confounders(self) -> list[str]:
+        """The covariates other than the treatment arm (step d of the ladder)."""
+        return [c for c in self.covariates if c != "arm"]
+
+    def with_options(self, **changes: Any) -> ModelSpec:
+        """A copy with some fields changed and validated again (e.g. engine, nagq)."""
+        data = {k: v for k, v in changes.items() if v is not None}
+        return validate(
+            {**_as_toml(self), **_as_toml_changes(data)}, source=self.source or self.name
+        )
+
+
+def _as_toml(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "title": spec.title,
+        "level": spec.level,
+        "outcome": spec.outcome,
+        "exposure": list(spec.exposures),
+        "threshold": spec.threshold,
+        "covariates": list(spec.covariates),
+        "engine": spec.engine,
+        "nagq": spec.nagq,
+        "readers": spec.readers,
+        **({"beside": list(spec.beside)} if spec.level == "vu" else {"summary": spec.summary}),
+    }
+
+
+def _as_toml_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(changes)
+    if "exposures" in out:
+        out["exposure"] = list(out.pop("exposures"))
+    return out
+
+
+def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise SpecError(
+            f"{source}: {key} = {value!r} is not allowed; choose one of {', '.join(allowed)}"
+        )
+    return value
+
+
+def _str_list(source: str, key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{source}: {key} must be a string or a list of strings, got {value!r}")
+    dup = sorted({v for v in value if value.count(v) > 1})
+    if dup:
+        raise SpecError(f"{source}: {key} repeats {dup}")
+    return tuple(value)
+
+
+def validate(data: dict[str, Any], source: str = "spec", default_name: str = "") -> ModelSpec:
+    """Check a parsed spec dictionary and return the ``ModelSpec``; ``SpecError`` if bad."""
+    unknown = [k for k in data if k not in KEYS]
+    if unknown:
+        raise SpecError(f"{source}: unknown key(s) {unknown}; allowed keys are {', '.join(KEYS)}")
+    name = data.get("name", default_name or "analysis")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise SpecError(f"{source}: name = {name!r} must be a non-empty word (no spaces or '/')")
+    title = data.get("title", "")
+    if not isinstance(title, str):
+        raise SpecError(f"{source}: title must be a string, got {title!r}")
+    level = _choice(source, "level", data.get("level", "vu"), LEVELS)
+    if "outcome" not in data:
+        raise SpecError(f"{source}: the key 'outcome' is required")
+    if "exposure" not in data:
+        raise SpecError(f"{source}: the key 'exposure' is required")
+    outcomes = VU_OUTCOMES if level == "vu" else PATIENT_OUTCOMES
+    outcome = _choice(source, f"outcome (level {level!r})", data["outcome"], outcomes)
+    exposures = _str_list(source, "exposure", data["exposure"])
+    for e in exposures:
+        _choice(source, "exposure", e, EXPOSURES)
+    threshold = data.get("threshold", 1)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise SpecError(f"{source}: threshold must be a number, got {threshold!r}")
+    if not 0 < threshold <= 6:
+        raise SpecError(
+            f"{source}: threshold = {threshold!r} is outside the ASspiMRI-a range; "
+            "use a score in (0, 6]"
+        )
+    covariates = _str_list(source, "covariates", data.get("covariates", ["arm"]))
+    reserved = [c for c in covariates if c in RESERVED]
+    if reserved:
+        raise SpecError(
+            f"{source}: covariates {reserved} are reserved names of the analysis frame "
+            f"({', '.join(RESERVED)})"
+        )
+    engines = VU_ENGINES if level == "vu" else PATIENT_ENGINES
+    default_engine = "native" if level == "vu" else "logit"
+    engine = _choice(
+        source, f"engine (level {level!r})", data.get("engine", default_engine), engines
+    )
+    nagq = data.get("nagq", 1)
+    if isinstance(nagq, bool) or not isinstance(nagq, int) or not 1 <= nagq <= MAX_NAGQ:
+        raise SpecError(f"{source}: nagq = {nagq!r} must be a whole number from 1 to {MAX_NAGQ}")
+    if nagq > 1 and engine not in QUADRATURE_ENGINES:
+        raise SpecError(
+            f"{source}: nagq = {nagq} needs a GLMM engine ({', '.join(QUADRATURE_ENGINES)}); "
+            f"engine {engine!r} has no random-effect integral"
+        )
+    readers = _choice(source, "readers", data.get("readers", "mean"), READERS)
+    beside = _str_list(source, "beside", data.get("beside", ["gee"] if level == "vu" else []))
+    if level == "patient" and beside:
+        raise SpecError(f"{source}: beside is for VU-level specs only")
+    for e in beside:
+        _choice(source, "beside", e, tuple(x for x in VU_ENGINES if x != "logit"))
+    summary = _choice(source, "summary", data.get("summary", "any"), SUMMARIES)
+    if level == "vu" and "summary" in data:
+        raise SpecError(f"{source}: summary is for patient-level specs only")
+    if summary == "total":
+        bad = [e for e in exposures if e not in ("w0", "w24", "w102")]
+        if bad:
+            raise SpecError(
+                f"{source}: summary = 'total' sums the ASspiMRI-a at one week; exposure(s) "
+                f"{bad} are not single weeks (use w0, w24 or w102)"
+            )
+    return ModelSpec(
+        name=name,
+        level=level,
+        outcome=outcome,
+        exposures=exposures,
+        threshold=threshold,
+        covariates=covariates,
+        engine=engine,
+        nagq=nagq,
+        readers=readers,
+        beside=beside,
+        summary=summary,
+        title=title,
+        source=source,
+    )
+
+
+def load_spec(path: str | os.PathLike) -> ModelSpec:
+    """Read and validate one TOML spec; ``SpecError`` names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"no such spec file: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from exc
+    return validate(data, source=str(path), default_name=path.stem)
+
+
+def load_specs(directory: str | os.PathLike) -> list[ModelSpec]:
+    """All ``*.toml`` specs of a directory, in file-name order; ``SpecError`` if none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SpecError(f"no such spec directory: {directory}")
+    specs = [load_spec(p) for p in sorted(directory.glob("*.toml"))]
+    if not specs:
+        raise SpecError(f"{directory}: no *.toml analysis specs found")
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SpecError(f"{directory}: several specs share the name(s) {dup}")
+    return specs
+
+
+def default_spec_dir() -> Path:
+    """``models/assert``: the specs of the reproduction.
+
+    Found beside the source tree (editable install / checkout) or, in an installed
+    wheel, in the package data ``syndesmo/_models/assert``.
+    """
+    candidates = shipped_specs_candidates()
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise SpecError(
+        "cannot find the reproduction specs (models/assert); pass --specs DIR "
+        f"(looked in {', '.join(str(c) for c in candidates)})"
+    )

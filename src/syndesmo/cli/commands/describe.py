@@ -1,0 +1,166 @@
+"""``syndesmo describe``: the descriptive counts of a VU panel as Markdown tables."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+NAME = "describe"
+HELP = "print the descriptive counts of a VU panel: inflamed VUs, new syndesmophytes"
+DESCRIPTION = """\
+Validate a VU panel and print the descriptive counts of the paper's first
+results (van der Heijde et al., Ann Rheum Dis 2012), as Markdown tables:
+
+  inflammation      VUs (and patients) with MRI inflammation at each MRI week,
+                    by arm and overall
+  events            new syndesmophytes in VUs with and without inflammation at
+                    each MRI week, with the risks and crude risk/odds ratios
+  share_uninflamed  the share of all new syndesmophytes that arose in VUs not
+                    inflamed at each week, and in VUs never inflamed
+  ledger            VUs left out of the event tables, and why
+
+Inflamed means ASspiMRI-a >= --threshold. The event tables use exactly the VUs
+a model would use (no corner >= 2 at the first x-ray, both x-rays and the MRI
+present); everything left out is counted in the ledger.
+
+Input: a VU table (--vu) and a patient table (--patients), CSV or Parquet; or
+one VU file that carries the patient columns (arm, covariates), if --patients
+is left out. Errors name the file, line, column and value.
+
+With --out DIR the tables are also written as DIR/<table>.csv (full precision)
+and DIR/<table>.md, plus DIR/describe.md with all of them; DIR is replaced only
+if it is empty or was written by syndesmo.
+
+example:
+  syndesmo describe --vu cohort/vu.csv --patients cohort/patients.csv
+  syndesmo describe --vu cohort/vu.csv --patients cohort/patients.csv \\
+      --threshold 2 --readers agree --out cohort/describe/
+"""
+
+#: Tables in the order printed; names are also the file names with --out.
+TABLES = ("inflammation", "events", "share_uninflamed", "ledger")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vu", required=True, metavar="FILE", help="VU table (.csv or .parquet)")
+    parser.add_argument(
+        "--patients",
+        default=None,
+        metavar="FILE",
+        help="patient table (.csv or .parquet); default: patient columns in the VU file",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="ASspiMRI-a score that counts as inflamed (score >= T; default: 1)",
+    )
+    parser.add_argument(
+        "--readers",
+        choices=("mean", "agree", "per_reader"),
+        default="mean",
+        help="with two readers: mean of their scores, agreement of both, or each "
+        "reader separately (default: mean)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="also write each table as CSV and Markdown into DIR",
+    )
+
+
+def ledger_table(tables: dict) -> pd.DataFrame:
+    """The ledgers of the event tables as one table: exposures, step, reason, counts.
+
+    Entries that are the same for several exposures (the usual case: the same VUs
+    are not at risk whatever the exposure) are listed once with those exposures.
+    """
+    ledgers: dict = {}
+    for name in ("events", "share_uninflamed"):
+        for exposure, ledger in tables[name].attrs.get("ledgers", {}).items():
+            ledgers.setdefault(exposure, ledger)
+    columns = ["step", "reason", "n_rows", "n_patients"]
+    parts = []
+    for exposure, ledger in ledgers.items():
+        frame = ledger.to_frame()
+        frame.insert(0, "exposure", exposure)
+        parts.append(frame)
+    if not parts or not sum(len(p) for p in parts):
+        out = pd.DataFrame(columns=["exposures", *columns])
+    else:
+        long = pd.concat(parts, ignore_index=True)
+        long["n_patients"] = long["n_patients"].astype("Int64")
+        out = (
+            long.groupby(columns, sort=False, dropna=False)["exposure"]
+            .agg(", ".join)
+            .rename("exposures")
+            .reset_index()
+        )[["exposures", *columns]]
+    out.attrs["title"] = "VUs left out of the event tables, and why"
+    return out
+
+
+#: Decimals shown for columns of the printed tables (CSV files keep full precision).
+_DECIMALS = {"pct_": 1, "risk_ratio": 2, "odds_ratio": 2}
+
+
+def display(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with percentages and ratios as fixed-decimal text ("—" if undefined)."""
+    out = df.copy()
+    for col in out.columns:
+        digits = next((d for key, d in _DECIMALS.items() if str(col).startswith(key)), None)
+        if digits is not None:
+            out[col] = [
+                "—" if pd.isna(v) else f"{float(v):.{digits}f}" for v in out[col].to_numpy()
+            ]
+    return out
+
+
+def table_markdown(df: pd.DataFrame) -> str:
+    """One table as Markdown under its title."""
+    from syndesmo.output.report import markdown_table
+
+    if not len(df):
+        return f"## {df.attrs.get('title', '')}\n\n(none)\n"
+    lines = markdown_table(display(df)).split("\n")
+    # numbers shown as fixed-decimal text stay right-aligned like the other numbers
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    lines[1] = "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"
+    body = "\n".join(lines)
+    return f"## {df.attrs.get('title', '')}\n\n{body}\n"
+
+
+def render(tables: dict, header: str) -> str:
+    """All tables as one Markdown document with a heading per table."""
+    return f"# {header}\n\n" + "\n".join(table_markdown(tables[name]) for name in TABLES)
+
+
+def run(args: argparse.Namespace) -> int:
+    from syndesmo.analysis.describe import report_tables
+    from syndesmo.output.report import atomic_output_dir, check_destination
+    from syndesmo.panel.tables import load_panel
+
+    if args.out is not None:
+        check_destination(args.out)  # before any work, so a bad --out fails first
+    panel = load_panel(args.vu, args.patients)
+    tables = dict(report_tables(panel, threshold=args.threshold, readers=args.readers))
+    tables["ledger"] = ledger_table(tables)
+    files = f"{args.vu}" + (f" + {args.patients}" if args.patients else "")
+    header = (
+        f"Descriptive counts of {files}: {panel.n_patients} patients, {len(panel.vu)} VU rows, "
+        f"MRI weeks {panel.mri_weeks}, x-ray weeks {panel.xray_weeks}"
+    )
+    text = render(tables, header)
+    print(text, end="")
+    if args.out is not None:
+        with atomic_output_dir(args.out) as tmp:
+            for name in TABLES:
+                tables[name].to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
+                (tmp / f"{name}.md").write_text(table_markdown(tables[name]), encoding="utf-8")
+            (tmp / "describe.md").write_text(text, encoding="utf-8")
+        print(f"wrote {len(TABLES) * 2 + 1} files to {Path(args.out)}")
+    return 0

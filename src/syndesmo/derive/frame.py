@@ -1,0 +1,561 @@
+"""Outcomes and exposures derived from the scores of a VU panel.
+
+Two layers, one set of rules:
+
+* **array core** (numpy only, no pandas): :func:`inflamed`, :func:`exposure_values`,
+  :func:`corner_outcome`, :func:`combine_readers` and :func:`derive_arrays`. The
+  simulator and the power simulation call these for thousands of replicates;
+* **frame layer**: :func:`analysis_frame` turns a ``VUPanel`` into one row per
+  eligible VU for a model, and counts every VU left out in a ``Ledger``.
+
+This module knows nothing of models.
+
+Outcomes (baseline = first x-ray week, follow-up = last x-ray week; a corner "has
+a syndesmophyte" when its score is ≥ 2 and "is bridged" when it is ≥ 3; with the
+``"mean"`` reader rule the scores are the readers' mean, so these are comparisons
+of a mean, e.g. a syndesmophyte when the mean corner score is ≥ 2):
+
+* ``new_syndesmophyte``: at risk = a VU with no corner ≥ 2 at baseline; event = a
+  corner ≥ 2 at follow-up.
+* ``growth``: at risk = a VU with a corner ≥ 2 at baseline that can still grow,
+  i.e. not both corners bridged (≥ 3). A VU with one bridged corner (3) and the
+  other below 3 is at risk (the other corner can still form or bridge); a VU
+  whose both corners are 3 cannot grow and is "not at risk". Event = a corner
+  that was a non-bridging syndesmophyte (≥ 2 and < 3) becomes bridging (≥ 3), or a
+  corner without a syndesmophyte (< 2) gains one (≥ 2).
+
+Exposures (inflamed = ASspiMRI-a score ≥ ``threshold``; baseline = first MRI week):
+``w{week}`` for each MRI week; ``w{a}_and_w{b}`` / ``w{a}_or_w{b}`` for two MRI weeks
+a < b (e.g. ``w0_and_w24`` persistent, ``w0_or_w24``); ``any``, ``all``, ``never``
+(over all MRI weeks); ``resolved`` (inflamed at baseline, at no later week);
+``new`` (not at baseline, at some later week); ``n_timepoints`` (number of weeks
+inflamed, 0…n_weeks); ``max_score`` (the highest score over the weeks, 0–6; the
+threshold is not used). An exposure needs every MRI week it refers to: if one of
+them is missing the exposure is undefined (NaN), never 0. ``any`` and the other
+all-week exposures therefore need all MRI weeks.
+
+Two or more readers (a ``reader`` column), rule ``readers=``:
+
+* ``"mean"``: per corner and week, the mean of the readers' scores (NaN if a reader
+  present for that VU has no score); the outcome rules above are then applied to
+  the mean scores. MRI scores are averaged the same way before the threshold.
+* ``"agree"``: each reader's outcome is derived from their own scores; a VU is at
+  risk only if every reader finds it at risk, and has the event only if every
+  reader scores the event (a disagreement counts as no event). MRI and
+  ``baseline_corner`` use the readers' mean, as for ``"mean"``.
+* ``"per_reader"`` (alias ``"reader"``): one row per VU × reader with that
+  reader's own scores; ``reader`` stays a column for a model term.
+
+Readers are combined over the reader rows present for a VU.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from syndesmo.errors import DeriveError
+from syndesmo.ledger import Ledger
+from syndesmo.panel.spine import VU_LABELS, VU_REGION
+
+#: VU-level outcomes.
+OUTCOMES: tuple[str, ...] = ("new_syndesmophyte", "growth")
+#: Reader rules; ``"reader"`` is accepted as an alias of ``"per_reader"``.
+READER_RULES: tuple[str, ...] = ("mean", "agree", "per_reader")
+_READER_ALIASES = {"reader": "per_reader"}
+#: Region codes used by the array layer (index into this tuple).
+REGIONS: tuple[str, ...] = ("cervical", "lumbar", "thoracic")
+_REGION_CODE = {r: i for i, r in enumerate(REGIONS)}
+#: Exposures that hold a count or a score rather than 0/1.
+COUNT_EXPOSURES: tuple[str, ...] = ("n_timepoints", "max_score")
+
+#: Corner-score cut-offs (mSASSS): syndesmophyte ≥ 2, bridging ≥ 3.
+SYNDESMOPHYTE = 2.0
+BRIDGE = 3.0
+
+#: Why a VU is not in the analysis; codes of ``derive_arrays(...)["reason"]`` in the
+#: order the ledger reports them. 0 means eligible.
+ELIGIBLE, THORACIC, NOT_AT_RISK, XRAY_MISSING, MRI_MISSING = 0, 1, 2, 3, 4
+REASON_CODES: tuple[int, ...] = (THORACIC, NOT_AT_RISK, XRAY_MISSING, MRI_MISSING)
+
+#: Columns the analysis frame makes itself (so never taken from the patient table).
+FRAME_COLUMNS: tuple[str, ...] = (
+    "patient",
+    "vu",
+    "reader",
+    "region",
+    "mri",
+    "baseline_corner",
+    *OUTCOMES,
+)
+#: VU-level covariates the frame always carries.
+VU_COVARIATES: tuple[str, ...] = ("region", "baseline_corner")
+
+_WEEK_RE = re.compile(r"^w(\d+)$")
+_PAIR_RE = re.compile(r"^w(\d+)_(and|or)_w(\d+)$")
+
+
+# --------------------------------------------------------------------------- exposures
+
+
+def available_exposures(mri_weeks: Sequence[int]) -> list[str]:
+    """All exposure names that can be derived from MRI at ``mri_weeks``."""
+    weeks = sorted(int(w) for w in mri_weeks)
+    names = [f"w{w}" for w in weeks]
+    for i, a in enumerate(weeks):
+        for b in weeks[i + 1 :]:
+            names += [f"w{a}_and_w{b}", f"w{a}_or_w{b}"]
+    names += ["any", "all", "never"]
+    if len(weeks) >= 2:
+        names += ["resolved", "new"]
+    return [*names, "n_timepoints", "max_score"]
+
+
+def needed_weeks(exposure: str, mri_weeks: Sequence[int]) -> list[int]:
+    """The MRI weeks ``exposure`` refers to; raises ``DeriveError`` for an unknown name.
+
+    The message lists the exposures available for these weeks.
+    """
+    weeks = sorted(int(w) for w in mri_weeks)
+    if not isinstance(exposure, str) or exposure not in available_exposures(weeks):
+        raise DeriveError(
+            f"unknown exposure {exposure!r} for MRI weeks {weeks}; available exposures: "
+            + ", ".join(available_exposures(weeks))
+        )
+    m = _WEEK_RE.match(exposure)
+    if m:
+        return [int(m.group(1))]
+    p = _PAIR_RE.match(exposure)
+    if p:
+        return [int(p.group(1)), int(p.group(3))]
+    return weeks
+
+
+def check_threshold(threshold: Any) -> float:
+    """``threshold`` as a float in (0, 6], else ``DeriveError``."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
+        raise DeriveError(f"threshold must be a number in (0, 6], got {threshold!r}")
+    t = float(threshold)
+    if not (0.0 < t <= 6.0):
+        raise DeriveError(
+            f"threshold must be an ASspiMRI-a score in (0, 6] (inflamed = score ≥ threshold), "
+            f"got {threshold!r}"
+        )
+    return t
+
+
+def inflamed(mri: np.ndarray, threshold: float = 1.0) -> np.ndarray:
+    """1.0 where ``mri ≥ threshold``, 0.0 below it, NaN where the score is missing."""
+    mri = np.asarray(mri, dtype=float)
+    with np.errstate(invalid="ignore"):
+        out = (mri >= threshold).astype(float)
+    out[np.isnan(mri)] = np.nan
+    return out
+
+
+def exposure_values(
+    mri: np.ndarray, mri_weeks: Sequence[int], exposure: str, threshold: float = 1.0
+) -> np.ndarray:
+    """The exposure of each row of ``mri`` (shape n × n_weeks, columns in ``mri_weeks``
+    order), as floats: 0/1 for binary exposures, a count for ``n_timepoints``, a
+    score for ``max_score``; NaN where a needed week is missing.
+    """
+    weeks = [int(w) for w in mri_weeks]
+    if weeks != sorted(weeks):
+        raise DeriveError(f"MRI weeks must be in increasing order, got {weeks}")
+    need = needed_weeks(exposure, weeks)
+    mri = np.asarray(mri, dtype=float)
+    if mri.ndim != 2 or mri.shape[1] != len(weeks):
+        raise DeriveError(
+            f"MRI scores must have one column per MRI week {weeks}, got shape {mri.shape}"
+        )
+    cols = [weeks.index(w) for w in need]
+    missing = np.isnan(mri[:, cols]).any(axis=1)
+    if exposure == "max_score":
+        out = mri.max(axis=1)
+    else:
+        inf = inflamed(mri, threshold)
+        inf[np.isnan(inf)] = 0.0  # rows with a needed week missing are set to NaN below
+        m = _WEEK_RE.match(exposure)
+        p = _PAIR_RE.match(exposure)
+        if m:
+            out = inf[:, cols[0]]
+        elif p:
+            a, b = inf[:, cols[0]], inf[:, cols[1]]
+            out = np.minimum(a, b) if p.group(2) == "and" else np.maximum(a, b)
+        elif exposure == "any":
+            out = inf.max(axis=1)
+        elif exposure == "all":
+            out = inf.min(axis=1)
+        elif exposure == "never":
+            out = 1.0 - inf.max(axis=1)
+        elif exposure == "resolved":
+            out = inf[:, 0] * (1.0 - inf[:, 1:].max(axis=1))
+        elif exposure == "new":
+            out = (1.0 - inf[:, 0]) * inf[:, 1:].max(axis=1)
+        else:  # n_timepoints
+            out = inf.sum(axis=1)
+    out = np.array(out, dtype=float)
+    out[missing] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def corner_outcome(
+    baseline: np.ndarray, followup: np.ndarray, outcome: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """At-risk and event status of VUs from their two corner scores.
+
+    ``baseline`` and ``followup`` have shape (n, 2): the (upper, lower) corner scores
+    at the first and last x-ray week (means of readers allowed). Returns boolean
+    arrays ``(baseline_known, at_risk, followup_known, event)``; ``at_risk`` is only
+    meaningful where ``baseline_known`` and ``event`` where all three hold.
+    """
+    if outcome not in OUTCOMES:
+        raise DeriveError(f"unknown outcome {outcome!r}; available outcomes: {', '.join(OUTCOMES)}")
+    b = np.asarray(baseline, dtype=float)
+    f = np.asarray(followup, dtype=float)
+    b_known = ~np.isnan(b).any(axis=1)
+    f_known = ~np.isnan(f).any(axis=1)
+    with np.errstate(invalid="ignore"):
+        s_b, br_b = b >= SYNDESMOPHYTE, b >= BRIDGE
+        s_f, br_f = f >= SYNDESMOPHYTE, f >= BRIDGE
+    if outcome == "new_syndesmophyte":
+        at_risk = ~s_b.any(axis=1)
+        event = s_f.any(axis=1)
+    else:
+        at_risk = s_b.any(axis=1) & ~br_b.all(axis=1)
+        event = ((s_b & ~br_b & br_f) | (~s_b & s_f)).any(axis=1)
+    return b_known, at_risk & b_known, f_known, event & b_known & f_known
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def check_readers(readers: str) -> str:
+    """The canonical name of a readers rule (``"reader"`` → ``"per_reader"``), else
+    ``DeriveError`` listing the rules."""
+    rule = _READER_ALIASES.get(readers, readers)
+    if rule not in READER_RULES:
+        raise DeriveError(f"unknown readers rule {readers!r}; use one of {', '.join(READER_RULES)}")
+    return rule
+
+
+def _units(patient: np.ndarray, vu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group rows by (patient, vu): (first row of each unit in row order, unit of each row)."""
+    key = np.asarray(patient, dtype=np.int64) * (int(np.max(vu)) + 1) + np.asarray(vu)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.ravel()]
+
+
+def _unit_mean(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
+    """Mean of ``values`` (rows × …) within units; NaN if any row of the unit is NaN."""
+    flat = values.reshape(len(values), -1)
+    total = np.zeros((n_units, flat.shape[1]))
+    np.add.at(total, unit, flat)
+    count = np.bincount(unit, minlength=n_units).astype(float)
+    return (total / count[:, None]).reshape((n_units, *values.shape[1:]))
+
+
+def _unit_all(flags: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
+    """True where ``flags`` holds for every row of the unit."""
+    bad = np.bincount(unit, weights=(~flags).astype(float), minlength=n_units)
+    return bad == 0
+
+
+def combine_readers(arrays: Mapping[str, np.ndarray], readers: str = "mean") -> dict:
+    """Scores per VU (``"mean"``/``"agree"``) or per VU × reader (``"per_reader"``).
+
+    Returns a dict with ``patient``, ``vu``, ``region``, ``row`` (the first input row
+    of each unit), ``unit`` (the unit of each input row), ``mri`` and ``corners``
+    (readers' means for the combined rules). Without a ``reader`` array, or with
+    ``"per_reader"``, rows are returned as they are.
+    """
+    rule = check_readers(readers)
+    n = len(arrays["patient"])
+    reader = arrays.get("reader")
+    single = reader is None or len(np.unique(reader)) <= 1
+    if rule == "per_reader" or single:
+        rows = np.arange(n)
+        out = {k: np.asarray(arrays[k]) for k in ("patient", "vu", "region", "mri", "corners")}
+        out.update(row=rows, unit=rows)
+        if reader is not None:
+            out["reader"] = np.asarray(reader)
+        return out
+    first, unit = _units(arrays["patient"], arrays["vu"])
+    k = len(first)
+    return {
+        "patient": np.asarray(arrays["patient"])[first],
+        "vu": np.asarray(arrays["vu"])[first],
+        "region": np.asarray(arrays["region"])[first],
+        "row": first,
+        "unit": unit,
+        "mri": _unit_mean(np.asarray(arrays["mri"], dtype=float), unit, k),
+        "corners": _unit_mean(np.asarray(arrays["corners"], dtype=float), unit, k),
+    }
+
+
+# --------------------------------------------------------------------------- array core
+
+
+def derive_arrays(
+    arrays: Mapping[str, np.ndarray],
+    outcome: str = "new_syndesmophyte",
+    exposure: str = "w0",
+    threshold: float = 1.0,
+    readers: str = "mean",
+) -> dict[str, np.ndarray]:
+    """Outcome, exposure and eligibility of every VU, from arrays, without pandas.
+
+    ``arrays`` holds (as ``simulate_arrays`` returns, or :func:`panel_arrays`):
+
+    * ``patient`` (n,) int codes, ``vu`` (n,) int codes, ``region`` (n,) codes into
+      :data:`REGIONS`, optionally ``reader`` (n,) int codes;
+    * ``mri`` (n, n_mri_weeks) float scores, NaN = missing;
+    * ``corners`` (n, 2, n_xray_weeks) float (upper, lower) corner scores;
+    * ``mri_weeks`` and ``xray_weeks`` (int arrays, increasing).
+
+    Returns a dict of arrays, one entry per VU (per VU × reader for
+    ``"per_reader"``): ``patient``, ``vu``, ``region``, ``row`` (first input row),
+    [``reader``], ``y`` (0/1 outcome, NaN where not eligible), ``x`` (exposure, NaN
+    where undefined), ``baseline_corner`` (highest baseline corner score),
+    ``eligible`` (bool) and ``reason`` (int: 0 eligible, else the first of
+    :data:`REASON_CODES` that applies: thoracic, not at risk, x-ray missing, MRI
+    missing). Fit ``y[eligible]`` on ``x[eligible]`` grouped by ``patient[eligible]``.
+    """
+    threshold = check_threshold(threshold)
+    rule = check_readers(readers)
+    mri_weeks = [int(w) for w in np.asarray(arrays["mri_weeks"]).ravel()]
+    if outcome not in OUTCOMES:
+        raise DeriveError(f"unknown outcome {outcome!r}; available outcomes: {', '.join(OUTCOMES)}")
+    needed_weeks(exposure, mri_weeks)
+    units = combine_readers(arrays, rule)
+
+    corners = np.asarray(units["corners"], dtype=float)
+    baseline, followup = corners[:, :, 0], corners[:, :, -1]
+    b_known, at_risk, f_known, event = corner_outcome(baseline, followup, outcome)
+    if rule == "agree":
+        # every reader on their own scores, then all of a VU's readers must agree
+        rc = np.asarray(arrays["corners"], dtype=float)
+        rb_known, r_risk, rf_known, r_event = corner_outcome(rc[:, :, 0], rc[:, :, -1], outcome)
+        k, unit = len(units["row"]), units["unit"]
+        b_known = _unit_all(rb_known, unit, k)
+        f_known = _unit_all(rf_known, unit, k)
+        at_risk = _unit_all(r_risk, unit, k) & b_known
+        event = _unit_all(r_event, unit, k) & at_risk & f_known
+
+    x = exposure_values(units["mri"], mri_weeks, exposure, threshold)
+    region = np.asarray(units["region"])
+    reason = np.zeros(len(x), dtype=np.int8)
+    todo = np.ones(len(x), dtype=bool)
+    for code, hit in (
+        (THORACIC, region == _REGION_CODE["thoracic"]),
+        (NOT_AT_RISK, b_known & ~at_risk),
+        (XRAY_MISSING, ~(b_known & f_known)),
+        (MRI_MISSING, np.isnan(x)),
+    ):
+        mark = todo & hit
+        reason[mark] = code
+        todo &= ~mark
+    eligible = reason == ELIGIBLE
+    y = np.where(eligible, event.astype(float), np.nan)
+    with np.errstate(invalid="ignore"):
+        base_corner = np.max(baseline, axis=1)
+    out = {
+        "patient": np.asarray(units["patient"]),
+        "vu": np.asarray(units["vu"]),
+        "region": region,
+        "row": units["row"],
+        "y": y,
+        "x": x,
+        "baseline_corner": base_corner,
+        "eligible": eligible,
+        "reason": reason,
+    }
+    if "reader" in units:
+        out["reader"] = units["reader"]
+    return out
+
+
+# --------------------------------------------------------------------------- panel → arrays
+
+
+def panel_arrays(panel: Any) -> dict[str, np.ndarray]:
+    """A ``VUPanel`` as the arrays :func:`derive_arrays` takes (codes, not labels).
+
+    ``patient`` codes index ``panel.patients`` rows; ``vu`` codes index
+    ``syndesmo.panel.spine.VU_LABELS``; ``reader`` codes index ``panel.readers``.
+    """
+    vu = panel.vu
+    pat_ids = panel.patients["patient"]
+    pat_code = pd.Index(pat_ids).get_indexer(vu["patient"])
+    vu_code = pd.Index(VU_LABELS).get_indexer(vu["vu"])
+    mri_weeks = list(panel.mri_weeks)
+    xray_weeks = list(panel.xray_weeks)
+    mri = vu[[f"mri_w{w}" for w in mri_weeks]].to_numpy(dtype=float)
+    corners = np.stack(
+        [
+            vu[[f"msasss_upper_w{w}" for w in xray_weeks]].to_numpy(dtype=float),
+            vu[[f"msasss_lower_w{w}" for w in xray_weeks]].to_numpy(dtype=float),
+        ],
+        axis=1,
+    )
+    out = {
+        "patient": pat_code.astype(np.int64),
+        "vu": vu_code.astype(np.int64),
+        "region": np.array([_REGION_CODE[VU_REGION[v]] for v in vu["vu"]], dtype=np.int8),
+        "mri": mri,
+        "corners": corners,
+        "mri_weeks": np.array(mri_weeks, dtype=np.int64),
+        "xray_weeks": np.array(xray_weeks, dtype=np.int64),
+    }
+    if "reader" in vu.columns:
+        out["reader"] = pd.Index(panel.readers).get_indexer(vu["reader"]).astype(np.int64)
+    return out
+
+
+# --------------------------------------------------------------------------- frame layer
+
+
+def available_covariates(panel: Any, readers: str = "mean") -> list[str]:
+    """Covariates ``analysis_frame`` can add: patient-table columns and VU-level ones."""
+    pcols = [c for c in panel.patients.columns if c not in FRAME_COLUMNS]
+    extra = ["reader"] if check_readers(readers) == "per_reader" and panel.readers else []
+    return [*pcols, *VU_COVARIATES, *extra]
+
+
+def _reason_text(code: int, outcome: str, exposure: str, weeks: list[int], xray: list[int]) -> str:
+    if code == THORACIC:
+        return "VU not covered by the mSASSS (thoracic)"
+    if code == NOT_AT_RISK:
+        why = (
+            "a corner ≥ 2 at baseline"
+            if outcome == "new_syndesmophyte"
+            else "no corner ≥ 2 at baseline, or both corners bridged (3)"
+        )
+        return f"not at risk for {outcome} ({why})"
+    if code == XRAY_MISSING:
+        return f"x-ray missing at week {xray[0]} or {xray[-1]}"
+    listed = ", ".join(str(w) for w in weeks)
+    return f"MRI missing at a week needed for exposure {exposure} (week {listed})"
+
+
+def _arm_column(values: pd.Series) -> pd.Series:
+    """``arm`` as an ordered categorical with ``placebo`` (the control) first when present,
+    so that model terms compare the other arm against placebo."""
+    if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
+        levels = sorted(pd.unique(values.dropna()).tolist(), key=str)
+        if "placebo" in levels:
+            levels.remove("placebo")
+            levels.insert(0, "placebo")
+        return pd.Series(
+            pd.Categorical(values, categories=levels, ordered=True), index=values.index
+        )
+    return values
+
+
+def analysis_frame(
+    panel: Any,
+    outcome: str = "new_syndesmophyte",
+    exposure: str = "w0",
+    threshold: float = 1,
+    covariates: Sequence[str] | None = None,
+    readers: str = "mean",
+) -> pd.DataFrame:
+    """One row per eligible VU (per VU × reader for ``readers="per_reader"``).
+
+    Columns: ``patient``, ``vu``, [``reader``], ``region`` (cervical/lumbar), the
+    outcome (named as ``outcome``, 0/1 int), ``mri`` (the exposure: 0/1 int for
+    binary exposures, int for ``n_timepoints``, float for ``max_score``),
+    ``baseline_corner`` (highest baseline corner score of the VU, float), then the
+    requested patient covariates (``arm`` becomes an ordered categorical with
+    ``placebo`` first). See the module docstring for the rules.
+
+    ``frame.attrs["ledger"]`` is a ``Ledger`` of the VUs left out, one entry per
+    reason in this order: not covered by the mSASSS (thoracic), not at risk, x-ray
+    missing, MRI missing at a needed week, then one entry per covariate missing.
+    ``frame.attrs["analysis"]`` holds outcome, exposure, threshold and readers.
+    Raises ``DeriveError`` for an unknown outcome, exposure, covariate or readers
+    rule, and when no VU is eligible.
+    """
+    rule = check_readers(readers)
+    threshold = check_threshold(threshold)
+    if outcome not in OUTCOMES:
+        raise DeriveError(f"unknown outcome {outcome!r}; available outcomes: {', '.join(OUTCOMES)}")
+    weeks = needed_weeks(exposure, panel.mri_weeks)
+    covariates = [covariates] if isinstance(covariates, str) else list(covariates or [])
+    avail = available_covariates(panel, rule)
+    unknown = [c for c in covariates if c not in avail]
+    if unknown:
+        raise DeriveError(
+            f"unknown covariate(s) {unknown}; available covariates: {', '.join(avail)}"
+        )
+
+    arrays = panel_arrays(panel)
+    d = derive_arrays(arrays, outcome, exposure, threshold, rule)
+    vu_rows = panel.vu.iloc[d["row"]]
+    patient_labels = vu_rows["patient"].to_numpy()
+
+    ledger = Ledger()
+    xray = list(panel.xray_weeks)
+    for code in REASON_CODES:
+        hit = d["reason"] == code
+        if hit.any():
+            ledger.add(
+                "derive",
+                _reason_text(code, outcome, exposure, weeks, xray),
+                int(hit.sum()),
+                len(pd.unique(patient_labels[hit])),
+            )
+
+    keep = d["eligible"]
+    frame = pd.DataFrame({"patient": patient_labels[keep], "vu": vu_rows["vu"].to_numpy()[keep]})
+    if rule == "per_reader" and "reader" in panel.vu.columns:
+        frame["reader"] = vu_rows["reader"].to_numpy()[keep]
+    frame["region"] = [REGIONS[r] for r in d["region"][keep]]
+    frame[outcome] = d["y"][keep].astype(np.int64)
+    x = d["x"][keep]
+    frame["mri"] = x if exposure == "max_score" else x.astype(np.int64)
+    frame["baseline_corner"] = d["baseline_corner"][keep].astype(float)
+
+    pat = panel.patients.set_index("patient")
+    for cov in covariates:
+        if cov in frame.columns:
+            continue
+        values = pat[cov].reindex(frame["patient"]).reset_index(drop=True)
+        frame[cov] = _arm_column(values) if cov == "arm" else values
+    for cov in covariates:
+        miss = frame[cov].isna().to_numpy()
+        if miss.any():
+            ledger.add(
+                "derive",
+                f"covariate missing: {cov}",
+                int(miss.sum()),
+                frame.loc[miss, "patient"].nunique(),
+            )
+            frame = frame.loc[~miss]
+    frame = frame.reset_index(drop=True)
+    if frame.empty:
+        raise DeriveError(
+            f"no eligible VU for outcome {outcome!r} with exposure {exposure!r} "
+            f"(threshold {threshold:g}, readers {rule!r}); left out: "
+            + "; ".join(f"{e['reason']}: {e['n_rows']} VU rows" for e in ledger)
+        )
+    frame.attrs["ledger"] = ledger
+    frame.attrs["analysis"] = {
+        "outcome": outcome,
+        "exposure": exposure,
+        "threshold": threshold,
+        "readers": rule,
+        "covariates": covariates,
+    }
+    return frame

@@ -1,0 +1,1 @@
+"""The native maximum-likelihood GLMM engine (Laplace and adaptive quadrature)."""

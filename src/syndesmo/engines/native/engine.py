@@ -1,0 +1,566 @@
+"""Maximum-likelihood random-intercept logistic GLMM: Laplace and adaptive quadrature.
+
+The numpy/scipy counterpart of lme4's ``glmer(y ~ x + (1 | g), family = binomial,
+nAGQ = k)``, built the way lme4 is built: model matrices (``Design``) → conditional
+modes by penalised Newton for all groups at once → the Laplace (``nagq = 1``) or
+adaptive Gauss–Hermite (``nagq > 1``) marginal likelihood → joint maximisation over
+``(β, θ)`` → standard errors from the Hessian over ``(β, θ)`` at the optimum, as
+lme4's ``vcov()`` does (``use.hessian = TRUE``).
+
+Conventions copied from lme4 1.1 so numbers can be compared digit by digit:
+
+* θ is the random-intercept SD (``σ = θ ≥ 0``); ``singular`` is lme4's
+  ``isSingular``: θ < 1e-4.
+* ``loglik`` is ``logLik(fit)``. With ``nagq = 1`` it is the Laplace approximation of
+  the log-likelihood including the log binomial coefficients. With ``nagq > 1`` lme4
+  reports the quadrature approximation *minus the saturated model's log-likelihood*
+  (its AGQ deviance is built from deviance residuals); this is identical for 0/1
+  responses but not for binomial counts, and ``loglik`` follows lme4 there too. The
+  approximation of the log-likelihood itself is in ``extra["loglik_marginal"]``.
+* The conditional modes are solved to 1e-10, where lme4 stops its PIRLS when the
+  penalised deviance changes by less than ``tolPwrss = 1e-7`` (relative). Its Laplace
+  log-likelihood, estimates and finite-difference standard errors therefore carry
+  errors of that order (on lme4's ``cbpp`` example: 3e-4 in logLik, 6e-4 in the fixed
+  effects, 1% in one SE); with ``glmerControl(tolPwrss = 1e-12)`` lme4 agrees with
+  this engine to about 1e-5 (``tests/test_native_vs_lme4.py``).
+
+:func:`fit_many` fits many response vectors (power-simulation replicates) in one
+vectorised computation and returns a :class:`ManyFit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from syndesmo.engines.native.core import constants, fit_core, lme4_loglik
+from syndesmo.engines.native.layout import compress_shared, compress_stacked
+from syndesmo.engines.native.quadrature import loglik_and_grad
+from syndesmo.errors import ModelError, warn_user
+from syndesmo.fitting.design import Design
+from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.results import FitResult
+
+MAX_NAGQ = 25  # lme4's documented range for nAGQ with one scalar random effect
+SINGULAR_TOL = 1e-4  # lme4::isSingular(tol = 1e-4)
+SEPARATION_BETA = 10.0  # |β| beyond this (odds ratio e^10) triggers the separation check
+SEPARATION_SE = 10.0
+
+
+# ---------------------------------------------------------------------------
+# One model: fit_native
+# ---------------------------------------------------------------------------
+
+
+def _check_nagq(nagq: int) -> int:
+    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer):
+        raise ModelError(f"nagq must be an integer between 1 and {MAX_NAGQ}, got {nagq!r}")
+    if not 1 <= nagq <= MAX_NAGQ:
+        raise ModelError(
+            f"nagq must be between 1 (Laplace) and {MAX_NAGQ} (as lme4's nAGQ), got {nagq}"
+        )
+    return int(nagq)
+
+
+def _row(design: Design, i: int) -> str:
+    """Row ``i`` of the model matrices, named by its 0-based position in the input data."""
+    rows = getattr(design, "rows", None)
+    return f"row {int(rows[i]) if rows is not None else int(i)}"
+
+
+def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Arrays of a usable design, or one ModelError naming the problem."""
+    if design.groups is None:
+        raise ModelError("native engine needs a random-intercept term (1|group) in the formula")
+    X = np.asarray(design.X, dtype=float)
+    y = np.asarray(design.y, dtype=float).reshape(-1)
+    m = np.asarray(design.trials, dtype=float).reshape(-1)
+    groups = np.asarray(design.groups).reshape(-1)
+    n = X.shape[0]
+    resp = design.response or "response"
+    if X.ndim != 2 or y.size != n or m.size != n or groups.size != n:
+        raise ModelError(
+            f"design arrays disagree in length: X has {n} rows, y {y.size}, "
+            f"trials {m.size}, groups {groups.size}"
+        )
+    if n == 0:
+        raise ModelError("the model frame has no rows")
+    if len(design.names) != X.shape[1]:
+        raise ModelError(f"{X.shape[1]} model-matrix columns but {len(design.names)} names")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ModelError(f"term '{design.names[j]}' is not finite in {_row(design, i)} ({X[i, j]})")
+    for what, arr in ((resp, y), ("trials", m)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ModelError(f"{what} is not finite in {_row(design, i)} ({arr[i]})")
+    if np.any(m < 1) or np.any(m != np.round(m)):
+        i = int(np.flatnonzero((m < 1) | (m != np.round(m)))[0])
+        raise ModelError(f"trials must be positive integers: {_row(design, i)} has {m[i]:g}")
+    binary = bool(np.all(m == 1))
+    badv = (y < 0) | (y > m) | (y != np.round(y))
+    if badv.any():
+        i = int(np.flatnonzero(badv)[0])
+        if binary:
+            values = ", ".join(f"{v:g}" for v in np.unique(y[badv])[:5])
+            raise ModelError(
+                f"response '{resp}' must be 0/1 for a binary model: found value(s) {values} "
+                f"(first in {_row(design, i)}); use successes with trials for binomial counts"
+            )
+        raise ModelError(
+            f"response '{resp}' must count successes between 0 and trials: "
+            f"{_row(design, i)} has {y[i]:g} of {m[i]:g}"
+        )
+    if y.sum() == 0:
+        raise ModelError(
+            f"outcome has no events: '{resp}' is 0 in all {n} rows, so no model can be fitted"
+        )
+    if y.sum() == m.sum():
+        raise ModelError(
+            f"outcome has no non-events: '{resp}' is a success in all {n} rows, "
+            "so no model can be fitted"
+        )
+    if groups.dtype.kind not in "iu" or groups.min() < 0:
+        raise ModelError(f"group codes of '{design.group}' must be integers 0..G-1")
+    _check_rank(X, design.names)
+
+    notes = []
+    codes, groups = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(groups, weights=m)  # observations = trials (1 per row if binary)
+    single = np.flatnonzero(sizes == 1)
+    if single.size:
+        labels = design.group_labels
+        shown = [
+            str(labels[codes[g]])
+            if labels is not None and codes[g] < len(labels)
+            else str(codes[g])
+            for g in single[:3]
+        ]
+        notes.append(
+            f"{single.size} group(s) of '{design.group}' have a single observation "
+            f"(e.g. {', '.join(shown)}); they are kept, as lme4 does, but say little "
+            "about the random-intercept SD"
+        )
+    return X, y, m, groups, notes
+
+
+def _check_rank(X: np.ndarray, names: list[str]) -> None:
+    """ModelError naming the columns that are linear combinations of the others."""
+    from scipy.linalg import qr
+
+    if X.shape[1] == 0:
+        raise ModelError("the model has no fixed effects (not even an intercept)")
+    _, R, piv = qr(X, mode="economic", pivoting=True)
+    d = np.abs(np.diag(R))
+    rank = int(np.sum(d > d[0] * 1e-10 * max(X.shape)))
+    if rank < X.shape[1]:
+        dropped = [names[j] for j in piv[rank:]]
+        raise ModelError(
+            "the fixed-effects model matrix is rank deficient: "
+            + ", ".join(f"'{t}'" for t in dropped)
+            + " is a linear combination of the other terms (constant or collinear column)"
+        )
+
+
+def _check_offset(offset, n: int) -> np.ndarray | None:
+    """The offset as a float array of the design's length, or ModelError."""
+    if offset is None:
+        return None
+    arr = np.asarray(offset, dtype=float).reshape(-1)
+    if arr.size != n:
+        raise ModelError(f"offset has {arr.size} values but the design has {n} rows")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ModelError(f"offset is not finite in row {i} ({arr[i]})")
+    return arr
+
+
+def _start_vector(start, p: int, names: list[str]) -> np.ndarray | None:
+    if start is None:
+        return None
+    if isinstance(start, FitResult):
+        return np.r_[start.params.reindex(names).to_numpy(float), start.sigma]
+    arr = np.asarray(start, dtype=float).reshape(-1)
+    if arr.size != p + 1 or not np.all(np.isfinite(arr)):
+        raise ModelError(
+            f"start must hold {p + 1} finite numbers (fixed effects {names} then σ), got {arr.size}"
+        )
+    return arr
+
+
+def fit_native(
+    design: Design,
+    nagq: int = 1,
+    *,
+    start: np.ndarray | list[float] | FitResult | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 100,
+    offset: np.ndarray | None = None,
+) -> FitResult:
+    """Fit a binomial-logit GLMM with one random intercept by maximum likelihood.
+
+    ``nagq = 1`` is the Laplace approximation, ``nagq = k > 1`` adaptive Gauss–Hermite
+    quadrature with ``k`` nodes (lme4's ``nAGQ``, up to 25). ``start`` holds the fixed
+    effects then σ (default: logistic regression and σ = 1, as lme4). ``tol`` bounds
+    the Newton decrement (twice the log-likelihood still to gain) at convergence;
+    ``maxiter`` bounds the Newton iterations of each stage (Laplace, then quadrature).
+    ``offset`` (one number per row of the design) is a known term added to the linear
+    predictor, as lme4's ``offset=``; profile intervals refit with one in effect.
+
+    ``extra`` holds ``theta_se`` (SE of σ from the same Hessian; NaN at σ = 0),
+    ``loglik_marginal`` (see the module docstring), ``hessian`` and ``gradient`` of the
+    log-likelihood over (fixed effects, σ) at the estimates, ``n_iter``, and the
+    ``design`` and ``offset`` the fit used (so that ``conf_int(method="profile")`` can
+    refit; numpy arrays only, so results still pickle).
+    """
+    nagq = _check_nagq(nagq)
+    X, y, m, groups, notes = _validate(design)
+    offset = _check_offset(offset, X.shape[0])
+    if groups.max() == 0:
+        raise ModelError(
+            f"the grouping factor '{design.group}' has a single level: a random intercept "
+            "needs at least two groups (lme4 refuses this too)"
+        )
+    p = X.shape[1]
+    psi_start = _start_vector(start, p, design.names)
+    layout, _ = compress_shared(X, y[None], m[None], groups, offset)
+    core = fit_core(layout, nagq, psi_start, tol, maxiter)
+    logc, sat = constants(y, m)
+    loglik = float(lme4_loglik(core.value, logc, sat, nagq)[0])
+
+    beta = core.psi[0, :p]
+    sigma = float(core.psi[0, p])
+    vcov = core.vcov[0]
+    singular = sigma < SINGULAR_TOL
+    for n_ in notes:
+        warn_user(n_)
+    fit_warnings = list(notes)
+    if singular:
+        fit_warnings.append(
+            f"boundary (singular) fit: the random-intercept SD of '{design.group}' is "
+            f"estimated at {sigma:.2g} (< {SINGULAR_TOL:g}, lme4's isSingular tolerance); "
+            "the model reduces to ordinary logistic regression"
+        )
+    if not core.converged[0]:
+        fit_warnings.append(f"model did not converge: {core.message[0]}")
+    bse = np.sqrt(np.clip(np.diag(vcov), 0.0, None))
+    if (
+        (not core.converged[0])
+        or np.any(np.abs(beta) > SEPARATION_BETA)
+        or np.any(~np.isfinite(bse) | (bse > SEPARATION_SE))
+    ):
+        sep = separated_terms(layout.X, layout.y[:, 0], layout.m[:, 0], list(design.names))
+        if sep:
+            shown = ", ".join(
+                f"'{t}' (estimate {beta[design.names.index(t)]:.3g}, "
+                f"SE {bse[design.names.index(t)]:.3g})"
+                for t in sep
+            )
+            fit_warnings.append(
+                "complete or quasi-complete separation: the outcome is perfectly predicted "
+                f"along {shown}; these estimates are not finite and their Wald tests "
+                "are meaningless"
+            )
+
+    names = list(design.names)
+    marginal = float(core.value[0] + logc)
+    return FitResult(
+        engine="native",
+        formula=design.formula,
+        params=pd.Series(beta, index=names, name="estimate"),
+        vcov=pd.DataFrame(vcov, index=names, columns=names),
+        n_obs=int(X.shape[0]),
+        loglik=loglik,
+        n_groups=int(groups.max()) + 1,
+        group=design.group,
+        sigma=sigma,
+        nagq=nagq,
+        converged=bool(core.converged[0]),
+        convergence_message=core.message[0],
+        singular=bool(singular),
+        ledger=design.ledger.copy(),
+        warnings=fit_warnings,
+        n_events=round(float(y.sum())),
+        extra={
+            "theta_se": float(core.theta_se[0]),
+            "loglik_marginal": marginal,
+            "hessian": core.hess[0],
+            "gradient": core.grad[0],
+            "n_iter": int(core.n_iter[0]),
+            "design": design,
+            "offset": offset,
+        },
+    )
+
+
+def loglik_at(
+    design: Design,
+    params,
+    sigma: float,
+    nagq: int = 1,
+    *,
+    marginal: bool = False,
+    offset: np.ndarray | None = None,
+) -> float:
+    """Log-likelihood of ``design`` at given fixed effects and σ.
+
+    The function :func:`fit_native` maximises, on lme4's scale (``logLik``), so
+    estimates from another program (lme4) can be compared on it. ``marginal=True``
+    gives the approximation of the log-likelihood itself (differs from lme4's scale
+    only for ``nagq > 1`` with binomial counts, see the module docstring). ``offset``
+    as in :func:`fit_native`.
+    """
+    nagq = _check_nagq(nagq)
+    X, y, m, groups, _ = _validate(design)
+    layout, _ = compress_shared(X, y[None], m[None], groups, _check_offset(offset, X.shape[0]))
+    psi = np.r_[np.asarray(params, dtype=float).reshape(-1), float(sigma)][None, :]
+    value, _, st = loglik_and_grad(
+        layout, np.zeros(1, dtype=int), psi, np.zeros((layout.n_groups, 1)), nagq, grad=False
+    )
+    if not st.converged.all():
+        raise ModelError("conditional modes did not converge at these parameters")
+    logc, sat = constants(y, m)
+    if marginal:
+        return float(value[0] + logc)
+    return float(lme4_loglik(value, logc, sat, nagq)[0])
+
+
+# ---------------------------------------------------------------------------
+# Many replicates: fit_many
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ManyFit:
+    """Fits of many replicates of one model; arrays have one row per replicate."""
+
+    params: np.ndarray  # (R, p)
+    bse: np.ndarray  # (R, p)
+    vcov: np.ndarray  # (R, p, p)
+    sigma: np.ndarray  # (R,)
+    loglik: np.ndarray  # (R,)
+    converged: np.ndarray  # (R,)
+    singular: np.ndarray  # (R,)
+    n_obs: np.ndarray  # (R,)
+    n_events: np.ndarray  # (R,)
+    n_groups: np.ndarray  # (R,)
+    names: list[str]
+    nagq: int = 1
+    theta_se: np.ndarray | None = None
+    messages: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.params.shape[0])
+
+    @property
+    def tvalues(self) -> np.ndarray:
+        return self.params / self.bse
+
+    def pvalues(self) -> np.ndarray:
+        """Two-sided Wald p-values, (R, p)."""
+        return 2.0 * stats.norm.sf(np.abs(self.tvalues))
+
+    def conf_int(self, level: float = 0.95) -> np.ndarray:
+        """Wald intervals, (R, p, 2) with lower and upper bounds on the link scale."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"confidence level must be between 0 and 1, got {level}")
+        z = stats.norm.ppf(0.5 + level / 2.0)
+        return np.stack([self.params - z * self.bse, self.params + z * self.bse], axis=-1)
+
+    def result(self, i: int, formula: str = "", group: str | None = None) -> FitResult:
+        """Replicate ``i`` as a :class:`FitResult`."""
+        warn = []
+        if self.singular[i]:
+            warn.append("boundary (singular) fit: random-intercept SD estimated at 0")
+        if not self.converged[i]:
+            warn.append(f"model did not converge: {self.messages[i]}")
+        return FitResult(
+            engine="native",
+            formula=formula,
+            params=pd.Series(self.params[i], index=self.names, name="estimate"),
+            vcov=pd.DataFrame(self.vcov[i], index=self.names, columns=self.names),
+            n_obs=int(self.n_obs[i]),
+            loglik=float(self.loglik[i]),
+            n_groups=int(self.n_groups[i]),
+            group=group,
+            sigma=float(self.sigma[i]),
+            nagq=self.nagq,
+            converged=bool(self.converged[i]),
+            convergence_message=self.messages[i] if self.messages else "",
+            singular=bool(self.singular[i]),
+            warnings=warn,
+            n_events=int(self.n_events[i]),
+            extra={"theta_se": None if self.theta_se is None else float(self.theta_se[i])},
+        )
+
+
+def _many_inputs(X, Y, groups, trials, mask):
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[None, :]
+    if Y.ndim != 2:
+        raise ModelError(f"Y must be (replicates, rows), got shape {Y.shape}")
+    R, n = Y.shape
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 2:
+        X = X[None]
+    if X.ndim != 3 or X.shape[1] != n or X.shape[0] not in (1, R):
+        raise ModelError(f"X must be ({n}, p) or ({R}, {n}, p), got shape {X.shape}")
+    groups = np.asarray(groups)
+    if groups.shape != (n,) or groups.dtype.kind not in "iu":
+        raise ModelError(f"groups must be {n} integer codes, got shape {groups.shape}")
+    m = np.ones((R, n)) if trials is None else np.broadcast_to(np.asarray(trials, float), (R, n))
+    if mask is not None:
+        mask = np.broadcast_to(np.asarray(mask, dtype=bool), (R, n))
+        m = np.where(mask, m, 0.0)
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Y[m > 0]))):
+        raise ModelError("X and Y must be finite on the rows in the analysis")
+    if np.any((Y < 0) | (Y > m) | (Y != np.round(Y))) and mask is None:
+        raise ModelError("Y must count successes between 0 and trials (0/1 when binary)")
+    Y = np.where(m > 0, Y, 0.0)
+    if np.any((Y < 0) | (Y > m) | (Y != np.round(Y))):
+        raise ModelError("Y must count successes between 0 and trials (0/1 when binary)")
+    return X, Y, np.ascontiguousarray(m), groups
+
+
+def fit_many(
+    X: np.ndarray,
+    Y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    trials: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    nagq: int = 1,
+    names: list[str] | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 100,
+    chunk: int | None = None,
+) -> ManyFit:
+    """Fit the random-intercept GLMM to many response vectors at once.
+
+    ``X`` is one design ``(n, p)`` shared by all replicates or one per replicate
+    ``(R, n, p)``; ``Y`` is ``(R, n)``; ``groups`` ``(n,)`` integer codes; ``trials``
+    ``(n,)`` or ``(R, n)`` (default 1); ``mask`` ``(R, n)`` marks the rows in the
+    analysis of each replicate (others contribute nothing). Replicates are processed
+    ``chunk`` at a time (default: sized so arrays stay around a megabyte); within a
+    chunk the modes of all groups of all replicates and the Newton iterations over
+    ``(β, θ)`` run together.
+    Results equal :func:`fit_native` replicate by replicate. A replicate that cannot
+    be fitted (no events, no non-events, a rank-deficient design) gets NaN estimates,
+    ``converged = False`` and a message.
+    """
+    nagq = _check_nagq(nagq)
+    X, Y, M, groups = _many_inputs(X, Y, groups, trials, mask)
+    R = Y.shape[0]
+    p = X.shape[2]
+    names = list(names) if names is not None else [f"x{j}" for j in range(p)]
+    if len(names) != p:
+        raise ModelError(f"{p} columns in X but {len(names)} names")
+
+    logc, sat = constants(Y, M)
+    n_obs = (M > 0).sum(axis=1)
+    n_events = Y.sum(axis=1)
+    gpresent = np.zeros((R, int(groups.max()) + 1), dtype=bool)
+    for g_rows in (M > 0,):
+        gpresent[np.nonzero(g_rows)[0], groups[np.nonzero(g_rows)[1]]] = True
+    n_groups = gpresent.sum(axis=1)
+
+    out = {
+        "params": np.full((R, p), np.nan),
+        "vcov": np.full((R, p, p), np.nan),
+        "sigma": np.full(R, np.nan),
+        "loglik": np.full(R, np.nan),
+        "converged": np.zeros(R, dtype=bool),
+        "theta_se": np.full(R, np.nan),
+    }
+    messages = [""] * R
+    fittable = _fittable(X, Y, M, messages)
+    idx_all = np.flatnonzero(fittable)
+
+    if chunk is None:
+        chunk = _default_chunk(X, Y, M, groups, nagq)
+    for lo in range(0, idx_all.size, chunk):
+        idx = idx_all[lo : lo + chunk]
+        if X.shape[0] == 1:
+            layout, _ = compress_shared(X[0], Y[idx], M[idx], groups)
+        else:
+            layout, _ = compress_stacked(X[idx], Y[idx], M[idx], groups)
+        core = fit_core(layout, nagq, None, tol, maxiter)
+        out["params"][idx] = core.psi[:, :p]
+        out["sigma"][idx] = core.psi[:, p]
+        out["vcov"][idx] = core.vcov
+        out["theta_se"][idx] = core.theta_se
+        out["loglik"][idx] = lme4_loglik(core.value, logc[idx], sat[idx], nagq)
+        out["converged"][idx] = core.converged
+        for k, i in enumerate(idx):
+            messages[i] = core.message[k]
+            if np.max(np.abs(core.psi[k, :p])) > SEPARATION_BETA:
+                messages[i] += (
+                    f"; an estimate exceeds {SEPARATION_BETA:g} in absolute value "
+                    "(possible separation)"
+                )
+
+    bse = np.sqrt(np.clip(np.diagonal(out["vcov"], axis1=1, axis2=2), 0.0, None))
+    bse[~np.isfinite(out["params"])] = np.nan
+    return ManyFit(
+        params=out["params"],
+        bse=bse,
+        vcov=out["vcov"],
+        sigma=out["sigma"],
+        loglik=out["loglik"],
+        converged=out["converged"],
+        singular=out["sigma"] < SINGULAR_TOL,
+        n_obs=n_obs,
+        n_events=n_events.round().astype(int),
+        n_groups=n_groups,
+        names=names,
+        nagq=nagq,
+        theta_se=out["theta_se"],
+        messages=messages,
+    )
+
+
+CHUNK_ELEMENTS = 100_000  # rows × batch elements per array in fit_many
+
+
+def _default_chunk(
+    X: np.ndarray, Y: np.ndarray, M: np.ndarray, groups: np.ndarray, nagq: int
+) -> int:
+    """Replicates per chunk so that the Newton batch arrays hold ~CHUNK_ELEMENTS numbers."""
+    x0 = X[0] if X.shape[0] == 1 else X[0][M[0] > 0]
+    g0 = groups if X.shape[0] == 1 else groups[M[0] > 0]
+    rows = max(1, np.unique(np.column_stack([g0, x0]), axis=0).shape[0])
+    per_rep = rows * (X.shape[2] + 2) * (1 if nagq == 1 else 2)
+    return int(np.clip(CHUNK_ELEMENTS // per_rep, 1, 512))
+
+
+def _fittable(X: np.ndarray, Y: np.ndarray, M: np.ndarray, messages: list[str]) -> np.ndarray:
+    """Replicates with events, non-events and a full-rank design on their rows."""
+    R = Y.shape[0]
+    ev = Y.sum(axis=1)
+    tot = M.sum(axis=1)
+    ok = (ev > 0) & (ev < tot)
+    used = (M > 0).astype(float)
+    if X.shape[0] == 1:
+        gram = np.einsum(
+            "rn,nk->rk", used, (X[0][:, :, None] * X[0][:, None, :]).reshape(X.shape[1], -1)
+        )
+        gram = gram.reshape(R, X.shape[2], X.shape[2])
+    else:
+        gram = np.matmul(np.swapaxes(X, 1, 2) * used[:, None, :], X)
+    eig = np.linalg.eigvalsh(gram)
+    full = eig[:, 0] > 1e-10 * np.maximum(eig[:, -1], 1e-300)
+    for i in range(R):
+        if ev[i] == 0:
+            messages[i] = "not fitted: outcome has no events"
+        elif ev[i] >= tot[i]:
+            messages[i] = "not fitted: outcome has no non-events"
+        elif not full[i]:
+            messages[i] = "not fitted: design matrix is rank deficient on this replicate's rows"
+    return ok & full

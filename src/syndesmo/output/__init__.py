@@ -1,0 +1,1 @@
+"""Output: text, files (atomic), report.md and figures. Reads results, fits nothing."""

@@ -1,0 +1,391 @@
+"""Figures from the tidy tables of ``syndesmo.analysis.ladder`` (matplotlib, no global state).
+
+Every function takes a table and returns a ``matplotlib.figure.Figure`` built without
+``pyplot``, so it works headless and in notebooks alike; save it with
+``fig.savefig(path, dpi=200)``. Sizes are for a manuscript page: 7.2 inches wide
+(a two-column figure) with 7-8 pt text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+#: How each engine is drawn in a forest plot: (label, colour, marker).
+ENGINE_STYLE: dict[str, tuple[str, str, str]] = {
+    "logit": ("logistic, clustering ignored", "#7f7f7f", "D"),
+    "native": ("GLMM, subject-specific", "#1f4e9c", "o"),
+    "lme4": ("GLMM (lme4), subject-specific", "#1f4e9c", "o"),
+    "bayes": ("Bayesian GLMM, subject-specific", "#2a9d3a", "^"),
+    "gee": ("GEE, population-averaged", "#d9731a", "s"),
+    "patient": ("patient level, logistic", "#8e3a9c", "P"),
+}
+WEEK_COLOURS = ("#c0392b", "#e8a33d", "#5d8aa8", "#6b6b6b")
+_FONT = 7.5
+
+
+def _style(engine: str) -> tuple[str, str, str]:
+    return ENGINE_STYLE.get(engine, (engine, "#444444", "v"))
+
+
+def _x_limits(lower: np.ndarray, upper: np.ndarray, est: np.ndarray) -> tuple[float, float]:
+    """Log-axis limits covering the estimates and CIs, clipped to [1/50, 50]."""
+    vals = np.concatenate([lower, upper, est, [1.0]])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    lo = max(vals.min() / 1.15, 1 / 50) if vals.size else 0.25
+    hi = min(vals.max() * 1.15, 50) if vals.size else 4
+    return min(lo, 0.8), max(hi, 1.25)
+
+
+def _draw_interval(ax, y: float, est: float, lo: float, hi: float, xlim, colour, marker):
+    """One estimate with its CI; a CI running off the axis ends in an arrow head."""
+    if not np.isfinite(est):
+        return
+    a, b = xlim
+    left = max(lo, a) if np.isfinite(lo) else a
+    right = min(hi, b) if np.isfinite(hi) else b
+    ax.plot([left, right], [y, y], color=colour, lw=1.1, solid_capstyle="butt", zorder=2)
+    if not np.isfinite(lo) or lo < a:
+        ax.plot([left], [y], marker="<", color=colour, ms=4, zorder=2)
+    if not np.isfinite(hi) or hi > b:
+        ax.plot([right], [y], marker=">", color=colour, ms=4, zorder=2)
+    if a <= est <= b:
+        ax.plot([est], [y], marker=marker, color=colour, ms=4.5, mec="white", mew=0.5, zorder=3)
+
+
+def _rows_for_exposures(
+    ladder: pd.DataFrame, patient: pd.DataFrame | None, exposures: Sequence[str]
+) -> list[tuple[str, str, str, str | None]]:
+    """Row layout top to bottom: (kind, exposure, label, step or patient outcome)."""
+    steps = [s for s in ("a", "b", "c", "d") if s in set(ladder["step"])]
+    labels = ladder.drop_duplicates("step").set_index("step")["step_label"].to_dict()
+    rows: list[tuple[str, str, str, str | None]] = []
+    for exp in exposures:
+        sub = ladder[ladder["exposure"].eq(exp)]
+        title = sub["exposure_label"].iloc[0] if len(sub) else exp
+        rows.append(("header", exp, str(title), None))
+        for s in steps:
+            rows.append(("step", exp, f"({s}) {labels[s]}", s))
+        if patient is not None:
+            pts = patient[patient["exposure"].eq(exp) & patient["measure"].eq("OR")]
+            for outcome, label in (
+                pts[["outcome", "outcome_label"]].drop_duplicates().itertuples(index=False)
+            ):
+                rows.append(("patient", exp, f"patient level: {label}", outcome))
+    return rows
+
+
+def forest_plot(
+    ladder: pd.DataFrame,
+    patient: pd.DataFrame | None = None,
+    *,
+    outcomes: Sequence[str] | None = None,
+    exposures: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Odds ratios of a ladder table: exposures × steps, one panel per outcome.
+
+    Within a step each engine is a marker (GLMM circle, GEE square, crude logistic
+    diamond), slightly offset so they do not overlap. ``patient`` (rows of
+    ``compare_levels``/``PatientLevel.to_frame`` with ``level == 'patient'``) adds
+    the patient-level OR of each exposure beside the VU-level rows of the
+    new-syndesmophyte panel. Log-scale OR axis with a line at 1.
+    """
+    if ladder.empty:
+        raise ValueError("forest_plot: the ladder table is empty")
+    order = {"new_syndesmophyte": 0, "growth": 1}
+    outcomes = list(
+        outcomes or sorted(pd.unique(ladder["outcome"]), key=lambda o: order.get(o, len(order)))
+    )
+    exposures = list(exposures or pd.unique(ladder["exposure"]))
+    if patient is not None:
+        keep = patient["measure"].eq("OR")
+        if "summary" in patient:
+            keep &= patient["summary"].eq("any")
+        patient = patient[keep]
+    # the patient level goes beside the VU level of new syndesmophytes
+    beside = "new_syndesmophyte" if "new_syndesmophyte" in outcomes else outcomes[0]
+    rows = _rows_for_exposures(ladder, patient, exposures)
+    n = len(rows)
+    fig = Figure(figsize=(7.2, 0.9 + 0.155 * n), layout="constrained")
+    axes = fig.subplots(1, len(outcomes), sharey=True, squeeze=False)[0]
+    engines_seen: list[str] = []
+    for ax, outcome in zip(axes, outcomes, strict=True):
+        sub = ladder[ladder["outcome"].eq(outcome)]
+        pts = patient if patient is not None and outcome == beside else None
+        vals = [sub["lower"], sub["upper"], sub["OR"]]
+        if pts is not None:
+            vals = [
+                pd.concat([v, pts[c]])
+                for v, c in zip(vals, ("lower", "upper", "estimate"), strict=True)
+            ]
+        xlim = _x_limits(*(np.asarray(v, dtype=float) for v in vals))
+        for i, (kind, exp, _label, key) in enumerate(rows):
+            y = n - 1 - i
+            if kind == "header":
+                ax.axhspan(y - 0.5, y + 0.5, color="#f0f0f0", zorder=0, lw=0)
+                continue
+            if kind == "step":
+                cell = sub[sub["exposure"].eq(exp) & sub["step"].eq(key)]
+                draw = [(r.engine, r.OR, r.lower, r.upper) for r in cell.itertuples(index=False)]
+            elif pts is not None:
+                cell = pts[pts["exposure"].eq(exp) & pts["outcome"].eq(key)]
+                draw = [("patient", r.estimate, r.lower, r.upper) for r in cell.itertuples()]
+            else:
+                draw = []
+            m = len(draw)
+            for j, (engine, est, lo, hi) in enumerate(draw):
+                off = 0.0 if m == 1 else 0.36 * (j / (m - 1) - 0.5)
+                _, colour, marker = _style(engine)
+                _draw_interval(ax, y - off, est, lo, hi, xlim, colour, marker)
+                if engine not in engines_seen and np.isfinite(est):
+                    engines_seen.append(engine)
+        ax.set_xscale("log")
+        ax.set_xlim(*xlim)
+        ax.axvline(1.0, color="black", lw=0.8, zorder=1)
+        ax.set_ylim(-0.6, n - 0.4)
+        ax.set_title(_outcome_title(outcome), fontsize=_FONT + 1)
+        ax.set_xlabel("odds ratio (95% CI), log scale", fontsize=_FONT)
+        ax.tick_params(axis="both", labelsize=_FONT)
+        _log_ticks(ax, xlim)
+        ax.grid(axis="x", which="major", color="#dddddd", lw=0.5, zorder=0)
+    axes[0].set_yticks(range(n - 1, -1, -1))
+    axes[0].set_yticklabels([r[2] for r in rows], fontsize=_FONT)
+    for tick, r in zip(axes[0].get_yticklabels(), rows, strict=True):
+        if r[0] == "header":
+            tick.set_fontweight("bold")
+    for ax in axes[1:]:
+        ax.tick_params(axis="y", length=0)
+    handles = [
+        Line2D([], [], color=_style(e)[1], marker=_style(e)[2], lw=1.1, ms=5, label=_style(e)[0])
+        for e in engines_seen
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=min(len(handles), 3),
+        fontsize=_FONT,
+        frameon=False,
+    )
+    if title:
+        fig.suptitle(title, fontsize=_FONT + 2)
+    return fig
+
+
+def _outcome_title(outcome: str) -> str:
+    return {
+        "new_syndesmophyte": "New syndesmophyte (VU level)",
+        "growth": "Growth of a syndesmophyte (VU level)",
+    }.get(outcome, outcome)
+
+
+def _log_ticks(ax, xlim: tuple[float, float]) -> None:
+    """Readable ticks on a log OR axis (0.5, 1, 2 …), spaced for the range shown."""
+    lo, hi = xlim
+    span = math.log10(hi / lo)
+    if span > 2.2:
+        candidates = [0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50]
+    elif span > 1.1:
+        candidates = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 10, 20]
+    else:
+        candidates = [0.25, 0.5, 0.67, 1, 1.5, 2, 3, 4]
+    ticks = [t for t in candidates if lo <= t <= hi]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter("")
+
+
+def spine_map(profile: pd.DataFrame, *, threshold: float = 1, title: str | None = None) -> Figure:
+    """Inflammation and new bone along the spine, C2/3 … L5/S1.
+
+    ``profile`` is ``syndesmo.derive.vu_tables.spine_profile``: one row per VU (23, in
+    cranio-caudal order) with ``inflamed_w{week}`` (share of VUs with ASspiMRI-a >=
+    ``threshold``), ``at_risk``, ``new`` and ``new_rate`` (new syndesmophytes among
+    VUs at risk; NaN for the thoracic VUs, which the mSASSS does not score).
+    Top: prevalence of inflammation at each MRI week; bottom: new-syndesmophyte rate
+    at the 12 mSASSS VUs, thoracic VUs shaded as not scored.
+    """
+    vus = list(profile["vu"])
+    x = np.arange(len(vus))
+    weeks = [c for c in profile.columns if c.startswith("inflamed_w")]
+    fig = Figure(figsize=(7.2, 4.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1.1, 1])
+    width = 0.8 / max(len(weeks), 1)
+    for k, col in enumerate(weeks):
+        week = col.removeprefix("inflamed_w")
+        label = "baseline" if week == "0" else f"week {week}"
+        top.bar(
+            x - 0.4 + width * (k + 0.5),
+            100 * profile[col].to_numpy(dtype=float),
+            width=width,
+            color=WEEK_COLOURS[k % len(WEEK_COLOURS)],
+            label=label,
+        )
+    top.set_ylabel(f"VUs inflamed (%)\nASspiMRI-a ≥ {threshold:g}", fontsize=_FONT)
+    top.legend(fontsize=_FONT, frameon=False, ncol=len(weeks), loc="upper right")
+    top.set_ylim(0, max(5.0, 100 * np.nanmax(profile[weeks].to_numpy(dtype=float)) * 1.25))
+
+    scored = profile["new_rate"].notna().to_numpy()
+    rate = 100 * profile["new_rate"].to_numpy(dtype=float)
+    bottom.bar(x[scored], rate[scored], width=0.6, color="#1f4e9c")
+    ymax = max(2.0, np.nanmax(rate) * 1.3) if scored.any() else 5.0
+    bottom.set_ylim(0, ymax)
+    for xi, r, new, risk in zip(
+        x[scored], rate[scored], profile["new"][scored], profile["at_risk"][scored], strict=True
+    ):
+        bottom.text(
+            xi,
+            r + ymax * 0.02,
+            f"{int(new)}/{int(risk)}",
+            ha="center",
+            va="bottom",
+            fontsize=_FONT - 1.5,
+            rotation=90,
+        )
+    bottom.set_ylabel("new syndesmophyte (%)\nof VUs at risk", fontsize=_FONT)
+    thoracic = np.flatnonzero(profile["region"].eq("thoracic").to_numpy())
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=_FONT)
+        ax.spines[["top", "right"]].set_visible(False)
+    n_mri = profile[[c for c in profile.columns if c.startswith("n_mri_w")]].sum(axis=1)
+    if thoracic.size:
+        mid, lo, hi = (thoracic.min() + thoracic.max()) / 2, thoracic.min(), thoracic.max()
+        bottom.axvspan(lo - 0.5, hi + 0.5, color="#eeeeee", zorder=0, lw=0)
+        bottom.text(
+            mid,
+            ymax * 0.5,
+            "thoracic VUs:\nnot scored by the mSASSS",
+            ha="center",
+            va="center",
+            fontsize=_FONT,
+            color="#555555",
+        )
+        if (n_mri.iloc[thoracic] == 0).all():
+            top.text(
+                mid,
+                top.get_ylim()[1] * 0.4,
+                "thoracic VUs:\nno MRI in this panel",
+                ha="center",
+                va="center",
+                fontsize=_FONT,
+                color="#555555",
+            )
+    bottom.set_xticks(x)
+    bottom.set_xticklabels(vus, rotation=90, fontsize=_FONT)
+    bottom.set_xlim(-0.6, len(vus) - 0.4)
+    bottom.set_xlabel("vertebral unit (cranial → caudal)", fontsize=_FONT)
+    if title:
+        fig.suptitle(title, fontsize=_FONT + 2)
+    return fig
+
+
+def power_curve_plot(
+    table: pd.DataFrame,
+    *,
+    x: str | None = None,
+    target: float | None = 0.8,
+    title: str | None = None,
+) -> Figure:
+    """Power against a design variable, one line per analysis, Monte Carlo CI bands.
+
+    ``table`` is ``syndesmo.powersim.api.power_curve``'s tidy table (grid columns, then
+    ``analysis``, ``power``, ``power_lower``, ``power_upper``, ``alpha``). ``x`` is
+    the grid column on the horizontal axis (default ``n_patients``, else the first
+    grid column); one panel per combination of the other grid columns (e.g. one per
+    true OR). A dashed line marks the ``target`` power and a dotted one ``alpha``.
+    """
+    if table.empty:
+        raise ValueError("power_curve_plot: the power table is empty")
+    grid = [c for c in table.attrs.get("grid", []) if c in table.columns]
+    if x is None:
+        x = "n_patients" if "n_patients" in table.columns else (grid[0] if grid else None)
+    if x is None or x not in table.columns:
+        raise ValueError(f"power_curve_plot: no column {x!r} for the horizontal axis")
+    facets = [c for c in (grid or ["odds_ratio_new"]) if c != x and c in table.columns]
+    groups = list(table.groupby(facets, sort=True)) if facets else [((), table)]
+    n = len(groups)
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(7.2, 2.6 * nrows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
+    colour_of = {"vu": "native", "gee": "gee", "patient": "patient", "logit": "logit"}
+    labels = {
+        "vu": "VU level, GLMM",
+        "gee": "VU level, GEE",
+        "patient": "patient level, logistic",
+        "logit": "VU level, crude logistic",
+    }
+    handles: dict[str, Line2D] = {}
+    for ax, (key, sub) in zip(axes, groups, strict=False):
+        for analysis, lines in sub.groupby("analysis", sort=False):
+            _, colour, marker = _style(colour_of.get(analysis, analysis))
+            lines = lines.sort_values(x)
+            xs = lines[x].to_numpy(dtype=float)
+            ax.fill_between(
+                xs,
+                lines["power_lower"].to_numpy(dtype=float),
+                lines["power_upper"].to_numpy(dtype=float),
+                color=colour,
+                alpha=0.18,
+                lw=0,
+            )
+            (line,) = ax.plot(
+                xs,
+                lines["power"].to_numpy(dtype=float),
+                color=colour,
+                marker=marker,
+                ms=4,
+                lw=1.3,
+                label=labels.get(analysis, analysis),
+            )
+            handles.setdefault(analysis, line)
+        if target is not None:
+            ax.axhline(target, color="#555555", ls="--", lw=0.8)
+        if "alpha" in sub.columns:
+            ax.axhline(float(sub["alpha"].iloc[0]), color="#555555", ls=":", lw=0.8)
+        key = key if isinstance(key, tuple) else (key,)
+        words = {"odds_ratio_new": "true OR", "n_patients": "patients"}
+        ax.set_title(
+            ", ".join(
+                f"{words.get(f, f)} {v:g}" if isinstance(v, (int, float)) else f"{f} {v}"
+                for f, v in zip(facets, key, strict=True)
+            ),
+            fontsize=_FONT + 0.5,
+        )
+        ax.set_ylim(0, 1.02)
+        ticks = np.unique(sub[x].to_numpy(dtype=float))
+        if len(ticks) <= 8:  # label the designs simulated, not round numbers between them
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.set_xlabel(words.get(x, x) if x != "n_patients" else "patients", fontsize=_FONT)
+        ax.tick_params(labelsize=_FONT)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(axis="y", color="#e6e6e6", lw=0.6)
+    for ax in axes[len(groups) :]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("power", fontsize=_FONT)
+    first = table.iloc[0]
+    note = (
+        f"{int(first['n_sims'])} simulated studies per point; bands: Monte Carlo 95% CI "
+        f"({first.get('ci_method', 'wilson')}); dashed: {target:g} power; dotted: alpha"
+        if target is not None
+        else f"{int(first['n_sims'])} simulated studies per point; bands: Monte Carlo 95% CI"
+    )
+    fig.legend(
+        handles=list(handles.values()),
+        loc="outside lower center",
+        ncol=len(handles),
+        fontsize=_FONT,
+        frameon=False,
+        title=note,
+        title_fontsize=_FONT - 0.5,
+    )
+    if title:
+        fig.suptitle(title, fontsize=_FONT + 2)
+    return fig

@@ -1,0 +1,545 @@
+"""Writing results: tables as CSV and Markdown, figures, ``report.md`` — all or nothing.
+
+Output goes to a temporary directory beside the destination and is renamed into
+place only when everything was written, so a failure never leaves a half-written
+result (``atomic_output_dir``). An existing destination is replaced only if it is
+empty or was written by syndesmo (it carries the marker file ``MARKER``); anything
+else is refused, so a mistyped ``--out`` cannot delete someone's files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from syndesmo.errors import SyndesmoError
+
+#: File that marks a directory as written by syndesmo (safe to replace).
+MARKER = ".syndesmo-output"
+
+
+class OutputError(SyndesmoError):
+    """The output directory cannot be written or would overwrite foreign files."""
+
+
+# ---------------------------------------------------------------------------
+# numbers as text
+
+
+def fmt_p(p: float) -> str:
+    """A p-value as journals print it: ``0.034``, ``<0.001``, ``—`` when missing."""
+    if p is None or not np.isfinite(p):
+        return "—"
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.3f}"
+
+
+def fmt_ratio(est: float, lower: float, upper: float, digits: int = 2) -> str:
+    """``1.85 (1.21–2.83)``; ``—`` when the estimate is missing."""
+    if est is None or not np.isfinite(est):
+        return "—"
+
+    def one(v: float) -> str:
+        if not np.isfinite(v):
+            return "∞" if v > 0 else "—"
+        if v >= 1000:
+            return ">999"
+        return f"{v:.{digits}f}"
+
+    return f"{one(est)} ({one(lower)}–{one(upper)})"
+
+
+def fmt_pct(num: float, den: float, digits: int = 1) -> str:
+    """``12/340 (3.5%)``."""
+    if not den:
+        return f"{int(num)}/{int(den)} (—)"
+    return f"{int(num)}/{int(den)} ({100.0 * num / den:.{digits}f}%)"
+
+
+def _cell(v, digits: int) -> str:
+    if v is None or v is pd.NA:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return ""
+        if float(v).is_integer() and abs(v) < 1e6:
+            return str(int(v))
+        return f"{v:.{digits}g}" if abs(v) >= 10**digits else f"{v:.{digits}f}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 3, index: bool = False) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (numbers to ``digits`` decimals,
+    percentages — columns named ``pct…`` — to one)."""
+    if index:
+        df = df.reset_index()
+    header = [str(c) for c in df.columns]
+    numeric = [
+        pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        for c in df.columns
+    ]
+    lines = [
+        "| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
+        "|" + "|".join("---:" if n else ":---" for n in numeric) + "|",
+    ]
+    pct = [str(c).startswith("pct") for c in df.columns]
+    for row in df.itertuples(index=False):
+        cells = [
+            f"{v:.1f}"
+            if p and isinstance(v, (float, np.floating)) and np.isfinite(v)
+            else _cell(v, digits)
+            for v, p in zip(row, pct, strict=True)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_table(
+    df: pd.DataFrame, directory: str | os.PathLike, name: str, digits: int = 3
+) -> list[Path]:
+    """Write ``df`` as ``name.csv`` (full precision) and ``name.md``; returns the paths."""
+    directory = Path(directory)
+    csv = directory / f"{name}.csv"
+    md = directory / f"{name}.md"
+    df.to_csv(csv, index=False, lineterminator="\n")
+    md.write_text(markdown_table(df, digits) + "\n", encoding="utf-8")
+    return [csv, md]
+
+
+# ---------------------------------------------------------------------------
+# all-or-nothing output
+
+
+def check_destination(out: str | os.PathLike) -> Path:
+    """``out`` as a Path, after checking it may be (re)placed by syndesmo output."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"--out {out} exists and is not a directory")
+        contents = [p.name for p in out.iterdir()]
+        if contents and MARKER not in contents:
+            raise OutputError(
+                f"--out {out} already holds files not written by syndesmo "
+                f"({', '.join(sorted(contents)[:3])}{', …' if len(contents) > 3 else ''}); "
+                "choose a new or empty directory"
+            )
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"cannot write {out}: the parent directory {parent} does not exist")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside ``out``; on success it replaces ``out``.
+
+    On any exception the temporary directory is removed and ``out`` is left as it
+    was. The marker file ``MARKER`` is written into the result.
+    """
+    out = check_destination(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        yield tmp
+        (tmp / MARKER).write_text(
+            "Written by syndesmo; this directory is replaced by the next run.\n", encoding="utf-8"
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+        os.replace(out, old / "content")
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old / "content", out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# the reproduction on disk
+
+#: Tables written by ``write_reproduction``: file name → (attribute or descriptive key, title).
+FIGURES = {"forest": "forest_plot.png", "spine": "spine_map.png"}
+
+
+def write_reproduction(rep, out: str | os.PathLike, *, dpi: int = 200) -> list[Path]:
+    """Write every table (CSV + Markdown), the figures and ``report.md`` into ``out``.
+
+    All-or-nothing: files go to a temporary directory renamed into place at the end
+    (``atomic_output_dir``). Returns the paths written, relative to ``out``.
+    """
+    from syndesmo.output import plots
+
+    tables = reproduction_tables(rep)
+    written: list[Path] = []
+    out = Path(out)
+    with atomic_output_dir(out) as tmp:
+        for name, (_title, df) in tables.items():
+            written += write_table(df, tmp, name)
+        forest = plots.forest_plot(rep.ladder, rep.patient if not rep.patient.empty else None)
+        forest.savefig(tmp / FIGURES["forest"], dpi=dpi)
+        spine = plots.spine_map(rep.spine, threshold=rep.settings.get("threshold", 1))
+        spine.savefig(tmp / FIGURES["spine"], dpi=dpi)
+        written += [tmp / f for f in FIGURES.values()]
+        (tmp / "report.md").write_text(render_report(rep, tables), encoding="utf-8")
+        written.append(tmp / "report.md")
+    return [out / p.name for p in written]
+
+
+def reproduction_tables(rep) -> dict[str, tuple[str, pd.DataFrame]]:
+    """File stem → (title, table) for everything a reproduction writes."""
+    tables: dict[str, tuple[str, pd.DataFrame]] = {}
+    for key, df in rep.descriptives.items():
+        tables[f"descriptive_{key}"] = (df.attrs.get("title", key.replace("_", " ")), df)
+    tables["headline"] = ("Odds ratios (95% CI) at each step of the ladder", rep.headline)
+    tables["ladder"] = ("The model ladder, every fit (tidy)", rep.ladder)
+    tables["gee_vs_glmm"] = ("GEE beside GLMM: predicted and observed attenuation", rep.attenuation)
+    tables["patient_level"] = ("Patient-level models", rep.patient)
+    tables["vu_vs_patient"] = ("VU level beside patient level", rep.levels)
+    tables["spine_profile"] = ("Inflammation and new syndesmophytes per VU", rep.spine)
+    tables["excluded"] = ("VUs and patients left out, by analysis and reason", rep.ledger)
+    return tables
+
+
+# ---------------------------------------------------------------------------
+# report.md: a results section with the numbers filled in
+
+
+def _range(values: pd.Series, digits: int = 2) -> str:
+    """``1.05 to 2.24`` (or the one value when they agree to ``digits``)."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return "—"
+    lo, hi = v.min(), v.max()
+    if abs(hi - lo) < 10**-digits:
+        return f"{lo:.{digits}f}"
+    return f"{lo:.{digits}f} to {hi:.{digits}f}"
+
+
+def _ors(values: pd.Series, kind: str = "") -> str:
+    """``the GLMM OR was 2.21`` for one value, ``GLMM ORs ranged from 1.05 to 2.24``."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if len(v) <= 1:
+        return f"the {kind}OR was {_range(v)}"
+    return f"{kind}ORs ranged from {_range(v)}"
+
+
+def _n_sig(sub: pd.DataFrame) -> str:
+    p = pd.to_numeric(sub["p"], errors="coerce")
+    return f"{int((p < 0.05).sum())} of {int(p.notna().sum())} with p < 0.05"
+
+
+def _short_reason(note: object) -> str:
+    """First clause of a fit's note, without its parenthesised numbers."""
+    first = str(note).split(";")[0]
+    return re.sub(r"\s*\([^)]*\)", "", first).strip()
+
+
+def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
+    a = sub[sub["step"].eq("a")]
+    parts = [
+        f"Ignoring the clustering of VUs within patients (step a, logistic regression), "
+        f"{_ors(a['OR'])} ({_n_sig(a)})."
+    ]
+    g = sub[sub["engine"].eq(glmm)]
+    b, c, d = (g[g["step"].eq(s)] for s in ("b", "c", "d"))
+    if len(b):
+        parts.append(
+            f"With a patient random intercept (step b; random-intercept SD "
+            f"{_range(b['sigma'])}, latent ICC {_range(b['icc'])}) "
+            f"{_ors(b['OR'], 'GLMM ')} ({_n_sig(b)})"
+        )
+    if len(c):
+        parts.append(f"after adjustment for treatment (c) {_ors(c['OR'])} ({_n_sig(c)})")
+    if len(d):
+        parts.append(
+            f"and after further adjustment for {', '.join(confounders)} (d) "
+            f"{_ors(d['OR'])} ({_n_sig(d)})."
+        )
+    text = parts[0] + " " + "; ".join(parts[1:])
+    if not text.endswith("."):
+        text += "."
+    best = g[g["step"].eq(g["step"].max())]
+    best = best.loc[pd.to_numeric(best["OR"], errors="coerce").dropna().index]
+    if len(best):
+        top = best.loc[best["OR"].astype(float).idxmax()]
+        text += (
+            f" The largest fully adjusted OR was for VUs {top['exposure_label']}: "
+            f"{fmt_ratio(top['OR'], top['lower'], top['upper'])}, p {_p_words(top['p'])}."
+        )
+    notes = sub[sub["note"].fillna("").astype(str).str.len() > 0]
+    failed = sub[pd.to_numeric(sub["OR"], errors="coerce").isna()]
+    if len(failed):
+        which = "; ".join(
+            f"{r.engine} step {r.step}, VUs {r.exposure_label}: {_short_reason(r.note)}"
+            for r in failed.itertuples(index=False)
+        )
+        text += (
+            f" {len(failed)} fit(s) gave no estimate, shown as — in the table ({which}; "
+            "full messages in the `note` column of ladder.csv)."
+        )
+    elif len(notes):
+        text += f" {len(notes)} fit(s) carry a warning in the `note` column of ladder.csv."
+    return text
+
+
+def _p_words(p: float) -> str:
+    s = fmt_p(p)
+    if s.startswith("<"):
+        return f"< {s[1:]}"
+    return s if s == "—" else f"= {s}"
+
+
+def _attenuation_text(rep) -> str:
+    att = rep.attenuation
+    lines = [
+        "The GLMM and GEE answer different questions, so their odds ratios differ by design. "
+        "The GLMM gives a *subject-specific* (conditional) OR: it compares two VUs of the same "
+        "patient, i.e. with the same random intercept. GEE gives a *population-averaged* "
+        "(marginal) OR: it compares inflamed with non-inflamed VUs across the whole population, "
+        "averaged over patients. With a logit link, averaging the patient-specific logistic "
+        "curves over a normal random intercept with SD σ flattens them, so the marginal log-OR "
+        "is smaller than the conditional one, by approximately the factor "
+        "1/√(1 + 0.346 σ²), where 0.346 = (16√3/(15π))² "
+        "(Zeger, Liang & Albert, Biometrics 1988;44:1049–60). The approximation is best for "
+        "common outcomes; for a rare outcome such as a new syndesmophyte in a VU the exact "
+        "attenuation is weaker, so syndesmo also integrates the fitted GLMM numerically over "
+        "its random-intercept distribution (column `OR_implied_marginal`). Both models are "
+        "correct estimates of their own parameter; GEE ORs closer to 1 are expected, not a "
+        "sign of a problem."
+    ]
+    if att is None or att.empty:
+        return lines[0]
+    new = att[att["outcome"].eq("new_syndesmophyte") & att["step"].eq("b")]
+    new = new[np.isfinite(new["OR_glmm"]) & np.isfinite(new["OR_gee"])]
+    if len(new):
+        r = new.iloc[0]
+        lines.append(
+            f"Here the random-intercept SD for new syndesmophytes was σ = {r['sigma']:.2f} "
+            f"(step b, VUs {r['exposure_label']}), so the approximate factor is "
+            f"{r['factor_predicted']:.2f}: the GLMM OR of {r['OR_glmm']:.2f} corresponds to a "
+            f"population-averaged OR of about {r['OR_predicted_marginal']:.2f} by the "
+            f"approximation and {r['OR_implied_marginal']:.2f} by exact integration; GEE gave "
+            f"{r['OR_gee']:.2f}."
+        )
+    glmm_rows = rep.ladder[rep.ladder["scale"].eq("conditional")]
+    strong = att.merge(
+        glmm_rows[["outcome", "exposure", "step", "p"]], on=["outcome", "exposure", "step"]
+    )
+    strong = strong[strong["p"] < 0.05]
+    if len(strong):
+        gee_se = rep.ladder[rep.ladder["engine"].isin(["gee"])][
+            ["outcome", "exposure", "step", "se"]
+        ]
+        strong = strong.merge(gee_se, on=["outcome", "exposure", "step"], how="left")
+        gap = np.log(strong["OR_gee"]) - np.log(strong["OR_implied_marginal"])
+        lines.append(
+            f"Over the {len(strong)} GLMM estimates with p < 0.05, the GEE log-OR minus the "
+            f"log-OR implied by the GLMM was between {gap.min():+.3f} and {gap.max():+.3f} "
+            f"(table `gee_vs_glmm`), against GEE standard errors of {_range(strong['se'])}. "
+            "The two are estimated "
+            "from the same data by different estimating equations, and GEE's exchangeable "
+            "working correlation weights the patients differently, so exact agreement is not "
+            "expected."
+        )
+    else:
+        lines.append(
+            "No GLMM estimate reached p < 0.05 here; with ORs near 1 the attenuation is "
+            "hard to see, since both log-ORs are close to 0."
+        )
+    return " ".join(lines)
+
+
+def _patient_text(rep) -> str:
+    if rep.patient is None or rep.patient.empty:
+        return "No patient-level analysis was specified."
+    out = []
+    for r in rep.patient.itertuples(index=False):
+        est = fmt_ratio(r.estimate, r.lower, r.upper)
+        note = f" ({r.note})" if isinstance(r.note, str) and r.note else ""
+        out.append(
+            f"{r.exposure_label} against {r.outcome_label}: {r.measure} {est}, "
+            f"p {_p_words(r.p)} ({r.n_patients} patients, {r.events} with the outcome){note}"
+        )
+    text = (
+        "At the patient level (one row per patient; logistic or count regression adjusted "
+        "for treatment): " + "; ".join(out) + "."
+    )
+    lv = rep.levels
+    if lv is not None and not lv.empty:
+        vu = lv[lv["level"].eq("VU")]
+        if len(vu):
+            text += (
+                " For comparison, the VU-level ORs adjusted for treatment for the same "
+                "exposures were "
+                + "; ".join(
+                    f"{r.model.split(',')[0]} {fmt_ratio(r.estimate, r.lower, r.upper)} "
+                    f"({r.exposure_label})"
+                    for r in vu.itertuples(index=False)
+                )
+                + ". A patient-level analysis throws away where in the spine the "
+                "inflammation and the new bone are, so it has far less power for a "
+                "VU-level effect."
+            )
+    return text
+
+
+def _ledger_text(rep) -> str:
+    led = rep.ledger
+    if led is None or led.empty:
+        return "No VU or patient was left out of any analysis."
+    totals = led.groupby(["analysis", "exposure"], sort=False)["n_rows"].sum()
+    first = led.groupby("analysis", sort=False).first()
+    parts = []
+    for name in pd.unique(led["analysis"]):
+        sub = led[led["analysis"].eq(name) & led["exposure"].eq(first.loc[name, "exposure"])]
+        reasons = "; ".join(
+            f"{r.reason}: {r.n_rows}"
+            + (f" ({int(r.n_patients)} patients)" if pd.notna(r.n_patients) else "")
+            for r in sub.itertuples(index=False)
+        )
+        parts.append(f"- **{name}** ({sub['exposure'].iloc[0]}): {reasons}")
+    del totals
+    return (
+        "Every VU or patient left out is counted, with the reason (table `excluded`, one "
+        "block per analysis and exposure). For the first exposure of each analysis:\n\n"
+        + "\n".join(parts)
+    )
+
+
+def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None) -> str:
+    """``report.md``: the reproduction as a results section, numbers filled in."""
+    tables = tables or reproduction_tables(rep)
+    ps, st = rep.panel_summary, rep.settings
+    arms = ", ".join(f"{n} {arm}" for arm, n in ps["arms"].items())
+    nagq = int(st.get("nagq") or 1)
+    method = "Laplace approximation" if nagq == 1 else f"adaptive Gauss–Hermite, {nagq} points"
+    readers = (
+        f"{len(ps['readers'])} readers ({st.get('readers')})"
+        if ps.get("readers")
+        else "one reading"
+    )
+    md = [
+        "# Reproduction: MRI activity and new bone at the vertebral-unit level",
+        "",
+        f"Data: `{ps['source']}`: {ps['n_patients']} patients ({arms}); {ps['n_vu_rows']} VU "
+        f"rows ({ps['n_vus']} VUs); MRI (ASspiMRI-a) at weeks "
+        f"{', '.join(map(str, ps['mri_weeks']))}; x-rays (mSASSS) at weeks "
+        f"{', '.join(map(str, ps['xray_weeks']))}; {readers}. A VU counts as inflamed when "
+        f"its ASspiMRI-a is ≥ {st.get('threshold', 1):g}.",
+        "",
+        f"Models: GLMM with a patient random intercept, engine `{st.get('engine')}` "
+        f"(maximum likelihood, {method}); GEE with an exchangeable working correlation "
+        "within patients and robust standard errors; logistic regression ignoring the "
+        "clustering as the crude step. Wald 95% confidence intervals. "
+        f"Run time {rep.seconds:.1f} s.",
+        "",
+        "## Patients and vertebral units",
+        "",
+    ]
+    for key, df in rep.descriptives.items():
+        title = df.attrs.get("title", key.replace("_", " "))
+        text = df.attrs.get("text")
+        md += [f"**{title}**", ""]
+        if text:
+            md += [text, ""]
+        md += [markdown_table(df), ""]
+    md += ["![Spine map](spine_map.png)", ""]
+    for outcome, title in (
+        ("new_syndesmophyte", "New syndesmophytes at the VU level"),
+        ("growth", "Growth of existing syndesmophytes at the VU level"),
+    ):
+        sub = rep.ladder[rep.ladder["outcome"].eq(outcome)]
+        if sub.empty:
+            continue
+        spec = next((s for s in rep.specs if s.level == "vu" and s.outcome == outcome), None)
+        conf = spec.confounders if spec else []
+        glmm = spec.engine if spec else "native"
+        first = sub.iloc[0]
+        counts = sub.groupby("exposure", sort=False)[["n_vus", "events"]].first()
+        events = (
+            f"{first['events']} events among {first['n_vus']} VUs at risk in "
+            f"{first['n_patients']} patients (exposure: {first['exposure_label']}"
+            + (
+                "; the counts of the other exposures differ with the MRI they need: table below"
+                if counts["n_vus"].nunique() > 1
+                else ""
+            )
+            + ")"
+        )
+        md += [f"## {title}", "", f"{events}. " + _steps_text(sub, glmm, conf), ""]
+        head = rep.headline[rep.headline["outcome"].eq(analysis_label(outcome))]
+        md += [markdown_table(head.drop(columns=["outcome"])), ""]
+    md += ["![Forest plot](forest_plot.png)", ""]
+    md += ["## GEE beside GLMM", "", _attenuation_text(rep), ""]
+    if rep.attenuation is not None and not rep.attenuation.empty:
+        att = rep.attenuation[rep.attenuation["step"].eq("b")][
+            [
+                "outcome",
+                "exposure",
+                "OR_glmm",
+                "sigma",
+                "OR_predicted_marginal",
+                "OR_implied_marginal",
+                "OR_gee",
+            ]
+        ]
+        md += [
+            "Step b (patient random intercept, no covariates); all steps are in `gee_vs_glmm.csv`.",
+            "",
+            markdown_table(att, digits=2),
+            "",
+        ]
+    md += ["## Patient level", "", _patient_text(rep), ""]
+    if rep.levels is not None and not rep.levels.empty:
+        lv = rep.levels.assign(
+            estimate=[fmt_ratio(r.estimate, r.lower, r.upper) for r in rep.levels.itertuples()],
+            p=[fmt_p(p) for p in rep.levels["p"]],
+        )[
+            [
+                "level",
+                "exposure_label",
+                "outcome_label",
+                "model",
+                "measure",
+                "estimate",
+                "p",
+                "n_units",
+                "events",
+            ]
+        ]
+        md += [markdown_table(lv), ""]
+    md += ["## VUs and patients left out", "", _ledger_text(rep), ""]
+    md += ["## Files", ""]
+    md += [f"- `{name}.csv` / `{name}.md`: {title}" for name, (title, _df) in tables.items()]
+    md += [f"- `{f}`" for f in FIGURES.values()]
+    md += ["", "Specs: " + ", ".join(f"`{s.name}`" for s in rep.specs), ""]
+    return "\n".join(md)
+
+
+def analysis_label(outcome: str) -> str:
+    from syndesmo.vocabulary import OUTCOME_LABELS
+
+    return OUTCOME_LABELS.get(outcome, outcome)

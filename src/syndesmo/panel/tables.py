@@ -1,0 +1,567 @@
+"""The validated input: a vertebral-unit (VU) table and a patient table.
+
+A ``VUPanel`` holds
+
+* ``vu``: one row per patient × VU (× reader) with the columns ``patient``, ``vu``,
+  optionally ``reader``, the MRI activity scores ``mri_w{week}`` (ASspiMRI-a, 0–6
+  per VU) and the mSASSS corner scores ``msasss_upper_w{week}`` /
+  ``msasss_lower_w{week}`` (0–3 per corner; see ``syndesmo.panel.spine`` for which corner
+  is which), plus any other VU-level columns;
+* ``patients``: one row per patient with ``patient``, ``arm`` and any covariates.
+
+Conventions (the contract other modules rely on):
+
+* Every score column is stored as ``float64``; ``NaN`` means "not scored / not
+  available" (e.g. an x-ray that was not taken). Derivations count such rows in a
+  ``Ledger``; the panel itself never drops a row.
+* mSASSS corner scores must be whole numbers 0–3. MRI scores must lie in 0–6 but may
+  be fractional, because published panels often carry the mean of two readers.
+* Thoracic VUs (T1/2 … T11/12) are not covered by the mSASSS, so their x-ray scores
+  must be ``NaN``.
+* ``patient`` values are kept as read (strings or integers); ``vu`` values are the
+  labels of ``syndesmo.panel.spine.VU_LABELS``. Row order is kept as given.
+
+Every problem raises ``PanelError`` naming the table (file), the rows, the column
+and the offending values: the first few offending rows and how many there are in
+all. Rows of a CSV file are given as its line numbers, counting the header as
+line 1 (blank lines are skipped as pandas skips them); rows of a Parquet file or of
+an in-memory table as 0-based row positions.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from syndesmo.errors import PanelError
+from syndesmo.panel.spine import ASSPIMRI_RANGE, MSASSS_RANGE, MSASSS_VUS, VU_LABELS
+
+#: Columns that identify a row of the VU table.
+KEY_COLUMNS = ("patient", "vu", "reader")
+
+_MRI_RE = re.compile(r"^mri_w(\d+)$")
+_XRAY_RE = re.compile(r"^msasss_(upper|lower)_w(\d+)$")
+#: Column names that are near misses of a score column's name (e.g. ``mri_week24``,
+#: ``msasss_w102``, ``msasss_upper_0``): an error rather than an extra column.
+#: Covariates such as ``msasss_baseline`` or ``mri_total`` are not near misses.
+_NEAR_MISS_RE = re.compile(r"^(mri_w|msasss_w|msasss_(upper|lower))", re.IGNORECASE)
+
+
+def _is_score_column(name: object) -> bool:
+    return bool(_MRI_RE.match(str(name)) or _XRAY_RE.match(str(name)))
+
+
+#: How many offending rows an error message lists before "and N more".
+_SHOWN = 5
+
+
+def mri_column(week: int) -> str:
+    """Name of the MRI activity column at ``week``, e.g. ``mri_w24``."""
+    return f"mri_w{int(week)}"
+
+
+def xray_columns(week: int) -> tuple[str, str]:
+    """Names of the (upper, lower) corner mSASSS columns at ``week``."""
+    return f"msasss_upper_w{int(week)}", f"msasss_lower_w{int(week)}"
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where the rows of a table came from, to name them in error messages.
+
+    ``lines`` maps row position → file line number (CSV); ``None`` means rows are
+    named by their 0-based position.
+    """
+
+    name: str
+    lines: np.ndarray | None = None
+
+    def row(self, pos: int) -> str:
+        if self.lines is not None:
+            return f"line {int(self.lines[pos])}"
+        return f"row {int(pos)}"
+
+    @property
+    def label(self) -> str:
+        """The table's name, saying how rows are counted when they are not file lines."""
+        return self.name if self.lines is not None else f"{self.name} (rows counted from 0)"
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return "missing"
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    return repr(value)
+
+
+def _rows_error(
+    where: _Where,
+    table: pd.DataFrame,
+    mask: np.ndarray,
+    what: str,
+    column: str | None = None,
+    values: pd.Series | np.ndarray | None = None,
+) -> PanelError:
+    """An error listing the first few rows where ``mask`` holds, and how many in all."""
+    positions = np.flatnonzero(mask)
+    n = len(positions)
+    col = f" in column {column!r}" if column else ""
+    parts = []
+    for pos in positions[:_SHOWN]:
+        ctx = [f"{k} {_fmt(table[k].iat[pos])}" for k in KEY_COLUMNS if k in table.columns]
+        desc = where.row(pos) + (f" ({', '.join(ctx)})" if ctx else "")
+        if values is not None:
+            v = values.iat[pos] if isinstance(values, pd.Series) else values[pos]
+            desc += f" = {_fmt(v)}"
+        parts.append(desc)
+    more = f"; and {n - _SHOWN} more" if n > _SHOWN else ""
+    rows = "row" if n == 1 else "rows"
+    return PanelError(f"{where.label}: {n} {rows} {what}{col}: {'; '.join(parts)}{more}")
+
+
+class VUPanel:
+    """A validated VU panel: the VU table, the patient table and (if simulated) the truth.
+
+    Construction validates both tables and raises ``PanelError`` on the first kind of
+    problem found; see the module docstring for the conventions. ``source`` names
+    the VU table in messages (a file name, or e.g. ``"simulate_cohort(seed=1)"``);
+    ``patients_source`` names the patient table (default: derived from ``source``).
+    """
+
+    def __init__(
+        self,
+        vu: pd.DataFrame,
+        patients: pd.DataFrame,
+        truth: dict | None = None,
+        source: str | None = None,
+        *,
+        patients_source: str | None = None,
+        _vu_lines: np.ndarray | None = None,
+        _patient_lines: np.ndarray | None = None,
+    ) -> None:
+        if not isinstance(vu, pd.DataFrame) or not isinstance(patients, pd.DataFrame):
+            raise PanelError("VUPanel needs two pandas DataFrames: the VU table and the patients")
+        vu_where = _Where(source or "VU table", _vu_lines)
+        if patients_source is None:
+            patients_source = f"{source} (patient table)" if source else "patient table"
+        pat_where = _Where(patients_source, _patient_lines)
+
+        vu = vu.reset_index(drop=True).copy()
+        patients = patients.reset_index(drop=True).copy()
+        self.mri_weeks, self.xray_weeks = _check_vu_columns(vu, vu_where)
+        _check_keys(vu, vu_where)
+        for col in self.score_columns_of(self.mri_weeks, self.xray_weeks):
+            vu[col] = _check_scores(vu, col, vu_where)
+        _check_thoracic_xray(vu, self.xray_weeks, vu_where)
+        _check_duplicates(vu, vu_where)
+        _check_patient_table(patients, pat_where)
+        _check_shared_columns(vu, patients, vu_where, pat_where)
+        _check_same_patients(vu, patients, vu_where, pat_where)
+
+        self.vu: pd.DataFrame = vu
+        self.patients: pd.DataFrame = patients
+        self.truth: dict | None = truth
+        self.source: str | None = source
+        self.readers: list | None = (
+            _sorted_labels(pd.unique(vu["reader"]).tolist()) if "reader" in vu.columns else None
+        )
+        self.patient_ids: list = patients["patient"].tolist()
+
+    # ------------------------------------------------------------------ columns
+    @staticmethod
+    def score_columns_of(mri_weeks: Sequence[int], xray_weeks: Sequence[int]) -> list[str]:
+        """Score column names for the given weeks: MRI first, then corner pairs."""
+        cols = [mri_column(w) for w in mri_weeks]
+        for w in xray_weeks:
+            cols.extend(xray_columns(w))
+        return cols
+
+    @property
+    def score_columns(self) -> list[str]:
+        """All score columns of this panel (MRI, then upper/lower corners by week)."""
+        return self.score_columns_of(self.mri_weeks, self.xray_weeks)
+
+    @property
+    def n_patients(self) -> int:
+        return len(self.patients)
+
+    def merged(self) -> pd.DataFrame:
+        """The one-file form: the VU table with the patient columns merged in.
+
+        Columns: keys (``patient``, ``vu``, ``reader``), patient columns, other VU
+        columns, then score columns; rows in the order of ``vu``.
+        """
+        pat = self.patients
+        out = self.vu.merge(pat, on="patient", how="left", sort=False, validate="many_to_one")
+        keys = [k for k in KEY_COLUMNS if k in out.columns]
+        pcols = [c for c in pat.columns if c != "patient"]
+        scores = self.score_columns
+        rest = [c for c in self.vu.columns if c not in keys and c not in scores]
+        return out[keys + pcols + rest + scores]
+
+    # ------------------------------------------------------------------- saving
+    def save(
+        self, vu_path: str | os.PathLike, patients_path: str | os.PathLike | None = None
+    ) -> None:
+        """Write the panel as CSV or Parquet (chosen by each path's suffix).
+
+        With ``patients_path`` the VU table and the patient table go to two files;
+        without it, one file holds the VU table with the patient columns merged in
+        (``load_panel`` splits it again). The simulator's ``truth`` is not written.
+        Output is deterministic: no timestamps, ``\\n`` line ends, whole-number score
+        columns written as integers and other floats at full (round-trip) precision.
+        """
+        if patients_path is None:
+            _write_table(self.merged(), Path(vu_path), self.score_columns)
+        else:
+            _write_table(self.vu, Path(vu_path), self.score_columns)
+            _write_table(self.patients, Path(patients_path), [])
+
+    def __repr__(self) -> str:
+        readers = f", readers={self.readers}" if self.readers is not None else ""
+        return (
+            f"<VUPanel {self.n_patients} patients, {len(self.vu)} VU rows, "
+            f"MRI weeks {self.mri_weeks}, x-ray weeks {self.xray_weeks}{readers}>"
+        )
+
+
+def _sorted_labels(values: list) -> list:
+    """Sorted naturally (1, 2, 10) where the values compare, else as text."""
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+# ---------------------------------------------------------------------------
+# validation steps, each raising PanelError
+
+
+def _check_required_columns(table: pd.DataFrame, where: _Where, required: tuple) -> list[str]:
+    """Column names of ``table``; raises on duplicated names or a missing required one."""
+    cols = [str(c) for c in table.columns]
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise PanelError(f"{where.name}: duplicated column name(s) {dup}")
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise PanelError(
+            f"{where.name}: missing required column(s) {missing}; found columns {cols}"
+        )
+    return cols
+
+
+def _check_vu_columns(vu: pd.DataFrame, where: _Where) -> tuple[list[int], list[int]]:
+    """Required columns and the score-column names; returns (mri_weeks, xray_weeks)."""
+    cols = _check_required_columns(vu, where, ("patient", "vu"))
+    mri: dict[int, str] = {}
+    xray: dict[str, dict[int, str]] = {"upper": {}, "lower": {}}
+    for c in cols:
+        m = _MRI_RE.match(c)
+        x = _XRAY_RE.match(c)
+        if m:
+            week = int(m.group(1))
+            if week in mri:
+                raise PanelError(
+                    f"{where.name}: columns {mri[week]!r} and {c!r} are both week {week}"
+                )
+            mri[week] = c
+        elif x:
+            corner, week = x.group(1), int(x.group(2))
+            if week in xray[corner]:
+                raise PanelError(
+                    f"{where.name}: columns {xray[corner][week]!r} and {c!r} are both week {week}"
+                )
+            xray[corner][week] = c
+        elif _NEAR_MISS_RE.match(c):
+            raise PanelError(
+                f"{where.name}: column {c!r} looks like a score column but is not named "
+                "mri_w{week}, msasss_upper_w{week} or msasss_lower_w{week}"
+            )
+    if not mri:
+        raise PanelError(
+            f"{where.name}: no MRI score column; expected at least one column named "
+            "mri_w{week}, e.g. 'mri_w0'"
+        )
+    upper, lower = set(xray["upper"]), set(xray["lower"])
+    for have, lack, corner in ((upper, lower, "lower"), (lower, upper, "upper")):
+        unpaired = sorted(have - lack)
+        if unpaired:
+            w = unpaired[0]
+            other = "upper" if corner == "lower" else "lower"
+            raise PanelError(
+                f"{where.name}: x-ray week {w} has column 'msasss_{other}_w{w}' but no "
+                f"'msasss_{corner}_w{w}'; each x-ray week needs both corner columns"
+            )
+    if len(upper) < 2:
+        raise PanelError(
+            f"{where.name}: need mSASSS scores at two or more x-ray weeks "
+            f"(columns msasss_upper_w{{week}}/msasss_lower_w{{week}}); found weeks {sorted(upper)}"
+        )
+    return sorted(mri), sorted(upper)
+
+
+def _check_keys(vu: pd.DataFrame, where: _Where) -> None:
+    """No missing patient (or reader); every VU label one of the 23 of the spine."""
+    for col in ("patient", "reader"):
+        if col in vu.columns:
+            bad = vu[col].isna().to_numpy()
+            if bad.any():
+                raise _rows_error(where, vu, bad, "with a missing value", col)
+    labels = vu["vu"]
+    bad = ~labels.isin(VU_LABELS).to_numpy()
+    if bad.any():
+        raise _rows_error(
+            where,
+            vu,
+            bad,
+            "with an unknown vertebral unit (expected C2/3 … L5/S1, e.g. 'C7/T1')",
+            "vu",
+            labels,
+        )
+
+
+def _check_scores(table: pd.DataFrame, col: str, where: _Where) -> pd.Series:
+    """The column as float64 after checking it is numeric, in range and (mSASSS) integral."""
+    raw = table[col]
+    if pd.api.types.is_bool_dtype(raw):
+        raise PanelError(f"{where.name}: column {col!r} holds true/false values, not scores")
+    num = pd.to_numeric(raw, errors="coerce")
+    not_numeric = (num.isna() & raw.notna()).to_numpy()
+    if not_numeric.any():
+        raise _rows_error(where, table, not_numeric, "with a non-numeric score", col, raw)
+    values = num.astype("float64").to_numpy()
+    lo, hi = ASSPIMRI_RANGE if col.startswith("mri_") else MSASSS_RANGE
+    with np.errstate(invalid="ignore"):
+        out = ~np.isnan(values) & ~((values >= lo) & (values <= hi))
+    if out.any():
+        scale = "ASspiMRI-a" if col.startswith("mri_") else "mSASSS corner"
+        raise _rows_error(
+            where, table, out, f"with a score outside {scale} range {lo}–{hi}", col, raw
+        )
+    if col.startswith("msasss_"):
+        frac = ~np.isnan(values) & (values != np.round(values))
+        if frac.any():
+            raise _rows_error(
+                where, table, frac, "with a non-integer mSASSS corner score", col, raw
+            )
+    return pd.Series(values, index=table.index, name=col)
+
+
+def _check_thoracic_xray(vu: pd.DataFrame, xray_weeks: list[int], where: _Where) -> None:
+    thoracic = ~vu["vu"].isin(MSASSS_VUS).to_numpy()
+    for week in xray_weeks:
+        for col in xray_columns(week):
+            bad = thoracic & vu[col].notna().to_numpy()
+            if bad.any():
+                raise _rows_error(
+                    where,
+                    vu,
+                    bad,
+                    "with an x-ray score on a thoracic VU, which the mSASSS does not "
+                    "score (leave it empty)",
+                    col,
+                    vu[col],
+                )
+
+
+def _check_duplicates(vu: pd.DataFrame, where: _Where) -> None:
+    keys = [k for k in KEY_COLUMNS if k in vu.columns]
+    dup = vu.duplicated(subset=keys, keep=False).to_numpy()
+    if dup.any():
+        raise _rows_error(where, vu, dup, f"sharing the same {' × '.join(keys)}")
+
+
+def _check_patient_table(patients: pd.DataFrame, where: _Where) -> None:
+    _check_required_columns(patients, where, ("patient", "arm"))
+    for col in ("patient", "arm"):
+        bad = patients[col].isna().to_numpy()
+        if bad.any():
+            raise _rows_error(where, patients[["patient"]], bad, "with a missing value", col)
+    dup_rows = patients.duplicated(subset=["patient"], keep=False).to_numpy()
+    if dup_rows.any():
+        raise _rows_error(where, patients[["patient"]], dup_rows, "repeating a patient")
+
+
+def _check_shared_columns(
+    vu: pd.DataFrame, patients: pd.DataFrame, vu_where: _Where, pat_where: _Where
+) -> None:
+    both = [c for c in patients.columns if c != "patient" and c in vu.columns]
+    if both:
+        raise PanelError(
+            f"column(s) {both} are in both {vu_where.name} and {pat_where.name}; "
+            "keep each patient-level column in the patient table only"
+        )
+
+
+def _check_same_patients(
+    vu: pd.DataFrame, patients: pd.DataFrame, vu_where: _Where, pat_where: _Where
+) -> None:
+    in_pat = vu["patient"].isin(patients["patient"]).to_numpy()
+    if not in_pat.all():
+        hint = _type_hint(vu["patient"], patients["patient"])
+        raise _rows_error(
+            vu_where, vu, ~in_pat, f"whose patient is not in {pat_where.name}{hint}", "patient"
+        )
+    in_vu = patients["patient"].isin(vu["patient"]).to_numpy()
+    if not in_vu.all():
+        raise _rows_error(
+            pat_where,
+            patients[["patient"]],
+            ~in_vu,
+            f"whose patient has no rows in {vu_where.name}",
+            "patient",
+        )
+
+
+def _type_hint(a: pd.Series, b: pd.Series) -> str:
+    """A hint when ids differ only in type, e.g. 7 in one table and '7' in the other."""
+    if a.astype(str).isin(b.astype(str)).all():
+        return " (the ids match as text: one table has numbers, the other text)"
+    return ""
+
+
+# ---------------------------------------------------------------------------
+# reading and writing files
+
+_CSV = (".csv",)
+_PARQUET = (".parquet", ".pq")
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _CSV:
+        return "csv"
+    if suffix in _PARQUET:
+        return "parquet"
+    raise PanelError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
+
+
+def _csv_lines(path: Path, n_rows: int) -> np.ndarray | None:
+    """File line number of each data row (header = line 1), skipping blank lines as
+    pandas does; ``None`` if the count disagrees (e.g. quoted multi-line fields)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        text = fh.read()
+    raw = text.split("\n")
+    if raw and raw[-1] == "":
+        raw.pop()
+    nonblank = np.flatnonzero(np.array([bool(s.strip("\r\t ")) for s in raw], dtype=bool)) + 1
+    lines = nonblank[1:]
+    return lines if len(lines) == n_rows else None
+
+
+def _read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Read a CSV or Parquet table; returns the frame and CSV line numbers (or None)."""
+    kind = _kind(path)
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "No such file", str(path))
+    try:
+        if kind == "csv":
+            df = pd.read_csv(path)
+            return df, _csv_lines(path, len(df))
+        return pd.read_parquet(path), None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise PanelError(f"{path}: cannot be read as {kind.upper()}: {exc}".strip()) from exc
+    except Exception as exc:
+        if kind == "parquet" and type(exc).__module__.startswith("pyarrow"):
+            raise PanelError(f"{path}: cannot be read as Parquet: {exc}") from exc
+        raise
+
+
+def _write_table(df: pd.DataFrame, path: Path, score_columns: list[str]) -> None:
+    kind = _kind(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "parquet":
+        df.to_parquet(path, index=False)
+        return
+    out = df.copy()
+    for col in score_columns:
+        values = out[col].to_numpy(dtype="float64")
+        finite = values[~np.isnan(values)]
+        if np.array_equal(finite, np.round(finite)):
+            out[col] = out[col].astype("Int64")
+    out.to_csv(path, index=False, lineterminator="\n")
+
+
+def _split_one_file(
+    table: pd.DataFrame, name: str, lines: np.ndarray | None
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None]:
+    """Split a VU file that carries patient columns into (vu, patients, patient lines).
+
+    Patient-level columns are those (other than keys and scores) constant within
+    every patient; ``arm`` must be one of them.
+    """
+    where = _Where(name, lines)
+    if "patient" not in table.columns:
+        raise PanelError(f"{name}: missing required column 'patient'; found {list(table.columns)}")
+    if "arm" not in table.columns:
+        raise PanelError(
+            f"{name}: no 'arm' column; give a patient table with 'patient' and 'arm' "
+            "(--patients FILE on the command line) or add the patient columns to the VU file"
+        )
+    bad = table["patient"].isna().to_numpy()
+    if bad.any():
+        raise _rows_error(where, table, bad, "with a missing value", "patient")
+    candidates = [c for c in table.columns if c not in KEY_COLUMNS and not _is_score_column(c)]
+    grouped = table.groupby("patient", sort=False, dropna=False)
+    n_distinct = grouped[candidates].nunique(dropna=False).max() if candidates else pd.Series()
+    patient_cols = [c for c in candidates if n_distinct.get(c, 0) <= 1]
+    if "arm" not in patient_cols:
+        varies = grouped["arm"].transform("nunique", dropna=False).to_numpy() > 1
+        raise _rows_error(
+            where,
+            table,
+            varies,
+            "of patients whose 'arm' is not the same on all rows",
+            "arm",
+            table["arm"],
+        )
+    first = ~table["patient"].duplicated().to_numpy()
+    patients = table.loc[first, ["patient", *patient_cols]].reset_index(drop=True)
+    vu = table.drop(columns=patient_cols)
+    pat_lines = None if lines is None else lines[first]
+    return vu, patients, pat_lines
+
+
+def load_panel(
+    vu_path: str | os.PathLike, patients_path: str | os.PathLike | None = None
+) -> VUPanel:
+    """Read and validate a panel from CSV or Parquet files (chosen by suffix).
+
+    Two files: the VU table and the patient table. One file: the VU table carrying
+    the patient columns (those constant within each patient, including ``arm``),
+    which are split off into the patient table in order of first appearance.
+    Raises ``PanelError`` naming file, line/row, column and value, and
+    ``FileNotFoundError`` for a missing file.
+    """
+    vu_path = Path(vu_path)
+    vu, vu_lines = _read_table(vu_path)
+    if patients_path is None:
+        vu, patients, pat_lines = _split_one_file(vu, str(vu_path), vu_lines)
+        return VUPanel(
+            vu,
+            patients,
+            source=str(vu_path),
+            patients_source=str(vu_path),
+            _vu_lines=vu_lines,
+            _patient_lines=pat_lines,
+        )
+    patients_path = Path(patients_path)
+    patients, pat_lines = _read_table(patients_path)
+    return VUPanel(
+        vu,
+        patients,
+        source=str(vu_path),
+        patients_source=str(patients_path),
+        _vu_lines=vu_lines,
+        _patient_lines=pat_lines,
+    )

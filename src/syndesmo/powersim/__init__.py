@@ -1,0 +1,1 @@
+"""Power by simulation: plan, replicates, executors (in-process, processes, Dask)."""

@@ -1,0 +1,430 @@
+"""Power by simulation: how often would a study of this design detect the MRI effect?
+
+``power(spec, n_sims)`` simulates ``n_sims`` cohorts from a ``CohortSpec`` (the
+data-generating model of ``syndesmo.simulate.cohort``), fits the chosen analyses to the
+*same* replicates and reports, per analysis, the rejection rate of H0: OR = 1
+(two-sided Wald test at ``alpha``) with its Monte Carlo 95% interval, the mean and
+median estimated OR, the bias of the log OR, the coverage of the true OR by the
+Wald CI and the rates of failed and singular fits. ``power_curve`` does the same
+over a grid of spec values.
+
+Analyses (all of ``new_syndesmophyte`` or ``growth`` on the VU exposure):
+
+* ``"vu"``: the VU-level GLMM ``outcome ~ mri + arm + (1|patient)`` (``adjust``
+  sets the covariates), by the native engine's vectorised ``fit_many`` (one call
+  per chunk of replicates) or, with ``engine="lme4"``, one R ``glmer`` per replicate;
+* ``"gee"``: the same model by GEE, exchangeable within patient
+  (``syndesmo.engines.gee``, one statsmodels fit per replicate: slower);
+* ``"patient"``: patient-level logistic regression of any new syndesmophyte (among
+  the VUs at risk) on any VU with the exposure, adjusted for the patient-level
+  covariates in ``adjust`` — the rules of ``syndesmo.analysis.patient.patient_level``;
+* ``"logit"``: the crude VU-level logistic regression that ignores clustering (to
+  show how that inflates the type I error when both the exposure and the outcome
+  cluster within patients).
+
+``"patient"`` and ``"logit"`` are plain logistic regressions, fitted for all
+replicates of a chunk at once by a batched Newton–Raphson
+(``syndesmo.engines.logit_many``), the batched form statsmodels lacks; a test checks
+it against ``statsmodels.Logit``.
+
+Definitions used in the tables:
+
+* **power** = (replicates whose fit converged and rejected H0) / ``n_sims``: a
+  replicate whose fit failed (did not converge, no events, separation, a
+  rank-deficient design) counts as a non-rejection, so failures lower the power
+  rather than being dropped. Failed and singular (random-intercept SD at 0) rates
+  are reported beside it; a singular GLMM fit is a valid ML fit and its Wald test
+  is used as it is. ``seconds`` is the CPU time of fitting that analysis, summed
+  over the tasks.
+* the Monte Carlo interval of the power is the **Wilson score** 95% interval
+  (``syndesmo.powersim.mcstats.wilson_interval``);
+* mean / median OR, bias of the log OR and coverage are over the converged fits;
+  the true OR is the data-generating conditional OR for ``"vu"``; for ``"gee"``,
+  ``"logit"`` and ``"patient"`` it is known only under the null (OR = 1), see
+  ``_true_log_or``; it is unknown (NaN) for all when the analysed exposure or
+  threshold differs from the spec's, or with several readers (reader error
+  attenuates the OR).
+
+Seeding: replicate ``i`` draws its cohort from
+``numpy.random.SeedSequence(seed).spawn(n_sims)[i]``; ``power_curve`` first takes
+child ``g`` of ``SeedSequence(seed).spawn(n_grid)`` for grid point ``g`` (grid
+points in the row-major order of the cartesian product of the grid values) and
+spawns the replicates from it. Each replicate's fits depend only on its own data
+(the native engine's blocks are aligned on the replicate index, see
+``power_plan.FIT_BLOCK``), so results are identical whatever the backend, the
+number of workers and the batch size.
+
+The modules behind it: ``power_plan`` checks the arguments and cuts the seeded
+replicates into chunks; ``power_replicates.run_chunk`` simulates and fits one
+chunk; ``power_exec`` runs the chunks in-process, in local processes or on Dask;
+this module summarises the per-replicate results into ``PowerResult``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from syndesmo.ledger import Ledger
+from syndesmo.powersim import executors as power_exec
+from syndesmo.powersim.mcstats import wilson_interval
+from syndesmo.powersim.plan import (
+    ANALYSES,
+    Plan,
+    check_analyses,
+    check_counts,
+    chunk_size,
+    grid_points,
+    make_chunks,
+    make_plan,
+    root_seed,
+)
+from syndesmo.powersim.replicates import run_chunk
+
+#: Method of the Monte Carlo interval of the power.
+CI_METHOD = "wilson"
+
+_REASONS = {
+    1: "thoracic VU (not scored by the mSASSS)",
+    2: "not at risk at baseline",
+    3: "x-ray missing",
+    4: "MRI missing at a week the exposure needs",
+}
+
+
+@dataclass
+class PowerResult:
+    """The outcome of ``power``: one summary row per analysis and every replicate.
+
+    ``table`` has one row per analysis (see the module docstring for definitions);
+    ``replicates`` one row per replicate × analysis with ``log_or``, ``se``, ``p``,
+    the Wald CI ``lower``/``upper``, ``reject``, ``converged``, ``singular``,
+    ``sigma``, ``n_obs``, ``n_events`` and the fit ``message``. ``ledger`` totals
+    the VUs left out of the VU-level analyses over all replicates; ``timing`` the
+    CPU seconds spent simulating, deriving, building designs and fitting each
+    analysis (``time.process_time`` summed over tasks, so robust to other load on
+    the machine) and the ``wall`` time of the whole run.
+    """
+
+    spec: Any
+    n_sims: int
+    alpha: float
+    analyses: tuple[str, ...]
+    table: pd.DataFrame
+    replicates: pd.DataFrame
+    timing: dict[str, float] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)
+    backend: str = "in-process"
+    seed: Any = None
+
+    @property
+    def power(self) -> float | dict[str, float]:
+        """The power: a float for one analysis, else a dict by analysis."""
+        values = dict(zip(self.table["analysis"], self.table["power"].astype(float), strict=True))
+        if len(values) == 1:
+            return next(iter(values.values()))
+        return values
+
+    def summary(self) -> str:
+        """The table as text, with the definitions a reader needs."""
+        cols = [
+            "analysis",
+            "power",
+            "power_lower",
+            "power_upper",
+            "mean_or",
+            "median_or",
+            "true_or",
+            "bias_log_or",
+            "coverage",
+            "failed_rate",
+            "singular_rate",
+            "seconds",
+        ]
+        head = (
+            f"Power by simulation: {self.n_sims} replicates, alpha {self.alpha:g} "
+            f"(two-sided Wald), {self.backend}; Monte Carlo 95% CI: {CI_METHOD}.\n"
+            "Failed fits count as non-rejections; OR summaries, bias and coverage are over "
+            "converged fits."
+        )
+        body = self.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+        return head + "\n" + body
+
+    def __repr__(self) -> str:
+        return f"<PowerResult n_sims={self.n_sims} power={self.power!r}>"
+
+
+def _true_log_or(spec, plan: Plan, analysis: str) -> tuple[float, str]:
+    """The true log OR an analysis estimates and what it is (NaN and "" when unknown).
+
+    The GLMM estimates the data-generating conditional OR. For the other analyses
+    the target is a population-averaged or patient-level OR among the VUs / patients
+    at risk, which the selection of VUs at risk by the patient propensity moves away
+    from the Zeger et al. (1988) attenuation formula, so it is not known in closed
+    form — except under the null: when the exposure has no effect given the patient
+    propensity, and the propensity is independent of the exposure (as in the
+    data-generating model), every analysis targets OR = 1. A data-generating effect
+    other than the exposure's (arm, region, baseline corner 1) that the analysis
+    does not adjust for makes the target unknown too (confounding by arm for
+    post-baseline exposures, non-collapsibility otherwise).
+    """
+    if (
+        plan.exposure != spec.exposure
+        or float(plan.threshold) != float(spec.threshold)
+        or int(spec.n_readers) != 1
+    ):
+        return math.nan, ""
+    if plan.outcome == "new_syndesmophyte":
+        ratio = spec.odds_ratio_new
+        others = {
+            "arm": spec.odds_ratio_arm_new,
+            "region": spec.odds_ratio_lumbar_new,
+            "baseline_corner": spec.odds_ratio_corner1_new,
+        }
+    else:
+        ratio = spec.odds_ratio_growth
+        others = {"arm": spec.odds_ratio_arm_growth}
+    if any(value != 1.0 and cov not in plan.adjust for cov, value in others.items()):
+        return math.nan, ""
+    if analysis == "vu":
+        return math.log(ratio), "conditional (data-generating)"
+    if ratio == 1.0:
+        return 0.0, "null (no association at any level)"
+    return math.nan, ""
+
+
+def _summarise(
+    point_results: list[dict[str, Any]], plan: Plan, n_sims: int, alpha: float, level: float = 0.95
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float], Ledger]:
+    z = stats.norm.ppf(0.5 + level / 2.0)
+    rows, reps = [], []
+    timing: dict[str, float] = {}
+    for res in point_results:
+        for k, v in res["timing"].items():
+            timing[k] = timing.get(k, 0.0) + v
+    for analysis in plan.analyses:
+        parts = [res["fits"][analysis] for res in point_results]
+        f = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        est, se = f["estimate"], f["se"]
+        conv = f["converged"] & np.isfinite(est) & np.isfinite(se) & (se > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pval = np.where(conv, 2.0 * stats.norm.sf(np.abs(est / se)), np.nan)
+        reject = conv & (pval < alpha)
+        lower, upper = est - z * se, est + z * se
+        truth, truth_kind = _true_log_or(plan.spec, plan, analysis)
+        covers = conv & (lower <= truth) & (truth <= upper)
+        k = int(reject.sum())
+        lo, hi = wilson_interval(k, n_sims)
+        n_conv = int(conv.sum())
+        eo = est[conv]
+        rows.append(
+            {
+                "analysis": analysis,
+                "label": ANALYSES[analysis],
+                "engine": _engine_label(plan, analysis),
+                "n_sims": n_sims,
+                "alpha": alpha,
+                "rejections": k,
+                "power": k / n_sims,
+                "power_lower": lo,
+                "power_upper": hi,
+                "ci_method": CI_METHOD,
+                "true_or": math.exp(truth) if math.isfinite(truth) else math.nan,
+                "truth": truth_kind,
+                "mean_or": float(np.mean(np.exp(eo))) if n_conv else math.nan,
+                "median_or": float(np.median(np.exp(eo))) if n_conv else math.nan,
+                "bias_log_or": float(np.mean(eo) - truth) if n_conv else math.nan,
+                "coverage": float(covers.sum() / n_conv)
+                if n_conv and math.isfinite(truth)
+                else math.nan,
+                "failed": n_sims - n_conv,
+                "failed_rate": (n_sims - n_conv) / n_sims,
+                "singular_rate": float(f["singular"].mean()),
+                "mean_n_obs": float(np.mean(f["n_obs"])),
+                "mean_n_events": float(np.mean(f["n_events"])),
+                "seconds": timing.get(f"fit:{analysis}", math.nan),
+            }
+        )
+        reps.append(
+            pd.DataFrame(
+                {
+                    "replicate": np.arange(n_sims),
+                    "analysis": analysis,
+                    "log_or": est,
+                    "se": se,
+                    "p": pval,
+                    "lower": lower,
+                    "upper": upper,
+                    "reject": reject,
+                    "converged": conv,
+                    "singular": f["singular"],
+                    "sigma": f["sigma"],
+                    "n_obs": f["n_obs"],
+                    "n_events": f["n_events"],
+                    "message": f["message"],
+                }
+            )
+        )
+    ledger = Ledger()
+    reasons = sum(res["reasons"] for res in point_results)
+    for code, text in _REASONS.items():
+        ledger.add(
+            "power (VU level)", f"{text}; total over {n_sims} replicates", int(reasons[code])
+        )
+    if "patient" in plan.analyses:
+        excl = sum(int(res["fits"]["patient"]["excluded"].sum()) for res in point_results)
+        ledger.add(
+            "power (patient level)",
+            f"no VU at risk, MRI or covariate missing; total over {n_sims} replicates",
+            excl,
+        )
+    return pd.DataFrame(rows), pd.concat(reps, ignore_index=True), timing, ledger
+
+
+def _engine_label(plan: Plan, analysis: str) -> str:
+    if analysis == "vu":
+        return plan.engine + (f" (nAGQ={plan.nagq})" if plan.nagq > 1 else "")
+    return {"gee": "gee (statsmodels)", "patient": "logit (batched)", "logit": "logit (batched)"}[
+        analysis
+    ]
+
+
+def power(
+    spec,
+    n_sims: int = 1000,
+    alpha: float = 0.05,
+    analysis: str | Sequence[str] = "vu",
+    engine: str = "native",
+    nagq: int = 1,
+    seed: int | np.random.SeedSequence | np.random.Generator = 0,
+    workers: int | None = None,
+    scheduler: Any = None,
+    progress: bool = True,
+    batch_size: int | None = None,
+    *,
+    outcome: str = "new_syndesmophyte",
+    exposure: str | None = None,
+    threshold: float | None = None,
+    adjust: Sequence[str] = ("arm",),
+) -> PowerResult:
+    """Power of the chosen analyses for cohorts like ``spec``, by simulation.
+
+    ``analysis``: one of ``"vu"``, ``"gee"``, ``"patient"``, ``"logit"`` or a list
+    (all fitted to the same replicates). ``engine``/``nagq`` fit the ``"vu"`` GLMM
+    (``native`` vectorised, or ``lme4`` one R fit per replicate). ``exposure`` and
+    ``threshold`` default to the spec's (the exposure that carries the true OR);
+    ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of
+    ``batch_size`` replicates (rounded up to a multiple of ``FIT_BLOCK``) in N local
+    processes; ``scheduler`` (an address or a ``dask.distributed.Client``) runs them
+    on a Dask cluster. See the module docstring for the definitions and the seeding.
+    """
+    check_counts(n_sims, alpha, batch_size)
+    power_exec.check_backend(workers, scheduler)
+    analyses = check_analyses(analysis)
+    plan = make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq)
+    root = root_seed(seed)
+    chunks = make_chunks(plan, 0, root, int(n_sims), chunk_size(int(n_sims), batch_size, workers))
+    t0 = time.perf_counter()
+    results = power_exec.run_tasks(
+        run_chunk,
+        chunks,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        desc="power",
+        unit_sizes=[len(c.seeds) for c in chunks],
+    )
+    wall = time.perf_counter() - t0
+    table, reps, timing, ledger = _summarise(results, plan, int(n_sims), float(alpha))
+    timing["wall"] = wall
+    return PowerResult(
+        spec=spec,
+        n_sims=int(n_sims),
+        alpha=float(alpha),
+        analyses=analyses,
+        table=table,
+        replicates=reps,
+        timing=timing,
+        ledger=ledger,
+        backend=power_exec.backend_name(workers, scheduler),
+        seed=root,
+    )
+
+
+def power_curve(
+    spec,
+    *,
+    n_sims: int = 1000,
+    alpha: float = 0.05,
+    analysis: str | Sequence[str] = "vu",
+    engine: str = "native",
+    nagq: int = 1,
+    seed: int | np.random.SeedSequence | np.random.Generator = 0,
+    workers: int | None = None,
+    scheduler: Any = None,
+    progress: bool = True,
+    batch_size: int | None = None,
+    outcome: str = "new_syndesmophyte",
+    exposure: str | None = None,
+    threshold: float | None = None,
+    adjust: Sequence[str] = ("arm",),
+    **grid: Sequence[Any],
+) -> pd.DataFrame:
+    """Power over a grid of spec values: ``power_curve(spec, n_patients=[50, 100],
+    odds_ratio_new=[1.5, 2])``.
+
+    Every other keyword that names a ``CohortSpec`` field is a grid axis (a list of
+    values; for tuple fields such as ``mri_weeks`` a list of tuples). Returns a tidy
+    table: the grid columns, then the columns of ``PowerResult.table``, one row per
+    grid point × analysis. Grid point ``g`` (row-major order) uses child ``g`` of
+    ``SeedSequence(seed).spawn(n_grid)``. All chunks of all points run in one pool.
+    """
+    check_counts(n_sims, alpha, batch_size)
+    power_exec.check_backend(workers, scheduler)
+    analyses = check_analyses(analysis)
+    points = grid_points(spec, grid)
+    plans = [
+        make_plan(
+            spec.replace(**pt) if hasattr(spec, "replace") else dataclasses.replace(spec, **pt),
+            analyses,
+            outcome,
+            exposure,
+            threshold,
+            adjust,
+            engine,
+            nagq,
+        )
+        for pt in points
+    ]
+    roots = root_seed(seed).spawn(len(points))
+    size = chunk_size(int(n_sims) * len(points), batch_size, workers)
+    chunks = [
+        c for g, plan in enumerate(plans) for c in make_chunks(plan, g, roots[g], int(n_sims), size)
+    ]
+    results = power_exec.run_tasks(
+        run_chunk,
+        chunks,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        desc=f"power curve ({len(points)} points)",
+        unit_sizes=[len(c.seeds) for c in chunks],
+    )
+    tables = []
+    for g, (pt, plan) in enumerate(zip(points, plans, strict=True)):
+        mine = [r for c, r in zip(chunks, results, strict=True) if c.point == g]
+        table = _summarise(mine, plan, int(n_sims), float(alpha))[0]
+        for j, (key, value) in enumerate(pt.items()):
+            table.insert(j, key, [value] * len(table))
+        tables.append(table)
+    out = pd.concat(tables, ignore_index=True)
+    out.attrs["grid"] = list(grid)
+    return out

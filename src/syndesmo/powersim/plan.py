@@ -1,0 +1,199 @@
+"""What a power run will do: its validated arguments, its seeds and its chunks of replicates.
+
+``power`` and ``power_curve`` turn their arguments into a ``Plan`` (one per grid
+point), spawn the replicates' seeds from one root ``SeedSequence`` and cut them
+into ``Chunk``s, the tasks ``power_exec`` sends to the workers. Plan and Chunk are
+small frozen dataclasses so they pickle to local processes and Dask workers; all
+checks of the arguments live here, so bad input fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from syndesmo.errors import ModelError, SpecError
+
+#: The analyses ``power`` can run, with a short label for tables and plots.
+ANALYSES: dict[str, str] = {
+    "vu": "VU level, GLMM (1|patient)",
+    "gee": "VU level, GEE exchangeable",
+    "patient": "patient level, logistic",
+    "logit": "VU level, crude logistic",
+}
+#: Engines that fit the ``"vu"`` GLMM.
+VU_ENGINES = ("native", "lme4")
+#: VU-level covariates an analysis may adjust for (besides patient covariates).
+VU_COVARIATES = ("region", "baseline_corner")
+#: Patient covariates: analysis name → key of ``simulate_arrays`` (``sex`` is 1 = male).
+PATIENT_COVARIATES: dict[str, str] = {
+    "arm": "patient_arm",
+    "age": "patient_age",
+    "sex": "patient_male",
+    "symptom_duration": "patient_symptom_duration",
+    "hla_b27": "patient_hla_b27",
+    "crp": "patient_crp",
+    "basdai": "patient_basdai",
+    "msasss_baseline": "patient_msasss_baseline",
+}
+#: Name of the exposure term in every model (as in ``analysis_frame``).
+TERM = "mri"
+#: Default number of replicates per task (chunk).
+DEFAULT_BATCH = 100
+#: The native engine fits replicates in blocks of this many, aligned on the replicate
+#: index. ``fit_many`` iterates the replicates of one call together, which moves the
+#: last digits (~1e-12) of an estimate with the company it is fitted in; fixed,
+#: aligned blocks make the results identical whatever the batch size or backend.
+#: Batch sizes are therefore rounded up to a multiple of ``FIT_BLOCK``.
+FIT_BLOCK = 10
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a chunk needs besides its seeds (pickled to the workers)."""
+
+    spec: Any
+    analyses: tuple[str, ...]
+    outcome: str
+    exposure: str
+    threshold: float
+    adjust: tuple[str, ...]
+    engine: str
+    nagq: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One task: the replicates ``start, start + 1, ...`` of grid point ``point``."""
+
+    plan: Plan
+    point: int  # grid point (0 for a single power run)
+    start: int  # index of the first replicate of the chunk
+    seeds: tuple[np.random.SeedSequence, ...]
+
+
+def check_analyses(analysis: str | Sequence[str]) -> tuple[str, ...]:
+    """The analyses asked for (a name, a comma list or a sequence), in order, once each."""
+    items = [analysis] if isinstance(analysis, str) else list(analysis)
+    items = [a.strip() for item in items for a in str(item).split(",") if a.strip()]
+    if not items:
+        raise ModelError(f"no analysis given; choose from {', '.join(ANALYSES)}")
+    unknown = [a for a in items if a not in ANALYSES]
+    if unknown:
+        raise ModelError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(ANALYSES)}")
+    return tuple(dict.fromkeys(items))
+
+
+def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq) -> Plan:
+    """Check the model arguments against ``spec`` and fill in its defaults."""
+    from syndesmo.derive.frame import OUTCOMES, check_threshold, needed_weeks
+
+    if outcome not in OUTCOMES:
+        raise ModelError(f"unknown outcome {outcome!r}; choose from {', '.join(OUTCOMES)}")
+    if "patient" in analyses and outcome != "new_syndesmophyte":
+        raise ModelError("the patient-level analysis is of any new syndesmophyte only")
+    exposure = spec.exposure if exposure is None else exposure
+    threshold = check_threshold(spec.threshold if threshold is None else threshold)
+    needed_weeks(exposure, spec.mri_weeks)
+    adjust = (adjust,) if isinstance(adjust, str) else tuple(adjust)
+    allowed = (*PATIENT_COVARIATES, *VU_COVARIATES)
+    for cov in adjust:
+        if cov not in allowed:
+            raise ModelError(
+                f"unknown covariate {cov!r} in adjust; choose from {', '.join(allowed)}"
+            )
+        if cov in VU_COVARIATES and "patient" in analyses:
+            raise ModelError(
+                f"covariate {cov!r} is a VU-level covariate: the patient-level analysis "
+                "can only adjust for patient covariates"
+            )
+    if engine not in VU_ENGINES:
+        raise ModelError(
+            f"engine {engine!r} cannot fit the 'vu' GLMM; choose {' or '.join(VU_ENGINES)} "
+            "(GEE and the crude logit are the analyses 'gee' and 'logit')"
+        )
+    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 25:
+        raise ModelError(f"nagq must be an integer from 1 (Laplace) to 25, got {nagq!r}")
+    return Plan(spec, analyses, outcome, exposure, float(threshold), adjust, engine, int(nagq))
+
+
+def root_seed(seed: int | np.random.SeedSequence | np.random.Generator) -> np.random.SeedSequence:
+    """The ``SeedSequence`` the replicates are spawned from.
+
+    An int ``s`` gives ``SeedSequence(s)``; a ``SeedSequence`` is used as it is; a
+    ``Generator`` gives ``SeedSequence(g.integers(2**63))`` (it consumes one draw).
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, np.random.Generator):
+        return np.random.SeedSequence(int(seed.integers(2**63)))
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0:
+        return np.random.SeedSequence(int(seed))
+    raise ModelError(f"seed must be a non-negative int, SeedSequence or Generator, got {seed!r}")
+
+
+def check_counts(n_sims: int, alpha: float, batch_size: int | None) -> None:
+    """Raise ``ModelError`` for a bad ``n_sims``, ``alpha`` or ``batch_size``."""
+    if isinstance(n_sims, bool) or not isinstance(n_sims, int | np.integer) or n_sims < 1:
+        raise ModelError(f"n_sims must be a whole number >= 1, got {n_sims!r}")
+    if not isinstance(alpha, int | float) or not 0.0 < alpha < 1.0:
+        raise ModelError(f"alpha must be between 0 and 1, got {alpha!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ModelError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+
+
+def chunk_size(n_sims: int, batch_size: int | None, workers: int | None) -> int:
+    """Replicates per task: ``batch_size`` or a default giving each worker >= 2 tasks,
+    rounded up to a multiple of ``FIT_BLOCK``."""
+    if batch_size is None:
+        lanes = workers if workers and workers > 1 else 1
+        batch_size = min(DEFAULT_BATCH, math.ceil(n_sims / (2 * lanes)))
+    return FIT_BLOCK * max(1, math.ceil(batch_size / FIT_BLOCK))
+
+
+def make_chunks(
+    plan: Plan, point: int, root: np.random.SeedSequence, n_sims: int, size: int
+) -> list[Chunk]:
+    """Spawn ``n_sims`` replicate seeds from ``root`` and cut them into chunks of ``size``."""
+    children = root.spawn(n_sims)
+    return [
+        Chunk(plan, point, lo, tuple(children[lo : lo + size])) for lo in range(0, n_sims, size)
+    ]
+
+
+def grid_points(spec, grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of ``grid`` (spec field → values), in row-major order.
+
+    Raises ``SpecError`` for a name that is not a ``CohortSpec`` field or an
+    empty list of values.
+    """
+    names = [f.name for f in dataclasses.fields(spec)]
+    axes = {}
+    for key, values in grid.items():
+        if key not in names:
+            raise SpecError(f"{key!r} is not a CohortSpec field; fields: {', '.join(names)}")
+        current = getattr(spec, key)
+        if isinstance(current, tuple):
+            values = [tuple(v) for v in values] if _is_seq_of_seqs(values) else [tuple(values)]
+        elif isinstance(values, str) or not isinstance(values, Sequence | np.ndarray):
+            values = [values]
+        if len(values) == 0:
+            raise SpecError(f"grid axis {key!r} has no values")
+        axes[key] = list(values)
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _is_seq_of_seqs(values: Any) -> bool:
+    return (
+        isinstance(values, Sequence)
+        and len(values) > 0
+        and all(isinstance(v, Sequence) and not isinstance(v, str) for v in values)
+    )

@@ -1,0 +1,1 @@
+"""The data-generating model: cohorts with a known truth (``cohort``) and checks (``check``)."""

@@ -1,0 +1,152 @@
+"""Checking the ladder's GLMM on simulated cohorts with a known truth.
+
+``simulation_check`` simulates many ASSERT-like cohorts (``syndesmo.simulate.cohort``)
+and fits the GLMM of ladder steps b-d to all of them at once (``fit_many``);
+``coverage_summary`` turns the estimates into bias, standard errors and CI
+coverage with their Monte Carlo errors. Used by tests/test_analysis.py and
+benchmarks/coverage.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from syndesmo.errors import ModelError
+
+#: Terms ``simulation_check`` can add, from the arrays of ``simulate_arrays``.
+SIMULATION_TERMS = (
+    "arm",
+    "lumbar",
+    "baseline_corner",
+    "age",
+    "male",
+    "symptom_duration",
+    "hla_b27",
+    "crp",
+    "basdai",
+    "msasss_baseline",
+)
+
+
+def simulation_check(
+    spec,
+    n_reps: int,
+    seed: int | np.random.SeedSequence,
+    *,
+    models: Mapping[str, Sequence[str]] | None = None,
+    exposure: str | None = None,
+    nagq: int = 1,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Fit GLMMs to ``n_reps`` simulated cohorts with a known truth (fast path).
+
+    Each replicate is ``simulate_arrays(spec, child seed)`` (independent children of
+    ``seed``) turned into new_syndesmophyte / exposure by ``derive.derive_arrays``.
+    All replicates share the patient × VU rows, so one ``fit_many`` call per model
+    fits new_syndesmophyte ~ mri + terms + (1|patient) to all of them, with the
+    ineligible VUs masked out. ``models`` maps a name to its terms (default
+    ``{"b": ()}``, the ladder's step b); terms come from ``SIMULATION_TERMS``
+    (``lumbar`` = lumbar region, ``crp`` enters as log CRP). Every model is fitted
+    to the same replicates. Returns one row per model × replicate: model, rep,
+    log_or, se, lower, upper, covered (truth inside the Wald CI), sigma, converged,
+    singular, n_obs, events, truth (the true conditional log-OR).
+    """
+    from syndesmo.derive.frame import derive_arrays
+    from syndesmo.fitting.api import fit_many
+    from syndesmo.simulate.cohort import simulate_arrays, true_parameters
+
+    models = dict(models or {"b": ()})
+    needed = list(dict.fromkeys(t for terms in models.values() for t in terms))
+    unknown = [t for t in needed if t not in SIMULATION_TERMS]
+    if unknown:
+        raise ModelError(f"unknown term(s) {unknown}; choose from {', '.join(SIMULATION_TERMS)}")
+    if spec.n_readers != 1:
+        raise ModelError("simulation_check needs a one-reader spec (n_readers = 1)")
+    exposure = exposure or spec.exposure
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    cols: dict[str, list[np.ndarray]] = {t: [] for t in ["mri", *needed]}
+    Ys, masks, groups = [], [], None
+    for child in ss.spawn(n_reps):
+        arrays = simulate_arrays(spec, np.random.default_rng(child))
+        d = derive_arrays(arrays, "new_syndesmophyte", exposure, spec.threshold)
+        if groups is None:
+            groups = d["patient"]
+        elif not np.array_equal(groups, d["patient"]):
+            raise ModelError("simulated replicates do not share their patient × VU rows")
+        ok = d["eligible"]
+        cols["mri"].append(np.where(ok, d["x"], 0.0))
+        for t in needed:
+            cols[t].append(np.where(ok, _simulation_term(t, arrays, d), 0.0))
+        Ys.append(np.where(ok, d["y"], 0.0))
+        masks.append(ok)
+    Y, M = np.stack(Ys), np.stack(masks)
+    truth = true_parameters(spec)["log_or_new"] if exposure == spec.exposure else math.nan
+    z = stats.norm.ppf(0.5 + level / 2.0)
+    out = []
+    for name, terms in models.items():
+        X = np.stack([np.ones_like(Y), *(np.stack(cols[t]) for t in ["mri", *terms])], axis=-1)
+        many = fit_many(X, Y, groups, mask=M, nagq=nagq, names=["Intercept", "mri", *terms])
+        est, se = many.params[:, 1], many.bse[:, 1]
+        out.append(
+            pd.DataFrame(
+                {
+                    "model": name,
+                    "rep": np.arange(n_reps),
+                    "log_or": est,
+                    "se": se,
+                    "lower": est - z * se,
+                    "upper": est + z * se,
+                    "covered": (est - z * se <= truth) & (truth <= est + z * se),
+                    "sigma": many.sigma,
+                    "converged": many.converged,
+                    "singular": many.singular,
+                    "n_obs": many.n_obs,
+                    "events": many.n_events,
+                    "truth": truth,
+                }
+            )
+        )
+    return pd.concat(out, ignore_index=True)
+
+
+def _simulation_term(term: str, arrays: dict, d: dict) -> np.ndarray:
+    """One covariate column on the rows of ``derive_arrays`` output (one reader)."""
+    from syndesmo.derive.frame import REGIONS
+
+    pat = d["patient"]
+    if term == "arm":
+        return np.asarray(arrays["patient_arm"], dtype=float)[pat]
+    if term == "lumbar":
+        return (d["region"] == REGIONS.index("lumbar")).astype(float)
+    if term == "baseline_corner":
+        return np.nan_to_num(d["baseline_corner"])
+    values = np.asarray(arrays[f"patient_{term}"], dtype=float)
+    if term == "crp":
+        values = np.log(values)
+    return np.nan_to_num(values)[pat]
+
+
+def coverage_summary(sims: pd.DataFrame, level: float = 0.95) -> dict[str, float]:
+    """Bias, empirical SD, mean SE and CI coverage of ``simulation_check`` output,
+    with Monte Carlo standard errors; replicates that did not converge are left out
+    (and counted)."""
+    ok = sims[sims["converged"] & np.isfinite(sims["log_or"])]
+    r = len(ok)
+    err = ok["log_or"] - ok["truth"]
+    cov = float(ok["covered"].mean()) if r else math.nan
+    return {
+        "n_reps": len(sims),
+        "n_used": r,
+        "bias": float(err.mean()),
+        "bias_mcse": float(err.std(ddof=1) / math.sqrt(r)) if r > 1 else math.nan,
+        "emp_sd": float(ok["log_or"].std(ddof=1)),
+        "mean_se": float(ok["se"].mean()),
+        "coverage": cov,
+        "coverage_mcse": math.sqrt(level * (1 - level) / r) if r else math.nan,
+        "singular": int(ok["singular"].sum()),
+    }
