@@ -23,7 +23,7 @@ from syndesmo.analysis.specs import ModelSpec
 from syndesmo.derive.vu_tables import spine_profile
 from syndesmo.errors import SpecError
 from syndesmo.ledger import Ledger
-from syndesmo.output.report import fmt_ratio
+from syndesmo.numbers import fmt_ratio
 from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
 
 
