@@ -180,18 +180,22 @@ def icc_table(ms: MeanSquares, level: float = 0.95) -> pd.DataFrame:
         f3_lo = f3 / stats.f.ppf(q, df_r, df_e)
         f3_hi = f3 * stats.f.ppf(q, df_e, df_r)
 
+        # an infinite F (no residual variation: readers agree up to a constant) has
+        # the limiting value 1 for its interval bounds
         def single(f: float) -> float:
-            return float((f - 1.0) / (f + k - 1.0))
+            return 1.0 if f == np.inf else float((f - 1.0) / (f + k - 1.0))
 
         def average(f: float) -> float:
-            return float(1.0 - 1.0 / f)
+            return 1.0 if f == np.inf else float(1.0 - 1.0 / f)
 
         # ICC(2) = McGraw & Wong's ICC(A,1): Satterthwaite degrees of freedom of
         # a·MSC + b·MSE, with a, b at the point estimate (McGraw & Wong 1996, Table 7)
-        a = k * icc2 / (n * (1.0 - icc2))
-        b = 1.0 + k * icc2 * (n - 1) / (n * (1.0 - icc2))
+        a = np.float64(k * icc2) / np.float64(n * (1.0 - icc2))
+        b = 1.0 + np.float64(k * icc2 * (n - 1)) / np.float64(n * (1.0 - icc2))
         v = (a * msc + b * mse) ** 2 / ((a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / df_e)
-        if np.isfinite(v) and v > 0:
+        if icc2 == 1.0:  # perfect absolute agreement (MSE = MSC = 0)
+            l2 = u2 = 1.0
+        elif np.isfinite(v) and v > 0:
             fs_hi = stats.f.ppf(q, df_r, v)
             fs_lo = stats.f.ppf(q, v, df_r)
             denom = k * msc + (k * n - k - n) * mse
@@ -623,8 +627,10 @@ def _totals(
 
     A reader's total is the sum of their scores over the patient's units that at
     least one of ``readers`` scored. A patient is left out (recorded in ``ledger``)
-    when no reader scored any unit, or when a reader lacks a score of a unit
-    another reader scored — so the readers' totals always cover the same units.
+    when no reader scored any unit, when a reader did not read the patient at all
+    (a second reader often reads only a sample), or when a reader lacks a score of
+    a unit another reader scored — so the readers' totals always cover the same
+    units.
     """
     sub = units[readers]
     scored = sub.notna().any(axis=1)
@@ -632,17 +638,22 @@ def _totals(
     sub = sub[scored]
     patient = sub.index.get_level_values("patient")
     totals = sub.groupby(patient, sort=False).sum()
-    gaps = sub.isna().groupby(patient, sort=False).any().any(axis=1)
+    missing = sub.isna().groupby(patient, sort=False)
+    unread = missing.all().any(axis=1)  # a reader with no score of this patient at all
+    gaps = missing.any().any(axis=1) & ~unread
     n_none = int(len(patients_all) - totals.shape[0])
-    n_gaps = int(gaps.sum())
     ledger.add(step, "no reader scored this patient at this visit", n_none, n_none)
+    n_unread = int(unread.sum())
+    ledger.add(step, "not read by every reader (patient left out)", n_unread, n_unread)
+    n_gaps = int(gaps.sum())
     ledger.add(
         step,
         f"a reader lacks a score of a {unit_name} another reader scored (patient left out)",
         n_gaps,
         n_gaps,
     )
-    return totals[~gaps.reindex(totals.index).to_numpy()]
+    keep = ~(unread | gaps).reindex(totals.index).to_numpy()
+    return totals[keep]
 
 
 def _measures(panel: Any) -> list[tuple[str, str, pd.DataFrame, bool, str]]:
