@@ -29,6 +29,8 @@ _PUBLIC = {
     "ladder": "syndesmo.analysis.ladder",
     "patient_level": "syndesmo.analysis.patient",
     "compare_levels": "syndesmo.analysis.levels",
+    "icc": "syndesmo.analysis.reliability",
+    "reliability": "syndesmo.analysis.reliability",
     "power": "syndesmo.powersim.api",
     "power_curve": "syndesmo.powersim.api",
     "PowerResult": "syndesmo.powersim.api",
@@ -55,11 +57,13 @@ __all__ = [
     "compare_levels",
     "fit",
     "fit_many",
+    "icc",
     "ladder",
     "load_panel",
     "patient_level",
     "power",
     "power_curve",
+    "reliability",
     "simulate_cohort",
 ]
 
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
     from syndesmo.analysis.ladder import ladder
     from syndesmo.analysis.levels import compare_levels
     from syndesmo.analysis.patient import patient_level
+    from syndesmo.analysis.reliability import icc, reliability
     from syndesmo.derive.frame import analysis_frame
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
     from syndesmo.fitting.api import fit, fit_many
