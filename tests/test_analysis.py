@@ -63,7 +63,8 @@ def with_patients(panel: VUPanel, **changes) -> VUPanel:
 
 
 def test_ladder_rows_steps_and_engines(panel):
-    table = an.ladder(panel, "new_syndesmophyte", ["w0", "w24"], ["region", "baseline_corner"])
+    res = an.ladder_result(panel, "new_syndesmophyte", ["w0", "w24"], ["region", "baseline_corner"])
+    table = res.table
     assert list(table.columns) == an.LADDER_COLUMNS
     per_exposure = [("a", "logit")] + [(s, e) for s in "bcd" for e in ("native", "gee")]
     assert list(zip(table["step"], table["engine"], strict=True)) == per_exposure * 2
@@ -83,7 +84,8 @@ def test_ladder_rows_steps_and_engines(panel):
     assert (w0["n_vus"] == len(frame)).all()
     assert (w0["events"] == frame["new_syndesmophyte"].sum()).all()
     assert (w0["n_patients"] == frame["patient"].nunique()).all()
-    ledger = table.attrs["ledgers"]["w0"].to_frame()
+    assert res.ledgers["w0"] == frame.ledger
+    ledger = res.ledgers["w0"].to_frame()
     assert ledger["n_rows"].sum() + len(frame) == len(panel.vu)
     assert ledger["reason"].str.contains("thoracic").any()
     glmm = table[table["engine"].eq("native")]
@@ -151,7 +153,7 @@ def test_attenuation_table_uses_zeger_factor(panel):
             gee.loc[r.step, "log_or"] / glmm.loc[r.step, "log_or"]
         )
     # step b has only the exposure: the implied marginal OR is the closed form
-    fits = an.ladder(panel, "new_syndesmophyte", ["w0"], keep_fits=True).attrs["fits"]
+    fits = an.ladder_result(panel, "new_syndesmophyte", ["w0"], keep_fits=True).fits
     b = fits[("new_syndesmophyte", "w0", "b", "native")]
     exact = marginal_log_or(b.params["Intercept"], b.params["mri"], b.sigma)
     assert math.log(att.iloc[0]["OR_implied_marginal"]) == pytest.approx(exact, abs=1e-6)
@@ -309,7 +311,7 @@ def test_patient_level_logistic_matches_hand_aggregation(panel):
     frame = prog.frame.set_index("patient")
     assert np.array_equal(frame["outcome"], hand.loc[frame.index, "progression"])
     assert np.array_equal(frame["exposure"], hand.loc[frame.index, "n_inflamed"])
-    anyf = patient_frame(panel, "w0", "any_new", summary="any").set_index("patient")
+    anyf = patient_frame(panel, "w0", "any_new", summary="any").data.set_index("patient")
     assert np.array_equal(anyf["exposure"], hand.loc[anyf.index, "any_inflamed"])
 
 
@@ -408,7 +410,7 @@ def test_spine_profile_counts(panel):
         hand = (vu[f"mri_w{week}"] >= 1).groupby(vu["vu"]).mean()
         assert np.allclose(prof.set_index("vu")[f"inflamed_w{week}"], hand.reindex(VU_LABELS))
     frame = an.build_frame(panel, "new_syndesmophyte", "w0")
-    per = frame.groupby("vu")["new_syndesmophyte"].agg(["size", "sum"])
+    per = frame.data.groupby("vu")["new_syndesmophyte"].agg(["size", "sum"])
     got = prof.set_index("vu").loc[list(MSASSS_VUS)]
     assert np.array_equal(got["at_risk"], per["size"].reindex(MSASSS_VUS))
     assert np.array_equal(got["new"], per["sum"].reindex(MSASSS_VUS))

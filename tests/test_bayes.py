@@ -104,7 +104,7 @@ def test_prior_overrides_and_their_errors():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"draws": 0}, r"draws must be an integer ≥ 1"),
+        ({"draws": 0}, r"draws must be a whole number >= 1"),
         ({"target_accept": 1.0}, r"target_accept"),
         ({"seed": -3}, r"seed must be"),
         ({"hdi": "yes"}, r"hdi must be"),

@@ -88,25 +88,26 @@ def test_new_syndesmophyte_each_case_and_ledger_order():
         "L3/4": 1,
     }
     # baseline_corner: highest baseline corner score
-    assert frame.set_index("vu")["baseline_corner"].to_dict() == {
+    assert frame.data.set_index("vu")["baseline_corner"].to_dict() == {
         "C2/3": 0.0,
         "C3/4": 1.0,
         "C5/6": 1.0,
         "L3/4": 1.0,
     }
     assert list(frame["region"]) == ["cervical", "cervical", "cervical", "lumbar"]
-    ledger = frame.attrs["ledger"].to_frame()
+    ledger = frame.ledger.to_frame()
     # order: thoracic, not at risk, x-ray missing, MRI missing; patients per reason
     assert ledger["reason"].str.split().str[0].tolist() == ["VU", "not", "x-ray", "MRI"]
     assert "thoracic" in ledger["reason"].iloc[0]
     assert ledger["n_rows"].tolist() == [1, 3, 2, 1]
     assert ledger["n_patients"].tolist() == [1, 2, 1, 1]
-    assert frame.attrs["analysis"] == {
+    assert frame.settings == {
         "outcome": "new_syndesmophyte",
         "exposure": "w0",
         "threshold": 1.0,
         "readers": "mean",
         "covariates": [],
+        "reference_arm": None,
     }
 
 
@@ -148,7 +149,7 @@ def test_growth_frame_and_not_at_risk_reason():
     ]
     frame = analysis_frame(build_panel(rows), "growth", "w0")
     assert frame["growth"].tolist() == [c[1] for c in cases if c[1] is not None]
-    ledger = frame.attrs["ledger"].to_frame()
+    ledger = frame.ledger.to_frame()
     assert ledger["n_rows"].tolist() == [2]
     assert "not at risk for growth" in ledger["reason"].iloc[0]
 
@@ -163,7 +164,7 @@ def test_new_syndesmophyte_with_three_xray_weeks_uses_first_and_last():
     panel = build_panel(rows, mri_weeks=(0,), xray_weeks=(0, 52, 102))
     frame = analysis_frame(panel, "new_syndesmophyte", "w0")
     assert frame["new_syndesmophyte"].tolist() == [1, 1, 0, 0]
-    assert len(frame.attrs["ledger"]) == 0
+    assert len(frame.ledger) == 0
 
 
 # --------------------------------------------------------------------- exposures
@@ -228,10 +229,10 @@ def test_exposure_types_in_frame_and_mri_missing_only_where_needed():
     # w24 needs week 24 only, so pattern f (w0 missing) is kept
     f24 = analysis_frame(panel, exposure="w24")
     assert f24["mri"].tolist() == [0, 0, 1, 0, 1] and f24["mri"].dtype == np.int64
-    assert len(f24.attrs["ledger"]) == 0
+    assert len(f24.ledger) == 0
     fany = analysis_frame(panel, exposure="any")
     assert fany["mri"].tolist() == [0, 1, 1, 1]
-    entry = fany.attrs["ledger"].to_frame().iloc[0]
+    entry = fany.ledger.to_frame().iloc[0]
     assert entry["n_rows"] == 1 and "week 0, 24, 102" in entry["reason"]
     fmax = analysis_frame(panel, exposure="max_score")
     assert fmax["mri"].dtype == np.float64 and fmax["mri"].tolist() == [0, 2, 1, 5]
@@ -296,10 +297,10 @@ def test_covariates_from_patient_table_and_missing_ledger():
         "crp",
         "age",
     ]
-    led = frame.attrs["ledger"].to_frame()
+    led = frame.ledger.to_frame()
     assert led["reason"].tolist()[-2:] == ["covariate missing: crp", "covariate missing: age"]
     assert led["n_rows"].tolist() == [1, 1, 1, 1]  # thoracic, MRI, crp (P2), age (P3)
-    assert frame.attrs["ledger"].n_excluded + len(frame) == len(rows)
+    assert frame.ledger.n_excluded + len(frame) == len(rows)
 
 
 def test_unknown_covariate_lists_available():
@@ -348,7 +349,7 @@ def test_readers_mean():
     frame = analysis_frame(_reader_panel(), readers="mean")
     # C2/3: mean upper w102 1.5 < 2 → no event; C3/4: baseline mean 1.5 (at risk),
     # follow-up 2 → event; C4/5 (2.5, 0.5) → event; C5/6 no; C6/7 NaN mean → x-ray
-    assert frame.set_index("vu")["new_syndesmophyte"].to_dict() == {
+    assert frame.data.set_index("vu")["new_syndesmophyte"].to_dict() == {
         "C2/3": 0,
         "C3/4": 1,
         "C4/5": 1,
@@ -356,9 +357,9 @@ def test_readers_mean():
     }
     # MRI mean: C2/3 0.5 (< 1 → 0), C3/4 2, C4/5 0, C5/6 1
     assert frame["mri"].tolist() == [0, 1, 0, 1]
-    assert frame.set_index("vu")["baseline_corner"]["C3/4"] == 1.5
+    assert frame.data.set_index("vu")["baseline_corner"]["C3/4"] == 1.5
     assert "reader" not in frame.columns
-    led = frame.attrs["ledger"].to_frame()
+    led = frame.ledger.to_frame()
     assert led["n_rows"].tolist() == [1] and "x-ray" in led["reason"][0]
     # a threshold of 0.5 makes the readers' mean 0.5 count as inflamed
     assert analysis_frame(_reader_panel(), threshold=0.5)["mri"].tolist()[0] == 1
@@ -367,12 +368,12 @@ def test_readers_mean():
 def test_readers_agree():
     frame = analysis_frame(_reader_panel(), readers="agree")
     # C3/4: reader 1 sees a syndesmophyte at baseline → not at risk; C2/3 disagree → 0
-    assert frame.set_index("vu")["new_syndesmophyte"].to_dict() == {
+    assert frame.data.set_index("vu")["new_syndesmophyte"].to_dict() == {
         "C2/3": 0,
         "C4/5": 1,
         "C5/6": 0,
     }
-    led = frame.attrs["ledger"].to_frame()
+    led = frame.ledger.to_frame()
     assert led["n_rows"].tolist() == [1, 1]
     assert led["reason"][0].startswith("not at risk") and "x-ray" in led["reason"][1]
 
@@ -390,12 +391,13 @@ def test_readers_per_reader():
         ("C5/6", 2): 0,
         ("C6/7", 2): 1,
     }
-    assert frame.loc[frame["vu"].eq("C2/3"), "mri"].tolist() == [1, 0]
-    led = frame.attrs["ledger"].to_frame()
+    assert frame.data.loc[frame["vu"].eq("C2/3"), "mri"].tolist() == [1, 0]
+    led = frame.ledger.to_frame()
     assert led["n_rows"].tolist() == [1, 1]  # C3/4 reader 1 not at risk; C6/7 reader 1 x-ray
     # "reader" is accepted as an alias (the analysis-spec spelling)
     alias = analysis_frame(_reader_panel(), readers="reader")
-    pd.testing.assert_frame_equal(alias, frame)
+    pd.testing.assert_frame_equal(alias.data, frame.data)
+    assert alias.ledger == frame.ledger
 
 
 # --------------------------------------------------------------------- array core
@@ -414,4 +416,4 @@ def test_derive_arrays_matches_frame_on_a_simulated_panel():
         np.testing.assert_array_equal(d["x"][keep], frame["mri"].to_numpy(dtype=float))
         assert np.isnan(d["y"][~keep]).all()
         counts = np.bincount(d["reason"], minlength=5)[1:]
-        assert counts[counts > 0].tolist() == frame.attrs["ledger"].to_frame()["n_rows"].tolist()
+        assert counts[counts > 0].tolist() == frame.ledger.to_frame()["n_rows"].tolist()

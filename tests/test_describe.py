@@ -11,6 +11,7 @@ import pytest
 
 from syndesmo.analysis.describe import (
     events_by_inflammation,
+    events_table,
     inflammation_prevalence,
     report_tables,
     share_in_uninflamed,
@@ -107,7 +108,8 @@ def test_events_by_inflammation_two_by_two():
     assert rr["w24"] == pytest.approx(1 / (3 / 6)) and math.isnan(orr["w24"])  # a zero cell
     assert rr["w102"] == 0 and orr["w102"] == 0
     np.testing.assert_allclose(table["pct_events"], 100 * table["n_events"] / table["n_vus"])
-    assert table.attrs["ledgers"]["w102"].n_excluded == 3  # thoracic, not at risk, MRI
+    ledgers = events_table(hand_panel(), threshold=1).ledgers
+    assert ledgers["w102"].n_excluded == 3  # thoracic, not at risk, MRI
     never = events_by_inflammation(hand_panel(), exposures=["never"])
     assert never["mri"].tolist() == ["never inflamed", "inflamed at some week"]
     assert never["n_vus"].tolist() == [2, 3] and never["n_events"].tolist() == [1, 2]
@@ -160,8 +162,8 @@ def test_tables_agree_with_the_analysis_frame_on_a_simulated_cohort():
     panel = simulate_cohort(CohortSpec(n_patients=120, mri_missing_rate=0.05), seed=4)
     tables = report_tables(panel, exposures=["w0", "any", "n_timepoints"])
     assert set(tables) == {"inflammation", "events", "share_uninflamed"}
-    assert all(t.attrs["title"] for t in tables.values())
-    events, share = tables["events"], tables["share_uninflamed"]
+    assert all(t.title for t in tables.values())
+    events, share = tables["events"].table, tables["share_uninflamed"].table
     assert events["exposure"].unique().tolist() == ["w0", "any"]  # counts left out
     for exposure in ("w0", "any"):
         frame = analysis_frame(panel, exposure=exposure)
@@ -170,7 +172,7 @@ def test_tables_agree_with_the_analysis_frame_on_a_simulated_cohort():
         assert rows["n_events"].sum() == frame["new_syndesmophyte"].sum()
     not_w0 = events[(events["exposure"] == "w0") & (events["mri"] == "not inflamed")]
     assert share.loc[0, "n_events_uninflamed"] == not_w0["n_events"].item()
-    prev = tables["inflammation"]
+    prev = tables["inflammation"].table
     treated = prev[(prev["week"] == 24) & (prev["arm"] == "infliximab")]["pct_vus_inflamed"]
     placebo = prev[(prev["week"] == 24) & (prev["arm"] == "placebo")]["pct_vus_inflamed"]
     assert treated.item() < placebo.item()  # infliximab lowers inflammation by week 24

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.errors import ModelError
 from syndesmo.fitting.design import build_design, fixed_formula
 from syndesmo.ledger import Ledger
@@ -135,16 +136,22 @@ def test_missing_values_are_counted_in_the_ledger(frame):
     assert "mri (2 rows)" in row.reason and "arm (2 rows)" in row.reason
 
 
-def test_ledger_from_attrs_is_prepended_and_copied(frame):
+def test_ledger_given_is_prepended_and_copied(frame):
     prior = Ledger()
     prior.add("eligibility", "syndesmophyte at baseline", 7, 3)
-    frame.attrs["ledger"] = prior
     frame.loc[0, "y"] = np.nan
-    d = build_design("y ~ mri + (1|patient)", frame)
-    assert [e["step"] for e in d.ledger] == ["eligibility", "design"]
-    assert d.ledger.n_excluded == 8
-    assert "y (1 row)" in list(d.ledger)[1]["reason"]
+    for d in (
+        build_design("y ~ mri + (1|patient)", frame, ledger=prior),
+        build_design("y ~ mri + (1|patient)", AnalysisFrame(frame, prior)),
+    ):
+        assert [e["step"] for e in d.ledger] == ["eligibility", "design"]
+        assert d.ledger.n_excluded == 8
+        assert "y (1 row)" in list(d.ledger)[1]["reason"]
     assert len(prior) == 1  # the frame's own ledger is not changed
+    with pytest.raises(ModelError, match="brings its own ledger"):
+        build_design("y ~ mri + (1|patient)", AnalysisFrame(frame, prior), ledger=prior)
+    frame.attrs["ledger"] = prior  # attrs are not read: pandas drops them on most operations
+    assert len(build_design("y ~ mri + (1|patient)", frame).ledger) == 1
 
 
 def test_trials_as_column_array_and_cbind(frame):

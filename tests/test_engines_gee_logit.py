@@ -235,7 +235,7 @@ def test_gee_on_shipped_growth_frames_agrees_with_geepack_or_says_why_not(
     frame = sy.analysis_frame(
         shipped_panel, outcome="growth", exposure=exposure, covariates=["arm"]
     )
-    ref = _geeglm(frame, "growth ~ mri + arm")
+    ref = _geeglm(frame.data, "growth ~ mri + arm")
     res = sy.fit("growth ~ mri + arm + (1|patient)", frame, engine="gee")
     assert _r_names(list(res.params.index)) == ref["names"]
     geepack_ok = (

@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 #: public name → module that defines it
 _PUBLIC = {
+    "AnalysisFrame": "syndesmo.derive.aframe",
     "FitResult": "syndesmo.fitting.results",
     "Ledger": "syndesmo.ledger",
     "VUPanel": "syndesmo.panel.tables",
@@ -42,6 +43,7 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "AnalysisFrame",
     "CohortSpec",
     "DeriveError",
     "FitResult",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
     from syndesmo.analysis.levels import compare_levels
     from syndesmo.analysis.patient import patient_level
     from syndesmo.analysis.reliability import icc, reliability
+    from syndesmo.derive.aframe import AnalysisFrame
     from syndesmo.derive.frame import analysis_frame
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
     from syndesmo.fitting.api import fit, fit_many

@@ -38,10 +38,18 @@ class Ledger:
         return self
 
     def copy(self) -> Ledger:
+        """An independent copy."""
         return Ledger([dict(e) for e in self._entries])
 
     def __add__(self, other: Ledger) -> Ledger:
         return self.copy().extend(other)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ledger):
+            return NotImplemented
+        return self._entries == other._entries
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __len__(self) -> int:
         return len(self._entries)

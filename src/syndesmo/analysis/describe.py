@@ -11,13 +11,15 @@ Inflamed means ASspiMRI-a ≥ ``threshold``. With two readers the MRI scores are
 readers' mean (``readers="mean"`` or ``"agree"``), or each reader's own
 (``"per_reader"``, which adds a ``reader`` column). The event tables use
 ``syndesmo.derive.frame.analysis_frame``, so their VUs are exactly those a model would
-use; its ledgers (why VUs were left out) are in ``table.attrs["ledgers"]``.
-Percentages are not rounded.
+use. Each function returns the table; the ``*_table`` functions return it as a
+:class:`CountTable` with its title and the ledgers (why VUs were left out), and
+:func:`report_tables` gives all three. Percentages are not rounded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,23 +35,39 @@ from syndesmo.derive.frame import (
     panel_arrays,
 )
 from syndesmo.errors import DeriveError
+from syndesmo.ledger import Ledger
+from syndesmo.vocabulary import reference_first
 
 #: Label of the rows that pool both arms.
 ALL_ARMS = "all"
 
 
-def _arm_order(arms: pd.Series) -> list:
-    """Arms with placebo (the control) first, the others in sorted order."""
-    levels = sorted(pd.unique(arms.dropna()).tolist(), key=str)
-    if "placebo" in levels:
-        levels.remove("placebo")
-        levels.insert(0, "placebo")
-    return levels
+@dataclass(frozen=True)
+class CountTable:
+    """A descriptive table with its title, the ledgers of what was left out and,
+    where a report asks for one, a sentence with its numbers.
+
+    ``ledgers`` maps exposure → ``Ledger`` of the VUs left out (empty for tables
+    that count every scored VU).
+    """
+
+    title: str
+    table: pd.DataFrame
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
+    text: str = ""
 
 
 def inflammation_prevalence(
     panel: Any, threshold: float = 1, readers: str = "mean"
 ) -> pd.DataFrame:
+    """VUs and patients with MRI inflammation at each MRI week, by arm and overall.
+
+    The table of :func:`prevalence_table` (see there for the columns).
+    """
+    return prevalence_table(panel, threshold, readers).table
+
+
+def prevalence_table(panel: Any, threshold: float = 1, readers: str = "mean") -> CountTable:
     """VUs and patients with MRI inflammation at each MRI week, by arm and overall.
 
     All VUs with an MRI score at that week count (thoracic ones too). Columns:
@@ -67,7 +85,7 @@ def inflammation_prevalence(
     by_reader = "reader" in units and rule == "per_reader"
     if by_reader:
         base["reader"] = np.asarray(panel.readers, dtype=object)[units["reader"]]
-    arms = _arm_order(panel.patients["arm"])
+    arms = reference_first(panel.patients["arm"].dropna())
     rows = []
     for j, week in enumerate(panel.mri_weeks):
         df = base.copy()
@@ -105,10 +123,8 @@ def inflammation_prevalence(
             "pct_patients_inflamed",
         ]
     ]
-    out.attrs["title"] = (
-        f"VUs and patients with MRI inflammation (ASspiMRI-a ≥ {threshold:g}) by week and arm"
-    )
-    return out
+    title = f"VUs and patients with MRI inflammation (ASspiMRI-a ≥ {threshold:g}) by week and arm"
+    return CountTable(title, out)
 
 
 def _pct(num: pd.Series, den: pd.Series) -> pd.Series:
@@ -135,17 +151,32 @@ def events_by_inflammation(
 ) -> pd.DataFrame:
     """The 2×2 counts of ``outcome`` in VUs with vs without inflammation.
 
+    The table of :func:`events_table` (see there for the columns).
+    """
+    return events_table(panel, threshold, readers, outcome, exposures).table
+
+
+def events_table(
+    panel: Any,
+    threshold: float = 1,
+    readers: str = "mean",
+    outcome: str = "new_syndesmophyte",
+    exposures: Sequence[str] | None = None,
+) -> CountTable:
+    """The 2×2 counts of ``outcome`` in VUs with vs without inflammation.
+
     One pair of rows per exposure (default: inflamed at each MRI week, ``w0``,
     ``w24``, …). Columns: ``outcome``, ``exposure``, ``mri`` (``"inflamed"`` /
     ``"not inflamed"``; for ``never`` the exposed rows are the never-inflamed VUs),
     ``n_vus`` (eligible VUs), ``n_events``, ``n_no_event``, ``pct_events`` (risk in
     %), and per exposure ``risk_ratio`` and ``odds_ratio`` (crude, exposed vs
-    unexposed; NaN where undefined). ``attrs["ledgers"]`` maps exposure → Ledger.
+    unexposed; NaN where undefined); ``ledgers`` maps exposure → Ledger.
     """
     rows, ledgers = [], {}
     for exposure in _week_exposures(panel, exposures):
-        frame = analysis_frame(panel, outcome, exposure, threshold, readers=readers)
-        ledgers[exposure] = frame.attrs["ledger"]
+        aframe = analysis_frame(panel, outcome, exposure, threshold, readers=readers)
+        ledgers[exposure] = aframe.ledger
+        frame = aframe.data
         cells = {}
         for value, label in ((1, "inflamed"), (0, "not inflamed")):
             if exposure == "never":
@@ -170,12 +201,11 @@ def events_by_inflammation(
             row["risk_ratio"], row["odds_ratio"] = rr, orr
     out = pd.DataFrame(rows)
     out.insert(6, "pct_events", _pct(out["n_events"], out["n_vus"]))
-    out.attrs["ledgers"] = ledgers
-    out.attrs["title"] = (
+    title = (
         f"{outcome.replace('_', ' ').capitalize()} in VUs with vs without MRI inflammation "
         f"(ASspiMRI-a ≥ {threshold:g})"
     )
-    return out
+    return CountTable(title, out, ledgers)
 
 
 def share_in_uninflamed(
@@ -186,18 +216,32 @@ def share_in_uninflamed(
 ) -> pd.DataFrame:
     """Of all events (new syndesmophytes), how many arose in VUs without inflammation.
 
+    The table of :func:`share_table` (see there for the columns).
+    """
+    return share_table(panel, threshold, readers, outcome).table
+
+
+def share_table(
+    panel: Any,
+    threshold: float = 1,
+    readers: str = "mean",
+    outcome: str = "new_syndesmophyte",
+) -> CountTable:
+    """Of all events (new syndesmophytes), how many arose in VUs without inflammation.
+
     One row per MRI week (VUs not inflamed at that week) and one for VUs never
     inflamed at any MRI week. Denominator: the events among the VUs eligible for
     that exposure (those with the MRI needed). Columns: ``outcome``, ``vus``
     (which VUs), ``exposure``, ``n_events``, ``n_events_uninflamed``,
-    ``pct_events_uninflamed``. ``attrs["ledgers"]`` maps exposure → Ledger.
+    ``pct_events_uninflamed``; ``ledgers`` maps exposure → Ledger.
     """
     rows, ledgers = [], {}
     specs = [(f"w{w}", 0, f"not inflamed at week {w}") for w in panel.mri_weeks]
     specs.append(("never", 1, "never inflamed (all MRI weeks)"))
     for exposure, value, label in specs:
-        frame = analysis_frame(panel, outcome, exposure, threshold, readers=readers)
-        ledgers[exposure] = frame.attrs["ledger"]
+        aframe = analysis_frame(panel, outcome, exposure, threshold, readers=readers)
+        ledgers[exposure] = aframe.ledger
+        frame = aframe.data
         events = frame[outcome] == 1
         rows.append(
             {
@@ -210,12 +254,11 @@ def share_in_uninflamed(
         )
     out = pd.DataFrame(rows)
     out["pct_events_uninflamed"] = _pct(out["n_events_uninflamed"], out["n_events"])
-    out.attrs["ledgers"] = ledgers
-    out.attrs["title"] = (
+    title = (
         f"Share of all {outcome.replace('_', ' ')} events in VUs without MRI inflammation "
         f"(ASspiMRI-a ≥ {threshold:g})"
     )
-    return out
+    return CountTable(title, out, ledgers)
 
 
 def report_tables(
@@ -223,16 +266,16 @@ def report_tables(
     exposures: Sequence[str] | None = None,
     threshold: float = 1,
     readers: str = "mean",
-) -> dict[str, pd.DataFrame]:
-    """The three descriptive tables for new syndesmophytes, each with a
-    ``attrs["title"]``: ``inflammation`` (:func:`inflammation_prevalence`),
-    ``events`` (:func:`events_by_inflammation` for the 0/1 ones among ``exposures``;
-    default each MRI week) and ``share_uninflamed`` (:func:`share_in_uninflamed`).
-    This is what ``syndesmo describe`` prints and the reproduction report shows.
+) -> dict[str, CountTable]:
+    """The three descriptive tables for new syndesmophytes, each a :class:`CountTable`
+    with its title: ``inflammation`` (:func:`prevalence_table`), ``events``
+    (:func:`events_table` for the 0/1 ones among ``exposures``; default each MRI
+    week) and ``share_uninflamed`` (:func:`share_table`). This is what ``syndesmo
+    describe`` prints and the reproduction report shows.
     """
     binary = None if exposures is None else [e for e in exposures if e not in COUNT_EXPOSURES]
     return {
-        "inflammation": inflammation_prevalence(panel, threshold, readers),
-        "events": events_by_inflammation(panel, threshold, readers, exposures=binary or None),
-        "share_uninflamed": share_in_uninflamed(panel, threshold, readers),
+        "inflammation": prevalence_table(panel, threshold, readers),
+        "events": events_table(panel, threshold, readers, exposures=binary or None),
+        "share_uninflamed": share_table(panel, threshold, readers),
     }

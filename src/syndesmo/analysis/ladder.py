@@ -25,10 +25,12 @@ import pandas as pd
 
 from syndesmo.analysis.marginal import implied_marginal_log_or
 from syndesmo.analysis.patient import patient_exposure_label, patient_level
+from syndesmo.derive.aframe import AnalysisFrame
+from syndesmo.derive.frame import analysis_frame
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
-from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
+from syndesmo.vocabulary import exposure_label, outcome_label
 
 #: Steps of the ladder, as in van der Heijde et al. 2012: crude, multilevel,
 #: + treatment, + confounders.
@@ -122,15 +124,14 @@ def build_frame(
     covariates: Sequence[str] = (),
     threshold: float = 1,
     readers: str = "mean",
-) -> pd.DataFrame:
+    reference_arm: str | None = None,
+) -> AnalysisFrame:
     """``derive.analysis_frame`` with every model column complete.
 
     Rows still missing a value in a model column are dropped and counted in the
-    frame's ledger (``frame.attrs["ledger"]``), so all steps of a ladder use the
-    same VUs.
+    frame's ledger (``frame.ledger``, step ``analysis``), so all steps of a ladder
+    use the same VUs.
     """
-    from syndesmo.derive.frame import analysis_frame
-
     frame = analysis_frame(
         panel,
         outcome=outcome,
@@ -138,32 +139,19 @@ def build_frame(
         threshold=threshold,
         covariates=list(covariates),
         readers=readers,
+        reference_arm=reference_arm,
     )
-    ledger = frame.attrs.get("ledger")
-    ledger = ledger.copy() if isinstance(ledger, Ledger) else Ledger()
-    cols = [c for c in (outcome, "mri", *covariates) if c in frame.columns]
-    missing_cols = [c for c in (outcome, "mri", *covariates) if c not in frame.columns]
+    columns = [outcome, "mri", *covariates]
+    missing_cols = [c for c in columns if c not in frame.columns]
     if missing_cols:
         raise DeriveError(
             f"the analysis frame has no column(s) {missing_cols}; "
             f"available columns: {list(frame.columns)}"
         )
-    incomplete = frame[cols].isna().any(axis=1).to_numpy()
-    if incomplete.any():
-        gone = frame.loc[incomplete]
-        which = [c for c in cols if frame[c].isna().any()]
-        ledger.add(
-            "analysis",
-            f"missing value in {', '.join(which)}",
-            int(incomplete.sum()),
-            int(gone["patient"].nunique()),
-        )
-        frame = frame.loc[~incomplete].reset_index(drop=True)
-    frame.attrs["ledger"] = ledger
-    return frame
+    return frame.dropna(columns, step="analysis")
 
 
-def constant_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+def constant_columns(frame: pd.DataFrame | AnalysisFrame, columns: Sequence[str]) -> list[str]:
     """The columns of ``frame`` with a single value: they cannot enter a model."""
     return [c for c in columns if c in frame.columns and frame[c].nunique(dropna=True) < 2]
 
@@ -172,7 +160,7 @@ def _step_terms(step: str, treatment: str, confounders: Sequence[str]) -> list[s
     return {"a": [], "b": [], "c": [treatment], "d": [treatment, *confounders]}[step]
 
 
-def _fill_counts(row: dict, frame: pd.DataFrame, outcome: str) -> None:
+def _fill_counts(row: dict, frame: pd.DataFrame | AnalysisFrame, outcome: str) -> None:
     """Patients, VUs and events from the frame when the fit did not report them."""
 
     def missing(v) -> bool:
@@ -186,14 +174,14 @@ def _fill_counts(row: dict, frame: pd.DataFrame, outcome: str) -> None:
         row["events"] = int(frame[outcome].sum()) if len(frame) else 0
 
 
-def check_frame(frame: pd.DataFrame, outcome: str, exposure: str) -> str:
+def check_frame(frame: pd.DataFrame | AnalysisFrame, outcome: str, exposure: str) -> str:
     """Why a frame cannot be modelled ('' if it can): no rows, no variation, no events."""
     if len(frame) == 0:
         return f"no VU is eligible for the outcome {outcome!r}"
     x = frame["mri"].to_numpy(dtype=float)
     if np.unique(x).size < 2:
         return (
-            f"the exposure {exposure!r} ({EXPOSURE_LABELS.get(exposure, exposure)}) does not "
+            f"the exposure {exposure!r} ({exposure_label(exposure)}) does not "
             f"vary: all {len(frame)} VUs have the value {x[0]:g}"
         )
     y = frame[outcome].to_numpy(dtype=float)
@@ -209,7 +197,9 @@ def check_frame(frame: pd.DataFrame, outcome: str, exposure: str) -> str:
 # one fit → one row
 
 
-def safe_fit(formula: str, frame: pd.DataFrame, engine: str, nagq: int) -> FitResult | str:
+def safe_fit(
+    formula: str, frame: pd.DataFrame | AnalysisFrame, engine: str, nagq: int
+) -> FitResult | str:
     """The fit, or the reason it failed as a string; a missing engine is still raised.
 
     Python warnings raised while fitting are caught and kept in ``fit.warnings``
@@ -311,9 +301,9 @@ def ladder(
     threshold: float = 1,
     readers: str = "mean",
     treatment: str = "arm",
+    reference_arm: str | None = None,
     strict: bool = False,
     progress: Progress | None = None,
-    keep_fits: bool = False,
     engines: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The model ladder for each exposure, as one tidy table (see ``LADDER_COLUMNS``).
@@ -327,11 +317,14 @@ def ladder(
     + ``treatment``; (d) + ``confounders`` (left out when there are none). All steps
     of one exposure use the same VUs (complete cases on every model column).
 
+    ``reference_arm`` is the arm the treatment term compares against (default the
+    placebo-like arm, ``syndesmo.vocabulary.reference_first``).
+
     A fit that fails gives a row with NaN estimates and the reason in ``note``. An
     exposure that does not vary (or an outcome without events) gives noted rows —
-    or, with ``strict=True``, a ``ModelError`` naming the exposure. The ledger of
-    excluded VUs is in ``table.attrs["ledgers"]`` (exposure → ``Ledger``), the
-    fits in ``table.attrs["fits"]`` with ``keep_fits=True``.
+    or, with ``strict=True``, a ``ModelError`` naming the exposure. The ledgers of
+    excluded VUs (exposure → ``Ledger``) and the fits themselves come with
+    :func:`ladder_result`, which takes the same arguments.
     """
     if engines is not None:
         engines = [e for e in engines if e != CRUDE_ENGINE]  # logit is step (a) anyway
@@ -349,15 +342,11 @@ def ladder(
         threshold=threshold,
         readers=readers,
         treatment=treatment,
+        reference_arm=reference_arm,
         strict=strict,
         progress=progress,
-        keep_fits=keep_fits,
     )
-    table = res.table
-    table.attrs["ledgers"] = res.ledgers
-    if keep_fits:
-        table.attrs["fits"] = res.fits
-    return table
+    return res.table
 
 
 def ladder_steps(confounders: Sequence[str]) -> list[str]:
@@ -383,11 +372,14 @@ def ladder_result(
     threshold: float = 1,
     readers: str = "mean",
     treatment: str = "arm",
+    reference_arm: str | None = None,
     strict: bool = False,
     progress: Progress | None = None,
     keep_fits: bool = False,
 ) -> LadderResult:
-    """``ladder`` returning a ``LadderResult`` (table, ledgers, fits)."""
+    """``ladder`` returning a ``LadderResult``: the table, the ledger of each exposure
+    (VUs left out, with the reasons) and, with ``keep_fits=True``, every fit keyed by
+    (outcome, exposure, step, engine)."""
     progress = progress or _noop
     if isinstance(exposures, str):
         exposures = [exposures]
@@ -405,9 +397,15 @@ def ladder_result(
     steps = ladder_steps(confounders)
     for exposure in exposures:
         frame = build_frame(
-            panel, outcome, exposure, covariates=covariates, threshold=threshold, readers=readers
+            panel,
+            outcome,
+            exposure,
+            covariates=covariates,
+            threshold=threshold,
+            readers=readers,
+            reference_arm=reference_arm,
         )
-        ledgers[exposure] = frame.attrs["ledger"]
+        ledgers[exposure] = frame.ledger
         # per-reader rows: reader as a categorical term (several readers, not a slope)
         extra = ["C(reader)"] if "reader" in frame.columns else []
         problem = check_frame(frame, outcome, exposure)
@@ -448,7 +446,7 @@ def ladder_result(
                     {
                         "outcome": outcome,
                         "exposure": exposure,
-                        "exposure_label": EXPOSURE_LABELS.get(exposure, exposure),
+                        "exposure_label": exposure_label(exposure),
                         "step": step,
                         "step_label": STEP_LABELS[step],
                         "engine": eng,
@@ -497,6 +495,7 @@ def spec_patient_level(panel, spec, exposure: str):
         engine=spec.engine,
         threshold=spec.threshold,
         readers=spec.readers,
+        reference_arm=spec.reference_arm,
     )
 
 
@@ -508,8 +507,8 @@ def fit_spec(panel, spec) -> list[SpecFit]:
     """
     out = []
     for exposure in spec.exposures:
-        title = f"{OUTCOME_LABELS.get(spec.outcome, spec.outcome)} by {exposure} " + (
-            f"({EXPOSURE_LABELS.get(exposure, exposure)})"
+        title = f"{outcome_label(spec.outcome)} by {exposure} " + (
+            f"({exposure_label(exposure)})"
             if spec.level == "vu"
             else f"({patient_exposure_label(exposure, spec.summary)})"
         )
@@ -521,6 +520,7 @@ def fit_spec(panel, spec) -> list[SpecFit]:
                 covariates=list(spec.covariates),
                 threshold=spec.threshold,
                 readers=spec.readers,
+                reference_arm=spec.reference_arm,
             )
             problem = check_frame(frame, spec.outcome, exposure)
             if problem:

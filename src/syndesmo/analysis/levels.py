@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from syndesmo.analysis.ladder import build_frame, check_frame, fit_row, safe_fit
+from syndesmo.analysis.ladder import LadderResult, build_frame, check_frame, fit_row, safe_fit
 from syndesmo.analysis.patient import patient_level
 from syndesmo.ledger import Ledger
-from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
+from syndesmo.vocabulary import exposure_label, outcome_label
 
 
 def compare_levels(
@@ -34,14 +34,55 @@ def compare_levels(
         ("n_new", "count"),
         ("msasss_progression", "any"),
     ),
+    reference_arm: str | None = None,
 ) -> pd.DataFrame:
+    """VU-level and patient-level estimates for the same exposure, side by side.
+
+    The table of :func:`compare_levels_result` (see there for the arguments and the
+    columns), which also returns the ledgers of what was left out.
+    """
+    return compare_levels_result(
+        panel,
+        exposure,
+        adjust=adjust,
+        engine=engine,
+        beside=beside,
+        nagq=nagq,
+        threshold=threshold,
+        readers=readers,
+        patient_models=patient_models,
+        reference_arm=reference_arm,
+    ).table
+
+
+def compare_levels_result(
+    panel,
+    exposure: str = "w0",
+    *,
+    adjust: Sequence[str] = ("arm",),
+    engine: str = "native",
+    beside: Sequence[str] = ("gee",),
+    nagq: int = 1,
+    threshold: float = 1,
+    readers: str = "mean",
+    patient_models: Sequence[tuple[str, str]] = (
+        ("any_new", "any"),
+        ("n_new", "count"),
+        ("msasss_progression", "any"),
+    ),
+    reference_arm: str | None = None,
+) -> LadderResult:
     """VU-level and patient-level estimates for the same exposure, side by side.
 
     VU level: new syndesmophyte ~ exposure + ``adjust`` + (1|patient) with ``engine``
     and each engine of ``beside``. Patient level: each (outcome, summary) pair of
     ``patient_models`` (see ``patient_level``), adjusted for ``adjust``. Columns:
     level, outcome, exposure, engine, measure (OR or RR), estimate, lower, upper, p,
-    n_patients, n_units, events, note; ``attrs["ledgers"]`` holds what was left out.
+    n_patients, n_units, events, note. ``reference_arm`` is the arm ``arm`` compares
+    against (default the placebo-like arm).
+
+    Returns a ``LadderResult`` whose ``table`` is that table and whose ``ledgers``
+    say what was left out (``"VU level"``, ``"patient level: <outcome>"``).
     """
     rows = []
     ledgers: dict[str, Ledger] = {}
@@ -52,8 +93,9 @@ def compare_levels(
         covariates=list(adjust),
         threshold=threshold,
         readers=readers,
+        reference_arm=reference_arm,
     )
-    ledgers["VU level"] = frame.attrs["ledger"]
+    ledgers["VU level"] = frame.ledger
     problem = check_frame(frame, "new_syndesmophyte", exposure)
     rhs = " + ".join(["mri", *adjust])
     formula = f"new_syndesmophyte ~ {rhs} + (1|patient)"
@@ -64,9 +106,9 @@ def compare_levels(
             {
                 "level": "VU",
                 "outcome": "new_syndesmophyte",
-                "outcome_label": OUTCOME_LABELS["new_syndesmophyte"],
+                "outcome_label": outcome_label("new_syndesmophyte"),
                 "exposure": exposure,
-                "exposure_label": EXPOSURE_LABELS.get(exposure, exposure),
+                "exposure_label": exposure_label(exposure),
                 "engine": eng,
                 "measure": "OR",
                 "estimate": r["OR"],
@@ -88,6 +130,7 @@ def compare_levels(
             adjust=adjust,
             threshold=threshold,
             readers=readers,
+            reference_arm=reference_arm,
         )
         ledgers[f"patient level: {outcome}"] = pl.ledger
         r = pl.to_frame().iloc[0].to_dict()
@@ -110,6 +153,4 @@ def compare_levels(
                 "note": r["note"],
             }
         )
-    out = pd.DataFrame(rows)
-    out.attrs["ledgers"] = ledgers
-    return out
+    return LadderResult(table=pd.DataFrame(rows), ledgers=ledgers)

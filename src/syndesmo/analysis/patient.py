@@ -11,22 +11,31 @@ model or, for counts, a Poisson or negative binomial model with an offset
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from syndesmo.checks import check_choice
+from syndesmo.derive.aframe import AnalysisFrame
+from syndesmo.derive.frame import arm_column
 from syndesmo.derive.vu_tables import vu_exposures, vu_outcomes, vu_scores
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
-from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
+from syndesmo.vocabulary import (
+    ARM,
+    COUNT_EXPOSURES,
+    PATIENT_OUTCOMES,
+    SUMMARIES,
+    exposure_label,
+    outcome_label,
+    parse_exposure,
+)
 
-#: How VU exposures are summed up per patient.
-SUMMARY_WORDS = ("any", "count", "total")
-_WEEK = re.compile(r"^w(\d+)$")
+#: How VU exposures are summed up per patient (``syndesmo.vocabulary.SUMMARIES``).
+SUMMARY_WORDS = SUMMARIES
 
 
 @dataclass
@@ -51,7 +60,7 @@ class PatientLevel:
         row = {
             "level": "patient",
             "outcome": self.outcome,
-            "outcome_label": OUTCOME_LABELS.get(self.outcome, self.outcome),
+            "outcome_label": outcome_label(self.outcome),
             "exposure": self.exposure,
             "exposure_label": patient_exposure_label(self.exposure, self.summary),
             "summary": self.summary,
@@ -77,7 +86,7 @@ class PatientLevel:
 
 def patient_exposure_label(exposure: str, summary: str) -> str:
     """Words for a patient exposure, e.g. 'any VU inflamed at baseline'."""
-    base = EXPOSURE_LABELS.get(exposure, exposure)
+    base = exposure_label(exposure)
     if summary == "any":
         return f"any VU {base}"
     if summary == "count":
@@ -96,7 +105,8 @@ def patient_frame(
     readers: str = "mean",
     adjust: Sequence[str] = ("arm",),
     spine: str = "all",
-) -> pd.DataFrame:
+    reference_arm: str | None = None,
+) -> AnalysisFrame:
     """One row per patient: ``exposure`` (summed up by ``summary``), ``outcome``, ``adjust``.
 
     Exposure over the VUs of ``spine`` (``"all"`` 23 VUs, as the published totals;
@@ -105,8 +115,12 @@ def patient_frame(
     Outcome: ``any_new`` new syndesmophyte in any VU at risk (0/1), ``n_new`` their
     number (with ``n_at_risk``, the VUs at risk, for an offset), or
     ``msasss_progression`` (mSASSS total change ≥ 2 units between the first and
-    last x-ray). Patients without an outcome (no VU at risk, incomplete mSASSS) or
-    with a missing covariate are left out and counted in ``frame.attrs["ledger"]``.
+    last x-ray). ``arm`` is coded with ``reference_arm`` (default the placebo-like
+    arm) first, as in ``derive.analysis_frame``.
+
+    Returns an ``AnalysisFrame``: patients without an outcome (no VU at risk,
+    incomplete mSASSS) or with a missing covariate are left out and counted in its
+    ``ledger``; its ``settings`` hold the arguments.
     """
     ledger = Ledger()
     exp = _patient_exposure(panel, exposure, summary, threshold, spine)
@@ -123,7 +137,7 @@ def patient_frame(
     frame = frame.join(out, how="left")
     for c in adjust:
         values = pat[c].reindex(frame.index)
-        frame[c] = _control_first(values) if c == "arm" else values
+        frame[c] = arm_column(values, reference_arm) if c == ARM else values
     frame = frame.reset_index()
     no_outcome = frame["outcome"].isna().to_numpy()
     # patients lacking the outcome were already counted with their reason
@@ -148,41 +162,37 @@ def patient_frame(
             )
             frame = frame.loc[~incomplete]
     frame = frame.reset_index(drop=True)
-    frame.attrs["ledger"] = ledger
-    return frame
-
-
-def _control_first(values: pd.Series) -> pd.Series:
-    """Treatment arm as a categorical with ``placebo`` as the reference level, as
-    ``derive.analysis_frame`` codes it, so VU- and patient-level terms compare the
-    same way round."""
-    if not (values.dtype == object or isinstance(values.dtype, pd.StringDtype)):
-        return values
-    levels = sorted(pd.unique(values.dropna()).tolist(), key=str)
-    if "placebo" in levels:
-        levels.remove("placebo")
-        levels.insert(0, "placebo")
-    return pd.Series(pd.Categorical(values, categories=levels), index=values.index)
+    settings = {
+        "level": "patient",
+        "outcome": outcome,
+        "exposure": exposure,
+        "summary": summary,
+        "threshold": threshold,
+        "readers": readers,
+        "adjust": list(adjust),
+        "spine": spine,
+        "reference_arm": reference_arm,
+    }
+    return AnalysisFrame(frame, ledger, settings)
 
 
 def _patient_exposure(
     panel, exposure: str, summary: str, threshold: float, spine: str
 ) -> pd.Series:
     """Per patient: the exposure summed up over VUs; NaN if any VU lacks a needed score."""
-    from syndesmo.derive.frame import COUNT_EXPOSURES
     from syndesmo.panel.spine import MSASSS_VUS
 
-    if spine not in ("all", "msasss"):
-        raise ModelError(f"spine = {spine!r}; choose 'all' (every VU) or 'msasss' (12 VUs)")
-    if summary not in SUMMARY_WORDS:
-        raise ModelError(f"summary = {summary!r}; choose one of {', '.join(SUMMARY_WORDS)}")
+    check_choice(spine, ("all", "msasss"), "spine")
+    check_choice(summary, SUMMARY_WORDS, "summary")
     if summary == "total":
-        if not _WEEK.match(exposure):
+        parsed = parse_exposure(exposure)
+        if not parsed.single_week:
+            weeks = ", ".join(f"w{w}" for w in panel.mri_weeks)
             raise ModelError(
                 f"summary 'total' sums the ASspiMRI-a at one week; exposure {exposure!r} "
-                "is not a single week (use e.g. w0, w24 or w102)"
+                f"is not a single week (use one of {weeks})"
             )
-        week = int(exposure[1:])
+        week = parsed.weeks[0]
         if week not in panel.mri_weeks:
             raise DeriveError(
                 f"the panel has no MRI at week {week}; MRI weeks are {panel.mri_weeks}"
@@ -228,9 +238,8 @@ def _patient_outcome(panel, outcome: str, readers: str, ledger: Ledger) -> pd.Da
         gone = delta.isna()
         ledger.add("patient level", reason, int(gone.sum()), int(gone.sum()))
         return pd.DataFrame({"outcome": (delta >= 2).astype(float).where(~gone), "delta": delta})
-    raise ModelError(
-        f"patient outcome {outcome!r} is unknown; choose any_new, n_new or msasss_progression"
-    )
+    check_choice(outcome, PATIENT_OUTCOMES, "patient outcome")
+    raise AssertionError(outcome)  # pragma: no cover - every outcome is handled above
 
 
 def msasss_total(panel, week: int) -> pd.Series:
@@ -276,14 +285,16 @@ def patient_level(
     threshold: float = 1,
     readers: str = "mean",
     spine: str = "all",
+    reference_arm: str | None = None,
 ) -> PatientLevel:
     """A patient-level model of ``outcome`` on the patient ``exposure``, adjusted.
 
     ``engine``: ``logit`` (default for 0/1 outcomes; statsmodels through
     ``syndesmo.fit``), ``poisson`` or ``negbin`` (default for ``n_new``; log link
     with offset log(VUs at risk), so the estimate is a rate ratio per VU at risk).
-    See ``patient_frame`` for the exposures and outcomes. A model that cannot be
-    fitted (no variation, no events) gives ``fit=None`` and the reason in ``note``.
+    See ``patient_frame`` for the exposures and outcomes (and ``reference_arm``). A
+    model that cannot be fitted (no variation, no events) gives ``fit=None`` and the
+    reason in ``note``.
     """
     if engine is None:
         engine = "negbin" if outcome == "n_new" else "logit"
@@ -302,9 +313,10 @@ def patient_level(
         readers=readers,
         adjust=adjust,
         spine=spine,
+        reference_arm=reference_arm,
     )
-    ledger = frame.attrs["ledger"]
-    note = _patient_problem(frame, exposure, summary)
+    ledger = frame.ledger
+    note = _patient_problem(frame.data, exposure, summary)
     fit: FitResult | None = None
     if not note:
         try:
@@ -314,14 +326,14 @@ def patient_level(
                 rhs = " + ".join(["exposure", *adjust])
                 fit = fit_model(f"outcome ~ {rhs}", frame, engine="logit")
             else:
-                fit = fit_count(frame, adjust, engine)
+                fit = fit_count(frame.data, adjust, engine)
         except EngineUnavailableError:
             raise
         except (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:
             note = f"fit failed: {type(exc).__name__}: {exc}"
     return PatientLevel(
         fit=fit,
-        frame=frame,
+        frame=frame.data,
         ledger=ledger,
         exposure=exposure,
         summary=summary,

@@ -9,6 +9,7 @@ writes them; ``syndesmo reproduce`` is the command line for both.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,13 +19,21 @@ import numpy as np
 import pandas as pd
 
 from syndesmo.analysis import ladder as analysis
+from syndesmo.analysis.describe import CountTable
 from syndesmo.analysis.marginal import attenuation_table
 from syndesmo.analysis.specs import ModelSpec
 from syndesmo.derive.vu_tables import spine_profile
-from syndesmo.errors import SpecError
+from syndesmo.errors import DeriveError, SpecError
 from syndesmo.ledger import Ledger
 from syndesmo.numbers import fmt_ratio
-from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
+from syndesmo.vocabulary import (
+    VU_OUTCOMES,
+    exposure_label,
+    outcome_label,
+    parse_exposure,
+    reference_first,
+    week_words,
+)
 
 
 @dataclass
@@ -37,7 +46,7 @@ class Reproduction:
     attenuation: pd.DataFrame
     patient: pd.DataFrame
     levels: pd.DataFrame
-    descriptives: dict[str, pd.DataFrame]
+    descriptives: dict[str, CountTable]
     spine: pd.DataFrame
     ledger: pd.DataFrame
     headline: pd.DataFrame
@@ -67,7 +76,12 @@ def check_specs(panel, specs: Sequence[ModelSpec]) -> None:
     exposures = available_exposures(panel.mri_weeks)
     for spec in specs:
         where = spec.source or spec.name
-        bad = [e for e in spec.exposures if e not in exposures]
+        bad = []
+        for e in spec.exposures:
+            try:
+                parse_exposure(e, panel.mri_weeks)
+            except DeriveError:
+                bad.append(e)
         if bad:
             raise SpecError(
                 f"{where}: exposure(s) {bad} cannot be derived from MRI weeks "
@@ -84,6 +98,11 @@ def check_specs(panel, specs: Sequence[ModelSpec]) -> None:
                 f"{where}: covariate(s) {missing} are not in the panel; "
                 f"available: {', '.join(avail)}"
             )
+        if spec.reference_arm is not None:
+            try:
+                reference_first(panel.patients["arm"].dropna(), spec.reference_arm)
+            except DeriveError as exc:
+                raise SpecError(f"{where}: {exc}") from None
 
 
 def n_fits(specs: Sequence[ModelSpec]) -> int:
@@ -121,7 +140,7 @@ def run_reproduction(
         raise SpecError("no analysis specs to run")
     check_specs(panel, specs)
     # new syndesmophytes first, then growth, then the patient level (stable otherwise)
-    rank = {"new_syndesmophyte": 0, "growth": 1}
+    rank = {o: i for i, o in enumerate(VU_OUTCOMES)}
     specs = sorted(specs, key=lambda s: (s.level != "vu", rank.get(s.outcome, 2)))
     ladders, ledger_rows, patient_rows = [], [], []
     for spec in (s for s in specs if s.level == "vu"):
@@ -135,6 +154,7 @@ def run_reproduction(
             nagq=spec.nagq,
             threshold=spec.threshold,
             readers=spec.readers,
+            reference_arm=spec.reference_arm,
             strict=True,
             progress=progress,
         )
@@ -202,7 +222,7 @@ def levels_table(ladder: pd.DataFrame, patient: pd.DataFrame) -> pd.DataFrame:
             "level": "VU",
             "exposure": vu["exposure"],
             "exposure_label": vu["exposure_label"],
-            "outcome_label": OUTCOME_LABELS["new_syndesmophyte"],
+            "outcome_label": outcome_label("new_syndesmophyte"),
             "model": vu["engine"].map(_MODEL_WORDS).fillna(vu["engine"]),
             "measure": "OR",
             "estimate": vu["OR"],
@@ -259,7 +279,7 @@ def headline_table(ladder: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (outcome, _exposure), sub in ladder.groupby(["outcome", "exposure"], sort=False):
         row: dict[str, Any] = {
-            "outcome": OUTCOME_LABELS.get(outcome, outcome),
+            "outcome": outcome_label(outcome),
             "exposure": sub["exposure_label"].iloc[0],
             "VUs (events)": f"{sub['n_vus'].iloc[0]} ({sub['events'].iloc[0]})",
         }
@@ -277,23 +297,24 @@ _ENGINE_SHORT = {"native": "GLMM", "lme4": "GLMM", "bayes": "Bayes", "gee": "GEE
 
 def descriptive_tables(
     panel, vu_specs: Sequence[ModelSpec], threshold: float, readers: str
-) -> dict[str, pd.DataFrame]:
+) -> dict[str, CountTable]:
     """Descriptive counts from ``syndesmo.analysis.describe``, each with a title and a sentence.
 
     ``inflammation``: VUs and patients inflamed at each MRI week, by arm;
     ``events_<outcome>``: VUs by exposure and outcome (2×2) for the binary exposures
     of the VU-level specs; ``share_uninflamed``: new syndesmophytes in VUs without
-    inflammation at each week and never inflamed. ``df.attrs`` holds ``title`` and
-    ``text`` (a sentence with the numbers).
+    inflammation at each week and never inflamed. Each is a ``CountTable`` whose
+    ``text`` is a sentence with the numbers.
     """
     from syndesmo.analysis import describe
     from syndesmo.derive.frame import COUNT_EXPOSURES
 
-    prev = describe.inflammation_prevalence(panel, threshold, readers)
-    prev.attrs.update(
+    prev = describe.prevalence_table(panel, threshold, readers)
+    prev = dataclasses.replace(
+        prev,
         title=f"VUs and patients with MRI inflammation (ASspiMRI-a ≥ {threshold:g}) by week "
         "and arm",
-        text=_prevalence_text(prev),
+        text=_prevalence_text(prev.table),
     )
     tables = {"inflammation": prev}
     for outcome in dict.fromkeys(s.outcome for s in vu_specs):
@@ -304,25 +325,21 @@ def descriptive_tables(
         ]
         if not exposures:
             continue
-        ev = describe.events_by_inflammation(panel, threshold, readers, outcome, exposures)
-        label = OUTCOME_LABELS.get(outcome, outcome)
-        ev.attrs.update(
+        ev = describe.events_table(panel, threshold, readers, outcome, exposures)
+        label = outcome_label(outcome)
+        tables[f"events_{outcome}"] = dataclasses.replace(
+            ev,
             title=f"VUs at risk by MRI inflammation and {label} (2×2 counts)",
-            text=_events_text(ev, label),
+            text=_events_text(ev.table, label),
         )
-        tables[f"events_{outcome}"] = ev
     if any(s.outcome == "new_syndesmophyte" for s in vu_specs):
-        share = describe.share_in_uninflamed(panel, threshold, readers)
-        share.attrs.update(
+        share = describe.share_table(panel, threshold, readers)
+        tables["share_uninflamed"] = dataclasses.replace(
+            share,
             title="New syndesmophytes that formed in VUs without inflammation",
-            text=_share_text(share),
+            text=_share_text(share.table),
         )
-        tables["share_uninflamed"] = share
     return tables
-
-
-def _week_words(week: int) -> str:
-    return "baseline" if int(week) == 0 else f"week {int(week)}"
 
 
 def _prevalence_text(prev: pd.DataFrame) -> str:
@@ -331,7 +348,7 @@ def _prevalence_text(prev: pd.DataFrame) -> str:
     rows = prev[prev["arm"].eq(ALL_ARMS)]
     parts = [
         f"{r.pct_vus_inflamed:.1f}% of VUs ({r.pct_patients_inflamed:.0f}% of patients) at "
-        f"{_week_words(r.week)}"
+        f"{week_words(r.week)}"
         for r in rows.itertuples()
     ]
     return "MRI inflammation was seen in " + ", ".join(parts) + "."
@@ -349,7 +366,7 @@ def _events_text(ev: pd.DataFrame, label: str) -> str:
     for exposure, sub in ev.groupby("exposure", sort=False):
         yes, no = sub.iloc[0], sub.iloc[1]
         parts.append(
-            f"{EXPOSURE_LABELS.get(exposure, exposure)}: {yes['n_events']}/"
+            f"{exposure_label(exposure)}: {yes['n_events']}/"
             f"{yes['n_vus']} ({yes['pct_events']:.1f}%) vs {no['n_events']}/{no['n_vus']} "
             f"({no['pct_events']:.1f}%) among the others, {_crude_or_words(yes['odds_ratio'])}"
         )
@@ -363,8 +380,3 @@ def _share_text(share: pd.DataFrame) -> str:
         for r in share.itertuples()
     ]
     return "Of the new syndesmophytes, " + "; ".join(parts) + "."
-
-
-def _exposure_order(name: str) -> int:
-    order = list(EXPOSURE_LABELS)
-    return order.index(name) if name in order else len(order)

@@ -6,13 +6,20 @@ A spec says what to model, not how the numbers come out::
     title = "New syndesmophytes, VU level"
     level = "vu"                          # "vu" (GLMM / GEE ladder) or "patient"
     outcome = "new_syndesmophyte"         # vu: new_syndesmophyte | growth
-    exposure = ["w0", "w24", "any"]       # one name or a list (see EXPOSURES)
+    exposure = ["w0", "w24", "any"]       # one name or a list (the exposure grammar)
     threshold = 1                         # ASspiMRI-a score that counts as inflamed
     covariates = ["arm", "baseline_corner", "region"]
     engine = "native"                     # vu: native | lme4 | gee | logit | bayes
     nagq = 1                              # 1 = Laplace; > 1 adaptive Gauss-Hermite
     readers = "mean"                      # how two x-ray readers are combined
     beside = ["gee"]                      # engines fitted beside the GLMM in the ladder
+    reference_arm = "placebo"             # optional; default: the placebo-like arm
+
+Exposures follow the grammar of ``syndesmo.vocabulary`` (``w12``, ``w0_and_w24``,
+``w12_or_w52``, ``any``, ``never``, ``resolved``, ``new``, ``n_timepoints``,
+``max_score``, …); the weeks are checked against the panel's MRI weeks when the
+spec is run. ``reference_arm`` is the arm ``arm`` compares against; without it the
+placebo-like arm (``placebo``, ``PBO``, ``control``, any case) is the reference.
 
 Patient-level specs (``level = "patient"``) take ``outcome`` = ``any_new`` |
 ``n_new`` | ``msasss_progression``, ``summary`` = ``any`` | ``count`` | ``total``
@@ -38,36 +45,28 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from syndesmo.errors import SpecError
+from syndesmo.checks import check_choice, check_nagq, check_number
+from syndesmo.errors import DeriveError, SpecError
 from syndesmo.fitting.api import MAX_NAGQ
 from syndesmo.resources import shipped_specs_candidates
-
-#: VU-level exposures derived from the MRI time points (``syndesmo.derive.frame``).
-EXPOSURES: tuple[str, ...] = (
-    "w0",
-    "w24",
-    "w102",
-    "w0_and_w24",
-    "w0_or_w24",
-    "any",
-    "all",
-    "never",
-    "resolved",
-    "new",
-    "n_timepoints",
-    "max_score",
+from syndesmo.vocabulary import (
+    PATIENT_OUTCOMES,
+    READER_ALIASES,
+    READER_RULES,
+    RESERVED_NAMES,
+    SUMMARIES,
+    VU_OUTCOMES,
+    parse_exposure,
 )
+
 LEVELS = ("vu", "patient")
-VU_OUTCOMES = ("new_syndesmophyte", "growth")
-PATIENT_OUTCOMES = ("any_new", "n_new", "msasss_progression")
 VU_ENGINES = ("native", "lme4", "gee", "logit", "bayes")
 PATIENT_ENGINES = ("logit", "poisson", "negbin")
 #: Engines that fit a random intercept and so take ``nagq``.
 QUADRATURE_ENGINES = ("native", "lme4")
-READERS = ("mean", "agree", "per_reader", "reader")
-SUMMARIES = ("any", "count", "total")
+READERS = (*READER_RULES, *READER_ALIASES)
 #: Words that cannot be covariates because the analysis frame uses them itself.
-RESERVED = ("mri", "patient", "vu", *VU_OUTCOMES, *PATIENT_OUTCOMES)
+RESERVED = RESERVED_NAMES
 
 KEYS: dict[str, str] = {
     "name": "short name used for output files",
@@ -82,6 +81,7 @@ KEYS: dict[str, str] = {
     "readers": f"one of {list(READERS)}",
     "beside": "engines fitted beside the GLMM in the ladder (vu level)",
     "summary": f"patient level: one of {list(SUMMARIES)}",
+    "reference_arm": "the arm that arm terms compare against (default: the placebo-like arm)",
 }
 
 
@@ -101,6 +101,7 @@ class ModelSpec:
     beside: tuple[str, ...] = ("gee",)
     summary: str = "any"
     title: str = ""
+    reference_arm: str | None = None
     source: str = field(default="", compare=False)
 
     @property
@@ -129,6 +130,7 @@ def _as_toml(spec: ModelSpec) -> dict[str, Any]:
         "nagq": spec.nagq,
         "readers": spec.readers,
         **({"beside": list(spec.beside)} if spec.level == "vu" else {"summary": spec.summary}),
+        **({} if spec.reference_arm is None else {"reference_arm": spec.reference_arm}),
     }
 
 
@@ -140,11 +142,7 @@ def _as_toml_changes(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise SpecError(
-            f"{source}: {key} = {value!r} is not allowed; choose one of {', '.join(allowed)}"
-        )
-    return value
+    return check_choice(value, allowed, key, error=SpecError, where=source)
 
 
 def _str_list(source: str, key: str, value: Any) -> tuple[str, ...]:
@@ -175,18 +173,24 @@ def validate(data: dict[str, Any], source: str = "spec", default_name: str = "")
     if "exposure" not in data:
         raise SpecError(f"{source}: the key 'exposure' is required")
     outcomes = VU_OUTCOMES if level == "vu" else PATIENT_OUTCOMES
-    outcome = _choice(source, f"outcome (level {level!r})", data["outcome"], outcomes)
+    outcome = _choice(f"{source} (level {level!r})", "outcome", data["outcome"], outcomes)
     exposures = _str_list(source, "exposure", data["exposure"])
+    parsed = []
     for e in exposures:
-        _choice(source, "exposure", e, EXPOSURES)
+        try:
+            parsed.append(parse_exposure(e))
+        except DeriveError as exc:
+            raise SpecError(f"{source}: {exc}") from None
     threshold = data.get("threshold", 1)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise SpecError(f"{source}: threshold must be a number, got {threshold!r}")
-    if not 0 < threshold <= 6:
-        raise SpecError(
-            f"{source}: threshold = {threshold!r} is outside the ASspiMRI-a range; "
-            "use a score in (0, 6]"
-        )
+    check_number(
+        threshold,
+        "threshold (an ASspiMRI-a score)",
+        low=0,
+        high=6,
+        low_open=True,
+        error=SpecError,
+        where=source,
+    )
     covariates = _str_list(source, "covariates", data.get("covariates", ["arm"]))
     reserved = [c for c in covariates if c in RESERVED]
     if reserved:
@@ -197,17 +201,15 @@ def validate(data: dict[str, Any], source: str = "spec", default_name: str = "")
     engines = VU_ENGINES if level == "vu" else PATIENT_ENGINES
     default_engine = "native" if level == "vu" else "logit"
     engine = _choice(
-        source, f"engine (level {level!r})", data.get("engine", default_engine), engines
+        f"{source} (level {level!r})", "engine", data.get("engine", default_engine), engines
     )
-    nagq = data.get("nagq", 1)
-    if isinstance(nagq, bool) or not isinstance(nagq, int) or not 1 <= nagq <= MAX_NAGQ:
-        raise SpecError(f"{source}: nagq = {nagq!r} must be a whole number from 1 to {MAX_NAGQ}")
+    nagq = check_nagq(data.get("nagq", 1), MAX_NAGQ, error=SpecError, where=source)
     if nagq > 1 and engine not in QUADRATURE_ENGINES:
         raise SpecError(
             f"{source}: nagq = {nagq} needs a GLMM engine ({', '.join(QUADRATURE_ENGINES)}); "
             f"engine {engine!r} has no random-effect integral"
         )
-    readers = _choice(source, "readers", data.get("readers", "mean"), READERS)
+    readers = _choice(source, "readers rule", data.get("readers", "mean"), READERS)
     beside = _str_list(source, "beside", data.get("beside", ["gee"] if level == "vu" else []))
     if level == "patient" and beside:
         raise SpecError(f"{source}: beside is for VU-level specs only")
@@ -217,12 +219,17 @@ def validate(data: dict[str, Any], source: str = "spec", default_name: str = "")
     if level == "vu" and "summary" in data:
         raise SpecError(f"{source}: summary is for patient-level specs only")
     if summary == "total":
-        bad = [e for e in exposures if e not in ("w0", "w24", "w102")]
+        bad = [e.name for e in parsed if not e.single_week]
         if bad:
             raise SpecError(
                 f"{source}: summary = 'total' sums the ASspiMRI-a at one week; exposure(s) "
-                f"{bad} are not single weeks (use w0, w24 or w102)"
+                f"{bad} are not single weeks (use w<week>, e.g. w0)"
             )
+    reference_arm = data.get("reference_arm")
+    if reference_arm is not None and (not isinstance(reference_arm, str) or not reference_arm):
+        raise SpecError(
+            f"{source}: reference_arm must be the name of an arm, got {reference_arm!r}"
+        )
     return ModelSpec(
         name=name,
         level=level,
@@ -236,6 +243,7 @@ def validate(data: dict[str, Any], source: str = "spec", default_name: str = "")
         beside=beside,
         summary=summary,
         title=title,
+        reference_arm=reference_arm,
         source=source,
     )
 

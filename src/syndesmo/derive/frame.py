@@ -24,15 +24,16 @@ of a mean, e.g. a syndesmophyte when the mean corner score is ≥ 2):
   that was a non-bridging syndesmophyte (≥ 2 and < 3) becomes bridging (≥ 3), or a
   corner without a syndesmophyte (< 2) gains one (≥ 2).
 
-Exposures (inflamed = ASspiMRI-a score ≥ ``threshold``; baseline = first MRI week):
-``w{week}`` for each MRI week; ``w{a}_and_w{b}`` / ``w{a}_or_w{b}`` for two MRI weeks
-a < b (e.g. ``w0_and_w24`` persistent, ``w0_or_w24``); ``any``, ``all``, ``never``
-(over all MRI weeks); ``resolved`` (inflamed at baseline, at no later week);
-``new`` (not at baseline, at some later week); ``n_timepoints`` (number of weeks
-inflamed, 0…n_weeks); ``max_score`` (the highest score over the weeks, 0–6; the
-threshold is not used). An exposure needs every MRI week it refers to: if one of
-them is missing the exposure is undefined (NaN), never 0. ``any`` and the other
-all-week exposures therefore need all MRI weeks.
+Exposures (inflamed = ASspiMRI-a score ≥ ``threshold``; baseline = first MRI week)
+follow the grammar of ``syndesmo.vocabulary``, read against the panel's own MRI
+weeks: ``w{week}`` for each MRI week; ``w{a}_and_w{b}`` / ``w{a}_or_w{b}`` for two
+(or more) MRI weeks a < b (e.g. ``w0_and_w24`` persistent, ``w12_or_w52``); ``any``,
+``all``, ``never`` (over all MRI weeks); ``resolved`` (inflamed at baseline, at no
+later week); ``new`` (not at baseline, at some later week); ``n_timepoints``
+(number of weeks inflamed, 0…n_weeks); ``max_score`` (the highest score over the
+weeks, 0–6; the threshold is not used). An exposure needs every MRI week it refers
+to: if one of them is missing the exposure is undefined (NaN), never 0. ``any`` and
+the other all-week exposures therefore need all MRI weeks.
 
 Two or more readers (a ``reader`` column), rule ``readers=``:
 
@@ -51,27 +52,29 @@ Readers are combined over the reader rows present for a VU.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from syndesmo.checks import check_choice, check_number
+from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.errors import DeriveError
 from syndesmo.ledger import Ledger
 from syndesmo.panel.spine import VU_LABELS, VU_REGION
+from syndesmo.vocabulary import ARM, parse_exposure, reader_rule, reference_first
 
-#: VU-level outcomes.
-OUTCOMES: tuple[str, ...] = ("new_syndesmophyte", "growth")
-#: Reader rules; ``"reader"`` is accepted as an alias of ``"per_reader"``.
-READER_RULES: tuple[str, ...] = ("mean", "agree", "per_reader")
-_READER_ALIASES = {"reader": "per_reader"}
+# Re-exported: the words of syndesmo.vocabulary the frame layer is known by.
+from syndesmo.vocabulary import COUNT_EXPOSURES as COUNT_EXPOSURES
+from syndesmo.vocabulary import READER_RULES as READER_RULES
+from syndesmo.vocabulary import VU_COVARIATES as VU_COVARIATES
+from syndesmo.vocabulary import VU_OUTCOMES as OUTCOMES
+from syndesmo.vocabulary import available_exposures as available_exposures
+
 #: Region codes used by the array layer (index into this tuple).
 REGIONS: tuple[str, ...] = ("cervical", "lumbar", "thoracic")
 _REGION_CODE = {r: i for i, r in enumerate(REGIONS)}
-#: Exposures that hold a count or a score rather than 0/1.
-COUNT_EXPOSURES: tuple[str, ...] = ("n_timepoints", "max_score")
 
 #: Corner-score cut-offs (mSASSS): syndesmophyte ≥ 2, bridging ≥ 3.
 SYNDESMOPHYTE = 2.0
@@ -92,60 +95,28 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "baseline_corner",
     *OUTCOMES,
 )
-#: VU-level covariates the frame always carries.
-VU_COVARIATES: tuple[str, ...] = ("region", "baseline_corner")
-
-_WEEK_RE = re.compile(r"^w(\d+)$")
-_PAIR_RE = re.compile(r"^w(\d+)_(and|or)_w(\d+)$")
-
 
 # --------------------------------------------------------------------------- exposures
 
 
-def available_exposures(mri_weeks: Sequence[int]) -> list[str]:
-    """All exposure names that can be derived from MRI at ``mri_weeks``."""
-    weeks = sorted(int(w) for w in mri_weeks)
-    names = [f"w{w}" for w in weeks]
-    for i, a in enumerate(weeks):
-        for b in weeks[i + 1 :]:
-            names += [f"w{a}_and_w{b}", f"w{a}_or_w{b}"]
-    names += ["any", "all", "never"]
-    if len(weeks) >= 2:
-        names += ["resolved", "new"]
-    return [*names, "n_timepoints", "max_score"]
-
-
 def needed_weeks(exposure: str, mri_weeks: Sequence[int]) -> list[int]:
-    """The MRI weeks ``exposure`` refers to; raises ``DeriveError`` for an unknown name.
+    """The MRI weeks ``exposure`` refers to (the grammar of ``syndesmo.vocabulary``).
 
-    The message lists the exposures available for these weeks.
+    Raises
+    ------
+    DeriveError
+        For a name the MRI weeks cannot give; the message lists the exposures
+        available for these weeks.
     """
     weeks = sorted(int(w) for w in mri_weeks)
-    if not isinstance(exposure, str) or exposure not in available_exposures(weeks):
-        raise DeriveError(
-            f"unknown exposure {exposure!r} for MRI weeks {weeks}; available exposures: "
-            + ", ".join(available_exposures(weeks))
-        )
-    m = _WEEK_RE.match(exposure)
-    if m:
-        return [int(m.group(1))]
-    p = _PAIR_RE.match(exposure)
-    if p:
-        return [int(p.group(1)), int(p.group(3))]
-    return weeks
+    return parse_exposure(exposure, weeks).needed_weeks(weeks)
 
 
 def check_threshold(threshold: Any) -> float:
-    """``threshold`` as a float in (0, 6], else ``DeriveError``."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
-        raise DeriveError(f"threshold must be a number in (0, 6], got {threshold!r}")
-    t = float(threshold)
-    if not (0.0 < t <= 6.0):
-        raise DeriveError(
-            f"threshold must be an ASspiMRI-a score in (0, 6] (inflamed = score ≥ threshold), "
-            f"got {threshold!r}"
-        )
-    return t
+    """``threshold`` as a float in (0, 6] (an ASspiMRI-a score), else ``DeriveError``."""
+    return check_number(
+        threshold, "threshold (ASspiMRI-a score)", low=0, high=6, low_open=True, error=DeriveError
+    )
 
 
 def inflamed(mri: np.ndarray, threshold: float = 1.0) -> np.ndarray:
@@ -167,7 +138,8 @@ def exposure_values(
     weeks = [int(w) for w in mri_weeks]
     if weeks != sorted(weeks):
         raise DeriveError(f"MRI weeks must be in increasing order, got {weeks}")
-    need = needed_weeks(exposure, weeks)
+    parsed = parse_exposure(exposure, weeks)
+    need = parsed.needed_weeks(weeks)
     mri = np.asarray(mri, dtype=float)
     if mri.ndim != 2 or mri.shape[1] != len(weeks):
         raise DeriveError(
@@ -175,27 +147,27 @@ def exposure_values(
         )
     cols = [weeks.index(w) for w in need]
     missing = np.isnan(mri[:, cols]).any(axis=1)
-    if exposure == "max_score":
+    kind = parsed.kind
+    if kind == "max_score":
         out = mri.max(axis=1)
     else:
         inf = inflamed(mri, threshold)
         inf[np.isnan(inf)] = 0.0  # rows with a needed week missing are set to NaN below
-        m = _WEEK_RE.match(exposure)
-        p = _PAIR_RE.match(exposure)
-        if m:
+        if kind == "week":
             out = inf[:, cols[0]]
-        elif p:
-            a, b = inf[:, cols[0]], inf[:, cols[1]]
-            out = np.minimum(a, b) if p.group(2) == "and" else np.maximum(a, b)
-        elif exposure == "any":
+        elif kind == "and":
+            out = inf[:, cols].min(axis=1)
+        elif kind == "or":
+            out = inf[:, cols].max(axis=1)
+        elif kind == "any":
             out = inf.max(axis=1)
-        elif exposure == "all":
+        elif kind == "all":
             out = inf.min(axis=1)
-        elif exposure == "never":
+        elif kind == "never":
             out = 1.0 - inf.max(axis=1)
-        elif exposure == "resolved":
+        elif kind == "resolved":
             out = inf[:, 0] * (1.0 - inf[:, 1:].max(axis=1))
-        elif exposure == "new":
+        elif kind == "new":
             out = (1.0 - inf[:, 0]) * inf[:, 1:].max(axis=1)
         else:  # n_timepoints
             out = inf.sum(axis=1)
@@ -217,8 +189,7 @@ def corner_outcome(
     arrays ``(baseline_known, at_risk, followup_known, event)``; ``at_risk`` is only
     meaningful where ``baseline_known`` and ``event`` where all three hold.
     """
-    if outcome not in OUTCOMES:
-        raise DeriveError(f"unknown outcome {outcome!r}; available outcomes: {', '.join(OUTCOMES)}")
+    check_choice(outcome, OUTCOMES, "outcome", error=DeriveError)
     b = np.asarray(baseline, dtype=float)
     f = np.asarray(followup, dtype=float)
     b_known = ~np.isnan(b).any(axis=1)
@@ -240,11 +211,8 @@ def corner_outcome(
 
 def check_readers(readers: str) -> str:
     """The canonical name of a readers rule (``"reader"`` → ``"per_reader"``), else
-    ``DeriveError`` listing the rules."""
-    rule = _READER_ALIASES.get(readers, readers)
-    if rule not in READER_RULES:
-        raise DeriveError(f"unknown readers rule {readers!r}; use one of {', '.join(READER_RULES)}")
-    return rule
+    ``DeriveError`` listing the rules (``syndesmo.vocabulary.reader_rule``)."""
+    return reader_rule(readers)
 
 
 def _units(patient: np.ndarray, vu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -335,8 +303,7 @@ def derive_arrays(
     threshold = check_threshold(threshold)
     rule = check_readers(readers)
     mri_weeks = [int(w) for w in np.asarray(arrays["mri_weeks"]).ravel()]
-    if outcome not in OUTCOMES:
-        raise DeriveError(f"unknown outcome {outcome!r}; available outcomes: {', '.join(OUTCOMES)}")
+    check_choice(outcome, OUTCOMES, "outcome", error=DeriveError)
     needed_weeks(exposure, mri_weeks)
     units = combine_readers(arrays, rule)
 
@@ -426,6 +393,13 @@ def panel_arrays(panel: Any) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- frame layer
 
 
+def looks_like_frame_rows(data: pd.DataFrame) -> bool:
+    """True when ``data`` has the columns every analysis frame has (patient, vu, region,
+    mri, baseline_corner): rows most likely taken out of an ``AnalysisFrame``."""
+    marks = [c for c in FRAME_COLUMNS if c not in ("reader", *OUTCOMES)]
+    return all(c in data.columns for c in marks)
+
+
 def available_covariates(panel: Any, readers: str = "mean") -> list[str]:
     """Covariates ``analysis_frame`` can add: patient-table columns and VU-level ones."""
     pcols = [c for c in panel.patients.columns if c not in FRAME_COLUMNS]
@@ -449,16 +423,29 @@ def _reason_text(code: int, outcome: str, exposure: str, weeks: list[int], xray:
     return f"MRI missing at a week needed for exposure {exposure} (week {listed})"
 
 
-def _arm_column(values: pd.Series) -> pd.Series:
-    """``arm`` as an ordered categorical with ``placebo`` (the control) first when present,
-    so that model terms compare the other arm against placebo."""
-    if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
-        levels = sorted(pd.unique(values.dropna()).tolist(), key=str)
-        if "placebo" in levels:
-            levels.remove("placebo")
-            levels.insert(0, "placebo")
+def arm_column(values: pd.Series, reference: object = None) -> pd.Series:
+    """The treatment arm as an ordered categorical with the reference arm first.
+
+    The reference is ``reference`` when given, else the placebo-like arm
+    (``syndesmo.vocabulary.reference_first``), so that model terms compare the other
+    arms against it. Numeric codes are returned as they are.
+
+    Raises
+    ------
+    DeriveError
+        When ``reference`` is not one of the arms.
+    """
+    text = values.dtype == object or isinstance(values.dtype, pd.StringDtype)
+    categorical = isinstance(values.dtype, pd.CategoricalDtype)
+    if text or (categorical and reference is not None):
+        levels = reference_first(pd.unique(values.dropna()).tolist(), reference)
         return pd.Series(
             pd.Categorical(values, categories=levels, ordered=True), index=values.index
+        )
+    if reference is not None and not categorical:
+        raise DeriveError(
+            f"reference arm {reference!r}: the arm column holds numbers "
+            f"({', '.join(map(str, sorted(pd.unique(values.dropna()))))}), not arm names"
         )
     return values
 
@@ -470,27 +457,54 @@ def analysis_frame(
     threshold: float = 1,
     covariates: Sequence[str] | None = None,
     readers: str = "mean",
-) -> pd.DataFrame:
-    """One row per eligible VU (per VU × reader for ``readers="per_reader"``).
+    *,
+    reference_arm: str | None = None,
+) -> AnalysisFrame:
+    """One row per eligible VU (per VU × reader for ``readers="per_reader"``), with
+    the ledger of the VUs left out.
 
-    Columns: ``patient``, ``vu``, [``reader``], ``region`` (cervical/lumbar), the
-    outcome (named as ``outcome``, 0/1 int), ``mri`` (the exposure: 0/1 int for
-    binary exposures, int for ``n_timepoints``, float for ``max_score``),
-    ``baseline_corner`` (highest baseline corner score of the VU, float), then the
-    requested patient covariates (``arm`` becomes an ordered categorical with
-    ``placebo`` first). See the module docstring for the rules.
+    Parameters
+    ----------
+    panel : VUPanel
+        The VU and patient tables.
+    outcome : str
+        ``"new_syndesmophyte"`` or ``"growth"``.
+    exposure : str
+        An exposure of the grammar in ``syndesmo.vocabulary`` (``w0``, ``w12``,
+        ``w12_or_w52``, ``any``, …), read against the panel's MRI weeks.
+    threshold : float
+        ASspiMRI-a score from which a VU counts as inflamed, in (0, 6].
+    covariates : list of str, optional
+        Patient-table columns (and ``region``, ``baseline_corner``, ``reader``) to add.
+    readers : str
+        ``"mean"``, ``"agree"`` or ``"per_reader"`` (see the module docstring).
+    reference_arm : str, optional
+        The arm that ``arm`` terms compare against; default the placebo-like arm
+        (``syndesmo.vocabulary.reference_first``).
 
-    ``frame.attrs["ledger"]`` is a ``Ledger`` of the VUs left out, one entry per
-    reason in this order: not covered by the mSASSS (thoracic), not at risk, x-ray
-    missing, MRI missing at a needed week, then one entry per covariate missing.
-    ``frame.attrs["analysis"]`` holds outcome, exposure, threshold and readers.
-    Raises ``DeriveError`` for an unknown outcome, exposure, covariate or readers
-    rule, and when no VU is eligible.
+    Returns
+    -------
+    AnalysisFrame
+        ``frame.data`` has the columns ``patient``, ``vu``, [``reader``], ``region``
+        (cervical/lumbar), the outcome (named as ``outcome``, 0/1 int), ``mri`` (the
+        exposure: 0/1 int for binary exposures, int for ``n_timepoints``, float for
+        ``max_score``), ``baseline_corner`` (highest baseline corner score of the VU,
+        float), then the requested covariates (``arm`` as an ordered categorical,
+        reference arm first). ``frame.ledger`` counts the VUs left out, one entry per
+        reason in this order: not covered by the mSASSS (thoracic), not at risk,
+        x-ray missing, MRI missing at a needed week, then one entry per covariate
+        missing. ``frame.settings`` holds outcome, exposure, threshold, readers,
+        covariates and reference_arm.
+
+    Raises
+    ------
+    DeriveError
+        For an unknown outcome, exposure, covariate, readers rule or reference arm,
+        and when no VU is eligible.
     """
     rule = check_readers(readers)
     threshold = check_threshold(threshold)
-    if outcome not in OUTCOMES:
-        raise DeriveError(f"unknown outcome {outcome!r}; available outcomes: {', '.join(OUTCOMES)}")
+    check_choice(outcome, OUTCOMES, "outcome", error=DeriveError)
     weeks = needed_weeks(exposure, panel.mri_weeks)
     covariates = [covariates] if isinstance(covariates, str) else list(covariates or [])
     avail = available_covariates(panel, rule)
@@ -532,7 +546,7 @@ def analysis_frame(
         if cov in frame.columns:
             continue
         values = pat[cov].reindex(frame["patient"]).reset_index(drop=True)
-        frame[cov] = _arm_column(values) if cov == "arm" else values
+        frame[cov] = arm_column(values, reference_arm) if cov == ARM else values
     for cov in covariates:
         miss = frame[cov].isna().to_numpy()
         if miss.any():
@@ -550,12 +564,12 @@ def analysis_frame(
             f"(threshold {threshold:g}, readers {rule!r}); left out: "
             + "; ".join(f"{e['reason']}: {e['n_rows']} VU rows" for e in ledger)
         )
-    frame.attrs["ledger"] = ledger
-    frame.attrs["analysis"] = {
+    settings = {
         "outcome": outcome,
         "exposure": exposure,
         "threshold": threshold,
         "readers": rule,
         "covariates": covariates,
+        "reference_arm": reference_arm,
     }
-    return frame
+    return AnalysisFrame(frame, ledger, settings)

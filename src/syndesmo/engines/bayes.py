@@ -75,6 +75,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
+from syndesmo.checks import as_int_seed, check_choice, check_int, check_probability
 from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError, warn_user
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.results import FitResult, _check_level
@@ -266,43 +267,24 @@ def _hdi(x: np.ndarray, level: float) -> tuple[float, float]:
 # ---------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, lowest: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lowest:
-        raise ModelError(f"{name} must be an integer ≥ {lowest}, got {value!r}")
-    return int(value)
-
-
 def _check_options(
     draws: Any, tune: Any, chains: Any, cores: Any, target_accept: Any, sampler: Any
 ) -> None:
-    _check_int("draws", draws, 1)
-    _check_int("tune", tune, 0)
-    _check_int("chains", chains, 1)
-    _check_int("cores", cores, 1)
-    if isinstance(target_accept, bool) or not (
-        isinstance(target_accept, float | int) and 0.0 < target_accept < 1.0
-    ):
-        raise ModelError(
-            f"target_accept must be a number strictly between 0 and 1, got {target_accept!r}"
-        )
-    if sampler not in SAMPLERS:
-        raise ModelError(f"nuts_sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    check_int(draws, "draws", low=1)
+    check_int(tune, "tune", low=0)
+    check_int(chains, "chains", low=1)
+    check_int(cores, "cores", low=1)
+    check_probability(target_accept, "target_accept")
+    check_choice(sampler, SAMPLERS, "nuts_sampler")
 
 
 def _sampler_seed(seed: Any) -> int:
-    """One integer seed for ``pymc.sample`` from an int, a SeedSequence or a Generator.
+    """One integer seed for ``pymc.sample`` from an int, a SeedSequence or a Generator
+    (``syndesmo.checks.as_int_seed``).
 
     PyMC derives the per-chain seeds from it, so the same seed gives the same draws.
     """
-    if isinstance(seed, np.random.Generator):
-        return int(seed.integers(0, 2**31 - 1))
-    if isinstance(seed, np.random.SeedSequence):
-        return int(seed.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1))
-    if isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0:
-        return int(seed)
-    raise ModelError(
-        f"seed must be a non-negative int, a numpy SeedSequence or Generator, got {seed!r}"
-    )
+    return as_int_seed(seed)
 
 
 def _intercept_index(X: np.ndarray, names: list[str]) -> int | None:

@@ -27,10 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from syndesmo.checks import check_nagq
 from syndesmo.errors import EngineUnavailableError, ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import separated_terms
 from syndesmo.fitting.results import FitResult
+
+#: lme4's range for nAGQ with one scalar random effect.
+MAX_NAGQ = 25
 
 INSTALL_HINT = (
     "install R with lme4 (Debian: apt-get install r-base-core r-cran-lme4 "
@@ -175,8 +179,7 @@ def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 
         raise ModelError("the lme4 engine needs a random intercept: add (1|group) to the formula")
     if data_used is not None and len(data_used) != design.n_obs:
         raise ModelError(f"data_used has {len(data_used)} rows but the design has {design.n_obs}")
-    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 25:
-        raise ModelError(f"nagq must be an integer from 1 to 25, got {nagq!r}")
+    nagq = check_nagq(nagq, MAX_NAGQ)
     r_fit = _r_fit()
     use_intercept = bool(
         design.X.shape[1] > 0 and design.names[0] == "Intercept" and np.all(design.X[:, 0] == 1)

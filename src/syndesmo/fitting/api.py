@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from syndesmo.errors import EngineUnavailableError, ModelError
+from syndesmo.derive.aframe import AnalysisFrame
+from syndesmo.derive.frame import looks_like_frame_rows
+from syndesmo.errors import EngineUnavailableError, ModelError, warn_user
 from syndesmo.fitting.design import Design, build_design
 from syndesmo.fitting.results import FitResult
+from syndesmo.ledger import Ledger
 
 if TYPE_CHECKING:
     from syndesmo.engines.native.engine import ManyFit
@@ -38,11 +41,12 @@ MAX_NAGQ = 25
 
 def fit(
     formula: str,
-    data: pd.DataFrame,
+    data: pd.DataFrame | AnalysisFrame,
     engine: str = "native",
     nagq: int = 1,
     *,
     trials: str | np.ndarray | None = None,
+    ledger: Ledger | None = None,
     **engine_options: Any,
 ) -> FitResult:
     """Fit a binomial-logit model given by an lme4-style formula.
@@ -53,12 +57,26 @@ def fit(
     Gauss–Hermite points (1 = Laplace) for ``native`` and ``lme4``, from 1 to 25.
     ``trials`` gives binomial counts (a column name or an array). Remaining keyword
     options go to the engine. Raises ``ModelError`` for a bad formula, data or option.
+
+    ``data`` is an ``AnalysisFrame`` (``sy.analysis_frame``, whose ledger of rows left
+    out becomes the start of ``fit.ledger``) or a DataFrame; with a DataFrame made
+    from ``frame.data`` (e.g. after merging covariates), pass ``ledger=frame.ledger``
+    so that the fit still reports every row left out; such rows given without a
+    ledger are fitted with a warning that the ledger was left behind.
     """
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     _check_nagq(engine, nagq)
 
-    design = build_design(formula, data, trials=trials)
+    if ledger is None and isinstance(data, pd.DataFrame) and looks_like_frame_rows(data):
+        warn_user(
+            "these rows look like an analysis frame's data but bring no ledger, so the fit "
+            "cannot report the VUs left out before them: pass the AnalysisFrame itself, "
+            "or ledger=frame.ledger"
+        )
+    design = build_design(formula, data, trials=trials, ledger=ledger)
+    if isinstance(data, AnalysisFrame):
+        data = data.data
     if engine in NEEDS_RANDOM_INTERCEPT and design.group is None:
         raise ModelError(
             f"engine {engine!r} fits a random-intercept model but the formula {formula!r} "

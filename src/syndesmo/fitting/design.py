@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from syndesmo.errors import ModelError
+from syndesmo.derive.aframe import AnalysisFrame, split_frame
+from syndesmo.errors import DeriveError, ModelError
 from syndesmo.ledger import Ledger
 
 STEP = "design"
@@ -69,22 +70,46 @@ class Design:
 
 def build_design(
     formula: str,
-    data: pd.DataFrame,
+    data: pd.DataFrame | AnalysisFrame,
     *,
     trials: str | np.ndarray | None = None,
+    ledger: Ledger | None = None,
 ) -> Design:
     """Parse ``formula`` against ``data`` and build the model matrices.
 
-    ``trials`` gives binomial counts: the name of a column, or an array aligned with
-    the rows of ``data``; lme4's ``cbind(successes, failures) ~ ...`` is accepted too.
-    At most one random-intercept bar ``(1|group)`` is allowed. Rows with a missing
-    value in any column the formula uses are left out and counted in the ledger,
-    which starts from ``data.attrs["ledger"]`` when the frame carries one.
+    Parameters
+    ----------
+    formula : str
+        lme4-style, e.g. ``"y ~ mri + arm + (1|patient)"``; at most one
+        random-intercept bar ``(1|group)``; lme4's ``cbind(successes, failures) ~ ...``
+        is accepted too.
+    data : pandas.DataFrame or AnalysisFrame
+        The rows to model. An ``AnalysisFrame`` brings the ledger of the rows left
+        out before it.
+    trials : str or array, optional
+        Binomial counts: the name of a column, or an array aligned with the rows.
+    ledger : Ledger, optional
+        The rows left out before ``data`` (with a plain DataFrame, e.g.
+        ``frame.ledger`` after merging covariates into ``frame.data``).
 
-    Raises ``ModelError`` naming the term, column, row or value that is wrong.
+    Returns
+    -------
+    Design
+        Its ``ledger`` starts from the one given (or the frame's) and adds the rows
+        with a missing value in any column the formula uses, which are left out.
+
+    Raises
+    ------
+    ModelError
+        Naming the term, column, row or value that is wrong; also when an
+        AnalysisFrame and ``ledger`` are both given.
     """
     if not isinstance(formula, str) or "~" not in formula:
         raise ModelError(f"formula must be a string like 'y ~ x + (1|patient)', got {formula!r}")
+    try:
+        data, ledger = split_frame(data, ledger)
+    except DeriveError as exc:
+        raise ModelError(str(exc)) from None
     if not isinstance(data, pd.DataFrame):
         raise ModelError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if len(data) == 0:
@@ -101,7 +126,7 @@ def build_design(
     _check_columns(used_cols, data, formula)
     trials_values, trials_name = _trials_input(trials, data)
 
-    ledger = _start_ledger(data)
+    ledger = Ledger() if ledger is None else ledger.copy()
     keep = _complete_rows(data, used_cols, trials_values, trials_name, group_vars, ledger)
     rows = np.flatnonzero(keep)
     frame = _prepare_frame(data.iloc[rows][used_cols])
@@ -270,17 +295,6 @@ def _trials_input(
     if values.shape[0] != len(data):
         raise ModelError(f"trials has {values.shape[0]} values but data has {len(data)} rows")
     return values, "trials"
-
-
-def _start_ledger(data: pd.DataFrame) -> Ledger:
-    prior = data.attrs.get("ledger")
-    if prior is None:
-        return Ledger()
-    if isinstance(prior, Ledger):
-        return prior.copy()
-    if isinstance(prior, pd.DataFrame):
-        return Ledger(prior.to_dict("records"))
-    return Ledger([dict(e) for e in prior])
 
 
 def _complete_rows(

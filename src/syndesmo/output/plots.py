@@ -16,6 +16,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from syndesmo.vocabulary import VU_OUTCOMES, outcome_label
+
 #: How each engine is drawn in a forest plot: (label, colour, marker).
 ENGINE_STYLE: dict[str, tuple[str, str, str]] = {
     "logit": ("logistic, clustering ignored", "#7f7f7f", "D"),
@@ -98,7 +100,7 @@ def forest_plot(
     """
     if ladder.empty:
         raise ValueError("forest_plot: the ladder table is empty")
-    order = {"new_syndesmophyte": 0, "growth": 1}
+    order = {o: i for i, o in enumerate(VU_OUTCOMES)}
     outcomes = list(
         outcomes or sorted(pd.unique(ladder["outcome"]), key=lambda o: order.get(o, len(order)))
     )
@@ -178,10 +180,10 @@ def forest_plot(
 
 
 def _outcome_title(outcome: str) -> str:
-    return {
-        "new_syndesmophyte": "New syndesmophyte (VU level)",
-        "growth": "Growth of a syndesmophyte (VU level)",
-    }.get(outcome, outcome)
+    if outcome not in VU_OUTCOMES:
+        return outcome
+    label = outcome_label(outcome)
+    return f"{label[0].upper()}{label[1:]} (VU level)"
 
 
 def _log_ticks(ax, xlim: tuple[float, float]) -> None:
@@ -293,15 +295,16 @@ def power_curve_plot(
 ) -> Figure:
     """Power against a design variable, one line per analysis, Monte Carlo CI bands.
 
-    ``table`` is ``syndesmo.powersim.api.power_curve``'s tidy table (grid columns, then
-    ``analysis``, ``power``, ``power_lower``, ``power_upper``, ``alpha``). ``x`` is
+    ``table`` is ``syndesmo.powersim.api.power_curve``'s tidy table (the grid columns,
+    then ``analysis``, ``power``, ``power_lower``, ``power_upper``, ``alpha``). ``x`` is
     the grid column on the horizontal axis (default ``n_patients``, else the first
     grid column); one panel per combination of the other grid columns (e.g. one per
     true OR). A dashed line marks the ``target`` power and a dotted one ``alpha``.
     """
     if table.empty:
         raise ValueError("power_curve_plot: the power table is empty")
-    grid = [c for c in table.attrs.get("grid", []) if c in table.columns]
+    # power_curve puts the grid columns first, before the analysis column
+    grid = list(table.columns[: table.columns.get_loc("analysis")]) if "analysis" in table else []
     if x is None:
         x = "n_patients" if "n_patients" in table.columns else (grid[0] if grid else None)
     if x is None or x not in table.columns:

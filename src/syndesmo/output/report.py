@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +48,39 @@ def _cell(v, digits: int) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(df: pd.DataFrame, digits: int = 3, index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table of ``df`` (numbers to ``digits`` decimals,
-    percentages — columns named ``pct…`` — to one)."""
+def markdown_table(
+    df: pd.DataFrame,
+    digits: int = 3,
+    index: bool = False,
+    numeric: Sequence[bool] | None = None,
+) -> str:
+    """A GitHub-flavoured Markdown table of ``df``: the package's one Markdown writer.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table.
+    digits : int
+        Decimals of numbers (percentages — columns named ``pct…`` — get one).
+    index : bool
+        Write the index as the first column(s).
+    numeric : sequence of bool, optional
+        Which columns are right-aligned as numbers; default the numeric (not
+        boolean) columns. Give it when numbers were already turned into text.
+
+    Returns
+    -------
+    str
+        The table, one line per row, without a final newline.
+    """
     if index:
         df = df.reset_index()
     header = [str(c) for c in df.columns]
-    numeric = [
-        pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-        for c in df.columns
-    ]
+    if numeric is None:
+        numeric = [
+            pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+            for c in df.columns
+        ]
     lines = [
         "| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
         "|" + "|".join("---:" if n else ":---" for n in numeric) + "|",
@@ -177,8 +200,8 @@ def write_reproduction(rep, out: str | os.PathLike, *, dpi: int = 200) -> list[P
 def reproduction_tables(rep) -> dict[str, tuple[str, pd.DataFrame]]:
     """File stem → (title, table) for everything a reproduction writes."""
     tables: dict[str, tuple[str, pd.DataFrame]] = {}
-    for key, df in rep.descriptives.items():
-        tables[f"descriptive_{key}"] = (df.attrs.get("title", key.replace("_", " ")), df)
+    for key, counts in rep.descriptives.items():
+        tables[f"descriptive_{key}"] = (counts.title or key.replace("_", " "), counts.table)
     tables["headline"] = ("Odds ratios (95% CI) at each step of the ladder", rep.headline)
     tables["ladder"] = ("The model ladder, every fit (tidy)", rep.ladder)
     tables["gee_vs_glmm"] = ("GEE beside GLMM: predicted and observed attenuation", rep.attenuation)
@@ -425,13 +448,12 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
         "## Patients and vertebral units",
         "",
     ]
-    for key, df in rep.descriptives.items():
-        title = df.attrs.get("title", key.replace("_", " "))
-        text = df.attrs.get("text")
+    for key, counts in rep.descriptives.items():
+        title = counts.title or key.replace("_", " ")
         md += [f"**{title}**", ""]
-        if text:
-            md += [text, ""]
-        md += [markdown_table(df), ""]
+        if counts.text:
+            md += [counts.text, ""]
+        md += [markdown_table(counts.table), ""]
     md += ["![Spine map](spine_map.png)", ""]
     for outcome, title in (
         ("new_syndesmophyte", "New syndesmophytes at the VU level"),
@@ -506,6 +528,7 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
 
 
 def analysis_label(outcome: str) -> str:
-    from syndesmo.vocabulary import OUTCOME_LABELS
+    """Words for an outcome, as in the headline table."""
+    from syndesmo.vocabulary import outcome_label
 
-    return OUTCOME_LABELS.get(outcome, outcome)
+    return outcome_label(outcome)

@@ -383,9 +383,10 @@ def power_curve(
 
     Every other keyword that names a ``CohortSpec`` field is a grid axis (a list of
     values; for tuple fields such as ``mri_weeks`` a list of tuples). Returns a tidy
-    table: the grid columns, then the columns of ``PowerResult.table``, one row per
-    grid point × analysis. Grid point ``g`` (row-major order) uses child ``g`` of
-    ``SeedSequence(seed).spawn(n_grid)``. All chunks of all points run in one pool.
+    table: the grid columns (in the order given), then the columns of
+    ``PowerResult.table``, one row per grid point × analysis. Grid point ``g``
+    (row-major order) uses child ``g`` of ``SeedSequence(seed).spawn(n_grid)``. All
+    chunks of all points run in one pool.
     """
     check_counts(n_sims, alpha, batch_size)
     power_exec.check_backend(workers, scheduler)
@@ -425,6 +426,4 @@ def power_curve(
         for j, (key, value) in enumerate(pt.items()):
             table.insert(j, key, [value] * len(table))
         tables.append(table)
-    out = pd.concat(tables, ignore_index=True)
-    out.attrs["grid"] = list(grid)
-    return out
+    return pd.concat(tables, ignore_index=True)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+from syndesmo.checks import check_int
 from syndesmo.errors import ModelError
 
 #: Environment for worker processes: one BLAS/OpenMP thread each, so N workers use
@@ -50,8 +51,7 @@ _SINGLE_THREAD_ENV = {
 def check_backend(workers: int | None, scheduler: Any) -> None:
     """Raise ``ModelError`` for a ``workers`` / ``scheduler`` combination that cannot run."""
     if workers is not None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ModelError(f"workers must be a whole number >= 1, got {workers!r}")
+        check_int(workers, "workers", low=1)
     if scheduler is not None:
         if workers not in (None, 1):
             raise ModelError(

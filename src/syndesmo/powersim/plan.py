@@ -18,7 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from syndesmo.checks import (
+    as_seed_sequence,
+    check_choice,
+    check_int,
+    check_nagq,
+    check_probability,
+)
 from syndesmo.errors import ModelError, SpecError
+from syndesmo.fitting.api import MAX_NAGQ
+from syndesmo.vocabulary import COVARIATES
+from syndesmo.vocabulary import PATIENT_COVARIATES as _PATIENT_NAMES
+from syndesmo.vocabulary import VU_COVARIATES as _VU_NAMES
 
 #: The analyses ``power`` can run, with a short label for tables and plots.
 ANALYSES: dict[str, str] = {
@@ -30,18 +41,10 @@ ANALYSES: dict[str, str] = {
 #: Engines that fit the ``"vu"`` GLMM.
 VU_ENGINES = ("native", "lme4")
 #: VU-level covariates an analysis may adjust for (besides patient covariates).
-VU_COVARIATES = ("region", "baseline_corner")
-#: Patient covariates: analysis name → key of ``simulate_arrays`` (``sex`` is 1 = male).
-PATIENT_COVARIATES: dict[str, str] = {
-    "arm": "patient_arm",
-    "age": "patient_age",
-    "sex": "patient_male",
-    "symptom_duration": "patient_symptom_duration",
-    "hla_b27": "patient_hla_b27",
-    "crp": "patient_crp",
-    "basdai": "patient_basdai",
-    "msasss_baseline": "patient_msasss_baseline",
-}
+VU_COVARIATES = _VU_NAMES
+#: Patient covariates: analysis name → key of ``simulate_arrays`` (``sex`` is 1 = male),
+#: from ``syndesmo.vocabulary.COVARIATES``.
+PATIENT_COVARIATES: dict[str, str] = {n: COVARIATES[n].simulated for n in _PATIENT_NAMES}
 #: Name of the exposure term in every model (as in ``analysis_frame``).
 TERM = "mri"
 #: Default number of replicates per task (chunk).
@@ -83,10 +86,9 @@ def check_analyses(analysis: str | Sequence[str]) -> tuple[str, ...]:
     items = [analysis] if isinstance(analysis, str) else list(analysis)
     items = [a.strip() for item in items for a in str(item).split(",") if a.strip()]
     if not items:
-        raise ModelError(f"no analysis given; choose from {', '.join(ANALYSES)}")
-    unknown = [a for a in items if a not in ANALYSES]
-    if unknown:
-        raise ModelError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(ANALYSES)}")
+        raise ModelError(f"no analysis given; choose one of {', '.join(ANALYSES)}")
+    for a in items:
+        check_choice(a, ANALYSES, "analysis")
     return tuple(dict.fromkeys(items))
 
 
@@ -94,8 +96,7 @@ def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq
     """Check the model arguments against ``spec`` and fill in its defaults."""
     from syndesmo.derive.frame import OUTCOMES, check_threshold, needed_weeks
 
-    if outcome not in OUTCOMES:
-        raise ModelError(f"unknown outcome {outcome!r}; choose from {', '.join(OUTCOMES)}")
+    check_choice(outcome, OUTCOMES, "outcome")
     if "patient" in analyses and outcome != "new_syndesmophyte":
         raise ModelError("the patient-level analysis is of any new syndesmophyte only")
     exposure = spec.exposure if exposure is None else exposure
@@ -104,10 +105,7 @@ def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq
     adjust = (adjust,) if isinstance(adjust, str) else tuple(adjust)
     allowed = (*PATIENT_COVARIATES, *VU_COVARIATES)
     for cov in adjust:
-        if cov not in allowed:
-            raise ModelError(
-                f"unknown covariate {cov!r} in adjust; choose from {', '.join(allowed)}"
-            )
+        check_choice(cov, allowed, "covariate in adjust")
         if cov in VU_COVARIATES and "patient" in analyses:
             raise ModelError(
                 f"covariate {cov!r} is a VU-level covariate: the patient-level analysis "
@@ -118,36 +116,26 @@ def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq
             f"engine {engine!r} cannot fit the 'vu' GLMM; choose {' or '.join(VU_ENGINES)} "
             "(GEE and the crude logit are the analyses 'gee' and 'logit')"
         )
-    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 25:
-        raise ModelError(f"nagq must be an integer from 1 (Laplace) to 25, got {nagq!r}")
-    return Plan(spec, analyses, outcome, exposure, float(threshold), adjust, engine, int(nagq))
+    nagq = check_nagq(nagq, MAX_NAGQ)
+    return Plan(spec, analyses, outcome, exposure, float(threshold), adjust, engine, nagq)
 
 
 def root_seed(seed: int | np.random.SeedSequence | np.random.Generator) -> np.random.SeedSequence:
     """The ``SeedSequence`` the replicates are spawned from.
 
     An int ``s`` gives ``SeedSequence(s)``; a ``SeedSequence`` is used as it is; a
-    ``Generator`` gives ``SeedSequence(g.integers(2**63))`` (it consumes one draw).
+    ``Generator`` gives ``SeedSequence(g.integers(2**63))`` (it consumes one draw):
+    ``syndesmo.checks.as_seed_sequence``.
     """
-    if isinstance(seed, np.random.SeedSequence):
-        return seed
-    if isinstance(seed, np.random.Generator):
-        return np.random.SeedSequence(int(seed.integers(2**63)))
-    if isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0:
-        return np.random.SeedSequence(int(seed))
-    raise ModelError(f"seed must be a non-negative int, SeedSequence or Generator, got {seed!r}")
+    return as_seed_sequence(seed)
 
 
 def check_counts(n_sims: int, alpha: float, batch_size: int | None) -> None:
     """Raise ``ModelError`` for a bad ``n_sims``, ``alpha`` or ``batch_size``."""
-    if isinstance(n_sims, bool) or not isinstance(n_sims, int | np.integer) or n_sims < 1:
-        raise ModelError(f"n_sims must be a whole number >= 1, got {n_sims!r}")
-    if not isinstance(alpha, int | float) or not 0.0 < alpha < 1.0:
-        raise ModelError(f"alpha must be between 0 and 1, got {alpha!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ModelError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    check_int(n_sims, "n_sims", low=1)
+    check_probability(alpha, "alpha")
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", low=1)
 
 
 def chunk_size(n_sims: int, batch_size: int | None, workers: int | None) -> int:

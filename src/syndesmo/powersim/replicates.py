@@ -31,6 +31,7 @@ import pandas as pd
 from syndesmo.engines.logit_many import logit_many
 from syndesmo.errors import ModelError
 from syndesmo.powersim.plan import FIT_BLOCK, PATIENT_COVARIATES, TERM, Chunk, Plan
+from syndesmo.simulate.covariates import covariate_values
 
 
 def run_chunk(chunk: Chunk) -> dict[str, Any]:
@@ -90,7 +91,7 @@ def _vu_design(sims, derived, adjust: Sequence[str]) -> dict[str, Any]:
         X[r, :, 0] = 1.0
         X[r, :, 1] = d["x"]
         for j, cov in enumerate(adjust, start=2):
-            X[r, :, j] = _vu_covariate(a, d, cov)
+            X[r, :, j] = covariate_values(cov, a, d)
         keep = d["eligible"] & np.all(np.isfinite(X[r]), axis=1)
         no_covariate[r] = int((d["eligible"] & ~keep).sum())
         mask[r] = keep
@@ -104,16 +105,6 @@ def _vu_design(sims, derived, adjust: Sequence[str]) -> dict[str, Any]:
         "names": names,
         "no_covariate": no_covariate,
     }
-
-
-def _vu_covariate(arrays, derived, cov: str) -> np.ndarray:
-    if cov == "region":
-        from syndesmo.derive.frame import REGIONS
-
-        return (derived["region"] == REGIONS.index("lumbar")).astype(float)
-    if cov == "baseline_corner":
-        return np.asarray(derived["baseline_corner"], dtype=float)
-    return np.asarray(arrays[PATIENT_COVARIATES[cov]], dtype=float)[derived["patient"]]
 
 
 def _patient_design(sims, derived, adjust: Sequence[str]) -> dict[str, Any]:

@@ -16,27 +16,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from syndesmo.checks import as_seed_sequence, check_choice
 from syndesmo.errors import ModelError
+from syndesmo.simulate.covariates import covariate_values
+from syndesmo.vocabulary import COVARIATE_ALIASES, COVARIATES
 
-#: Terms ``simulation_check`` can add, from the arrays of ``simulate_arrays``.
-SIMULATION_TERMS = (
-    "arm",
-    "lumbar",
-    "baseline_corner",
-    "age",
-    "male",
-    "symptom_duration",
-    "hla_b27",
-    "crp",
-    "basdai",
-    "msasss_baseline",
-)
+#: Terms ``simulation_check`` can add: the covariates of ``syndesmo.vocabulary``
+#: (``lumbar`` and ``male`` are ``region`` and ``sex`` under their model-term names).
+SIMULATION_TERMS = (*COVARIATES, *COVARIATE_ALIASES)
 
 
 def simulation_check(
     spec,
     n_reps: int,
-    seed: int | np.random.SeedSequence,
+    seed: int | np.random.SeedSequence | np.random.Generator,
     *,
     models: Mapping[str, Sequence[str]] | None = None,
     exposure: str | None = None,
@@ -51,7 +44,8 @@ def simulation_check(
     fits new_syndesmophyte ~ mri + terms + (1|patient) to all of them, with the
     ineligible VUs masked out. ``models`` maps a name to its terms (default
     ``{"b": ()}``, the ladder's step b); terms come from ``SIMULATION_TERMS``
-    (``lumbar`` = lumbar region, ``crp`` enters as log CRP). Every model is fitted
+    (``lumbar`` = lumbar region; each enters on the scale of
+    ``syndesmo.simulate.covariates``, as in the power simulation). Every model is fitted
     to the same replicates. Returns one row per model × replicate: model, rep,
     log_or, se, lower, upper, covered (truth inside the Wald CI), sigma, converged,
     singular, n_obs, events, truth (the true conditional log-OR).
@@ -62,13 +56,12 @@ def simulation_check(
 
     models = dict(models or {"b": ()})
     needed = list(dict.fromkeys(t for terms in models.values() for t in terms))
-    unknown = [t for t in needed if t not in SIMULATION_TERMS]
-    if unknown:
-        raise ModelError(f"unknown term(s) {unknown}; choose from {', '.join(SIMULATION_TERMS)}")
+    for t in needed:
+        check_choice(t, SIMULATION_TERMS, "term")
     if spec.n_readers != 1:
         raise ModelError("simulation_check needs a one-reader spec (n_readers = 1)")
     exposure = exposure or spec.exposure
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    ss = as_seed_sequence(seed)
     cols: dict[str, list[np.ndarray]] = {t: [] for t in ["mri", *needed]}
     Ys, masks, groups = [], [], None
     for child in ss.spawn(n_reps):
@@ -81,7 +74,7 @@ def simulation_check(
         ok = d["eligible"]
         cols["mri"].append(np.where(ok, d["x"], 0.0))
         for t in needed:
-            cols[t].append(np.where(ok, _simulation_term(t, arrays, d), 0.0))
+            cols[t].append(np.where(ok, np.nan_to_num(covariate_values(t, arrays, d)), 0.0))
         Ys.append(np.where(ok, d["y"], 0.0))
         masks.append(ok)
     Y, M = np.stack(Ys), np.stack(masks)
@@ -112,23 +105,6 @@ def simulation_check(
             )
         )
     return pd.concat(out, ignore_index=True)
-
-
-def _simulation_term(term: str, arrays: dict, d: dict) -> np.ndarray:
-    """One covariate column on the rows of ``derive_arrays`` output (one reader)."""
-    from syndesmo.derive.frame import REGIONS
-
-    pat = d["patient"]
-    if term == "arm":
-        return np.asarray(arrays["patient_arm"], dtype=float)[pat]
-    if term == "lumbar":
-        return (d["region"] == REGIONS.index("lumbar")).astype(float)
-    if term == "baseline_corner":
-        return np.nan_to_num(d["baseline_corner"])
-    values = np.asarray(arrays[f"patient_{term}"], dtype=float)
-    if term == "crp":
-        values = np.log(values)
-    return np.nan_to_num(values)[pat]
 
 
 def coverage_summary(sims: pd.DataFrame, level: float = 0.95) -> dict[str, float]:

@@ -86,6 +86,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from syndesmo import checks
 from syndesmo.derive.frame import REGIONS, exposure_values, needed_weeks
 from syndesmo.errors import DeriveError, SpecError
 from syndesmo.panel.spine import MSASSS_VUS, VU_LABELS, VU_REGION
@@ -522,16 +523,9 @@ def true_parameters(spec: CohortSpec) -> dict[str, Any]:
 
 
 def as_generator(seed: int | np.random.SeedSequence | np.random.Generator) -> np.random.Generator:
-    """A numpy ``Generator`` from an int, a ``SeedSequence`` or a ``Generator``."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, np.random.SeedSequence):
-        return np.random.default_rng(seed)
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
-        return np.random.default_rng(int(seed))
-    raise SpecError(
-        f"seed must be a non-negative int, a numpy SeedSequence or Generator, got {seed!r}"
-    )
+    """A numpy ``Generator`` from an int, a ``SeedSequence`` or a ``Generator``
+    (``syndesmo.checks.as_generator``; a bad seed is a ``SpecError``)."""
+    return checks.as_generator(seed, error=SpecError)
 
 
 def _shift(true: np.ndarray, err: float, top: int, rng: np.random.Generator) -> np.ndarray:

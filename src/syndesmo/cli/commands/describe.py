@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from syndesmo.vocabulary import READER_RULES
+
 NAME = "describe"
 HELP = "print the descriptive counts of a VU panel: inflamed VUs, new syndesmophytes"
 DESCRIPTION = """\
@@ -60,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--readers",
-        choices=("mean", "agree", "per_reader"),
+        choices=READER_RULES,
         default="mean",
         help="with two readers: mean of their scores, agreement of both, or each "
         "reader separately (default: mean)",
@@ -73,15 +75,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ledger_table(tables: dict) -> pd.DataFrame:
-    """The ledgers of the event tables as one table: exposures, step, reason, counts.
+def ledger_table(tables: dict):
+    """The ledgers of the event tables as one ``CountTable``: exposures, step, reason,
+    counts.
 
     Entries that are the same for several exposures (the usual case: the same VUs
     are not at risk whatever the exposure) are listed once with those exposures.
     """
+    from syndesmo.analysis.describe import CountTable
+
     ledgers: dict = {}
     for name in ("events", "share_uninflamed"):
-        for exposure, ledger in tables[name].attrs.get("ledgers", {}).items():
+        for exposure, ledger in tables[name].ledgers.items():
             ledgers.setdefault(exposure, ledger)
     columns = ["step", "reason", "n_rows", "n_patients"]
     parts = []
@@ -100,8 +105,7 @@ def ledger_table(tables: dict) -> pd.DataFrame:
             .rename("exposures")
             .reset_index()
         )[["exposures", *columns]]
-    out.attrs["title"] = "VUs left out of the event tables, and why"
-    return out
+    return CountTable("VUs left out of the event tables, and why", out)
 
 
 #: Decimals shown for columns of the printed tables (CSV files keep full precision).
@@ -120,18 +124,17 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def table_markdown(df: pd.DataFrame) -> str:
-    """One table as Markdown under its title."""
+def table_markdown(counts) -> str:
+    """One ``CountTable`` as Markdown under its title."""
     from syndesmo.output.report import markdown_table
 
+    df = counts.table
     if not len(df):
-        return f"## {df.attrs.get('title', '')}\n\n(none)\n"
-    lines = markdown_table(display(df)).split("\n")
+        return f"## {counts.title}\n\n(none)\n"
     # numbers shown as fixed-decimal text stay right-aligned like the other numbers
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    lines[1] = "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"
-    body = "\n".join(lines)
-    return f"## {df.attrs.get('title', '')}\n\n{body}\n"
+    body = markdown_table(display(df), numeric=numeric)
+    return f"## {counts.title}\n\n{body}\n"
 
 
 def render(tables: dict, header: str) -> str:
@@ -159,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         with atomic_output_dir(args.out) as tmp:
             for name in TABLES:
-                tables[name].to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
+                tables[name].table.to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
                 (tmp / f"{name}.md").write_text(table_markdown(tables[name]), encoding="utf-8")
             (tmp / "describe.md").write_text(text, encoding="utf-8")
         print(f"wrote {len(TABLES) * 2 + 1} files to {Path(args.out)}")

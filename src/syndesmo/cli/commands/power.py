@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
@@ -203,26 +202,10 @@ def _grid(args: argparse.Namespace, spec) -> dict[str, list[Any]]:
     return grid
 
 
-def markdown_table(table, columns: list[str]) -> str:
-    """A GitHub-flavoured Markdown table (numbers to 3 decimals)."""
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.3f}"
-        return str(v)
-
-    lines = [
-        "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---" for _ in columns) + " |",
-    ]
-    for row in table[columns].itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def run(args: argparse.Namespace) -> int:
     from syndesmo.errors import SpecError
     from syndesmo.output.plots import power_curve_plot
+    from syndesmo.output.report import markdown_table
     from syndesmo.powersim.api import power_curve
     from syndesmo.simulate.cohort import CohortSpec
 
@@ -261,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         f"(two-sided Wald), seed {args.seed}. Monte Carlo 95% CI: Wilson. Failed fits "
         "count as non-rejections.\n\n"
     )
-    (out / TABLE_MD).write_text(header + markdown_table(table, columns), encoding="utf-8")
+    (out / TABLE_MD).write_text(header + markdown_table(table[columns]) + "\n", encoding="utf-8")
     fig = power_curve_plot(table, x="n_patients")
     fig.savefig(out / FIGURE, dpi=200)
     print(header.strip())

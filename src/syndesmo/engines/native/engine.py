@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from syndesmo.checks import check_nagq
 from syndesmo.engines.native.core import constants, fit_core, lme4_loglik
 from syndesmo.engines.native.layout import compress_shared, compress_stacked
 from syndesmo.engines.native.quadrature import loglik_and_grad
@@ -56,13 +57,7 @@ SEPARATION_SE = 10.0
 
 
 def _check_nagq(nagq: int) -> int:
-    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer):
-        raise ModelError(f"nagq must be an integer between 1 and {MAX_NAGQ}, got {nagq!r}")
-    if not 1 <= nagq <= MAX_NAGQ:
-        raise ModelError(
-            f"nagq must be between 1 (Laplace) and {MAX_NAGQ} (as lme4's nAGQ), got {nagq}"
-        )
-    return int(nagq)
+    return check_nagq(nagq, MAX_NAGQ)
 
 
 def _row(design: Design, i: int) -> str:
