@@ -96,12 +96,12 @@ def pandas_totals(panel, score: str, week: int) -> pd.DataFrame:
 def test_icc_matches_psych_three_readers():
     wide = pd.read_csv(REF / "ratings_three_readers.csv")
     ours = sy.icc(wide_to_long(wide), target="patient", rater="reader", rating="score")
-    assert list(ours.columns) == list(ICC_COLUMNS)
-    assert_matches_psych(ours, pd.read_csv(REF / "icc_three_readers.csv"))
-    assert ours.attrs["n_targets"] == 40 and ours.attrs["n_raters"] == 3
-    assert ours.attrs["excluded_targets"] == []
+    assert list(ours.table.columns) == list(ICC_COLUMNS)
+    assert_matches_psych(ours.table, pd.read_csv(REF / "icc_three_readers.csv"))
+    assert ours.n_targets == 40 and ours.n_raters == 3
+    assert ours.excluded_targets == []
     # absolute agreement is below consistency when readers differ systematically
-    by = ours.set_index("type")["icc"]
+    by = ours.table.set_index("type")["icc"]
     assert by["ICC2"] < by["ICC3"]
 
 
@@ -117,10 +117,10 @@ def test_icc_matches_psych_on_shrout_fleiss_table_2():
         columns=["target", "judge", "rating"],
     )
     ours = sy.icc(long, target="target", rater="judge", rating="rating")
-    assert_matches_psych(ours, pd.read_csv(REF / "icc_shrout_fleiss.csv"))
+    assert_matches_psych(ours.table, pd.read_csv(REF / "icc_shrout_fleiss.csv"))
     published = {"ICC1": 0.17, "ICC2": 0.29, "ICC3": 0.71, "ICC1k": 0.44, "ICC2k": 0.62}
     published["ICC3k"] = 0.91
-    got = ours.set_index("type")["icc"].round(2).to_dict()
+    got = ours.table.set_index("type")["icc"].round(2).to_dict()
     assert got == published
 
 
@@ -129,7 +129,7 @@ def test_icc_close_to_psych_default_lmer_on_balanced_data():
     components; on balanced data they are the ANOVA's up to lme4's convergence
     tolerance (here about 1e-5 relative), so agreement is close but not 1e-6."""
     wide = pd.read_csv(REF / "ratings_three_readers.csv")
-    ours = sy.icc(wide_to_long(wide)).set_index("type")
+    ours = sy.icc(wide_to_long(wide)).table.set_index("type")
     ref = pd.read_csv(REF / "icc_three_readers_lmer.csv").set_index("type")
     np.testing.assert_allclose(ours["icc"], ref["icc"], atol=1e-4)
     np.testing.assert_allclose(ours["F"], ref["F"], rtol=1e-4)
@@ -139,21 +139,21 @@ def test_icc_unbalanced_is_listwise_as_psych_na_omit():
     wide = pd.read_csv(REF / "ratings_unbalanced.csv")
     long = wide_to_long(wide)
     ours = sy.icc(long)
-    assert_matches_psych(ours, pd.read_csv(REF / "icc_unbalanced.csv"))
+    assert_matches_psych(ours.table, pd.read_csv(REF / "icc_unbalanced.csv"))
     incomplete = wide.loc[wide.drop(columns="patient").isna().any(axis=1), "patient"].tolist()
     assert len(incomplete) == 4
-    assert ours.attrs["excluded_targets"] == incomplete
-    assert ours.attrs["n_targets"] == 36
-    ledger = ours.attrs["ledger"].to_frame()
+    assert ours.excluded_targets == incomplete
+    assert ours.n_targets == 36
+    ledger = ours.ledger.to_frame()
     assert ledger["n_rows"].tolist() == [4]
     assert "listwise" in ledger["reason"].iloc[0]
     # the same numbers as the complete targets alone
-    complete = sy.icc(long[~long["patient"].isin(incomplete)])
-    pd.testing.assert_frame_equal(ours, complete, check_like=False)
+    complete = sy.icc(long[~long["patient"].isin(incomplete)]).table
+    pd.testing.assert_frame_equal(ours.table, complete, check_like=False)
     # and not psych's default, which fits all 40 patients' ratings by REML
     lmer = pd.read_csv(REF / "icc_unbalanced_lmer.csv").set_index("type")
     assert lmer["df1"].iloc[0] == 39
-    assert abs(ours.set_index("type").loc["ICC2", "icc"] - lmer.loc["ICC2", "icc"]) > 1e-3
+    assert abs(ours.table.set_index("type").loc["ICC2", "icc"] - lmer.loc["ICC2", "icc"]) > 1e-3
 
 
 def test_icc_missing_rows_count_as_missing_ratings():
@@ -161,26 +161,26 @@ def test_icc_missing_rows_count_as_missing_ratings():
     wide = pd.read_csv(REF / "ratings_unbalanced.csv")
     long = wide_to_long(wide)
     dropped = long.dropna(subset=["score"])
-    pd.testing.assert_frame_equal(sy.icc(long), sy.icc(dropped))
+    pd.testing.assert_frame_equal(sy.icc(long).table, sy.icc(dropped).table)
 
 
 def test_icc_names_and_invariances():
     wide = pd.read_csv(REF / "ratings_three_readers.csv")
     long = wide_to_long(wide)
-    base = sy.icc(long).set_index("type")
+    base = sy.icc(long).table.set_index("type")
     assert base.index.tolist() == ["ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"]
     assert "absolute agreement" in base.loc["ICC2", "description"]
     assert "consistency" in base.loc["ICC3", "description"]
     # row order does not matter
-    shuffled = sy.icc(long.sample(frac=1.0, random_state=3)).set_index("type")
+    shuffled = sy.icc(long.sample(frac=1.0, random_state=3)).table.set_index("type")
     np.testing.assert_allclose(shuffled[COMPARED], base[COMPARED], rtol=1e-12)
     # a reader's constant offset: consistency unchanged, absolute agreement lower
     shifted = long.assign(score=long["score"] - np.where(long["reader"].eq(1), 8.0, 0.0))
-    moved = sy.icc(shifted).set_index("type")
+    moved = sy.icc(shifted).table.set_index("type")
     np.testing.assert_allclose(moved.loc["ICC3", "icc"], base.loc["ICC3", "icc"], rtol=1e-12)
     assert moved.loc["ICC2", "icc"] < base.loc["ICC2", "icc"] - 0.05
     # level: a 90% interval lies inside the 95% one
-    narrow = sy.icc(long, level=0.90).set_index("type")
+    narrow = sy.icc(long, level=0.90).table.set_index("type")
     assert (narrow["ci_low"] >= base["ci_low"]).all()
     assert (narrow["ci_high"] <= base["ci_high"]).all()
 
@@ -217,13 +217,13 @@ def test_icc_perfect_consistency_and_no_variation():
             "score": np.column_stack([scores, scores + 1]).ravel(),
         }
     )
-    got = sy.icc(long).set_index("type")
+    got = sy.icc(long).table.set_index("type")
     assert got.loc["ICC3", "icc"] == 1.0 and got.loc["ICC3", "F"] == np.inf
     assert got.loc["ICC3", ["ci_low", "ci_high"]].tolist() == [1.0, 1.0]
     assert got.loc["ICC2", "icc"] == pytest.approx(0.9358974, abs=1e-7)
     assert got.loc["ICC2", "ci_low"] == pytest.approx(0.01597054, abs=1e-8)
     assert got.loc["ICC2", "ci_high"] == pytest.approx(0.9944253, abs=1e-7)
-    same = sy.icc(long.assign(score=long["score"] * 0 + 2.0))
+    same = sy.icc(long.assign(score=long["score"] * 0 + 2.0)).table
     assert same[COMPARED].isna().all().all()
 
 
@@ -343,7 +343,7 @@ def test_reliability_icc_equals_icc_of_pandas_totals(two_readers):
     for score, name, week in (("mri", "ASspiMRI-a total", 24), ("x", "mSASSS total", 102)):
         totals = pandas_totals(panel, score, week)
         long = totals.reset_index().melt(id_vars="patient", value_name="score")
-        direct = sy.icc(long).set_index("type")
+        direct = sy.icc(long).table.set_index("type")
         rows = rel.icc[rel.icc["score"].eq(name) & rel.icc["measure"].eq(f"status, week {week}")]
         rows = rows.set_index("type")
         for kind in ("ICC2", "ICC3"):
@@ -410,7 +410,7 @@ def test_reliability_three_readers_pairs_and_fleiss():
     totals = pandas_totals(panel, "mri", 0)
     for a, b in combinations([1, 2, 3], 2):
         long = totals[[a, b]].reset_index().melt(id_vars="patient", value_name="score")
-        direct = sy.icc(long).set_index("type").loc["ICC2", "icc"]
+        direct = sy.icc(long).table.set_index("type").loc["ICC2", "icc"]
         row = rel.icc[
             rel.icc["readers"].eq(f"{a} vs {b}")
             & rel.icc["score"].eq("ASspiMRI-a total")
@@ -640,14 +640,14 @@ def test_icc_matches_psych_live(r_psych, seed):
     long = pd.DataFrame(
         {"patient": np.repeat(np.arange(n), 3), "reader": np.tile([1, 2, 3], n), "score": y.ravel()}
     )
-    assert_matches_psych(sy.icc(long), _psych_icc(r_psych, y))
+    assert_matches_psych(sy.icc(long).table, _psych_icc(r_psych, y))
 
 
 @pytest.mark.r
 def test_icc_matches_psych_live_on_stored_data_and_reliability_totals(r_psych):
     wide = pd.read_csv(REF / "ratings_three_readers.csv")
     y = wide.drop(columns="patient").to_numpy(float)
-    assert_matches_psych(sy.icc(wide_to_long(wide)), _psych_icc(r_psych, y))
+    assert_matches_psych(sy.icc(wide_to_long(wide)).table, _psych_icc(r_psych, y))
     # the totals sy.reliability compares, three readers
     panel = make_panel(3, n_patients=40, seed=5)
     totals = pandas_totals(panel, "x", 102)

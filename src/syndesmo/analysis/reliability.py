@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -304,13 +304,56 @@ def rating_matrix(
     return wide, complete, incomplete
 
 
+@dataclass(frozen=True)
+class ICCResult:
+    """The intraclass correlations of :func:`icc` with what they were computed on.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per ICC type: ``type, description, icc, F, df1, df2, p, ci_low, ci_high``.
+    n_targets : int
+        Targets rated by every rater, the ones the ICCs use.
+    raters : list
+        The raters, in order.
+    excluded_targets : list
+        Targets left out because a rating was missing (listwise deletion).
+    ledger : Ledger
+        The same exclusions as a ledger entry.
+    level : float
+        Confidence level of the intervals.
+    mean_squares : MeanSquares
+        The two-way ANOVA the ICCs come from.
+    """
+
+    table: pd.DataFrame
+    n_targets: int
+    raters: list
+    excluded_targets: list
+    ledger: Ledger
+    level: float
+    mean_squares: MeanSquares
+
+    @property
+    def n_raters(self) -> int:
+        """Number of raters."""
+        return len(self.raters)
+
+    def __repr__(self) -> str:
+        left = f"; {len(self.excluded_targets)} targets left out" if self.excluded_targets else ""
+        return (
+            f"ICC of {self.n_targets} targets × {self.n_raters} raters{left}\n"
+            + self.table.to_string(index=False)
+        )
+
+
 def icc(
     data: pd.DataFrame,
     target: str = "patient",
     rater: str = "reader",
     rating: str = "score",
     level: float = 0.95,
-) -> pd.DataFrame:
+) -> ICCResult:
     """The six Shrout–Fleiss intraclass correlations with F tests and confidence limits.
 
     Computed from the mean squares of the two-way ANOVA of targets × raters (numpy;
@@ -332,8 +375,8 @@ def icc(
     out entirely — listwise deletion, the same as ``psych::ICC(na.omit(x),
     lmer = FALSE)``, which is what psych asks for when it finds missing data
     without ``lmer``; pingouin refuses unbalanced data. The targets left out are
-    listed in ``result.attrs["excluded_targets"]`` and counted in
-    ``result.attrs["ledger"]`` (a ``Ledger``). Note that psych's *default*
+    listed in ``result.excluded_targets`` and counted in ``result.ledger``.
+    Note that psych's *default*
     (``lmer = TRUE``) instead fits REML variance components to all available
     ratings, which gives different numbers on unbalanced data; on balanced data
     with no variance component at zero the two agree.
@@ -353,11 +396,11 @@ def icc(
 
     Returns
     -------
-    pandas.DataFrame
-        Six rows (``ICC1``, ``ICC2``, ``ICC3``, ``ICC1k``, ``ICC2k``, ``ICC3k``) with
-        columns ``type, description, icc, F, df1, df2, p, ci_low, ci_high``.
-        ``attrs`` holds ``n_targets`` (used), ``n_raters``, ``raters``,
-        ``excluded_targets``, ``ledger`` and ``level``.
+    ICCResult
+        ``table``: six rows (``ICC1``, ``ICC2``, ``ICC3``, ``ICC1k``, ``ICC2k``,
+        ``ICC3k``) with columns ``type, description, icc, F, df1, df2, p, ci_low,
+        ci_high`` (psych's ``$results``); beside it ``n_targets`` (used), ``raters``,
+        ``excluded_targets``, ``ledger``, ``level`` and the ANOVA ``mean_squares``.
 
     Raises
     ------
@@ -370,7 +413,7 @@ def icc(
     >>> import pandas as pd, syndesmo as sy
     >>> long = pd.DataFrame({"patient": [1, 1, 2, 2, 3, 3], "reader": [1, 2] * 3,
     ...                      "score": [4.0, 5.0, 10.0, 9.0, 1.0, 2.0]})
-    >>> round(float(sy.icc(long).set_index("type").loc["ICC2", "icc"]), 3)
+    >>> round(float(sy.icc(long).table.set_index("type").loc["ICC2", "icc"]), 3)
     0.97
     """
     level = _check_level(level)
@@ -394,16 +437,15 @@ def icc(
         len(incomplete),
         len(incomplete),
     )
-    out.attrs.update(
+    return ICCResult(
+        table=out,
         n_targets=len(complete),
-        n_raters=len(raters),
         raters=raters,
         excluded_targets=incomplete,
         ledger=ledger,
         level=level,
         mean_squares=ms,
     )
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -517,6 +559,16 @@ class ReliabilityResult:
     threshold: float
     level: float
     notes: list[str] = field(default_factory=list)
+
+    #: Titles of the tables of :meth:`tables`, by name.
+    TITLES: ClassVar[dict[str, str]] = {
+        "icc": "Inter-reader ICC of the patient totals: ICC(2,1) absolute agreement and "
+        "ICC(3,1) consistency",
+        "agreement": "Bland–Altman agreement of the patient totals and the smallest "
+        "detectable change",
+        "kappa": "Inter-reader kappa of the status of each VU",
+        "ledger": "Patients and VUs left out of the comparisons, and why",
+    }
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The result tables by name: ``icc``, ``agreement``, ``kappa``, ``ledger``."""
@@ -927,7 +979,7 @@ def reliability(panel: Any, threshold: float = 1, level: float = 0.95) -> Reliab
                         "score": wide[reader_set].to_numpy().ravel(),
                     }
                 )
-                table = icc(long, "patient", "reader", "score", level=level)
+                table = icc(long, "patient", "reader", "score", level=level).table
                 table = table[table["type"].isin(RELIABILITY_TYPES)].copy()
             else:
                 table = pd.DataFrame(
@@ -975,14 +1027,6 @@ def reliability(panel: Any, threshold: float = 1, level: float = 0.95) -> Reliab
         kappa_rows += _kappa_rows(status_name, week, status, readers, level, ledger)
     kappa = pd.DataFrame(kappa_rows, columns=list(KAPPA_COLUMNS))
 
-    icc_table_.attrs["title"] = (
-        "Inter-reader ICC of the patient totals: ICC(2,1) absolute agreement and "
-        "ICC(3,1) consistency"
-    )
-    agreement.attrs["title"] = (
-        "Bland–Altman agreement of the patient totals and the smallest detectable change"
-    )
-    kappa.attrs["title"] = "Inter-reader kappa of the status of each VU"
     notes = [
         "ICC(2,1): two-way random effects, absolute agreement, single reader; ICC(3,1): "
         "two-way mixed effects, consistency, single reader (Shrout & Fleiss 1979).",

@@ -186,17 +186,13 @@ def display_tables(rel) -> dict[str, pd.DataFrame]:
         }
     )
     ledger = rel.ledger.to_frame()
-    for frame, source in ((icc_d, icc), (ag_d, ag), (ka_d, ka)):
-        frame.attrs["title"] = source.attrs.get("title", "")
-    ledger.attrs["title"] = "Patients and VUs left out of the comparisons, and why"
     return {"icc": icc_d, "agreement": ag_d, "kappa": ka_d, "ledger": ledger}
 
 
-def table_markdown(df: pd.DataFrame) -> str:
+def table_markdown(df: pd.DataFrame, title: str) -> str:
     """One table as Markdown under its title."""
     from syndesmo.output.report import markdown_table
 
-    title = df.attrs.get("title", "")
     if not len(df):
         return f"## {title}\n\n(none)\n"
     lines = markdown_table(df).split("\n")
@@ -209,7 +205,7 @@ def table_markdown(df: pd.DataFrame) -> str:
 def render(rel, header: str) -> str:
     """All tables as one Markdown document, with the notes on methods."""
     shown = display_tables(rel)
-    body = "\n".join(table_markdown(shown[name]) for name in TABLES)
+    body = "\n".join(table_markdown(shown[name], rel.TITLES[name]) for name in TABLES)
     notes = "\n".join(f"- {note}" for note in rel.notes)
     return f"# {header}\n\n{body}\n## Notes\n\n{notes}\n"
 
@@ -242,7 +238,9 @@ def run(args: argparse.Namespace) -> int:
         with atomic_output_dir(args.out) as tmp:
             for name, table in rel.tables().items():
                 table.to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
-                (tmp / f"{name}.md").write_text(table_markdown(shown[name]), encoding="utf-8")
+                (tmp / f"{name}.md").write_text(
+                    table_markdown(shown[name], rel.TITLES[name]), encoding="utf-8"
+                )
                 written += 2
             rel.differences.to_csv(tmp / "differences.csv", index=False, lineterminator="\n")
             (tmp / "reliability.md").write_text(text, encoding="utf-8")
