@@ -26,6 +26,7 @@ import pandas as pd
 from syndesmo.analysis.marginal import implied_marginal_log_or
 from syndesmo.analysis.patient import patient_exposure_label, patient_level
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.fitting.formula import check_term, covariate_columns
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
@@ -127,22 +128,24 @@ def build_frame(
 
     Rows still missing a value in a model column are dropped and counted in the
     frame's ledger (``frame.attrs["ledger"]``), so all steps of a ladder use the
-    same VUs.
+    same VUs. A covariate is a column name or an allowed transform of one
+    (``log(crp)`` reads ``crp``; see ``syndesmo.fitting.formula.check_term``).
     """
     from syndesmo.derive.frame import analysis_frame
 
+    columns = covariate_columns(covariates)
     frame = analysis_frame(
         panel,
         outcome=outcome,
         exposure=exposure,
         threshold=threshold,
-        covariates=list(covariates),
+        covariates=columns,
         readers=readers,
     )
     ledger = frame.attrs.get("ledger")
     ledger = ledger.copy() if isinstance(ledger, Ledger) else Ledger()
-    cols = [c for c in (outcome, "mri", *covariates) if c in frame.columns]
-    missing_cols = [c for c in (outcome, "mri", *covariates) if c not in frame.columns]
+    cols = [c for c in (outcome, "mri", *columns) if c in frame.columns]
+    missing_cols = [c for c in (outcome, "mri", *columns) if c not in frame.columns]
     if missing_cols:
         raise DeriveError(
             f"the analysis frame has no column(s) {missing_cols}; "
@@ -164,8 +167,16 @@ def build_frame(
 
 
 def constant_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    """The columns of ``frame`` with a single value: they cannot enter a model."""
-    return [c for c in columns if c in frame.columns and frame[c].nunique(dropna=True) < 2]
+    """The covariates (columns, or transforms of one) that have a single value in
+    ``frame``: they cannot enter a model."""
+    out = []
+    for term in columns:
+        cols = covariate_columns([term])
+        if all(c in frame.columns for c in cols) and any(
+            frame[c].nunique(dropna=True) < 2 for c in cols
+        ):
+            out.append(term)
+    return out
 
 
 def _step_terms(step: str, treatment: str, confounders: Sequence[str]) -> list[str]:
@@ -397,6 +408,10 @@ def ladder_result(
             f"({', '.join(CONDITIONAL_ENGINES)}) as engine"
         )
     engines = list(dict.fromkeys([engine, *engines_beside]))
+    # every name that becomes formula text is checked as a term before anything runs
+    check_term(outcome, "outcome")
+    check_term(treatment, "treatment")
+    covariate_columns(confounders, "confounder")
     confounders = [c for c in confounders if c != treatment]
     covariates = [treatment, *confounders]
     rows: list[dict] = []
