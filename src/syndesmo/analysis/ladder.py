@@ -28,6 +28,7 @@ from syndesmo.analysis.patient import patient_exposure_label, patient_level
 from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.derive.frame import analysis_frame
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.fitting.formula import check_term, covariate_columns
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import exposure_label, outcome_label
@@ -130,30 +131,40 @@ def build_frame(
 
     Rows still missing a value in a model column are dropped and counted in the
     frame's ledger (``frame.ledger``, step ``analysis``), so all steps of a ladder
-    use the same VUs.
+    use the same VUs. A covariate is a column name or an allowed transform of one
+    (``log(crp)`` reads ``crp``; see ``syndesmo.fitting.formula.check_term``).
     """
+    columns = covariate_columns(covariates)
     frame = analysis_frame(
         panel,
         outcome=outcome,
         exposure=exposure,
         threshold=threshold,
-        covariates=list(covariates),
+        covariates=columns,
         readers=readers,
         reference_arm=reference_arm,
     )
-    columns = [outcome, "mri", *covariates]
-    missing_cols = [c for c in columns if c not in frame.columns]
+    model_columns = [outcome, "mri", *columns]
+    missing_cols = [c for c in model_columns if c not in frame.columns]
     if missing_cols:
         raise DeriveError(
             f"the analysis frame has no column(s) {missing_cols}; "
             f"available columns: {list(frame.columns)}"
         )
-    return frame.dropna(columns, step="analysis")
+    return frame.dropna(model_columns, step="analysis")
 
 
 def constant_columns(frame: pd.DataFrame | AnalysisFrame, columns: Sequence[str]) -> list[str]:
-    """The columns of ``frame`` with a single value: they cannot enter a model."""
-    return [c for c in columns if c in frame.columns and frame[c].nunique(dropna=True) < 2]
+    """The covariates (columns, or transforms of one) that have a single value in
+    ``frame``: they cannot enter a model."""
+    out = []
+    for term in columns:
+        cols = covariate_columns([term])
+        if all(c in frame.columns for c in cols) and any(
+            frame[c].nunique(dropna=True) < 2 for c in cols
+        ):
+            out.append(term)
+    return out
 
 
 def _step_terms(step: str, treatment: str, confounders: Sequence[str]) -> list[str]:
@@ -389,6 +400,10 @@ def ladder_result(
             f"({', '.join(CONDITIONAL_ENGINES)}) as engine"
         )
     engines = list(dict.fromkeys([engine, *engines_beside]))
+    # every name that becomes formula text is checked as a term before anything runs
+    check_term(outcome, "outcome")
+    check_term(treatment, "treatment")
+    covariate_columns(confounders, "confounder")
     confounders = [c for c in confounders if c != treatment]
     covariates = [treatment, *confounders]
     rows: list[dict] = []

@@ -40,7 +40,13 @@ def zeger_attenuation(log_or: float | np.ndarray, sigma: float | np.ndarray):
     return np.asarray(log_or) / np.sqrt(1.0 + ZEGER_C2 * np.asarray(sigma) ** 2)
 
 
-def marginal_params(X: np.ndarray, beta: np.ndarray, sigma: float, n_nodes: int = 64) -> np.ndarray:
+def marginal_params(
+    X: np.ndarray,
+    beta: np.ndarray,
+    sigma: float,
+    n_nodes: int = 64,
+    offset: np.ndarray | None = None,
+) -> np.ndarray:
     """Population-averaged coefficients implied by a random-intercept logistic model.
 
     The marginal probability of each row, p_i = E_b[expit(x_i' beta + b)] with
@@ -48,16 +54,19 @@ def marginal_params(X: np.ndarray, beta: np.ndarray, sigma: float, n_nodes: int 
     the logistic regression of these p_i on X (the estimating equations of GEE with
     an independence working correlation, at their population values) gives the
     coefficients a GEE fitted to this design estimates. This is the exact target
-    that ``zeger_attenuation`` approximates.
+    that ``zeger_attenuation`` approximates. ``offset`` (one number per row) is a
+    known part of the linear predictor in both models.
     """
     import statsmodels.api as sm
 
     X = np.asarray(X, dtype=float)
     eta = X @ np.asarray(beta, dtype=float)
+    if offset is not None:
+        eta = eta + offset
     nodes, weights = np.polynomial.hermite.hermgauss(n_nodes)
     b = math.sqrt(2.0) * sigma * nodes
     p = special.expit(eta[:, None] + b[None, :]) @ weights / math.sqrt(math.pi)
-    model = sm.GLM(p, X, family=sm.families.Binomial())
+    model = sm.GLM(p, X, family=sm.families.Binomial(), offset=offset)
     with warnings.catch_warnings():
         # fractional responses near 0/1 trip statsmodels' separation check
         warnings.simplefilter("ignore")
@@ -108,7 +117,7 @@ def implied_marginal_log_or(fit: FitResult, frame: pd.DataFrame, term: str = "mr
     try:
         design = build_design(fit.formula, frame)
         beta = fit.params.reindex(design.names).to_numpy(dtype=float)
-        out = marginal_params(design.X, beta, float(fit.sigma))
+        out = marginal_params(design.X, beta, float(fit.sigma), offset=design.offset)
         return float(out[design.names.index(term)])
     except (SyndesmoError, ValueError, np.linalg.LinAlgError):
         return math.nan

@@ -22,6 +22,7 @@ from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.derive.frame import arm_column
 from syndesmo.derive.vu_tables import vu_exposures, vu_outcomes, vu_scores
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.fitting.formula import covariate_columns
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import (
@@ -126,7 +127,8 @@ def patient_frame(
     exp = _patient_exposure(panel, exposure, summary, threshold, spine)
     out = _patient_outcome(panel, outcome, readers, ledger)
     pat = panel.patients.set_index("patient")
-    missing = [c for c in adjust if c not in pat.columns]
+    columns = covariate_columns(adjust)  # log(crp) reads crp
+    missing = [c for c in columns if c not in pat.columns]
     if missing:
         raise DeriveError(
             f"covariate(s) {missing} are not columns of the patient table; "
@@ -135,7 +137,7 @@ def patient_frame(
     frame = pd.DataFrame(index=pd.Index(panel.patient_ids, name="patient"))
     frame["exposure"] = exp.reindex(frame.index)
     frame = frame.join(out, how="left")
-    for c in adjust:
+    for c in columns:
         values = pat[c].reindex(frame.index)
         frame[c] = arm_column(values, reference_arm) if c == ARM else values
     frame = frame.reset_index()
@@ -151,8 +153,8 @@ def patient_frame(
             int(no_exposure.sum()),
         )
         frame = frame.loc[~no_exposure]
-    if adjust:
-        incomplete = frame[list(adjust)].isna().any(axis=1).to_numpy()
+    if columns:
+        incomplete = frame[columns].isna().any(axis=1).to_numpy()
         if incomplete.any():
             ledger.add(
                 "patient level",
@@ -364,22 +366,25 @@ def fit_count(frame: pd.DataFrame, adjust: Sequence[str], engine: str) -> FitRes
     (statsmodels ``NegativeBinomial``); ``alpha`` is in ``fit.extra``.
     """
     import statsmodels.api as sm
-    import statsmodels.formula.api as smf
     from statsmodels.discrete.discrete_model import NegativeBinomial
 
+    from syndesmo.fitting.design import model_matrix
+
     rhs = " + ".join(["exposure", *adjust])
+    # the checked formula grammar of sy.fit, not patsy (which would evaluate Python)
+    X, names = model_matrix(f"outcome ~ {rhs}", frame)
+    endog = frame["outcome"].to_numpy(dtype=float)
     offset = np.log(frame["n_at_risk"].to_numpy(dtype=float))
     if engine == "poisson":
-        model = smf.glm(f"outcome ~ {rhs}", frame, family=sm.families.Poisson(), offset=offset)
+        model = sm.GLM(endog, X, family=sm.families.Poisson(), offset=offset)
         res = model.fit()
-        params, vcov = res.params, res.cov_params()
+        params = pd.Series(np.asarray(res.params), index=names)
+        vcov = pd.DataFrame(np.asarray(res.cov_params()), index=names, columns=names)
         converged, alpha, loglik = bool(res.converged), math.nan, float(res.llf)
     else:
-        base = smf.glm(f"outcome ~ {rhs}", frame, family=sm.families.Poisson(), offset=offset)
-        exog = pd.DataFrame(base.exog, columns=base.exog_names)
-        model = NegativeBinomial(base.endog, exog, loglike_method="nb2", offset=offset)
+        exog = pd.DataFrame(X, columns=names)
+        model = NegativeBinomial(endog, exog, loglike_method="nb2", offset=offset)
         res = model.fit(disp=0, maxiter=200)
-        names = base.exog_names
         params = pd.Series(np.asarray(res.params)[: len(names)], index=names)
         cov = np.asarray(res.cov_params())[: len(names), : len(names)]
         vcov = pd.DataFrame(cov, index=names, columns=names)

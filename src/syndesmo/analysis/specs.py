@@ -8,7 +8,7 @@ A spec says what to model, not how the numbers come out::
     outcome = "new_syndesmophyte"         # vu: new_syndesmophyte | growth
     exposure = ["w0", "w24", "any"]       # one name or a list (the exposure grammar)
     threshold = 1                         # ASspiMRI-a score that counts as inflamed
-    covariates = ["arm", "baseline_corner", "region"]
+    covariates = ["arm", "baseline_corner", "region"]   # or log(crp), scale(age), ...
     engine = "native"                     # vu: native | lme4 | gee | logit | bayes
     nagq = 1                              # 1 = Laplace; > 1 adaptive Gauss-Hermite
     readers = "mean"                      # how two x-ray readers are combined
@@ -27,7 +27,11 @@ Patient-level specs (``level = "patient"``) take ``outcome`` = ``any_new`` |
 ``poisson`` | ``negbin``.
 
 ``load_spec`` raises ``SpecError`` naming the file, the key and the allowed keys or
-values; column names in ``covariates`` are checked later, against the panel.
+values. Each covariate becomes formula text, so it must be a column name or an
+allowed transform of one column (``log(crp)``, ``scale(age)``, ``C(reader)``; a name
+that is not a plain word in backticks), checked as the formula is
+(``syndesmo.fitting.formula``): anything else is refused before any data is read.
+The columns themselves are checked later, against the panel.
 The files in ``models/assert/`` make up the reproduction run by
 ``syndesmo reproduce``.
 """
@@ -46,8 +50,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from syndesmo.checks import check_choice, check_nagq, check_number
-from syndesmo.errors import DeriveError, SpecError
+from syndesmo.errors import DeriveError, ModelError, SpecError
 from syndesmo.fitting.api import MAX_NAGQ
+from syndesmo.fitting.formula import check_term
 from syndesmo.resources import shipped_specs_candidates
 from syndesmo.vocabulary import (
     PATIENT_OUTCOMES,
@@ -75,7 +80,8 @@ KEYS: dict[str, str] = {
     "outcome": "vu: new_syndesmophyte | growth; patient: any_new | n_new | msasss_progression",
     "exposure": "an exposure name or a list of them",
     "threshold": "ASspiMRI-a score (0-6) from which a VU counts as inflamed",
-    "covariates": "list of column names adjusted for (the full model)",
+    "covariates": "list of column names adjusted for (the full model), or transforms of "
+    "one column such as log(crp) or scale(age)",
     "engine": "how the model is fitted",
     "nagq": "quadrature points (1 = Laplace)",
     "readers": f"one of {list(READERS)}",
@@ -192,7 +198,13 @@ def validate(data: dict[str, Any], source: str = "spec", default_name: str = "")
         where=source,
     )
     covariates = _str_list(source, "covariates", data.get("covariates", ["arm"]))
-    reserved = [c for c in covariates if c in RESERVED]
+    read: list[str] = []
+    for c in covariates:  # each becomes formula text: a column or a transform of one
+        try:
+            read.extend(check_term(c, "covariate"))
+        except ModelError as exc:
+            raise SpecError(f"{source}: covariates: {exc}") from None
+    reserved = [c for c in dict.fromkeys([*covariates, *read]) if c in RESERVED]
     if reserved:
         raise SpecError(
             f"{source}: covariates {reserved} are reserved names of the analysis frame "

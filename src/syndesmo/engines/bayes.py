@@ -77,7 +77,7 @@ from scipy.special import gammaln
 
 from syndesmo.checks import as_int_seed, check_choice, check_int, check_probability
 from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError, warn_user
-from syndesmo.fitting.design import Design
+from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.results import FitResult, _check_level
 
 DEFAULT_SLOPE_SCALE = 2.5  # Gelman et al. (2008): per 0/1 contrast or per 2 SD
@@ -364,18 +364,30 @@ class _Cells:
     y: np.ndarray
     n: np.ndarray
     groups: np.ndarray | None
+    offset: np.ndarray | None = None
 
 
-def _aggregate(X: np.ndarray, y: np.ndarray, n: np.ndarray, groups: np.ndarray | None) -> _Cells:
-    """Merge rows that share group and covariates; the binomial posterior is unchanged."""
-    key = X if groups is None else np.column_stack([groups.astype(float), X])
+def _aggregate(
+    X: np.ndarray,
+    y: np.ndarray,
+    n: np.ndarray,
+    groups: np.ndarray | None,
+    offset: np.ndarray | None = None,
+) -> _Cells:
+    """Merge rows that share group, covariates and offset; the binomial posterior is
+    unchanged."""
+    key = X if offset is None else np.column_stack([X, offset])
+    key = key if groups is None else np.column_stack([groups.astype(float), key])
     uniq, inverse = np.unique(key, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     ys = np.bincount(inverse, weights=y).round().astype(np.int64)
     ns = np.bincount(inverse, weights=n).round().astype(np.int64)
-    if groups is None:
-        return _Cells(uniq, ys, ns, None)
-    return _Cells(uniq[:, 1:], ys, ns, uniq[:, 0].astype(np.int64))
+    first = 0 if groups is None else 1
+    p = X.shape[1]
+    cell_x = uniq[:, first : first + p]
+    cell_offset = None if offset is None else uniq[:, first + p]
+    cell_groups = None if groups is None else uniq[:, 0].astype(np.int64)
+    return _Cells(cell_x, ys, ns, cell_groups, cell_offset)
 
 
 def _validate(design: Design, data_used: pd.DataFrame | None) -> tuple[np.ndarray, ...]:
@@ -504,6 +516,8 @@ def _build_model(pm, pt, design: Design, X: np.ndarray, cells: _Cells, priors: d
             z = pm.Normal("z", 0.0, 1.0, dims=dim)
             u = pm.Deterministic("u", sigma * z, dims=dim)
             eta = eta + u[cells.groups]
+        if cells.offset is not None:
+            eta = eta + cells.offset
         pm.Binomial(OBSERVED, n=cells.n, logit_p=eta, observed=cells.y)
     return model
 
@@ -566,9 +580,11 @@ def _problems(
     return out
 
 
-def _pointwise_loglik(X, y, n, groups, beta, u) -> np.ndarray:
+def _pointwise_loglik(X, y, n, groups, beta, u, offset=None) -> np.ndarray:
     """log p(y_i | β, u) for every draw and row: shape (chain, draw, row)."""
     eta = np.einsum("cdk,ik->cdi", beta, X)
+    if offset is not None:
+        eta = eta + offset
     if groups is not None:
         eta = eta + u[:, :, groups]
     logc = gammaln(n + 1) - gammaln(y + 1) - gammaln(n - y + 1)
@@ -592,6 +608,7 @@ def fit_bayes(
     rhat_max: float = RHAT_MAX,
     ess_min: float = ESS_MIN,
     nuts_sampler: str = "pymc",
+    offset: np.ndarray | None = None,
 ) -> BayesFitResult:
     """Fit the binomial-logit random-intercept model of ``design`` by NUTS.
 
@@ -608,6 +625,8 @@ def fit_bayes(
     ``rhat_max`` and ``ess_min`` are the convergence thresholds. ``nuts_sampler``
     picks PyMC's own NUTS or an installed external one (nutpie, numpyro, blackjax).
     ``data_used`` (the rows ``build_design`` kept) is only checked against the design.
+    ``offset`` (one number per row; default ``design.offset``) is a known term of the
+    linear predictor.
     """
     _check_options(draws, tune, chains, cores, target_accept, nuts_sampler)
     if not isinstance(hdi, bool):
@@ -616,7 +635,8 @@ def fit_bayes(
     resolved = resolve_priors(design, priors)
     sampler_seed = _sampler_seed(seed)
     groups = None if design.groups is None else np.asarray(design.groups, dtype=np.int64)
-    cells = _aggregate(X, y, n, groups)
+    offset = resolve_offset(design, offset)
+    cells = _aggregate(X, y, n, groups, offset)
     pm, pt, az = _backend()
 
     t0 = time.perf_counter()
@@ -654,7 +674,7 @@ def fit_bayes(
 
     if log_likelihood:
         u = idata.posterior["u"].to_numpy() if has_sigma else None
-        ll = _pointwise_loglik(X, y, n, groups, beta, u)
+        ll = _pointwise_loglik(X, y, n, groups, beta, u, offset)
         idata.add_groups(
             log_likelihood={design.response or "y": ll},
             dims={design.response or "y": ["obs"]},

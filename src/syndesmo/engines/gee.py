@@ -42,7 +42,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, IterationLimitWa
 
 from syndesmo.engines.native.engine import _check_rank
 from syndesmo.errors import ModelError
-from syndesmo.fitting.design import Design
+from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import separated_terms
 from syndesmo.fitting.results import FitResult
 
@@ -66,6 +66,8 @@ def fit_gee(
     maxiter: int = 100,
     ctol: float = 1e-8,
     corstr: str = "exchangeable",
+    *,
+    offset: np.ndarray | None = None,
 ) -> FitResult:
     """Fit ``design`` by GEE with clusters given by ``design.groups``.
 
@@ -76,9 +78,11 @@ def fit_gee(
     agree with geepack run to a tight ``epsilon``. ``converged`` is false, with the
     reason, when the iteration limit is hit, an estimate or standard error is not
     finite, the working correlation leaves its admissible range or a coefficient
-    exceeds ±30 on the logit scale.
+    exceeds ±30 on the logit scale. ``offset`` (one number per row; default
+    ``design.offset``) is a known term of the linear predictor, as geepack's ``offset``.
     """
     _check_inputs(design, maxiter, ctol, corstr)
+    offset = resolve_offset(design, offset)
     _check_rank(design.X, design.names)
     cov_struct = (
         sm.cov_struct.Exchangeable() if corstr == "exchangeable" else sm.cov_struct.Independence()
@@ -89,6 +93,7 @@ def fit_gee(
         groups=design.groups,
         family=sm.families.Binomial(),
         cov_struct=cov_struct,
+        offset=offset,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

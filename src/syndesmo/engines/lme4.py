@@ -5,7 +5,7 @@ safe names ``x1, x2, …``, the response and the grouping codes — so R fits ex
 columns the other engines see and the estimates map back to the design's names term
 by term, whatever R's own coding of factors would have been. The call is
 
-    glmer(y ~ 1 + x1 + … + (1 | grp), family = binomial, nAGQ = nagq)
+    glmer(y ~ 1 + x1 + … [+ offset(off)] + (1 | grp), family = binomial, nAGQ = nagq)
 
 (``cbind(y, fail) ~ …`` for binomial counts), timed with ``system.time`` inside R;
 R's warnings and messages are collected instead of being printed.
@@ -29,7 +29,7 @@ import pandas as pd
 
 from syndesmo.checks import check_nagq
 from syndesmo.errors import EngineUnavailableError, ModelError
-from syndesmo.fitting.design import Design
+from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import separated_terms
 from syndesmo.fitting.results import FitResult
 
@@ -147,10 +147,12 @@ def _quiet_r() -> Iterator[list[str]]:
         callbacks.consolewrite_warnerror, callbacks.consolewrite_print = saved
 
 
-def _r_frame(design: Design, use_intercept: bool, counts: bool):
+def _r_frame(design: Design, use_intercept: bool, counts: bool, offset: np.ndarray | None):
     import rpy2.robjects as ro
 
     cols: dict[str, Any] = {"y": ro.FloatVector(design.y)}
+    if offset is not None:
+        cols["off"] = ro.FloatVector(offset)
     if counts:
         cols["fail"] = ro.FloatVector(design.trials - design.y)
     for j in range(design.X.shape[1]):
@@ -161,36 +163,47 @@ def _r_frame(design: Design, use_intercept: bool, counts: bool):
     return ro.DataFrame(cols)
 
 
-def _r_formula(design: Design, use_intercept: bool, counts: bool) -> str:
+def _r_formula(design: Design, use_intercept: bool, counts: bool, offset: bool) -> str:
     lhs = "cbind(y, fail)" if counts else "y"
     terms = ["1" if use_intercept else "0"]
     terms += [f"x{j}" for j in range(design.X.shape[1]) if not (use_intercept and j == 0)]
+    if offset:
+        terms.append("offset(off)")
     return f"{lhs} ~ {' + '.join(terms)} + (1 | grp)"
 
 
-def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 1) -> FitResult:
+def fit_lme4(
+    design: Design,
+    data_used: pd.DataFrame | None = None,
+    nagq: int = 1,
+    *,
+    offset: np.ndarray | None = None,
+) -> FitResult:
     """Fit ``design`` with R's ``lme4::glmer`` (Laplace for ``nagq=1``, else adaptive GHQ).
 
     ``data_used`` (the input rows the design kept) is optional and only checked for
     length: R is given the design's own matrices so that names align with the other
-    engines. ``extra["r_seconds"]`` is R's own elapsed time for ``glmer``.
+    engines. ``offset`` (one number per row; default ``design.offset``) enters the R
+    formula as ``offset(off)``. ``extra["r_seconds"]`` is R's own elapsed time for
+    ``glmer``.
     """
     if design.groups is None:
         raise ModelError("the lme4 engine needs a random intercept: add (1|group) to the formula")
     if data_used is not None and len(data_used) != design.n_obs:
         raise ModelError(f"data_used has {len(data_used)} rows but the design has {design.n_obs}")
     nagq = check_nagq(nagq, MAX_NAGQ)
+    offset = resolve_offset(design, offset)
     r_fit = _r_fit()
     use_intercept = bool(
         design.X.shape[1] > 0 and design.names[0] == "Intercept" and np.all(design.X[:, 0] == 1)
     )
     counts = not bool(np.all(design.trials == 1))
-    formula = _r_formula(design, use_intercept, counts)
+    formula = _r_formula(design, use_intercept, counts, offset is not None)
     from rpy2.rinterface_lib.embedded import RRuntimeError
 
     with _quiet_r() as chatter:
         try:
-            out = r_fit(_r_frame(design, use_intercept, counts), formula, int(nagq))
+            out = r_fit(_r_frame(design, use_intercept, counts, offset), formula, int(nagq))
         except RRuntimeError as exc:
             detail = "".join(chatter).strip() or str(exc)
             raise ModelError(f"lme4 could not fit {design.formula!r}: {detail}") from exc
@@ -242,6 +255,7 @@ def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 
             "r_formula": formula,
             "lme4_version": str(res["lme4_version"][0]),
             "separated_terms": separated,
+            "offset": offset,
         },
     )
 

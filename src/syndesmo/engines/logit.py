@@ -21,14 +21,19 @@ import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from syndesmo.engines.native.engine import _check_rank
-from syndesmo.fitting.design import Design
+from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import separated_terms
 from syndesmo.fitting.results import FitResult
 
 
-def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
-    """Fit ``design`` by maximum likelihood, ignoring any grouping factor."""
+def fit_logit(design: Design, maxiter: int = 100, *, offset: np.ndarray | None = None) -> FitResult:
+    """Fit ``design`` by maximum likelihood, ignoring any grouping factor.
+
+    ``offset`` (one number per row of the design; default ``design.offset``) is a
+    known term of the linear predictor, as R's ``glm(..., offset = )``.
+    """
     X, y, n = design.X, design.y, design.trials
+    offset = resolve_offset(design, offset)
     _check_rank(X, design.names)
     binary = bool(np.all(n == 1))
     notes: list[str] = []
@@ -37,12 +42,14 @@ def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if binary:
-            res = sm.Logit(y, X).fit(method="newton", maxiter=maxiter, disp=False)
+            res = sm.Logit(y, X, offset=offset).fit(method="newton", maxiter=maxiter, disp=False)
             converged = bool(res.mle_retvals.get("converged", False))
             iterations = res.mle_retvals.get("iterations")
         else:
             endog = np.column_stack([y, n - y])
-            res = sm.GLM(endog, X, family=sm.families.Binomial()).fit(maxiter=maxiter)
+            res = sm.GLM(endog, X, family=sm.families.Binomial(), offset=offset).fit(
+                maxiter=maxiter
+            )
             converged = bool(res.converged)
             iterations = res.fit_history.get("iteration")
     message = "" if converged else f"optimiser stopped after {iterations} iterations"
@@ -77,5 +84,10 @@ def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
         ledger=design.ledger.copy(),
         warnings=notes,
         n_events=round(float(y.sum())),
-        extra={"separated_terms": sep, "iterations": iterations, "design": design},
+        extra={
+            "separated_terms": sep,
+            "iterations": iterations,
+            "design": design,
+            "offset": offset,
+        },
     )

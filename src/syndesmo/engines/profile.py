@@ -278,6 +278,8 @@ class _LogitProfiler:
         n = np.asarray(design.trials, dtype=float)
         self.endog = y if np.all(n == 1) else np.column_stack([y, n - y])
         self.y, self.n = y, n
+        base = fit.extra.get("offset")  # the fit's own offset, if it had one
+        self.base = np.zeros(self.X.shape[0]) if base is None else np.asarray(base, dtype=float)
         self.names = list(fit.params.index)
         self.est = fit.params.to_numpy(float)
         self.se = fit.bse.to_numpy(float)
@@ -289,10 +291,10 @@ class _LogitProfiler:
         import statsmodels.api as sm
 
         free = np.ones(self.X.shape[1], dtype=bool)
-        offset = np.zeros(self.X.shape[0])
+        offset = self.base
         if k is not None:
             free[k] = False
-            offset = b * self.X[:, k]
+            offset = self.base + b * self.X[:, k]
         if not free.any():  # nothing left to fit: the binomial log-likelihood at the offset
             value = np.sum(self.y * offset - self.n * np.logaddexp(0.0, offset))
             return float(value), np.zeros(0)

@@ -47,16 +47,23 @@ def fit(
     *,
     trials: str | np.ndarray | None = None,
     ledger: Ledger | None = None,
+    offset: str | np.ndarray | None = None,
     **engine_options: Any,
 ) -> FitResult:
     """Fit a binomial-logit model given by an lme4-style formula.
 
     ``formula`` is like ``"new_syndesmophyte ~ mri + arm + (1|patient)"``; the bar names
     the patient random intercept (``native``, ``lme4``, ``bayes``) or the GEE cluster
-    (``gee``), and is ignored by ``logit``. ``nagq`` is the number of adaptive
+    (``gee``), and is ignored by ``logit``. A formula is data: only column names, the
+    formula operators and a closed set of transforms (``log(crp)``, ``scale(age)``,
+    ``C(reader)``, ``I(age^2)``, ``offset(z)``, …) are accepted, see
+    ``syndesmo.fitting.formula``. ``nagq`` is the number of adaptive
     Gauss–Hermite points (1 = Laplace) for ``native`` and ``lme4``, from 1 to 25.
-    ``trials`` gives binomial counts (a column name or an array). Remaining keyword
-    options go to the engine. Raises ``ModelError`` for a bad formula, data or option.
+    ``trials`` gives binomial counts (a column name or an array). ``offset`` (a column
+    name or an array aligned with the rows of ``data``) is a known term of the linear
+    predictor, as R's ``offset=``; with ``offset(...)`` terms in the formula too, their
+    sum is used, as in R. Every engine honours it. Remaining keyword options go to the
+    engine. Raises ``ModelError`` for a bad formula, data or option.
 
     ``data`` is an ``AnalysisFrame`` (``sy.analysis_frame``, whose ledger of rows left
     out becomes the start of ``fit.ledger``) or a DataFrame; with a DataFrame made
@@ -74,7 +81,7 @@ def fit(
             "cannot report the VUs left out before them: pass the AnalysisFrame itself, "
             "or ledger=frame.ledger"
         )
-    design = build_design(formula, data, trials=trials, ledger=ledger)
+    design = build_design(formula, data, trials=trials, offset=offset, ledger=ledger)
     if isinstance(data, AnalysisFrame):
         data = data.data
     if engine in NEEDS_RANDOM_INTERCEPT and design.group is None:
@@ -89,6 +96,8 @@ def fit(
     engine_fn = _engine_function(engine)
     _check_options(engine, engine_fn, engine_options)
 
+    if design.offset is not None:  # offset() terms and offset=, summed by build_design
+        engine_options["offset"] = design.offset
     if engine == "native":
         return engine_fn(design, nagq=nagq, **engine_options)
     if engine == "lme4":
@@ -164,7 +173,7 @@ def _check_options(engine: str, fn: Callable[..., FitResult], options: dict[str,
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    reserved = {"design", "data_used", "data", "nagq"}
+    reserved = {"design", "data_used", "data", "nagq", "offset"}
     accepted = [
         n
         for n, p in params.items()

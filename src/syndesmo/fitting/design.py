@@ -4,8 +4,12 @@ lme4's design is followed: parse the formula → build the model matrices → (e
 make a deviance function → optimise → wrap the results. This module does the first
 two steps and nothing else, so each engine starts from the same ``Design``.
 
-Formulas are lme4-style (``y ~ mri * region + arm + (1|patient)``) and are parsed by
-the maintained library `formulae <https://bambinos.github.io/formulae/>`_.
+Formulas are lme4-style (``y ~ mri * region + arm + log(crp) + offset(z) + (1|patient)``).
+A formula is data, not code: ``syndesmo.fitting.formula`` parses and checks it against
+a closed grammar and a closed set of transforms, evaluates the transforms itself and
+hands the maintained library `formulae <https://bambinos.github.io/formulae/>`_ only
+neutral column names and operators, from which it builds the model matrices.
+``offset(...)`` terms are summed into ``Design.offset`` (not a column of X).
 Column names of the fixed-effects matrix follow statsmodels/patsy:
 
 - ``Intercept`` for the intercept;
@@ -16,7 +20,8 @@ Column names of the fixed-effects matrix follow statsmodels/patsy:
   where a term needs full-rank coding (``0 + arm`` or an interaction without its
   main effect) the columns are ``arm[placebo]``, ``arm[infliximab]``;
 - interactions join their parts with ``:``: ``mri:region[T.lumbar]``;
-- anything written as a call keeps formulae's name, e.g. ``np.log(crp)``.
+- a transform is named as written, tidied: ``log(crp)``, ``np.log(crp)``,
+  ``scale(age)``, ``I(age^2)``, ``C(reader)[T.2]``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,17 @@ import pandas as pd
 
 from syndesmo.derive.aframe import AnalysisFrame, split_frame
 from syndesmo.errors import DeriveError, ModelError
+from syndesmo.fitting.formula import (
+    BinOp,
+    Column,
+    Formula,
+    Number,
+    Paren,
+    bar_label,
+    label,
+    parse_formula,
+    prepare,
+)
 from syndesmo.ledger import Ledger
 
 STEP = "design"
@@ -44,6 +60,8 @@ class Design:
     by the bar term ``(1|group)``, or ``None`` for a model without random effects.
     ``ledger`` counts the rows of the input that were left out and why. ``rows``
     holds the 0-based positions (``iloc``) of the input rows that were used.
+    ``offset`` is the known part of the linear predictor, one number per row: the sum
+    of the formula's ``offset(...)`` terms and of ``offset=``; ``None`` without any.
     """
 
     formula: str
@@ -58,6 +76,7 @@ class Design:
     ledger: Ledger = field(default_factory=Ledger)
     fixed_formula: str = ""
     rows: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
@@ -74,20 +93,26 @@ def build_design(
     *,
     trials: str | np.ndarray | None = None,
     ledger: Ledger | None = None,
+    offset: str | np.ndarray | None = None,
 ) -> Design:
     """Parse ``formula`` against ``data`` and build the model matrices.
 
     Parameters
     ----------
     formula : str
-        lme4-style, e.g. ``"y ~ mri + arm + (1|patient)"``; at most one
-        random-intercept bar ``(1|group)``; lme4's ``cbind(successes, failures) ~ ...``
-        is accepted too.
+        lme4-style formula; only column names, the formula operators, bar terms and
+        the transforms of ``syndesmo.fitting.formula.FUNCTIONS`` are accepted, and the
+        formula is checked before anything is evaluated. lme4's
+        ``cbind(successes, failures) ~ ...`` is accepted too.
     data : pandas.DataFrame or AnalysisFrame
         The rows to model. An ``AnalysisFrame`` brings the ledger of the rows left
         out before it.
-    trials : str or array, optional
+    trials : str or numpy.ndarray, optional
         Binomial counts: the name of a column, or an array aligned with the rows.
+    offset : str or numpy.ndarray, optional
+        A known term of the linear predictor (a column name, or an array aligned with
+        the rows of ``data``), as R's ``offset=``; it is added to any ``offset(...)``
+        terms of the formula, as R sums them.
     ledger : Ledger, optional
         The rows left out before ``data`` (with a plain DataFrame, e.g.
         ``frame.ledger`` after merging covariates into ``frame.data``).
@@ -115,41 +140,43 @@ def build_design(
     if len(data) == 0:
         raise ModelError("data has no rows")
 
-    desc = _parse(formula)
-    lhs, rhs = formula.split("~", 1)
-    cbind = _parse_cbind(lhs)
+    parsed = parse_formula(formula)  # refuses anything outside the grammar, evaluates nothing
+    cbind = parsed.cbind
     if cbind is not None and trials is not None:
         raise ModelError("give binomial counts either as cbind(successes, failures) or as trials=")
 
-    group_vars = _group_vars(desc)
-    used_cols = sorted(v for v in desc.var_names if v)
+    group_vars = _group_vars(parsed)
+    used_cols = list(parsed.columns)
     _check_columns(used_cols, data, formula)
     trials_values, trials_name = _trials_input(trials, data)
+    offset_values, offset_name = _offset_input(offset, data)
 
     ledger = Ledger() if ledger is None else ledger.copy()
-    keep = _complete_rows(data, used_cols, trials_values, trials_name, group_vars, ledger)
+    extra = [(trials_values, trials_name), (offset_values, offset_name)]
+    keep = _complete_rows(data, used_cols, extra, group_vars, ledger)
     rows = np.flatnonzero(keep)
-    frame = _prepare_frame(data.iloc[rows][used_cols])
+    index = data.index[rows]
 
-    formulae_formula = formula
-    if cbind is not None:
-        # formulae has no cbind(); the successes column is the response for it.
-        formulae_formula = f"{cbind[0]} ~ {rhs}"
-    dm = _design_matrices(formulae_formula, frame)
+    prepared = prepare(parsed, data)
+    frame = _prepare_frame(prepared.frame.iloc[rows])
+    _check_transforms(frame, prepared.computed, prepared.labels, index)
+    dm = _design_matrices(prepared.formula, frame, formula)
 
-    response = cbind[0] if cbind is not None else dm.response.name
-    y, n = _response(dm, frame, cbind, trials_values, rows, response, data.index[rows])
-    X, names = _fixed_effects(dm, len(rows))
-    _check_finite(X, names, data.index[rows])
+    response = parsed.response
+    y, n = _response(data.iloc[rows], cbind, trials_values, rows, response, index)
+    X, names = _fixed_effects(dm, len(rows), prepared.labels)
+    _check_finite(X, names, index)
+    total_offset = _total_offset(prepared.offset, offset_values, rows, index, parsed)
 
     groups = group_labels = None
     group = None
     if group_vars:
         group = ":".join(group_vars)
+        kept = data.iloc[rows]
         labels = (
-            frame[group_vars].astype(str).agg(":".join, axis=1)
+            kept[group_vars].astype(str).agg(":".join, axis=1)
             if len(group_vars) > 1
-            else (frame[group_vars[0]])
+            else kept[group_vars[0]]
         )
         codes, uniques = pd.factorize(labels, sort=True)
         groups = codes.astype(np.int64)
@@ -168,7 +195,84 @@ def build_design(
         ledger=ledger,
         fixed_formula=fixed_formula(formula),
         rows=rows,
+        offset=total_offset,
     )
+
+
+def model_matrix(formula: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The fixed-effects matrix of ``formula`` on complete ``data``, for other families.
+
+    The same checked grammar, transforms and column names as ``build_design``, for
+    models that are not binomial (patient-level Poisson and negative binomial). The
+    response and any bar terms are not used; offsets are refused (pass them to the
+    model). ``data`` must have no missing value in the columns the formula uses.
+
+    Parameters
+    ----------
+    formula : str
+        ``response ~ terms``.
+    data : pandas.DataFrame
+        The rows to model.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        Rows × columns of the fixed effects.
+    names : list of str
+        Column names, as ``Design.names``.
+
+    Raises
+    ------
+    ModelError
+        For a formula outside the grammar, a missing column or a missing value.
+    """
+    parsed = parse_formula(formula)
+    if parsed.offsets:
+        raise ModelError(f"model_matrix: give the offset to the model, not in {formula!r}")
+    used = [c for c in parsed.columns if c != parsed.response]
+    _check_columns(used, data, formula)
+    missing = [c for c in used if data[c].isna().any()]
+    if missing:
+        raise ModelError(f"model_matrix: missing values in {', '.join(map(repr, missing))}")
+    prepared = prepare(parsed, data)
+    dm = _design_matrices(prepared.formula, _prepare_frame(prepared.frame), formula)
+    X, names = _fixed_effects(dm, len(data), prepared.labels)
+    _check_finite(X, names, data.index)
+    return X, names
+
+
+def resolve_offset(design: Design, offset: np.ndarray | None = None) -> np.ndarray | None:
+    """The offset an engine uses: ``offset`` if given, else ``design.offset``.
+
+    Parameters
+    ----------
+    design : Design
+        The design being fitted.
+    offset : numpy.ndarray, optional
+        One number per row of the design; replaces ``design.offset`` when given.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        A float array of the design's length, or ``None`` when there is no offset.
+
+    Raises
+    ------
+    ModelError
+        When the length is wrong or a value is not finite.
+    """
+    if offset is None:
+        offset = design.offset
+    if offset is None:
+        return None
+    arr = np.asarray(offset, dtype=float).reshape(-1)
+    if arr.size != design.n_obs:
+        raise ModelError(f"offset has {arr.size} values but the design has {design.n_obs} rows")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ModelError(f"offset is not finite in row {i} ({arr[i]})")
+    return arr
 
 
 def fixed_formula(formula: str) -> str:
@@ -202,63 +306,45 @@ def fixed_formula(formula: str) -> str:
 # --- parsing -------------------------------------------------------------------------
 
 
-def _parse(formula: str):
-    from formulae.model_description import model_description
-
-    try:
-        desc = model_description(formula)
-    except Exception as exc:  # formulae raises several parse/scan error types
-        raise ModelError(f"cannot parse formula {formula!r}: {exc}") from exc
-    if desc.response is None:
-        raise ModelError(f"formula {formula!r} has no response on the left of '~'")
-    return desc
-
-
-_CBIND = re.compile(r"^\s*cbind\s*\((?P<args>.*)\)\s*$")
-
-
-def _parse_cbind(lhs: str) -> tuple[str, str] | None:
-    """The two column names of lme4's ``cbind(successes, failures)``, or ``None``."""
-    m = _CBIND.match(lhs)
-    if m is None:
-        return None
-    args = [a.strip() for a in m.group("args").split(",")]
-    if len(args) != 2 or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", a) for a in args):
-        raise ModelError(
-            f"cbind() in the response must name two columns, cbind(successes, failures); "
-            f"got {lhs.strip()!r}. For other forms pass the number of trials as trials="
-        )
-    return args[0], args[1]
-
-
-def _bar_text(term) -> str:
-    expr = "1" if type(term.expr).__name__ == "Intercept" else str(term.expr.name)
-    factor = ":".join(str(c.name) for c in term.factor.components)
-    return f"({expr}|{factor})"
-
-
-def _group_vars(desc) -> list[str]:
+def _group_vars(parsed: Formula) -> list[str]:
     """The variables of the single random-intercept bar; [] without one."""
-    terms = list(desc.group_terms)
-    if not terms:
+    bars = parsed.bars
+    if not bars:
         return []
-    bars = [_bar_text(t) for t in terms]
-    slopes = [b for t, b in zip(terms, bars, strict=True) if type(t.expr).__name__ != "Intercept"]
+    shown = [bar_label(b) for b in bars]
+
+    def intercept_only(node) -> bool:
+        return isinstance(node, Number) and node.value == 1.0
+
+    slopes = [t for b, t in zip(bars, shown, strict=True) if not intercept_only(b.expr)]
     if slopes:
         raise ModelError(
             f"random slopes are not supported: {', '.join(slopes)}; "
             "use a single random intercept (1|group)"
         )
-    if len(terms) > 1:
+    if len(bars) > 1:
         raise ModelError(
             "only one random-intercept term (1|group) is supported; the formula has "
-            + ", ".join(bars)
+            + ", ".join(shown)
         )
-    term = terms[0]
-    comps = term.factor.components
-    if not all(type(c).__name__ == "Variable" for c in comps):
-        raise ModelError(f"the grouping factor of {bars[0]} must be a column (or a:b of columns)")
-    return [str(c.name) for c in comps]
+
+    def parts(node) -> list[str] | None:
+        if isinstance(node, Column):
+            return [node.name]
+        if isinstance(node, Paren):
+            return parts(node.inner)
+        if isinstance(node, BinOp) and node.op == ":":
+            left, right = parts(node.left), parts(node.right)
+            return None if left is None or right is None else left + right
+        return None
+
+    names = parts(bars[0].group)
+    if names is None:
+        raise ModelError(
+            f"the grouping factor of {shown[0]} must be a column (or a:b of columns); "
+            f"nested groups {label(bars[0].group)} are not supported"
+        )
+    return names
 
 
 def _check_columns(used: list[str], data: pd.DataFrame, formula: str) -> None:
@@ -297,19 +383,76 @@ def _trials_input(
     return values, "trials"
 
 
+def _offset_input(
+    offset: str | np.ndarray | None, data: pd.DataFrame
+) -> tuple[np.ndarray | None, str]:
+    """``offset=`` as a float array aligned with ``data`` (NaN where missing), and its name."""
+    if offset is None:
+        return None, ""
+    if isinstance(offset, str):
+        if offset not in data.columns:
+            raise ModelError(
+                f"offset column {offset!r} is not in the data; "
+                f"available columns: {', '.join(map(str, data.columns))}"
+            )
+        s = data[offset]
+        if not (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)):
+            raise ModelError(f"offset column {offset!r} must be numeric, it is {s.dtype}")
+        return s.to_numpy(dtype=float, na_value=np.nan), offset
+    try:
+        values = np.asarray(offset, dtype=float).ravel()
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"offset must be numbers, one per row of data: {exc}") from exc
+    if values.shape[0] != len(data):
+        raise ModelError(f"offset has {values.shape[0]} values but data has {len(data)} rows")
+    return values, "offset"
+
+
+def _total_offset(
+    from_formula: np.ndarray | None,
+    from_keyword: np.ndarray | None,
+    rows: np.ndarray,
+    index: pd.Index,
+    parsed: Formula,
+) -> np.ndarray | None:
+    """The offset terms of the formula plus ``offset=`` on the rows kept; finite or error."""
+    if from_formula is None and from_keyword is None:
+        return None
+    total = np.zeros(len(rows))
+    if from_formula is not None:
+        total = total + from_formula[rows]
+    if from_keyword is not None:
+        total = total + from_keyword[rows]
+    bad = ~np.isfinite(total)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        terms = [f"offset({label(n)})" for n in parsed.offsets]
+        if from_keyword is not None:
+            terms.append("offset=")
+        raise ModelError(
+            f"the offset ({' + '.join(terms)}) is not finite in row {index[i]} ({total[i]}); "
+            f"{int(bad.sum())} row{'s' if bad.sum() != 1 else ''} affected"
+        )
+    return total
+
+
 def _complete_rows(
     data: pd.DataFrame,
     used: list[str],
-    trials: np.ndarray | None,
-    trials_name: str,
+    extra: list[tuple[np.ndarray | None, str]],
     group_vars: list[str],
     ledger: Ledger,
 ) -> np.ndarray:
-    """Mask of rows with no missing value; the others are counted in ``ledger``."""
+    """Mask of rows with no missing value; the others are counted in ``ledger``.
+
+    ``extra`` holds arrays aligned with ``data`` (trials, offset) and their names.
+    """
     na = data[used].isna()
-    if trials is not None:
-        already = na[trials_name].to_numpy() if trials_name in na else False
-        na[trials_name] = already | np.isnan(trials)
+    for values, name in extra:
+        if values is None:
+            continue
+        already = na[name].to_numpy() if name in na else False
+        na[name] = already | np.isnan(values)
     incomplete = na.any(axis=1).to_numpy()
     n_out = int(incomplete.sum())
     if n_out == 0:
@@ -338,23 +481,29 @@ def _prepare_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _design_matrices(formula: str, frame: pd.DataFrame):
-    import formulae
+def _design_matrices(formula: str, frame: pd.DataFrame, shown: str):
+    """formulae's model matrices for a formula of neutral names (``sy0 + sy1:sy2``).
 
+    The formula holds no calls (``syndesmo.fitting.formula`` evaluated the transforms)
+    and formulae gets an empty environment, so it has nothing of the caller's to reach.
+    """
+    import formulae
+    from formulae.environment import Environment
+
+    data = frame if frame.shape[1] else frame.assign(sy=0.0)  # formulae needs a column
     try:
         return formulae.design_matrices(
-            formula, frame, na_action="error", extra_namespace={"np": np}
+            formula, data, na_action="error", env=Environment([{}]), extra_namespace={}
         )
     except Exception as exc:  # formulae raises plain ValueError/TypeError/NameError
-        raise ModelError(f"cannot build the model matrices for {formula!r}: {exc}") from exc
+        raise ModelError(f"cannot build the model matrices for {shown!r}: {exc}") from exc
 
 
 # --- response ------------------------------------------------------------------------
 
 
 def _response(
-    dm,
-    frame: pd.DataFrame,
+    kept: pd.DataFrame,
     cbind: tuple[str, str] | None,
     trials: np.ndarray | None,
     rows: np.ndarray,
@@ -363,23 +512,13 @@ def _response(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Successes and trials as float arrays, checked to be counts 0..trials."""
     if cbind is not None:
-        y = _numeric(frame[cbind[0]], cbind[0], index)
-        fail = _numeric(frame[cbind[1]], cbind[1], index)
+        y = _numeric(kept[cbind[0]], cbind[0], index)
+        fail = _numeric(kept[cbind[1]], cbind[1], index)
         _check_counts(fail, np.full_like(fail, np.inf), cbind[1], index, what="failures")
         n = y + fail
     else:
-        values = np.asarray(dm.response.design_matrix)
-        kind = dm.response.kind
-        if kind == "proportion" and values.ndim == 2 and values.shape[1] == 2:
-            y, n = values[:, 0].astype(float), values[:, 1].astype(float)
-        elif kind == "numeric" and (values.ndim == 1 or values.shape[1] == 1):
-            y = _numeric(pd.Series(values.ravel()), name, index)
-            n = np.ones_like(y) if trials is None else trials[rows].astype(float)
-        else:
-            raise ModelError(
-                f"outcome {name!r} must be 0/1 (or a count 0..trials); it is {kind} "
-                f"with values like {values.ravel()[:3].tolist()}"
-            )
+        y = _numeric(kept[name], name, index)
+        n = np.ones_like(y) if trials is None else trials[rows].astype(float)
     _check_counts(n, np.full_like(n, np.inf), "trials", index, what="trials", positive=True)
     _check_counts(y, n, name, index)
     n_events = float(y.sum())
@@ -435,37 +574,54 @@ def _check_counts(
 # --- fixed effects -------------------------------------------------------------------
 
 
-def _component_names(component) -> list[str]:
+def _component_names(component, labels: dict[str, str]) -> list[str]:
     """Column names for one factor of a term, in formulae's column order."""
+    shown = labels.get(str(component.name), str(component.name))
     is_variable = type(component).__name__ == "Variable"
     if is_variable and component.kind == "categoric" and component.contrast_matrix is not None:
         prefix = "" if component.spans_intercept else "T."
-        return [f"{component.name}[{prefix}{lvl}]" for lvl in component.contrast_matrix.labels]
-    return list(component.labels)
+        return [f"{shown}[{prefix}{lvl}]" for lvl in component.contrast_matrix.labels]
+    return [labels.get(str(lab), str(lab)) for lab in component.labels]
 
 
-def _term_names(term) -> list[str]:
+def _term_names(term, labels: dict[str, str]) -> list[str]:
     if term.kind == "intercept":
         return ["Intercept"]
-    parts = [_component_names(c) for c in term.components]
+    parts = [_component_names(c, labels) for c in term.components]
     names = [":".join(p) for p in itertools.product(*parts)]
-    if len(names) != len(term.labels):  # formulae changed its labelling: keep its names
-        return list(term.labels)
+    if len(names) != len(term.labels):  # formulae changed its labelling
+        raise ModelError(f"internal: cannot name the columns of the term {term.labels}")
     return names
 
 
-def _fixed_effects(dm, n_rows: int) -> tuple[np.ndarray, list[str]]:
+def _fixed_effects(dm, n_rows: int, labels: dict[str, str]) -> tuple[np.ndarray, list[str]]:
     if dm.common is None:
         return np.empty((n_rows, 0)), []
     X = np.asarray(dm.common.design_matrix, dtype=float)
     names: list[str] = []
     for term in dm.common.terms.values():
-        names.extend(_term_names(term))
+        names.extend(_term_names(term, labels))
     if len(names) != X.shape[1]:
         raise ModelError(
             f"internal: {X.shape[1]} fixed-effect columns but {len(names)} names were built"
         )
     return X, names
+
+
+def _check_transforms(
+    frame: pd.DataFrame, computed: list[str], labels: dict[str, str], index: pd.Index
+) -> None:
+    """A transform that is not finite on a row used (``log(0)``, ``sqrt(-1)``) is an
+    error naming the term and the row, never a row dropped in silence."""
+    for name in computed:
+        values = frame[name].to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ModelError(
+                f"formula term {labels[name]!r} is not finite in row {index[i]} "
+                f"({values[i]}); {int(bad.sum())} row{'s' if bad.sum() != 1 else ''} affected"
+            )
 
 
 def _check_finite(X: np.ndarray, names: list[str], index: pd.Index) -> None:

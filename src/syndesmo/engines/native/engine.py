@@ -205,8 +205,9 @@ def fit_native(
     effects then σ (default: logistic regression and σ = 1, as lme4). ``tol`` bounds
     the Newton decrement (twice the log-likelihood still to gain) at convergence;
     ``maxiter`` bounds the Newton iterations of each stage (Laplace, then quadrature).
-    ``offset`` (one number per row of the design) is a known term added to the linear
-    predictor, as lme4's ``offset=``; profile intervals refit with one in effect.
+    ``offset`` (one number per row of the design; default ``design.offset``, the
+    formula's ``offset()`` terms) is a known term added to the linear predictor, as
+    lme4's ``offset=``; profile intervals refit with one in effect.
 
     ``extra`` holds ``theta_se`` (SE of σ from the same Hessian; NaN at σ = 0),
     ``loglik_marginal`` (see the module docstring), ``hessian`` and ``gradient`` of the
@@ -216,7 +217,7 @@ def fit_native(
     """
     nagq = _check_nagq(nagq)
     X, y, m, groups, notes = _validate(design)
-    offset = _check_offset(offset, X.shape[0])
+    offset = _check_offset(design.offset if offset is None else offset, X.shape[0])
     if groups.max() == 0:
         raise ModelError(
             f"the grouping factor '{design.group}' has a single level: a random intercept "
@@ -313,7 +314,8 @@ def loglik_at(
     """
     nagq = _check_nagq(nagq)
     X, y, m, groups, _ = _validate(design)
-    layout, _ = compress_shared(X, y[None], m[None], groups, _check_offset(offset, X.shape[0]))
+    offset = _check_offset(design.offset if offset is None else offset, X.shape[0])
+    layout, _ = compress_shared(X, y[None], m[None], groups, offset)
     psi = np.r_[np.asarray(params, dtype=float).reshape(-1), float(sigma)][None, :]
     value, _, st = loglik_and_grad(
         layout, np.zeros(1, dtype=int), psi, np.zeros((layout.n_groups, 1)), nagq, grad=False
