@@ -388,9 +388,17 @@ def ladder_result(
     keep_fits: bool = False,
 ) -> LadderResult:
     """``ladder`` returning a ``LadderResult`` (table, ledgers, fits)."""
+    from syndesmo.fitting.api import ENGINES
+
     progress = progress or _noop
     if isinstance(exposures, str):
         exposures = [exposures]
+    exposures = list(exposures)
+    if not exposures:
+        raise ModelError("ladder: exposures is empty; name one or more exposures, e.g. ['w0']")
+    unknown = [e for e in dict.fromkeys([engine, *engines_beside]) if e not in ENGINES]
+    if unknown:
+        raise ModelError(f"ladder: unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
     if engine == CRUDE_ENGINE:
         raise ModelError(
             f"engine {CRUDE_ENGINE!r} is step (a) of the ladder; give a GLMM engine "

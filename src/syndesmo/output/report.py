@@ -532,6 +532,9 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
         ]
         md += [markdown_table(lv), ""]
     md += ["## VUs and patients left out", "", _ledger_text(rep), ""]
+    read = [*ps.get("input_left_out", []), *ps.get("input_notes", [])]
+    if read:
+        md += ["While reading the input files:", "", *(f"- {n}" for n in read), ""]
     md += ["## Files", ""]
     md += [f"- `{name}.csv` / `{name}.md`: {title}" for name, (title, _df) in tables.items()]
     md += [f"- `{f}`" for f in FIGURES.values()]
