@@ -165,6 +165,13 @@ def _check_inputs(design: Design, maxiter: int, ctol: float, corstr: str) -> Non
         )
     if corstr not in CORSTRS:
         raise ModelError(f"corstr must be one of {', '.join(CORSTRS)}; got {corstr!r}")
+    n_clusters = len(np.unique(design.groups))
+    if n_clusters < 2:
+        raise ModelError(
+            f"the gee engine needs two or more clusters of '{design.group}'; the rows used "
+            f"hold {n_clusters}: the robust (sandwich) standard errors are estimated from "
+            "the spread between clusters"
+        )
     if isinstance(maxiter, bool) or not isinstance(maxiter, int | np.integer) or maxiter < 1:
         raise ModelError(f"maxiter must be a positive integer, got {maxiter!r}")
     if not (isinstance(ctol, int | float) and math.isfinite(ctol) and ctol > 0):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,8 @@ def build_design(
     rows = np.flatnonzero(keep)
     frame = _prepare_frame(data.iloc[rows][used_cols])
 
+    if group_vars:
+        _check_memory(len(rows), int(frame[group_vars].drop_duplicates().shape[0]), formula)
     formulae_formula = formula
     if cbind is not None:
         # formulae has no cbind(); the successes column is the response for it.
@@ -322,6 +325,51 @@ def _prepare_frame(frame: pd.DataFrame) -> pd.DataFrame:
             s = s.cat.remove_unused_categories()
             out[col] = s.cat.as_ordered()
     return out
+
+
+#: Bytes per cell of the dense rows x groups random-effects matrix that ``formulae``
+#: builds for a bar term, with its copies (measured: 1.2 x 8 bytes).
+_RE_BYTES_PER_CELL = 10.0
+
+
+def available_memory() -> float | None:
+    """Bytes this process can still allocate: the smaller of the system's available
+    memory (``MemAvailable``) and the cgroup's limit less its use; ``None`` if unknown."""
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found.append(float(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text(encoding="ascii").strip()
+        used = (cgroup / "memory.current").read_text(encoding="ascii").strip()
+        if limit != "max":
+            found.append(float(limit) - float(used))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _check_memory(n_rows: int, n_groups: int, formula: str) -> None:
+    """ModelError before the random-effects matrix is built if it cannot fit in memory.
+
+    ``formulae`` builds the bar term's matrix densely, rows x groups (the multilevel
+    engine work replaces it by a sparse one): 240 000 rows of 20 000 patients need
+    about 48 GB. Failing here says so in one line instead of the kernel's kill.
+    """
+    need = float(n_rows) * float(n_groups) * _RE_BYTES_PER_CELL
+    have = available_memory()
+    if have is not None and need > 0.8 * have:
+        raise ModelError(
+            f"{formula!r} on {n_rows:,} rows and {n_groups:,} groups needs about "
+            f"{need / 2**30:.1f} GiB for the dense rows x groups random-effects matrix, "
+            f"and {have / 2**30:.1f} GiB is available; fit fewer patients (or a subset) "
+            "until the sparse random-effects design replaces the dense one"
+        )
 
 
 def _design_matrices(formula: str, frame: pd.DataFrame):
