@@ -31,6 +31,12 @@ class EngineUnavailableError(SyndesmoError, ImportError):
     """An optional engine's dependencies (R and rpy2, PyMC, …) are not installed."""
 
 
+class DataNote(UserWarning):
+    """A change made to the input while reading it, said once: header names or labels
+    stripped of spaces, labels differing only in case merged, missing-value codes read
+    as missing. The command line prints each as one line ``note: …``."""
+
+
 class ConvergenceWarning(UserWarning):
     """A fit finished but its diagnostics fail (e.g. MCMC R-hat, ESS or divergences).
 

@@ -28,6 +28,7 @@ from syndesmo.analysis.patient import patient_exposure_label, patient_level
 from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.derive.frame import analysis_frame
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.fitting.api import ENGINES
 from syndesmo.fitting.formula import check_term, covariate_columns
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
@@ -394,6 +395,12 @@ def ladder_result(
     progress = progress or _noop
     if isinstance(exposures, str):
         exposures = [exposures]
+    exposures = list(exposures)
+    if not exposures:
+        raise ModelError("ladder: exposures is empty; name one or more exposures, e.g. ['w0']")
+    unknown = [e for e in dict.fromkeys([engine, *engines_beside]) if e not in ENGINES]
+    if unknown:
+        raise ModelError(f"ladder: unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
     if engine == CRUDE_ENGINE:
         raise ModelError(
             f"engine {CRUDE_ENGINE!r} is step (a) of the ladder; give a GLMM engine "

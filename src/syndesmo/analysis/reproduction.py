@@ -66,6 +66,11 @@ def panel_summary(panel) -> dict[str, Any]:
         "mri_weeks": list(panel.mri_weeks),
         "xray_weeks": list(panel.xray_weeks),
         "readers": panel.readers,
+        # what was changed or left out while reading the files (load_panel)
+        "input_notes": list(getattr(panel, "notes", [])),
+        "input_left_out": [
+            f"{e['reason']}: {e['n_rows']}" for e in getattr(panel, "ledger", None) or []
+        ],
     }
 
 

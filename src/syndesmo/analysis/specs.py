@@ -181,6 +181,11 @@ def validate(data: dict[str, Any], source: str = "spec", default_name: str = "")
     outcomes = VU_OUTCOMES if level == "vu" else PATIENT_OUTCOMES
     outcome = _choice(f"{source} (level {level!r})", "outcome", data["outcome"], outcomes)
     exposures = _str_list(source, "exposure", data["exposure"])
+    if not exposures:
+        raise SpecError(
+            f"{source}: exposure = [] names no exposure; give one or more, e.g. "
+            'exposure = ["w0", "any"]'
+        )
     parsed = []
     for e in exposures:
         try:
@@ -266,7 +271,8 @@ def load_spec(path: str | os.PathLike) -> ModelSpec:
     if not path.is_file():
         raise SpecError(f"no such spec file: {path}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not TOML's concern
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from exc
     return validate(data, source=str(path), default_name=path.stem)

@@ -10,7 +10,9 @@ Bad input never shows a traceback: ``SyndesmoError``, missing files, missing
 optional modules (e.g. pyarrow for Parquet) and bad arguments print one line
 ``syndesmo <command>: error: <message>`` on stderr and exit with status 2.
 Anything else is a bug and keeps its traceback (``--traceback`` shows it for
-input errors too).
+input errors too). What was changed in the input while reading it (a ``DataNote``:
+names stripped, labels merged, missing-value codes) is printed as one line each,
+``syndesmo <command>: note: <message>``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
 from syndesmo import __version__
-from syndesmo.errors import SyndesmoError
+from syndesmo.errors import DataNote, SyndesmoError
 
 PROG = "syndesmo"
 #: Exit status for bad input or arguments (argparse's convention).
@@ -147,6 +150,18 @@ def _os_message(exc: OSError) -> str:
     return str(exc)
 
 
+def _note_printer(prog: str, show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` printing a ``DataNote`` as one line ``<prog>: note: …``."""
+
+    def printer(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataNote):
+            print(f"{prog}: note: {_one_line(str(message))}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return printer
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 2 bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -165,7 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd.module is None:
         return _fail(prog, f"this command is unavailable: {cmd.problem}")
     try:
-        return int(cmd.module.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _note_printer(prog, warnings.showwarning)
+            return int(cmd.module.run(args) or 0)
     except (SyndesmoError, OSError, ImportError) as exc:
         if args.traceback:
             raise

@@ -502,6 +502,13 @@ def analysis_frame(
         For an unknown outcome, exposure, covariate, readers rule or reference arm,
         and when no VU is eligible.
     """
+    if not all(hasattr(panel, a) for a in ("vu", "patients", "mri_weeks", "xray_weeks")):
+        hint = (
+            ": build one first with VUPanel(vu, patients) or load_panel(path)"
+            if isinstance(panel, pd.DataFrame)
+            else ""
+        )
+        raise DeriveError(f"analysis_frame needs a VUPanel, got {type(panel).__name__}{hint}")
     rule = check_readers(readers)
     threshold = check_threshold(threshold)
     check_choice(outcome, OUTCOMES, "outcome", error=DeriveError)
@@ -510,8 +517,15 @@ def analysis_frame(
     avail = available_covariates(panel, rule)
     unknown = [c for c in covariates if c not in avail]
     if unknown:
+        in_vu = [c for c in unknown if c in panel.vu.columns]
+        why = (
+            f"; {in_vu} vary between the rows of a patient, so they are VU-level columns "
+            "of the VU table, not patient covariates"
+            if in_vu
+            else ""
+        )
         raise DeriveError(
-            f"unknown covariate(s) {unknown}; available covariates: {', '.join(avail)}"
+            f"unknown covariate(s) {unknown}; available covariates: {', '.join(avail)}{why}"
         )
 
     arrays = panel_arrays(panel)
@@ -519,7 +533,8 @@ def analysis_frame(
     vu_rows = panel.vu.iloc[d["row"]]
     patient_labels = vu_rows["patient"].to_numpy()
 
-    ledger = Ledger()
+    loaded = getattr(panel, "ledger", None)  # input rows left out while reading files
+    ledger = loaded.copy() if isinstance(loaded, Ledger) else Ledger()
     xray = list(panel.xray_weeks)
     for code in REASON_CODES:
         hit = d["reason"] == code

@@ -149,7 +149,10 @@ class BayesFitResult(FitResult):
 
     @property
     def pvalues(self) -> pd.Series:
-        """Posterior tail probability 2·min(P(β>0), P(β<0)) per term (not a p-value)."""
+        """Posterior tail probability 2·min(P(β>0), P(β<0)) per term (not a p-value);
+        NaN when the sampler's diagnostics failed (``converged=False``)."""
+        if not self.converged:
+            return pd.Series(np.nan, index=self.params.index)
         draws = self.beta_draws().to_numpy()
         above = (draws > 0).mean(axis=0)
         below = (draws < 0).mean(axis=0)
@@ -163,6 +166,8 @@ class BayesFitResult(FitResult):
         """
         _check_level(level)
         method = method or self.extra.get("interval", "eti")
+        if not self.converged:  # no numbers from draws that failed the diagnostics
+            return pd.DataFrame({"lower": np.nan, "upper": np.nan}, index=self.params.index)
         draws = self.beta_draws()
         if method == "eti":
             tail = (1.0 - level) / 2.0
@@ -179,7 +184,7 @@ class BayesFitResult(FitResult):
         """Posterior median OR, exp of the credible interval (``method`` as in
         ``conf_int``: ``"eti"`` or ``"hdi"``), and the tail probability."""
         ci = self.conf_int(level, method)
-        median = self.beta_draws().median().to_numpy()
+        median = self.beta_draws().median().to_numpy() if self.converged else np.nan
         with np.errstate(over="ignore"):  # a runaway posterior (flat prior) gives inf
             return pd.DataFrame(
                 {
@@ -419,9 +424,9 @@ def _validate(design: Design, data_used: pd.DataFrame | None) -> tuple[np.ndarra
                 "told apart from the intercept; drop it from the formula"
             )
     if np.linalg.matrix_rank(X) < X.shape[1]:
-        from syndesmo.engines.native.engine import _check_rank
+        from syndesmo.fitting.diagnostics import check_rank
 
-        _check_rank(X, list(design.names))
+        check_rank(X, list(design.names))
     return X, y, n
 
 

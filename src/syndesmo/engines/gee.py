@@ -40,10 +40,9 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, IterationLimitWarning
 
-from syndesmo.engines.native.engine import _check_rank
 from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design, resolve_offset
-from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.results import FitResult
 
 CORSTRS = ("exchangeable", "independence")
@@ -83,7 +82,7 @@ def fit_gee(
     """
     _check_inputs(design, maxiter, ctol, corstr)
     offset = resolve_offset(design, offset)
-    _check_rank(design.X, design.names)
+    check_rank(design.X, design.names)
     cov_struct = (
         sm.cov_struct.Exchangeable() if corstr == "exchangeable" else sm.cov_struct.Independence()
     )
@@ -170,6 +169,13 @@ def _check_inputs(design: Design, maxiter: int, ctol: float, corstr: str) -> Non
         )
     if corstr not in CORSTRS:
         raise ModelError(f"corstr must be one of {', '.join(CORSTRS)}; got {corstr!r}")
+    n_clusters = len(np.unique(design.groups))
+    if n_clusters < 2:
+        raise ModelError(
+            f"the gee engine needs two or more clusters of '{design.group}'; the rows used "
+            f"hold {n_clusters}: the robust (sandwich) standard errors are estimated from "
+            "the spread between clusters"
+        )
     if isinstance(maxiter, bool) or not isinstance(maxiter, int | np.integer) or maxiter < 1:
         raise ModelError(f"maxiter must be a positive integer, got {maxiter!r}")
     if not (isinstance(ctol, int | float) and math.isfinite(ctol) and ctol > 0):

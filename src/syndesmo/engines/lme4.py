@@ -30,7 +30,7 @@ import pandas as pd
 from syndesmo.checks import check_nagq
 from syndesmo.errors import EngineUnavailableError, ModelError
 from syndesmo.fitting.design import Design, resolve_offset
-from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.results import FitResult
 
 #: lme4's range for nAGQ with one scalar random effect.
@@ -193,6 +193,9 @@ def fit_lme4(
         raise ModelError(f"data_used has {len(data_used)} rows but the design has {design.n_obs}")
     nagq = check_nagq(nagq, MAX_NAGQ)
     offset = resolve_offset(design, offset)
+    # lme4 drops a constant or collinear column with a message and fits the rest; the
+    # other engines refuse such a design, naming the term: one behaviour for all.
+    check_rank(design.X, design.names)
     r_fit = _r_fit()
     use_intercept = bool(
         design.X.shape[1] > 0 and design.names[0] == "Intercept" and np.all(design.X[:, 0] == 1)
@@ -205,8 +208,16 @@ def fit_lme4(
         try:
             out = r_fit(_r_frame(design, use_intercept, counts, offset), formula, int(nagq))
         except RRuntimeError as exc:
-            detail = "".join(chatter).strip() or str(exc)
-            raise ModelError(f"lme4 could not fit {design.formula!r}: {detail}") from exc
+            detail = " ".join(("".join(chatter).strip() or str(exc)).split())
+            sep = separated_terms(design.X, design.y, design.trials, design.names)
+            why = (
+                f"; the outcome is perfectly predicted along {', '.join(sep)} (separation)"
+                if sep
+                else ""
+            )
+            raise ModelError(
+                f"lme4 could not fit {design.formula!r}: {_r_error(detail)}{why}"
+            ) from None
     res = {k: out.rx2(k) for k in out.names}
 
     r_names = list(res["names"])
@@ -223,8 +234,13 @@ def fit_lme4(
     message = "; ".join(([f"optimiser code {optcode}"] if optcode != 0 else []) + _unique(problems))
     notes = _unique(r_warns + lme4_msgs)
     dropped = [n for n in design.names if n not in names]
-    if dropped:
-        notes.append("lme4 dropped rank-deficient fixed-effect column(s): " + ", ".join(dropped))
+    if dropped:  # lme4's own rank test is stricter than check_rank's: same answer, raised
+        raise ModelError(
+            "the fixed-effects model matrix is rank deficient: "
+            + ", ".join(f"'{t}'" for t in dropped)
+            + " is a linear combination of the other terms (constant or collinear column; "
+            "lme4 would drop it)"
+        )
     separated = separated_terms(design.X, design.y, design.trials, design.names)
     if separated:
         notes.append(
@@ -258,6 +274,32 @@ def fit_lme4(
             "offset": offset,
         },
     )
+
+
+#: R errors of glmer and what they mean, for the one-line message of a failed fit.
+_R_ERRORS = (
+    (
+        re.compile(r"pwrssUpdate|PIRLS|step-halvings", re.IGNORECASE),
+        "the penalised iteratively reweighted least squares (PIRLS, pwrssUpdate) did not "
+        "converge — usually separation (a term predicts the outcome perfectly), an "
+        "extreme or unscaled covariate, or very few events per group",
+    ),
+    (
+        re.compile(r"Downdated VtV is not positive definite", re.IGNORECASE),
+        "the fixed-effect design became numerically singular (collinear or extreme "
+        "columns; try scaling the covariates)",
+    ),
+)
+
+
+def _r_error(detail: str) -> str:
+    """R's error text with what it means in front, when it is a known glmer failure."""
+    detail = re.sub(r"^Error in [^:]*:\s*", "", detail)
+    detail = re.sub(r"\s*Timing stopped at:.*$", "", detail)  # system.time's own line
+    for pattern, meaning in _R_ERRORS:
+        if pattern.search(detail):
+            return f"{meaning} (R: {detail})"
+    return detail
 
 
 def _design_name(design: Design, r_name: str, use_intercept: bool) -> str:

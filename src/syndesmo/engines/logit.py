@@ -20,9 +20,8 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from syndesmo.engines.native.engine import _check_rank
 from syndesmo.fitting.design import Design, resolve_offset
-from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.results import FitResult
 
 
@@ -34,7 +33,7 @@ def fit_logit(design: Design, maxiter: int = 100, *, offset: np.ndarray | None =
     """
     X, y, n = design.X, design.y, design.trials
     offset = resolve_offset(design, offset)
-    _check_rank(X, design.names)
+    check_rank(X, design.names)
     binary = bool(np.all(n == 1))
     notes: list[str] = []
     if design.group is not None:

@@ -15,7 +15,10 @@ that diverge.
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import qr
 from scipy.optimize import linprog
+
+from syndesmo.errors import ModelError
 
 
 def separated_terms(
@@ -53,3 +56,20 @@ def separated_terms(
     d = res.x[:p] - res.x[p:]
     involved = np.abs(d) > 1e-9 * np.abs(d).max()
     return [name for name, k in zip(names, involved, strict=True) if k]
+
+
+def check_rank(X: np.ndarray, names: list[str]) -> None:
+    """ModelError naming the columns that are linear combinations of the others."""
+
+    if X.shape[1] == 0:
+        raise ModelError("the model has no fixed effects (not even an intercept)")
+    _, R, piv = qr(X, mode="economic", pivoting=True)
+    d = np.abs(np.diag(R))
+    rank = int(np.sum(d > d[0] * 1e-10 * max(X.shape)))
+    if rank < X.shape[1]:
+        dropped = [names[j] for j in piv[rank:]]
+        raise ModelError(
+            "the fixed-effects model matrix is rank deficient: "
+            + ", ".join(f"'{t}'" for t in dropped)
+            + " is a linear combination of the other terms (constant or collinear column)"
+        )

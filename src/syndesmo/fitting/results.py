@@ -27,6 +27,12 @@ class FitResult:
     ``params`` are on the link (log-odds) scale; ``vcov`` is their covariance.
     ``sigma`` is the random-intercept SD (NaN for engines without one), and
     ``loglik`` the maximised log-likelihood on lme4's scale (NaN for GEE).
+
+    A fit that did not converge (``converged=False``) reports no numbers, whatever the
+    engine: ``params``, ``vcov``, ``sigma`` and ``loglik`` are NaN, so are the
+    intervals, p-values and odds ratios derived from them, and ``summary()`` says why
+    (``convergence_message``). Where the iteration stopped is kept for diagnosis in
+    ``extra["last_iterate"]`` (``params``, ``bse``, ``sigma``, ``loglik``).
     """
 
     engine: str
@@ -47,6 +53,24 @@ class FitResult:
     n_events: int | None = None
     idata: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.converged or "last_iterate" in self.extra:
+            return
+        self.extra["last_iterate"] = {
+            "params": self.params.copy(),
+            "bse": pd.Series(
+                np.sqrt(np.abs(np.diag(self.vcov.to_numpy(dtype=float)))), index=self.params.index
+            ),
+            "sigma": self.sigma,
+            "loglik": self.loglik,
+        }
+        self.params = pd.Series(np.nan, index=self.params.index, name=self.params.name)
+        self.vcov = pd.DataFrame(np.nan, index=self.vcov.index, columns=self.vcov.columns)
+        if not math.isnan(self.sigma):
+            self.sigma = math.nan
+        self.loglik = math.nan
+        self.extra.pop("conf_int", None)  # an engine's own intervals: not from this fit
 
     @property
     def bse(self) -> pd.Series:
@@ -93,6 +117,8 @@ class FitResult:
         """
         _check_level(level)
         if _check_method(method) == "profile":
+            if not self.converged:
+                return pd.DataFrame({"lower": self.params, "upper": self.params})  # NaN
             from syndesmo.engines.profile import profile_conf_int
 
             return profile_conf_int(self, level)
@@ -115,6 +141,8 @@ class FitResult:
             from syndesmo.engines.profile import profile_sigma_conf_int
 
             return profile_sigma_conf_int(self, level)
+        if not self.converged:
+            return pd.DataFrame({"lower": [math.nan], "upper": [math.nan]}, index=["sigma"])
         if math.isnan(self.sigma):
             raise ModelError(f"engine {self.engine!r} has no random-intercept SD")
         se = self.extra.get("theta_se")

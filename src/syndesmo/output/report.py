@@ -3,33 +3,33 @@
 Output goes to a temporary directory beside the destination and is renamed into
 place only when everything was written, so a failure never leaves a half-written
 result (``atomic_output_dir``). An existing destination is replaced only if it is
-empty or was written by syndesmo (it carries the marker file ``MARKER``); anything
-else is refused, so a mistyped ``--out`` cannot delete someone's files.
+empty or holds only files syndesmo wrote, unchanged since (listed in the marker file
+``MARKER``); anything else is refused, so a mistyped ``--out`` cannot delete someone's
+files. The mechanics are in ``syndesmo.output.atomic``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from syndesmo.errors import SyndesmoError
 from syndesmo.numbers import fmt_p, fmt_ratio
 
-#: File that marks a directory as written by syndesmo (safe to replace).
-MARKER = ".syndesmo-output"
-
-
-class OutputError(SyndesmoError):
-    """The output directory cannot be written or would overwrite foreign files."""
+# all-or-nothing output (re-exported: commands import them from here)
+from syndesmo.output.atomic import (  # noqa: F401
+    MARKER,
+    OutputError,
+    atomic_files,
+    atomic_output_dir,
+    check_destination,
+    check_files,
+)
 
 
 def _cell(v, digits: int) -> str:
@@ -107,63 +107,6 @@ def write_table(
     df.to_csv(csv, index=False, lineterminator="\n")
     md.write_text(markdown_table(df, digits) + "\n", encoding="utf-8")
     return [csv, md]
-
-
-# ---------------------------------------------------------------------------
-# all-or-nothing output
-
-
-def check_destination(out: str | os.PathLike) -> Path:
-    """``out`` as a Path, after checking it may be (re)placed by syndesmo output."""
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise OutputError(f"--out {out} exists and is not a directory")
-        contents = [p.name for p in out.iterdir()]
-        if contents and MARKER not in contents:
-            raise OutputError(
-                f"--out {out} already holds files not written by syndesmo "
-                f"({', '.join(sorted(contents)[:3])}{', …' if len(contents) > 3 else ''}); "
-                "choose a new or empty directory"
-            )
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.exists():
-        raise OutputError(f"cannot write {out}: the parent directory {parent} does not exist")
-    return out
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``out``; on success it replaces ``out``.
-
-    On any exception the temporary directory is removed and ``out`` is left as it
-    was. The marker file ``MARKER`` is written into the result.
-    """
-    out = check_destination(out)
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
-        yield tmp
-        (tmp / MARKER).write_text(
-            "Written by syndesmo; this directory is replaced by the next run.\n", encoding="utf-8"
-        )
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-        os.replace(out, old / "content")
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old / "content", out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -520,6 +463,9 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
         ]
         md += [markdown_table(lv), ""]
     md += ["## VUs and patients left out", "", _ledger_text(rep), ""]
+    read = [*ps.get("input_left_out", []), *ps.get("input_notes", [])]
+    if read:
+        md += ["While reading the input files:", "", *(f"- {n}" for n in read), ""]
     md += ["## Files", ""]
     md += [f"- `{name}.csv` / `{name}.md`: {title}" for name, (title, _df) in tables.items()]
     md += [f"- `{f}`" for f in FIGURES.values()]

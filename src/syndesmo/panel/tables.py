@@ -21,6 +21,16 @@ Conventions (the contract other modules rely on):
 * ``patient`` values are kept as read (strings or integers); ``vu`` values are the
   labels of ``syndesmo.panel.spine.VU_LABELS``. Row order is kept as given.
 
+* Known patient covariates must lie in their plausible range (``PLAUSIBLE_RANGES``:
+  age 0–120, CRP ≥ 0, BASDAI 0–10, mSASSS totals 0–72, durations ≥ 0, …), so that a
+  missing-value code such as ``-99`` is never used as a value; ``load_panel`` can read
+  such codes as missing instead (``missing_codes=``), with a note.
+
+Files are read by ``load_panel``; CSV files field by field (``syndesmo.panel.csvfile``:
+ragged lines, repeated column names and text in numeric columns are errors, names and
+labels with surrounding spaces or differing only in case are tidied with a note). What
+was changed is in ``VUPanel.notes``, rows left out (empty rows) in ``VUPanel.ledger``.
+
 Every problem raises ``PanelError`` naming the table (file), the rows, the column
 and the offending values: the first few offending rows and how many there are in
 all. Rows of a CSV file are given as its line numbers, counting the header as
@@ -33,7 +43,8 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +52,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from syndesmo.errors import PanelError
+from syndesmo.errors import DataNote, PanelError, warn_user
+from syndesmo.ledger import Ledger
+from syndesmo.panel.csvfile import COMMON_MISSING_CODES, read_csv_table
 from syndesmo.panel.spine import ASSPIMRI_RANGE, MSASSS_RANGE, MSASSS_VUS, VU_LABELS
 
 #: Columns that identify a row of the VU table.
@@ -53,6 +66,26 @@ _XRAY_RE = re.compile(r"^msasss_(upper|lower)_w(\d+)$")
 #: ``msasss_w102``, ``msasss_upper_0``): an error rather than an extra column.
 #: Covariates such as ``msasss_baseline`` or ``mri_total`` are not near misses.
 _NEAR_MISS_RE = re.compile(r"^(mri_w|msasss_w|msasss_(upper|lower))", re.IGNORECASE)
+
+
+#: Plausible ranges of known patient covariates (inclusive): a value outside is an error,
+#: most often a missing-value code such as -99 read as a number. CRP in mg/L, symptom
+#: and disease duration in years, BASDAI and BASFI on their 0-10 scales, ASDAS-CRP >= 0,
+#: mSASSS totals over 24 corners scored 0-3.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "age": (0.0, 120.0),
+    "crp": (0.0, np.inf),
+    "basdai": (0.0, 10.0),
+    "basfi": (0.0, 10.0),
+    "asdas": (0.0, np.inf),
+    "msasss_baseline": (0.0, 72.0),
+    "msasss_total": (0.0, 72.0),
+    "symptom_duration": (0.0, np.inf),
+    "disease_duration": (0.0, np.inf),
+}
+#: Columns that describe a patient: in a one-file input they must not differ between a
+#: patient's rows (a column that does is a VU-level column, unless it is one of these).
+PATIENT_COLUMNS = ("arm", "sex", "hla_b27", *PLAUSIBLE_RANGES)
 
 
 def _is_score_column(name: object) -> bool:
@@ -110,6 +143,7 @@ def _rows_error(
     what: str,
     column: str | None = None,
     values: pd.Series | np.ndarray | None = None,
+    hint: str = "",
 ) -> PanelError:
     """An error listing the first few rows where ``mask`` holds, and how many in all."""
     positions = np.flatnonzero(mask)
@@ -125,7 +159,21 @@ def _rows_error(
         parts.append(desc)
     more = f"; and {n - _SHOWN} more" if n > _SHOWN else ""
     rows = "row" if n == 1 else "rows"
-    return PanelError(f"{where.label}: {n} {rows} {what}{col}: {'; '.join(parts)}{more}")
+    hint = f" ({hint})" if hint else ""
+    return PanelError(f"{where.label}: {n} {rows} {what}{col}: {'; '.join(parts)}{more}{hint}")
+
+
+def _code_hint(values: np.ndarray) -> str:
+    """A hint when out-of-range values are common missing-value codes (-99, 999, ...)."""
+    numeric = {float(c): c for c in COMMON_MISSING_CODES if c != "."}
+    found = [numeric[v] for v in dict.fromkeys(np.asarray(values, dtype=float)) if v in numeric]
+    if not found:
+        return ""
+    codes = ",".join(found)
+    return (
+        f"{found[0]} looks like a missing-value code: give missing_codes={found!r} "
+        f"(--missing-codes={codes}) to read it as missing"
+    )
 
 
 class VUPanel:
@@ -135,6 +183,8 @@ class VUPanel:
     problem found; see the module docstring for the conventions. ``source`` names
     the VU table in messages (a file name, or e.g. ``"simulate_cohort(seed=1)"``);
     ``patients_source`` names the patient table (default: derived from ``source``).
+    ``ledger`` holds the input rows left out while reading (e.g. empty rows of a file)
+    and ``notes`` what was changed (e.g. labels merged); both come from ``load_panel``.
     """
 
     def __init__(
@@ -145,11 +195,16 @@ class VUPanel:
         source: str | None = None,
         *,
         patients_source: str | None = None,
+        ledger: Ledger | None = None,
+        notes: Sequence[str] = (),
         _vu_lines: np.ndarray | None = None,
         _patient_lines: np.ndarray | None = None,
     ) -> None:
         if not isinstance(vu, pd.DataFrame) or not isinstance(patients, pd.DataFrame):
-            raise PanelError("VUPanel needs two pandas DataFrames: the VU table and the patients")
+            raise PanelError(
+                "VUPanel needs two pandas DataFrames: the VU table and the patients, got "
+                f"{type(vu).__name__} and {type(patients).__name__}"
+            )
         vu_where = _Where(source or "VU table", _vu_lines)
         if patients_source is None:
             patients_source = f"{source} (patient table)" if source else "patient table"
@@ -164,6 +219,8 @@ class VUPanel:
         _check_thoracic_xray(vu, self.xray_weeks, vu_where)
         _check_duplicates(vu, vu_where)
         _check_patient_table(patients, pat_where)
+        _check_plausible(vu, vu_where)
+        _check_plausible(patients, pat_where)
         _check_shared_columns(vu, patients, vu_where, pat_where)
         _check_same_patients(vu, patients, vu_where, pat_where)
 
@@ -171,6 +228,10 @@ class VUPanel:
         self.patients: pd.DataFrame = patients
         self.truth: dict | None = truth
         self.source: str | None = source
+        #: Input rows left out while reading (e.g. empty rows), with the reason.
+        self.ledger: Ledger = ledger.copy() if ledger is not None else Ledger()
+        #: What was changed while reading (names or labels stripped, merged, codes).
+        self.notes: list[str] = list(notes)
         self.readers: list | None = (
             _sorted_labels(pd.unique(vu["reader"]).tolist()) if "reader" in vu.columns else None
         )
@@ -346,7 +407,13 @@ def _check_scores(table: pd.DataFrame, col: str, where: _Where) -> pd.Series:
     if out.any():
         scale = "ASspiMRI-a" if col.startswith("mri_") else "mSASSS corner"
         raise _rows_error(
-            where, table, out, f"with a score outside {scale} range {lo}–{hi}", col, raw
+            where,
+            table,
+            out,
+            f"with a score outside {scale} range {lo}–{hi}",
+            col,
+            raw,
+            hint=_code_hint(values[out]),
         )
     if col.startswith("msasss_"):
         frac = ~np.isnan(values) & (values != np.round(values))
@@ -392,6 +459,34 @@ def _check_patient_table(patients: pd.DataFrame, where: _Where) -> None:
         raise _rows_error(where, patients[["patient"]], dup_rows, "repeating a patient")
 
 
+def _check_plausible(table: pd.DataFrame, where: _Where) -> None:
+    """Known covariates (``PLAUSIBLE_RANGES``) must be numbers inside their range."""
+    for col, (lo, hi) in PLAUSIBLE_RANGES.items():
+        if col not in table.columns:
+            continue
+        raw = table[col]
+        if pd.api.types.is_bool_dtype(raw):
+            raise PanelError(f"{where.name}: column {col!r} holds true/false values, not numbers")
+        num = pd.to_numeric(raw, errors="coerce")
+        text = (num.isna() & raw.notna()).to_numpy()
+        if text.any():
+            raise _rows_error(where, table, text, "with text where a number is needed", col, raw)
+        values = num.to_numpy(dtype="float64")
+        with np.errstate(invalid="ignore"):
+            out = ~np.isnan(values) & ~((values >= lo) & (values <= hi))
+        if out.any():
+            span = f"{lo:g}–{hi:g}" if np.isfinite(hi) else f"≥ {lo:g}"
+            raise _rows_error(
+                where,
+                table,
+                out,
+                f"with an implausible value (the range of {col} is {span})",
+                col,
+                raw,
+                hint=_code_hint(values[out]),
+            )
+
+
 def _check_shared_columns(
     vu: pd.DataFrame, patients: pd.DataFrame, vu_where: _Where, pat_where: _Where
 ) -> None:
@@ -408,7 +503,7 @@ def _check_same_patients(
 ) -> None:
     in_pat = vu["patient"].isin(patients["patient"]).to_numpy()
     if not in_pat.all():
-        hint = _type_hint(vu["patient"], patients["patient"])
+        hint = _type_hint(vu["patient"], patients["patient"], pat_where.name)
         raise _rows_error(
             vu_where, vu, ~in_pat, f"whose patient is not in {pat_where.name}{hint}", "patient"
         )
@@ -423,10 +518,25 @@ def _check_same_patients(
         )
 
 
-def _type_hint(a: pd.Series, b: pd.Series) -> str:
-    """A hint when ids differ only in type, e.g. 7 in one table and '7' in the other."""
+def _type_hint(a: pd.Series, b: pd.Series, b_name: str = "the other table") -> str:
+    """A hint when ids differ only in type (7 and '7') or format ('007' and 7)."""
     if a.astype(str).isin(b.astype(str)).all():
-        return " (the ids match as text: one table has numbers, the other text)"
+        return (
+            " (a type mismatch: the ids match as text, but one table has numbers, the other text)"
+        )
+
+    def number(v: object) -> object:
+        text = str(v).strip()
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+
+    a_num, b_num = a.map(number), b.map(number)
+    if a_num.isin(b_num).all():
+        missing = a[~a.isin(b)].iloc[0]
+        other = b[b_num == number(missing)].iloc[0]
+        return (
+            f" (a format mismatch: the ids are the same numbers written differently, "
+            f"e.g. {_fmt(missing)} here and {_fmt(other)} in {b_name}; leading zeros?)"
+        )
     return ""
 
 
@@ -446,35 +556,94 @@ def _kind(path: Path) -> str:
     raise PanelError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
 
 
-def _csv_lines(path: Path, n_rows: int) -> np.ndarray | None:
-    """File line number of each data row (header = line 1), skipping blank lines as
-    pandas does; ``None`` if the count disagrees (e.g. quoted multi-line fields)."""
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        text = fh.read()
-    raw = text.split("\n")
-    if raw and raw[-1] == "":
-        raw.pop()
-    nonblank = np.flatnonzero(np.array([bool(s.strip("\r\t ")) for s in raw], dtype=bool)) + 1
-    lines = nonblank[1:]
-    return lines if len(lines) == n_rows else None
+@dataclass
+class _Read:
+    """A table as read from a file: the frame, CSV line numbers, notes, empty rows."""
+
+    frame: pd.DataFrame
+    lines: np.ndarray | None
+    notes: list[str]
+    empty_lines: list[int]
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Read a CSV or Parquet table; returns the frame and CSV line numbers (or None)."""
-    kind = _kind(path)
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "No such file", str(path))
+def _check_file(path: Path) -> None:
+    """FileNotFoundError for a missing file; PanelError for a directory, FIFO, device."""
     try:
-        if kind == "csv":
-            df = pd.read_csv(path)
-            return df, _csv_lines(path, len(df))
-        return pd.read_parquet(path), None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise PanelError(f"{path}: cannot be read as {kind.upper()}: {exc}".strip()) from exc
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "No such file", str(path)) from None
+    if stat.S_ISDIR(mode):
+        raise PanelError(f"{path}: is a directory, not a table file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise PanelError(f"{path}: is {kind}; give a CSV or Parquet file")
+
+
+def _read_table(path: Path, decimal: str = ".", missing_codes: Sequence[str] = ()) -> _Read:
+    """Read a CSV (``syndesmo.panel.csvfile``) or Parquet table."""
+    kind = _kind(path)
+    _check_file(path)
+    if kind == "csv":
+        table = read_csv_table(
+            path,
+            decimal=decimal,
+            missing_codes=missing_codes,
+            numeric_columns=tuple(PLAUSIBLE_RANGES),
+        )
+        return _Read(table.frame, table.lines, table.notes, table.empty_lines)
+    try:
+        frame = pd.read_parquet(path)
     except Exception as exc:
-        if kind == "parquet" and type(exc).__module__.startswith("pyarrow"):
+        if type(exc).__module__.startswith(("pyarrow", "fastparquet")) or isinstance(exc, OSError):
             raise PanelError(f"{path}: cannot be read as Parquet: {exc}") from exc
         raise
+    notes: list[str] = []
+    frame = _tidy_names(frame, str(path), notes)
+    if frame.empty:
+        raise PanelError(f"{path}: no data rows")
+    if missing_codes:
+        frame = _parquet_codes(frame, str(path), list(missing_codes), notes)
+    return _Read(frame, None, notes, [])
+
+
+def _tidy_names(frame: pd.DataFrame, name: str, notes: list[str]) -> pd.DataFrame:
+    """Column names stripped of spaces (a note); a repeated name is an error."""
+    raw = [str(c) for c in frame.columns]
+    names = [c.strip() for c in raw]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        shown = "; ".join(
+            " and ".join(f"{r!r} (column {j + 1})" for j, r in enumerate(raw) if names[j] == n)
+            for n in repeated
+        )
+        raise PanelError(f"{name}: column name(s) repeated: {shown}")
+    for r, n in zip(raw, names, strict=True):
+        if r != n:
+            notes.append(f"{name}: column name {r!r} has spaces around it; read as {n!r}")
+    frame.columns = names
+    return frame
+
+
+def _parquet_codes(
+    frame: pd.DataFrame, name: str, codes: list[str], notes: list[str]
+) -> pd.DataFrame:
+    """Missing-value codes of a typed table read as missing (a note per column)."""
+    numeric = [float(c) for c in codes if re.fullmatch(r"[+-]?\d+(\.\d*)?", c)]
+    for col in frame.columns:
+        if col in ("patient", "reader"):
+            continue
+        values = frame[col]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            hit = values.isin(numeric).to_numpy()
+        else:
+            hit = values.astype(str).str.strip().isin(codes).to_numpy() & values.notna().to_numpy()
+        if hit.any():
+            notes.append(
+                f"{name}: column {col!r}: {int(hit.sum())} value(s) read as missing "
+                "(missing-value codes)"
+            )
+            frame[col] = values.astype(float if values.dtype.kind in "iuf" else object).mask(hit)
+    return frame
 
 
 def _write_table(df: pd.DataFrame, path: Path, score_columns: list[str]) -> None:
@@ -515,16 +684,18 @@ def _split_one_file(
     grouped = table.groupby("patient", sort=False, dropna=False)
     n_distinct = grouped[candidates].nunique(dropna=False).max() if candidates else pd.Series()
     patient_cols = [c for c in candidates if n_distinct.get(c, 0) <= 1]
-    if "arm" not in patient_cols:
-        varies = grouped["arm"].transform("nunique", dropna=False).to_numpy() > 1
-        raise _rows_error(
-            where,
-            table,
-            varies,
-            "of patients whose 'arm' is not the same on all rows",
-            "arm",
-            table["arm"],
-        )
+    for col in ("arm", *(c for c in PATIENT_COLUMNS if c != "arm")):
+        if col in candidates and col not in patient_cols:
+            varies = grouped[col].transform("nunique", dropna=False).to_numpy() > 1
+            raise _rows_error(
+                where,
+                table,
+                varies,
+                f"of patients whose {col!r} is not the same on all rows (a patient "
+                "covariate has one value per patient)",
+                col,
+                table[col],
+            )
     first = ~table["patient"].duplicated().to_numpy()
     patients = table.loc[first, ["patient", *patient_cols]].reset_index(drop=True)
     vu = table.drop(columns=patient_cols)
@@ -533,35 +704,103 @@ def _split_one_file(
 
 
 def load_panel(
-    vu_path: str | os.PathLike, patients_path: str | os.PathLike | None = None
+    vu_path: str | os.PathLike,
+    patients_path: str | os.PathLike | None = None,
+    *,
+    decimal: str = ".",
+    missing_codes: Iterable[str] | bool = (),
 ) -> VUPanel:
     """Read and validate a panel from CSV or Parquet files (chosen by suffix).
 
     Two files: the VU table and the patient table. One file: the VU table carrying
     the patient columns (those constant within each patient, including ``arm``),
     which are split off into the patient table in order of first appearance.
-    Raises ``PanelError`` naming file, line/row, column and value, and
-    ``FileNotFoundError`` for a missing file.
+
+    Parameters
+    ----------
+    vu_path, patients_path
+        The files (``.csv``, ``.parquet``). CSV files are read field by field (see
+        ``syndesmo.panel.csvfile``): ragged lines, repeated column names and text in a
+        numeric column are errors; header names and labels with spaces around them,
+        and labels differing only in case, are tidied with a note.
+    decimal
+        ``"."`` or ``","`` (a European export: then fields are separated by ``;``
+        when the header holds one).
+    missing_codes
+        Values read as missing in every column other than the ids, e.g.
+        ``["-99", "."]``; ``True`` for ``COMMON_MISSING_CODES`` (-99, -9, 999, ".").
+        Without it such values stay in the data, and the range checks of the scores
+        and of the known covariates (``PLAUSIBLE_RANGES``) refuse them.
+
+    Returns
+    -------
+    VUPanel
+        With ``ledger`` (rows left out while reading: empty rows) and ``notes``
+        (what was changed); each note is also issued as a ``DataNote`` warning.
+
+    Raises
+    ------
+    PanelError
+        Naming file, line/row, column and value; also for a directory or FIFO given
+        as a file and for a DataFrame given instead of a path.
+    FileNotFoundError
+        For a missing file.
     """
+    for arg in (vu_path, patients_path):
+        if isinstance(arg, pd.DataFrame):
+            raise PanelError(
+                "load_panel reads files (give paths); for tables in memory use "
+                "VUPanel(vu, patients)"
+            )
+        if arg is not None and not isinstance(arg, (str, os.PathLike)):
+            raise PanelError(f"load_panel needs file paths, got {type(arg).__name__}")
+    if missing_codes is True:
+        missing_codes = COMMON_MISSING_CODES
+    elif missing_codes is False or missing_codes is None:
+        missing_codes = ()
+    elif isinstance(missing_codes, str):
+        missing_codes = [missing_codes]
+    codes = [str(c).strip() for c in missing_codes]
     vu_path = Path(vu_path)
-    vu, vu_lines = _read_table(vu_path)
+    vu_read = _read_table(vu_path, decimal, codes)
+    notes = list(vu_read.notes)
+    ledger = Ledger()
+    _ledger_empty(ledger, vu_path, vu_read.empty_lines)
     if patients_path is None:
-        vu, patients, pat_lines = _split_one_file(vu, str(vu_path), vu_lines)
-        return VUPanel(
+        vu, patients, pat_lines = _split_one_file(vu_read.frame, str(vu_path), vu_read.lines)
+        panel = VUPanel(
             vu,
             patients,
             source=str(vu_path),
             patients_source=str(vu_path),
-            _vu_lines=vu_lines,
+            ledger=ledger,
+            notes=notes,
+            _vu_lines=vu_read.lines,
             _patient_lines=pat_lines,
         )
-    patients_path = Path(patients_path)
-    patients, pat_lines = _read_table(patients_path)
-    return VUPanel(
-        vu,
-        patients,
-        source=str(vu_path),
-        patients_source=str(patients_path),
-        _vu_lines=vu_lines,
-        _patient_lines=pat_lines,
-    )
+    else:
+        patients_path = Path(patients_path)
+        pat_read = _read_table(patients_path, decimal, codes)
+        notes += pat_read.notes
+        _ledger_empty(ledger, patients_path, pat_read.empty_lines)
+        panel = VUPanel(
+            vu_read.frame,
+            pat_read.frame,
+            source=str(vu_path),
+            patients_source=str(patients_path),
+            ledger=ledger,
+            notes=notes,
+            _vu_lines=vu_read.lines,
+            _patient_lines=pat_read.lines,
+        )
+    for note in notes:
+        warn_user(note, DataNote)
+    return panel
+
+
+def _ledger_empty(ledger: Ledger, path: Path, lines: list[int]) -> None:
+    if lines:
+        shown = ", ".join(str(n) for n in lines[:5]) + (", …" if len(lines) > 5 else "")
+        ledger.add(
+            "load", f"empty row in {path.name} (every field blank; line {shown})", len(lines)
+        )

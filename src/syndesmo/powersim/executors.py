@@ -28,16 +28,23 @@ not depend on the backend, the start method or how many workers there are.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
+import socket
+import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from syndesmo.checks import check_int
 from syndesmo.errors import ModelError
+
+#: Seconds to connect to a Dask scheduler and hear its greeting before giving up.
+CONNECT_TIMEOUT = 5.0
 
 #: Environment for worker processes: one BLAS/OpenMP thread each, so N workers use
 #: N cores instead of oversubscribing them (the matrices per replicate are small).
@@ -80,6 +87,100 @@ def _check_address(address: str) -> None:
         raise ModelError(
             f"scheduler address {address!r} needs a host and a port, like 'tcp://host:8786'"
         )
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``tcp://`` address; ``None`` for other schemes."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme != "tcp":
+        return None
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")  # IPv6 literals
+    if not 0 < int(port) < 65536:
+        raise ModelError(f"scheduler address {address!r}: port {port} is out of range")
+    return host, int(port)
+
+
+def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
+    data = b""
+    while len(data) < n:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def probe_scheduler(address: str, timeout: float | None = None) -> None:
+    """Check within ``timeout`` seconds (default ``CONNECT_TIMEOUT``) that ``address``
+    is a Dask scheduler.
+
+    A Dask server greets every new connection with a handshake message (an 8-byte
+    length, a frame count and frame sizes, then msgpack naming e.g. its pickle
+    protocol) before reading anything, so this connects, reads that greeting and
+    hangs up, without sending a byte. A closed port, a host that does not answer, a
+    server that never speaks (an HTTP server waits for a request) or one that speaks
+    something else each give a ``ModelError`` of one line. Addresses of other schemes
+    (``tls://``, ``ws://``) are left to Dask's own connection timeout.
+    """
+    timeout = CONNECT_TIMEOUT if timeout is None else float(timeout)
+    target = _host_port(address)
+    if target is None:
+        return
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection(target, timeout=timeout)
+    except socket.gaierror as exc:
+        raise ModelError(
+            f"Dask scheduler {address}: cannot resolve host {target[0]!r} ({exc})"
+        ) from None
+    except TimeoutError:
+        raise ModelError(
+            f"Dask scheduler {address}: no answer to the connection within {timeout:g} s"
+        ) from None
+    except OSError as exc:
+        raise ModelError(
+            f"Dask scheduler {address}: cannot connect ({exc.strerror or exc})"
+        ) from None
+    with sock:
+        try:
+            head = _recv_exactly(sock, 8, deadline)
+        except (TimeoutError, OSError):
+            head = b""
+        if len(head) < 8:
+            raise ModelError(
+                f"Dask scheduler {address}: the server accepted the connection but sent no "
+                f"Dask greeting within {timeout:g} s; is this a Dask scheduler's address "
+                "(not e.g. its dashboard's HTTP port)?"
+            )
+        (total,) = struct.unpack("<Q", head)
+        body = b""
+        if 16 <= total <= 1 << 20:
+            try:
+                body = _recv_exactly(sock, total, deadline)
+            except (TimeoutError, OSError):
+                body = b""
+        if not _dask_greeting(body):
+            raise ModelError(
+                f"Dask scheduler {address}: the server answers, but not in Dask's protocol "
+                f"(it began with {head!r}); is this a Dask scheduler's address?"
+            )
+
+
+def _dask_greeting(body: bytes) -> bool:
+    """Whether ``body`` is framed as Dask frames and names Dask's handshake keys."""
+    if len(body) < 16:
+        return False
+    (nframes,) = struct.unpack("<Q", body[:8])
+    if not 1 <= nframes <= 64 or len(body) < 8 * (nframes + 1):
+        return False
+    sizes = struct.unpack(f"<{nframes}Q", body[8 : 8 * (nframes + 1)])
+    if sum(sizes) > len(body):
+        return False
+    return b"pickle-protocol" in body or b"compression" in body
 
 
 def backend_name(workers: int | None, scheduler: Any) -> str:
@@ -133,23 +234,40 @@ def _run_processes(fn, tasks, workers: int, sizes, progress: bool, desc: str) ->
     context = multiprocessing.get_context(start_method())
     saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
     os.environ.update(_SINGLE_THREAD_ENV)  # read by spawned interpreters at start
+    ex = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context)
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as ex:
-            # submitting starts the workers; only then the progress bar (a thread)
-            futures = {ex.submit(fn, task): i for i, task in enumerate(tasks)}
-            results: list[Any] = [None] * len(tasks)
-            with _progress_bar(progress, total=sum(sizes), desc=desc) as bar:
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    results[i] = fut.result()
-                    bar.update(sizes[i])
-            return results
+        # submitting starts the workers; only then the progress bar (a thread)
+        futures = {ex.submit(fn, task): i for i, task in enumerate(tasks)}
+        results: list[Any] = [None] * len(tasks)
+        with _progress_bar(progress, total=sum(sizes), desc=desc) as bar:
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                bar.update(sizes[i])
+        ex.shutdown(wait=True)
+        return results
+    except BaseException:
+        # Ctrl-C or a failed task: drop the queued tasks and stop the running ones
+        # instead of waiting for them (shutdown(wait=True) would finish the queue).
+        _stop_pool(ex)
+        raise
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _stop_pool(ex: ProcessPoolExecutor) -> None:
+    """Cancel what has not started, terminate the workers, do not wait for the queue."""
+    processes = list(getattr(ex, "_processes", {}).values())  # private, but stable
+    ex.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=2.0)
 
 
 def _is_dask_client(obj: Any) -> bool:
@@ -169,7 +287,15 @@ def _run_dask(fn, tasks, scheduler, sizes, progress: bool, desc: str) -> list[An
             "running on a Dask cluster needs dask[distributed] (pip install 'syndesmo[dask]')"
         ) from exc
     own = isinstance(scheduler, str)
-    client = Client(scheduler, set_as_default=False) if own else scheduler
+    if own:
+        probe_scheduler(scheduler)
+        try:
+            client = Client(scheduler, set_as_default=False, timeout=f"{CONNECT_TIMEOUT * 2}s")
+        except (OSError, TimeoutError) as exc:
+            raise ModelError(f"Dask scheduler {scheduler}: cannot connect ({exc})") from None
+    else:
+        client = scheduler
+    futures: list[Any] = []
     try:
         # pure=False: two identical tasks are still two tasks (no result sharing).
         futures = client.map(fn, list(tasks), pure=False)
@@ -182,9 +308,14 @@ def _run_dask(fn, tasks, scheduler, sizes, progress: bool, desc: str) -> list[An
                 bar.update(sizes[i])
                 fut.release()
         return results
+    except BaseException:
+        # Ctrl-C or a failed task: the cluster should not go on with this run's work
+        with contextlib.suppress(Exception):
+            client.cancel(futures)
+        raise
     finally:
         if own:
-            client.close()
+            client.close(timeout=CONNECT_TIMEOUT)
 
 
 def _progress_bar(enabled: bool, total: int, desc: str):

@@ -245,9 +245,9 @@ class CohortSpec:
         """Read a spec from a TOML file of ``key = value`` lines (keys = field names)."""
         path = Path(path)
         try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
+            # utf-8-sig: a byte-order mark (Windows editors write one) is accepted
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SpecError(f"{path}: not valid TOML: {exc}") from None
         for key, value in data.items():
             if isinstance(value, dict):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from syndesmo.cli.commands._input import add_input_options, load
 from syndesmo.vocabulary import READER_RULES
 
 NAME = "describe"
@@ -73,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="also write each table as CSV and Markdown into DIR",
     )
+    add_input_options(parser)
 
 
 def ledger_table(tables: dict):
@@ -145,11 +147,10 @@ def render(tables: dict, header: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from syndesmo.analysis.describe import report_tables
     from syndesmo.output.report import atomic_output_dir, check_destination
-    from syndesmo.panel.tables import load_panel
 
     if args.out is not None:
         check_destination(args.out)  # before any work, so a bad --out fails first
-    panel = load_panel(args.vu, args.patients)
+    panel = load(args, args.vu, args.patients)
     tables = dict(report_tables(panel, threshold=args.threshold, readers=args.readers))
     tables["ledger"] = ledger_table(tables)
     files = f"{args.vu}" + (f" + {args.patients}" if args.patients else "")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from syndesmo.cli.commands._input import add_input_options, load
+
 NAME = "fit"
 HELP = "fit one analysis spec (models/*.toml) to a VU panel and print the odds ratios"
 DESCRIPTION = """\
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", help="override the spec's engine")
     parser.add_argument("--nagq", type=int, help="override the spec's quadrature points")
     parser.add_argument("--out", metavar="DIR", help="also write summaries and tables here")
+    add_input_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from syndesmo.analysis.specs import load_spec
     from syndesmo.errors import SpecError
     from syndesmo.output import report
-    from syndesmo.panel.tables import load_panel
 
     spec = load_spec(args.spec).with_options(engine=args.engine, nagq=args.nagq)
     if args.exposure:
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         spec = spec.with_options(exposures=list(args.exposure))
     if args.out:
         report.check_destination(args.out)
-    panel = load_panel(args.vu, args.patients)
+    panel = load(args, args.vu, args.patients)
     results = analysis.fit_spec(panel, spec)
     for res in results:
         print(f"== {spec.name}: {res.title}")

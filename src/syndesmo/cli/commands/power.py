@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ the same numbers with any --workers, --scheduler or --batch-size.
 
 Writes to --out: power.csv (one row per grid point x analysis), power.md (the
 same as a Markdown table) and power.png (power against the number of patients,
-one panel per true OR, one line per analysis, with Monte Carlo bands).
+one panel per true OR, one line per analysis, with Monte Carlo bands). The three
+files appear together; files of these names are replaced only if syndesmo wrote
+them. More than --max-sims studies in all (default 1,000,000) is refused before
+anything runs. Ctrl-C stops the workers and exits.
 
 examples:
   syndesmo power --patients 50,100,200 --odds-ratio 1.5,2 --sims 500 --analysis vu,patient
@@ -41,6 +45,10 @@ examples:
 
 #: Files written in --out.
 TABLE_CSV, TABLE_MD, FIGURE = "power.csv", "power.md", "power.png"
+OUTPUTS = (TABLE_CSV, TABLE_MD, FIGURE)
+#: Most simulated studies one command runs (grid points x --sims) without --max-sims:
+#: a mistyped --sims should fail at once, not run for days and fill the memory.
+MAX_SIMS = 1_000_000
 #: Columns printed and written to Markdown.
 SHOWN = [
     "analysis",
@@ -85,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1000,
         metavar="N",
         help="simulated studies per grid point (default: 1000)",
+    )
+    parser.add_argument(
+        "--max-sims",
+        type=int,
+        default=MAX_SIMS,
+        metavar="N",
+        help=f"ceiling on simulated studies in all (--sims x grid points; default: {MAX_SIMS:,})",
     )
     parser.add_argument(
         "--alpha",
@@ -140,7 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default=".",
         metavar="DIR",
-        help="directory for power.csv, power.md and power.png (default: .)",
+        help="directory for power.csv, power.md and power.png (default: .); files of "
+        "these names are replaced only if syndesmo wrote them",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -204,6 +220,7 @@ def _grid(args: argparse.Namespace, spec) -> dict[str, list[Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from syndesmo.errors import SpecError
+    from syndesmo.output.atomic import atomic_files, check_files
     from syndesmo.output.plots import power_curve_plot
     from syndesmo.output.report import markdown_table
     from syndesmo.powersim.api import power_curve
@@ -218,7 +235,17 @@ def run(args: argparse.Namespace) -> int:
         spec = CohortSpec()
     if args.sims < 1:
         raise SpecError(f"--sims must be at least 1, got {args.sims}")
+    out = Path(args.out)
+    check_files(out, OUTPUTS)  # before simulating: a foreign power.csv fails at once
     grid = _grid(args, spec)
+    n_points = math.prod(len(v) for v in grid.values())
+    total = args.sims * n_points
+    if total > args.max_sims:
+        raise SpecError(
+            f"--sims {args.sims} x {n_points} grid point(s) = {total:,} simulated studies, "
+            f"more than the ceiling of {args.max_sims:,}; give --max-sims {total} if you "
+            "mean it"
+        )
     adjust = [c.strip() for c in args.adjust.split(",") if c.strip()]
     table = power_curve(
         spec,
@@ -235,18 +262,19 @@ def run(args: argparse.Namespace) -> int:
         adjust=adjust,
         **grid,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / TABLE_CSV, index=False)
     columns = [*grid, *SHOWN]
     header = (
         f"Power by simulation: {args.sims} studies per point, alpha {args.alpha:g} "
         f"(two-sided Wald), seed {args.seed}. Monte Carlo 95% CI: Wilson. Failed fits "
         "count as non-rejections.\n\n"
     )
-    (out / TABLE_MD).write_text(header + markdown_table(table[columns]) + "\n", encoding="utf-8")
     fig = power_curve_plot(table, x="n_patients")
-    fig.savefig(out / FIGURE, dpi=200)
+    with atomic_files(out, OUTPUTS) as tmp:
+        table.to_csv(tmp / TABLE_CSV, index=False)
+        (tmp / TABLE_MD).write_text(
+            header + markdown_table(table[columns]) + "\n", encoding="utf-8"
+        )
+        fig.savefig(tmp / FIGURE, dpi=200)
     print(header.strip())
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / TABLE_CSV}, {out / TABLE_MD}, {out / FIGURE}")

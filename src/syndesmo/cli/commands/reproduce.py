@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from syndesmo.cli.commands._input import add_input_options, load
+
 NAME = "reproduce"
 HELP = "run the whole ASSERT-style analysis (ladders, GEE vs GLMM, patient level) into a report"
 DESCRIPTION = """\
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nagq", type=int, metavar="N", help="quadrature points, 1 = Laplace (default: specs')"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_input_options(parser)
 
 
 def default_cohort() -> tuple[Path, Path]:
@@ -81,14 +84,13 @@ def run(args: argparse.Namespace) -> int:
     from syndesmo.analysis.specs import default_spec_dir, load_specs
     from syndesmo.cli.app import UsageError
     from syndesmo.output import report
-    from syndesmo.panel.tables import load_panel
 
     if args.patients and not args.vu:
         raise UsageError(f"{NAME}", "--patients needs --vu")
     out = report.check_destination(args.out)
     specs = load_specs(args.specs or default_spec_dir())
     vu_path, patients_path = (args.vu, args.patients) if args.vu else default_cohort()
-    panel = load_panel(vu_path, patients_path)
+    panel = load(args, vu_path, patients_path)
     specs = [
         s.with_options(engine=args.engine, nagq=args.nagq) if s.level == "vu" else s for s in specs
     ]

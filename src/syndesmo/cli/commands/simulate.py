@@ -21,7 +21,10 @@ as three files in --out:
   truth.json    the true parameters of the simulation (sorted keys)
 
 (vu.parquet and patients.parquet with --format parquet.) The same spec and seed
-give byte-for-byte the same files. The seed comes from --seed, else from
+give byte-for-byte the same files. Files of these names already in --out are
+replaced only if syndesmo wrote them (listed in --out/.syndesmo-output, unchanged
+since); a file of yours, e.g. your own vu.csv, is never overwritten. The three
+files appear together or not at all. The seed comes from --seed, else from
 'seed = N' in the spec; one of them is required.
 
 example:
@@ -51,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default=".",
         metavar="DIR",
-        help="directory to write into, created if needed (default: current directory)",
+        help="directory to write into, created if needed (default: current directory); "
+        "files of the same names are replaced only if syndesmo wrote them",
     )
     parser.add_argument(
         "--format",
@@ -82,6 +86,7 @@ def write_truth(truth: dict | None, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from syndesmo.errors import SpecError
+    from syndesmo.output.atomic import atomic_files, check_files
     from syndesmo.simulate.cohort import CohortSpec, simulate_cohort, write_cohort
 
     spec_path = Path(args.spec)
@@ -90,15 +95,19 @@ def run(args: argparse.Namespace) -> int:
     spec = CohortSpec.from_toml(spec_path)
     if args.seed is None and spec.seed is None:
         raise SpecError(f"{spec_path}: no seed; give --seed N or put 'seed = N' in the spec")
+    out = Path(args.out)
+    suffix = ".csv" if args.format == "csv" else ".parquet"
+    names = [f"{VU_FILE}{suffix}", f"{PATIENTS_FILE}{suffix}", TRUTH_FILE]
+    check_files(out, names)  # before simulating: a foreign file fails at once
     panel = simulate_cohort(spec, seed=args.seed)  # None: the spec's seed
 
-    out = Path(args.out)
-    if args.format == "csv":
-        vu_path, patients_path = write_cohort(panel, out)
-    else:
-        vu_path, patients_path = out / f"{VU_FILE}.parquet", out / f"{PATIENTS_FILE}.parquet"
-        panel.save(vu_path, patients_path)
-    write_truth(panel.truth, out / TRUTH_FILE)
+    with atomic_files(out, names) as tmp:
+        if args.format == "csv":
+            write_cohort(panel, tmp)
+        else:
+            panel.save(tmp / names[0], tmp / names[1])
+        write_truth(panel.truth, tmp / TRUTH_FILE)
+    vu_path, patients_path = out / names[0], out / names[1]
     seed = (panel.truth or {}).get("seed")
     print(
         f"simulated {panel.n_patients} patients, {len(panel.vu)} VU rows (seed {seed}): "

@@ -42,7 +42,7 @@ from syndesmo.engines.native.layout import compress_shared, compress_stacked
 from syndesmo.engines.native.quadrature import loglik_and_grad
 from syndesmo.errors import ModelError, warn_user
 from syndesmo.fitting.design import Design
-from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.results import FitResult
 
 MAX_NAGQ = 25  # lme4's documented range for nAGQ with one scalar random effect
@@ -122,7 +122,7 @@ def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         )
     if groups.dtype.kind not in "iu" or groups.min() < 0:
         raise ModelError(f"group codes of '{design.group}' must be integers 0..G-1")
-    _check_rank(X, design.names)
+    check_rank(X, design.names)
 
     notes = []
     codes, groups = np.unique(groups, return_inverse=True)
@@ -142,24 +142,6 @@ def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
             "about the random-intercept SD"
         )
     return X, y, m, groups, notes
-
-
-def _check_rank(X: np.ndarray, names: list[str]) -> None:
-    """ModelError naming the columns that are linear combinations of the others."""
-    from scipy.linalg import qr
-
-    if X.shape[1] == 0:
-        raise ModelError("the model has no fixed effects (not even an intercept)")
-    _, R, piv = qr(X, mode="economic", pivoting=True)
-    d = np.abs(np.diag(R))
-    rank = int(np.sum(d > d[0] * 1e-10 * max(X.shape)))
-    if rank < X.shape[1]:
-        dropped = [names[j] for j in piv[rank:]]
-        raise ModelError(
-            "the fixed-effects model matrix is rank deficient: "
-            + ", ".join(f"'{t}'" for t in dropped)
-            + " is a linear combination of the other terms (constant or collinear column)"
-        )
 
 
 def _check_offset(offset, n: int) -> np.ndarray | None:
