@@ -15,6 +15,7 @@ import pandas as pd
 
 from syndesmo.analysis.ladder import build_frame, check_frame, fit_row, safe_fit
 from syndesmo.analysis.patient import patient_level
+from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
 
@@ -24,8 +25,8 @@ def compare_levels(
     exposure: str = "w0",
     *,
     adjust: Sequence[str] = ("arm",),
-    engine: str = "native",
-    beside: Sequence[str] = ("gee",),
+    engine: str = registry.DEFAULT_ENGINE,
+    beside: Sequence[str] = (registry.MARGINAL_ENGINE,),
     nagq: int = 1,
     threshold: float = 1,
     readers: str = "mean",
@@ -68,7 +69,7 @@ def compare_levels(
                 "exposure": exposure,
                 "exposure_label": EXPOSURE_LABELS.get(exposure, exposure),
                 "engine": eng,
-                "measure": "OR",
+                "measure": registry.ODDS_RATIO,
                 "estimate": r["OR"],
                 "lower": r["lower"],
                 "upper": r["upper"],

@@ -44,7 +44,11 @@ from syndesmo.engines.native.engine import _check_rank
 from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import FitResult
+
+#: This engine's name, as the registry lists it.
+ENGINE = name_for(f"{__name__}:fit_gee")
 
 CORSTRS = ("exchangeable", "independence")
 
@@ -63,6 +67,9 @@ class _Diagnosis:
 
 def fit_gee(
     design: Design,
+    *,
+    nagq: int | None = None,
+    offset: np.ndarray | None = None,
     maxiter: int = 100,
     ctol: float = 1e-8,
     corstr: str = "exchangeable",
@@ -76,8 +83,10 @@ def fit_gee(
     agree with geepack run to a tight ``epsilon``. ``converged`` is false, with the
     reason, when the iteration limit is hit, an estimate or standard error is not
     finite, the working correlation leaves its admissible range or a coefficient
-    exceeds ±30 on the logit scale.
+    exceeds ±30 on the logit scale. ``nagq`` and ``offset`` are part of the engine
+    contract and must be left unset (or ``nagq=1``).
     """
+    check_call(ENGINE, nagq, offset)
     _check_inputs(design, maxiter, ctol, corstr)
     _check_rank(design.X, design.names)
     cov_struct = (
@@ -128,7 +137,7 @@ def fit_gee(
     converged = not diagnosis.reasons
     message = "" if converged else "; ".join(dict.fromkeys(diagnosis.reasons))
     return FitResult(
-        engine="gee",
+        engine=ENGINE,
         formula=design.formula,
         params=pd.Series(params, index=names, name="estimate"),
         vcov=pd.DataFrame(cov_robust, index=names, columns=names),

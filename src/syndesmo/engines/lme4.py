@@ -30,7 +30,11 @@ import pandas as pd
 from syndesmo.errors import EngineUnavailableError, ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import FitResult
+
+#: This engine's name, as the registry lists it.
+ENGINE = name_for(f"{__name__}:fit_lme4")
 
 INSTALL_HINT = (
     "install R with lme4 (Debian: apt-get install r-base-core r-cran-lme4 "
@@ -164,19 +168,43 @@ def _r_formula(design: Design, use_intercept: bool, counts: bool) -> str:
     return f"{lhs} ~ {' + '.join(terms)} + (1 | grp)"
 
 
-def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 1) -> FitResult:
+def fit_lme4(
+    design: Design, *, nagq: int | None = None, offset: np.ndarray | None = None
+) -> FitResult:
     """Fit ``design`` with R's ``lme4::glmer`` (Laplace for ``nagq=1``, else adaptive GHQ).
 
-    ``data_used`` (the input rows the design kept) is optional and only checked for
-    length: R is given the design's own matrices so that names align with the other
-    engines. ``extra["r_seconds"]`` is R's own elapsed time for ``glmer``.
+    R is given the design's own matrices so that names align with the other engines;
+    ``design.data`` (the input rows the design kept), when present, is only checked
+    against the design. ``extra["r_seconds"]`` is R's own elapsed time for ``glmer``.
+
+    Parameters
+    ----------
+    design : Design
+        Model matrices with a random-intercept bar.
+    nagq : int, optional
+        lme4's ``nAGQ``: 1 (Laplace, the default) to 25.
+    offset : None
+        Part of the engine contract; this engine takes no offset.
+
+    Returns
+    -------
+    FitResult
+        The glmer fit, with lme4's warnings in ``warnings``.
+
+    Raises
+    ------
+    ModelError
+        For a design without a bar, a bad ``nagq``, or a fit R refuses.
+    EngineUnavailableError
+        If R, rpy2 or lme4 cannot be loaded.
     """
+    nagq = check_call(ENGINE, nagq, offset)
     if design.groups is None:
         raise ModelError("the lme4 engine needs a random intercept: add (1|group) to the formula")
-    if data_used is not None and len(data_used) != design.n_obs:
-        raise ModelError(f"data_used has {len(data_used)} rows but the design has {design.n_obs}")
-    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 25:
-        raise ModelError(f"nagq must be an integer from 1 to 25, got {nagq!r}")
+    if design.data is not None and len(design.data) != design.n_obs:
+        raise ModelError(
+            f"design.data has {len(design.data)} rows but the design has {design.n_obs}"
+        )
     r_fit = _r_fit()
     use_intercept = bool(
         design.X.shape[1] > 0 and design.names[0] == "Intercept" and np.all(design.X[:, 0] == 1)
@@ -218,7 +246,7 @@ def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 
         )
 
     return FitResult(
-        engine="lme4",
+        engine=ENGINE,
         formula=design.formula,
         params=pd.Series(beta, index=names, name="estimate"),
         vcov=pd.DataFrame(vcov, index=names, columns=names),

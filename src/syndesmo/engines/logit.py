@@ -23,11 +23,39 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from syndesmo.engines.native.engine import _check_rank
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import FitResult
 
+#: This engine's name, as the registry lists it.
+ENGINE = name_for(f"{__name__}:fit_logit")
 
-def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
-    """Fit ``design`` by maximum likelihood, ignoring any grouping factor."""
+
+def fit_logit(
+    design: Design, *, nagq: int | None = None, offset: np.ndarray | None = None, maxiter: int = 100
+) -> FitResult:
+    """Fit ``design`` by maximum likelihood, ignoring any grouping factor.
+
+    Parameters
+    ----------
+    design : Design
+        The model matrices (``syndesmo.fitting.design.build_design``).
+    nagq, offset : None
+        Part of the engine contract: this engine has no quadrature (``nagq`` 1 or
+        ``None``) and takes no offset.
+    maxiter : int
+        Newton (0/1 outcome) or IRLS (binomial counts) iterations at most.
+
+    Returns
+    -------
+    FitResult
+        With ``loglik`` as R's ``logLik(glm(..., family = binomial))``.
+
+    Raises
+    ------
+    ModelError
+        For ``nagq`` above 1, an offset, or rank-deficient columns.
+    """
+    check_call(ENGINE, nagq, offset)
     X, y, n = design.X, design.y, design.trials
     _check_rank(X, design.names)
     binary = bool(np.all(n == 1))
@@ -65,7 +93,7 @@ def fit_logit(design: Design, maxiter: int = 100) -> FitResult:
     params = pd.Series(np.asarray(res.params), index=names, name="estimate")
     vcov = pd.DataFrame(np.asarray(res.cov_params()), index=names, columns=names)
     return FitResult(
-        engine="logit",
+        engine=ENGINE,
         formula=design.formula,
         params=params,
         vcov=vcov,

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from syndesmo.errors import ModelError
+from syndesmo.fitting.registry import BINOMIAL, FAMILIES
 from syndesmo.ledger import Ledger
 
 STEP = "design"
@@ -36,13 +37,15 @@ STEP = "design"
 
 @dataclass
 class Design:
-    """Model matrices for a binomial-logit model with at most one random intercept.
+    """Model matrices for a model with at most one grouping bar.
 
     ``y`` holds successes and ``trials`` the number of trials per row (all ones for a
-    binary response). ``groups`` are integer codes 0..G-1 of the grouping factor named
-    by the bar term ``(1|group)``, or ``None`` for a model without random effects.
+    binary response); for a count family (``family`` other than binomial) ``y`` is the
+    count and ``trials`` all ones. ``groups`` are integer codes 0..G-1 of the grouping
+    factor named by the bar term ``(1|group)``, or ``None`` for a formula without one.
     ``ledger`` counts the rows of the input that were left out and why. ``rows``
-    holds the 0-based positions (``iloc``) of the input rows that were used.
+    holds the 0-based positions (``iloc``) of the input rows that were used and
+    ``data`` those rows of the input frame (for engines that hand the data on).
     """
 
     formula: str
@@ -57,6 +60,8 @@ class Design:
     ledger: Ledger = field(default_factory=Ledger)
     fixed_formula: str = ""
     rows: np.ndarray | None = None
+    family: str = BINOMIAL
+    data: pd.DataFrame | None = None
 
     @property
     def n_obs(self) -> int:
@@ -72,6 +77,7 @@ def build_design(
     data: pd.DataFrame,
     *,
     trials: str | np.ndarray | None = None,
+    family: str = BINOMIAL,
 ) -> Design:
     """Parse ``formula`` against ``data`` and build the model matrices.
 
@@ -81,6 +87,10 @@ def build_design(
     value in any column the formula uses are left out and counted in the ledger,
     which starts from ``data.attrs["ledger"]`` when the frame carries one.
 
+    ``family`` is the response family of the engine (``syndesmo.fitting.registry``):
+    for ``binomial`` the response must be 0/1 or a count 0..trials with events and
+    non-events; for a count family it must be numeric, and the engine checks the rest.
+
     Raises ``ModelError`` naming the term, column, row or value that is wrong.
     """
     if not isinstance(formula, str) or "~" not in formula:
@@ -89,12 +99,19 @@ def build_design(
         raise ModelError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if len(data) == 0:
         raise ModelError("data has no rows")
+    if family not in FAMILIES:
+        raise ModelError(f"unknown family {family!r}; choose one of: {', '.join(FAMILIES)}")
 
     desc = _parse(formula)
     lhs, rhs = formula.split("~", 1)
     cbind = _parse_cbind(lhs)
     if cbind is not None and trials is not None:
         raise ModelError("give binomial counts either as cbind(successes, failures) or as trials=")
+    if family != BINOMIAL and (cbind is not None or trials is not None):
+        raise ModelError(
+            f"binomial trials (cbind() or trials=) do not apply to the {family} family; "
+            "give the count as the response"
+        )
 
     group_vars = _group_vars(desc)
     used_cols = sorted(v for v in desc.var_names if v)
@@ -113,7 +130,11 @@ def build_design(
     dm = _design_matrices(formulae_formula, frame)
 
     response = cbind[0] if cbind is not None else dm.response.name
-    y, n = _response(dm, frame, cbind, trials_values, rows, response, data.index[rows])
+    if family == BINOMIAL:
+        y, n = _response(dm, frame, cbind, trials_values, rows, response, data.index[rows])
+    else:
+        y = _count_response(dm, response, data.index[rows])
+        n = np.ones_like(y)
     X, names = _fixed_effects(dm, len(rows))
     _check_finite(X, names, data.index[rows])
 
@@ -143,6 +164,8 @@ def build_design(
         ledger=ledger,
         fixed_formula=fixed_formula(formula),
         rows=rows,
+        family=family,
+        data=data.iloc[rows],
     )
 
 
@@ -378,7 +401,20 @@ def _response(
     return y, n
 
 
-def _numeric(s: pd.Series, name: str, index: pd.Index) -> np.ndarray:
+def _count_response(dm, name: str, index: pd.Index) -> np.ndarray:
+    """The response of a count family as floats; whole and >= 0 is the engine's check."""
+    values = np.asarray(dm.response.design_matrix)
+    if dm.response.kind != "numeric" or not (values.ndim == 1 or values.shape[1] == 1):
+        raise ModelError(
+            f"outcome {name!r} must be a count (a number per row); it is "
+            f"{dm.response.kind} with values like {values.ravel()[:3].tolist()}"
+        )
+    return _numeric(pd.Series(values.ravel()), name, index, need="a count")
+
+
+def _numeric(
+    s: pd.Series, name: str, index: pd.Index, need: str = "0/1 (or a count 0..trials)"
+) -> np.ndarray:
     if s.dtype == bool:
         return s.to_numpy(dtype=float)
     values = pd.to_numeric(pd.Series(np.asarray(s)), errors="coerce").to_numpy(dtype=float)
@@ -386,8 +422,7 @@ def _numeric(s: pd.Series, name: str, index: pd.Index) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ModelError(
-            f"outcome {name!r} must be 0/1 (or a count 0..trials); row {index[i]} "
-            f"has {np.asarray(s)[i]!r}"
+            f"outcome {name!r} must be {need}; row {index[i]} has {np.asarray(s)[i]!r}"
         )
     return values
 

@@ -19,16 +19,20 @@ from typing import Any
 import numpy as np
 
 from syndesmo.errors import ModelError, SpecError
+from syndesmo.fitting import registry
 
+#: The VU-level analysis by GEE and the crude one are named after their engines.
+GEE_ANALYSIS = registry.MARGINAL_ENGINE
+CRUDE_ANALYSIS = registry.CRUDE_ENGINE
 #: The analyses ``power`` can run, with a short label for tables and plots.
 ANALYSES: dict[str, str] = {
     "vu": "VU level, GLMM (1|patient)",
-    "gee": "VU level, GEE exchangeable",
+    GEE_ANALYSIS: "VU level, GEE exchangeable",
     "patient": "patient level, logistic",
-    "logit": "VU level, crude logistic",
+    CRUDE_ANALYSIS: "VU level, crude logistic",
 }
-#: Engines that fit the ``"vu"`` GLMM.
-VU_ENGINES = ("native", "lme4")
+#: Engines that fit the ``"vu"`` GLMM: random-intercept models by quadrature.
+VU_ENGINES = registry.engine_names(scale=registry.CONDITIONAL, takes_nagq=True)
 #: VU-level covariates an analysis may adjust for (besides patient covariates).
 VU_COVARIATES = ("region", "baseline_corner")
 #: Patient covariates: analysis name → key of ``simulate_arrays`` (``sex`` is 1 = male).
@@ -116,10 +120,10 @@ def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq
     if engine not in VU_ENGINES:
         raise ModelError(
             f"engine {engine!r} cannot fit the 'vu' GLMM; choose {' or '.join(VU_ENGINES)} "
-            "(GEE and the crude logit are the analyses 'gee' and 'logit')"
+            f"(GEE and the crude logit are the analyses {GEE_ANALYSIS!r} and "
+            f"{CRUDE_ANALYSIS!r})"
         )
-    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 25:
-        raise ModelError(f"nagq must be an integer from 1 (Laplace) to 25, got {nagq!r}")
+    nagq = registry.check_nagq(engine, nagq)
     return Plan(spec, analyses, outcome, exposure, float(threshold), adjust, engine, int(nagq))
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from syndesmo.fitting import registry
+
 NAME = "reproduce"
 HELP = "run the whole ASSERT-style analysis (ladders, GEE vs GLMM, patient level) into a report"
 DESCRIPTION = """\
@@ -49,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=("native", "lme4", "bayes"),
+        choices=registry.engine_names(scale=registry.CONDITIONAL, family=registry.BINOMIAL),
         help="GLMM engine for the VU-level specs (default: the specs' engine)",
     )
     parser.add_argument(
