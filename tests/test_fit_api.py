@@ -109,10 +109,11 @@ def test_native_gets_the_design_nagq_and_options(frame, monkeypatch):
     (design,), kwargs = rec.calls[0]
     assert design.names == ["Intercept", "mri", "arm[T.placebo]"]
     assert design.group == "patient" and design.n_groups == 15
-    assert kwargs == {"nagq": 7, "tol": 1e-8}
+    assert kwargs == {"nagq": 7, "offset": None, "tol": 1e-8}
 
 
 def test_lme4_and_bayes_get_the_rows_used(frame, monkeypatch):
+    # one engine contract: the rows used travel in the design, not as a second argument
     frame = frame.copy()
     frame.loc[[4, 9], "mri"] = np.nan
     rec_lme4 = Recorder("lme4")
@@ -120,9 +121,10 @@ def test_lme4_and_bayes_get_the_rows_used(frame, monkeypatch):
 
     monkeypatch.setattr(lme4_engine, "fit_lme4", rec_lme4)
     res = sy.fit("y ~ mri + (1|patient)", frame, engine="lme4", nagq=3)
-    (design, used), kwargs = rec_lme4.calls[0]
-    assert kwargs == {"nagq": 3}
+    (design,), kwargs = rec_lme4.calls[0]
+    assert kwargs == {"nagq": 3, "offset": None}
     assert design.n_obs == 58 and design.ledger.n_excluded == 2
+    used = design.data
     assert len(used) == 58 and not used.mri.isna().any()
     pd.testing.assert_frame_equal(used, frame.drop(index=[4, 9]))
     assert res.n_obs == 58
@@ -132,8 +134,8 @@ def test_lme4_and_bayes_get_the_rows_used(frame, monkeypatch):
     fake.fit_bayes = rec_bayes
     monkeypatch.setitem(sys.modules, "syndesmo.engines.bayes", fake)
     sy.fit("y ~ mri + (1|patient)", frame, engine="bayes", draws=10)
-    (_, used), kwargs = rec_bayes.calls[0]
-    assert kwargs == {"draws": 10} and len(used) == 58
+    (design,), kwargs = rec_bayes.calls[0]
+    assert kwargs == {"nagq": None, "offset": None, "draws": 10} and len(design.data) == 58
 
 
 def test_logit_notes_ignored_clustering(frame):

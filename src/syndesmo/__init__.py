@@ -26,6 +26,7 @@ _PUBLIC = {
     "CohortSpec": "syndesmo.simulate.cohort",
     "simulate_cohort": "syndesmo.simulate.cohort",
     "fit": "syndesmo.fitting.api",
+    "available_engines": "syndesmo.fitting.registry",
     "fit_many": "syndesmo.fitting.api",
     "ladder": "syndesmo.analysis.ladder",
     "patient_level": "syndesmo.analysis.patient",
@@ -56,6 +57,7 @@ __all__ = [
     "VUPanel",
     "__version__",
     "analysis_frame",
+    "available_engines",
     "compare_levels",
     "fit",
     "fit_many",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from syndesmo.derive.frame import analysis_frame
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
     from syndesmo.fitting.api import fit, fit_many
+    from syndesmo.fitting.registry import available_engines
     from syndesmo.fitting.results import FitResult
     from syndesmo.ledger import Ledger
     from syndesmo.panel.tables import VUPanel, load_panel

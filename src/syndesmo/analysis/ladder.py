@@ -28,7 +28,8 @@ from syndesmo.analysis.patient import patient_exposure_label, patient_level
 from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.derive.frame import analysis_frame
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
-from syndesmo.fitting.api import ENGINES
+from syndesmo.fitting import registry
+from syndesmo.fitting.api import fit
 from syndesmo.fitting.formula import check_term, covariate_columns
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
@@ -42,10 +43,25 @@ STEP_LABELS: dict[str, str] = {
     "c": "+ treatment",
     "d": "+ confounders",
 }
-#: Engines with a patient random intercept (subject-specific, conditional ORs).
-CONDITIONAL_ENGINES = ("native", "lme4", "bayes")
 #: The engine of step (a): logistic regression ignoring the clustering.
-CRUDE_ENGINE = "logit"
+CRUDE_ENGINE = registry.CRUDE_ENGINE
+
+
+def conditional_engines() -> tuple[str, ...]:
+    """Engines with a patient random intercept (subject-specific, conditional ORs)."""
+    return registry.engine_names(scale=registry.CONDITIONAL, family=registry.BINOMIAL)
+
+
+def ladder_scale(engine: str) -> str:
+    """The ``scale`` column of a ladder row: the registry's scale of the engine, except
+    that the crude model's OR is called ``marginal`` (it estimates the population-
+    averaged OR, as GEE with an independence working correlation does; only its
+    standard error ignores the clustering)."""
+    info = registry.REGISTRY.get(engine)
+    if info is None:
+        return ""
+    return registry.MARGINAL if info.scale == registry.UNCLUSTERED else info.scale
+
 
 LADDER_COLUMNS = [
     "outcome",
@@ -217,9 +233,8 @@ def safe_fit(
     Python warnings raised while fitting are caught and kept in ``fit.warnings``
     (they end up in the ``note`` column instead of flooding the console).
     """
-    from syndesmo.fitting.api import fit
-
-    kwargs = {"nagq": nagq} if engine in ("native", "lme4") else {}
+    info = registry.REGISTRY.get(engine)
+    kwargs = {"nagq": nagq} if info is not None and info.takes_nagq else {}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -307,8 +322,8 @@ def ladder(
     exposures: Sequence[str] = ("w0",),
     confounders: Sequence[str] = (),
     *,
-    engine: str = "native",
-    engines_beside: Sequence[str] = ("gee",),
+    engine: str = registry.DEFAULT_ENGINE,
+    engines_beside: Sequence[str] = (registry.MARGINAL_ENGINE,),
     nagq: int = 1,
     threshold: float = 1,
     readers: str = "mean",
@@ -341,7 +356,9 @@ def ladder(
     if engines is not None:
         engines = [e for e in engines if e != CRUDE_ENGINE]  # logit is step (a) anyway
         if not engines:
-            raise ModelError("ladder: engines must name at least one engine besides 'logit'")
+            raise ModelError(
+                f"ladder: engines must name at least one engine besides {CRUDE_ENGINE!r}"
+            )
         engine, engines_beside = engines[0], tuple(engines[1:])
     res = ladder_result(
         panel,
@@ -378,8 +395,8 @@ def ladder_result(
     exposures: Sequence[str] = ("w0",),
     confounders: Sequence[str] = (),
     *,
-    engine: str = "native",
-    engines_beside: Sequence[str] = ("gee",),
+    engine: str = registry.DEFAULT_ENGINE,
+    engines_beside: Sequence[str] = (registry.MARGINAL_ENGINE,),
     nagq: int = 1,
     threshold: float = 1,
     readers: str = "mean",
@@ -398,19 +415,28 @@ def ladder_result(
     exposures = list(exposures)
     if not exposures:
         raise ModelError("ladder: exposures is empty; name one or more exposures, e.g. ['w0']")
-    unknown = [e for e in dict.fromkeys([engine, *engines_beside]) if e not in ENGINES]
+    unknown = [e for e in dict.fromkeys([engine, *engines_beside]) if e not in registry.REGISTRY]
     if unknown:
-        raise ModelError(f"ladder: unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
+        raise ModelError(
+            f"ladder: unknown engine(s) {unknown}; choose from {', '.join(registry.REGISTRY)}"
+        )
     if engine == CRUDE_ENGINE:
         raise ModelError(
             f"engine {CRUDE_ENGINE!r} is step (a) of the ladder; give a GLMM engine "
-            f"({', '.join(CONDITIONAL_ENGINES)}) as engine"
+            f"({', '.join(conditional_engines())}) as engine"
         )
     engines = list(dict.fromkeys([engine, *engines_beside]))
     # every name that becomes formula text is checked as a term before anything runs
     check_term(outcome, "outcome")
     check_term(treatment, "treatment")
     covariate_columns(confounders, "confounder")
+    for e in engines:
+        info = registry.REGISTRY.get(e)
+        if info is not None and info.family != registry.BINOMIAL:
+            raise ModelError(
+                f"engine {e!r} models a {info.family} outcome; the ladder's outcomes are "
+                f"0/1: choose from {', '.join(registry.engine_names(family=registry.BINOMIAL))}"
+            )
     confounders = [c for c in confounders if c != treatment]
     covariates = [treatment, *confounders]
     rows: list[dict] = []
@@ -455,7 +481,7 @@ def ladder_result(
                 else:
                     fitted = safe_fit(formula, frame, eng, nagq)
                     row = fit_row(fitted)
-                    if not isinstance(fitted, str) and eng in CONDITIONAL_ENGINES:
+                    if not isinstance(fitted, str) and eng in conditional_engines():
                         row["log_or_marginal"] = implied_marginal_log_or(fitted, frame)
                     if keep_fits and not isinstance(fitted, str):
                         fits[(outcome, exposure, step, eng)] = fitted
@@ -472,7 +498,7 @@ def ladder_result(
                         "step": step,
                         "step_label": STEP_LABELS[step],
                         "engine": eng,
-                        "scale": "conditional" if eng in CONDITIONAL_ENGINES else "marginal",
+                        "scale": ladder_scale(eng),
                         "formula": formula,
                         **row,
                     }
@@ -500,10 +526,13 @@ class SpecFit:
 
 
 def vu_formula(outcome: str, covariates: Sequence[str], engine: str, per_reader: bool) -> str:
-    """``outcome ~ mri + covariates [+ C(reader)] + (1|patient)``; no bar for ``logit``."""
+    """``outcome ~ mri + covariates [+ C(reader)] + (1|patient)``; no bar for an engine
+    that ignores clustering (``logit``)."""
     terms = ["mri", *covariates, *(["C(reader)"] if per_reader else [])]
     rhs = " + ".join(terms)
-    return f"{outcome} ~ {rhs}" + ("" if engine == CRUDE_ENGINE else " + (1|patient)")
+    info = registry.REGISTRY.get(engine)
+    bar = info is None or info.needs_group
+    return f"{outcome} ~ {rhs}" + (" + (1|patient)" if bar else "")
 
 
 def spec_patient_level(panel, spec, exposure: str):
@@ -569,7 +598,7 @@ def fit_spec(panel, spec) -> list[SpecFit]:
             if not len(fitted.ledger):
                 fitted.ledger = ledger
         table = fitted.odds_ratios().rename_axis("term").reset_index()
-        measure = "RR" if fitted.engine in ("poisson", "negbin") else "OR"
+        measure = registry.get_engine(fitted.engine).measure
         table = table.rename(columns={"OR": measure})
         shown = table.assign(
             **{

@@ -15,6 +15,7 @@ import pandas as pd
 
 from syndesmo.analysis.ladder import LadderResult, build_frame, check_frame, fit_row, safe_fit
 from syndesmo.analysis.patient import patient_level
+from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import exposure_label, outcome_label
 
@@ -24,8 +25,8 @@ def compare_levels(
     exposure: str = "w0",
     *,
     adjust: Sequence[str] = ("arm",),
-    engine: str = "native",
-    beside: Sequence[str] = ("gee",),
+    engine: str = registry.DEFAULT_ENGINE,
+    beside: Sequence[str] = (registry.MARGINAL_ENGINE,),
     nagq: int = 1,
     threshold: float = 1,
     readers: str = "mean",
@@ -60,8 +61,8 @@ def compare_levels_result(
     exposure: str = "w0",
     *,
     adjust: Sequence[str] = ("arm",),
-    engine: str = "native",
-    beside: Sequence[str] = ("gee",),
+    engine: str = registry.DEFAULT_ENGINE,
+    beside: Sequence[str] = (registry.MARGINAL_ENGINE,),
     nagq: int = 1,
     threshold: float = 1,
     readers: str = "mean",
@@ -110,7 +111,7 @@ def compare_levels_result(
                 "exposure": exposure,
                 "exposure_label": exposure_label(exposure),
                 "engine": eng,
-                "measure": "OR",
+                "measure": registry.ODDS_RATIO,
                 "estimate": r["OR"],
                 "lower": r["lower"],
                 "upper": r["upper"],

@@ -20,10 +20,8 @@ import pandas as pd
 from scipy import special
 
 from syndesmo.errors import SyndesmoError
+from syndesmo.fitting import registry
 from syndesmo.fitting.results import FitResult
-
-#: Engines giving population-averaged (marginal) ORs for clustered data.
-MARGINAL_ENGINES = ("gee",)
 
 #: 16*sqrt(3)/(15*pi), squared: the constant of the logistic-normal approximation
 #: beta_PA ~= beta_SS / sqrt(1 + c^2 sigma^2) (Zeger, Liang & Albert, Biometrics
@@ -135,7 +133,8 @@ def attenuation_table(table: pd.DataFrame, glmm_engine: str | None = None) -> pd
     cond = table[table["scale"].eq("conditional") & table["step"].ne("a")]
     if glmm_engine is not None:
         cond = cond[cond["engine"].eq(glmm_engine)]
-    marg = table[table["engine"].isin(MARGINAL_ENGINES)]
+    # engines giving population-averaged (marginal) ORs for clustered data
+    marg = table[table["engine"].isin(registry.engine_names(scale=registry.MARGINAL))]
     keys = ["outcome", "exposure", "exposure_label", "step", "step_label"]
     merged = cond[[*keys, "engine", "log_or", "OR", "sigma", "log_or_marginal"]].merge(
         marg[[*keys, "log_or", "OR"]], on=keys, suffixes=("_glmm", "_gee")

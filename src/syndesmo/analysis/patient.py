@@ -3,13 +3,15 @@
 van der Heijde et al. (Ann Rheum Dis 2012;71:369-73) reported a patient-level
 analysis beside the VU-level models; it ignores where in the spine the
 inflammation and the new bone are. ``patient_frame`` builds the one-row-per-patient
-frame (with a ledger of the patients left out), ``patient_level`` fits a logistic
-model or, for counts, a Poisson or negative binomial model with an offset
-(``fit_count``); ``PatientLevel`` holds the result.
+frame (with a ledger of the patients left out), ``patient_level`` fits, through
+``sy.fit``, a logistic model or, for counts, a Poisson or negative binomial model with
+an offset (the count engines of ``syndesmo.engines.counts``); ``PatientLevel`` holds
+the result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.derive.frame import arm_column
 from syndesmo.derive.vu_tables import vu_exposures, vu_outcomes, vu_scores
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.fitting import registry
+from syndesmo.fitting.api import fit as fit_model
 from syndesmo.fitting.formula import covariate_columns
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
@@ -37,6 +41,8 @@ from syndesmo.vocabulary import (
 
 #: How VU exposures are summed up per patient (``syndesmo.vocabulary.SUMMARIES``).
 SUMMARY_WORDS = SUMMARIES
+#: Patient outcomes that are counts (modelled with an offset, as rate ratios).
+COUNT_OUTCOMES = ("n_new",)
 
 
 @dataclass
@@ -54,7 +60,9 @@ class PatientLevel:
     @property
     def measure(self) -> str:
         """``OR`` for logistic models, ``RR`` (rate ratio) for count models."""
-        return "RR" if self.fit is not None and self.fit.engine in ("poisson", "negbin") else "OR"
+        if self.fit is None:
+            return registry.ODDS_RATIO
+        return registry.get_engine(self.fit.engine).measure
 
     def to_frame(self, level: float = 0.95) -> pd.DataFrame:
         """One row: exposure, outcome, model, estimate with CI and p, patients, events."""
@@ -83,6 +91,15 @@ class PatientLevel:
             }
         )
         return pd.DataFrame([row])
+
+
+def patient_engines() -> tuple[str, ...]:
+    """Engines for one row per patient: those that ignore clustering, 0/1 or counts."""
+    return registry.engine_names(scale=registry.UNCLUSTERED)
+
+
+def _binomial_engines() -> list[str]:
+    return [e for e in patient_engines() if registry.get_engine(e).family == registry.BINOMIAL]
 
 
 def patient_exposure_label(exposure: str, summary: str) -> str:
@@ -291,21 +308,30 @@ def patient_level(
 ) -> PatientLevel:
     """A patient-level model of ``outcome`` on the patient ``exposure``, adjusted.
 
-    ``engine``: ``logit`` (default for 0/1 outcomes; statsmodels through
-    ``syndesmo.fit``), ``poisson`` or ``negbin`` (default for ``n_new``; log link
-    with offset log(VUs at risk), so the estimate is a rate ratio per VU at risk).
-    See ``patient_frame`` for the exposures and outcomes (and ``reference_arm``). A
-    model that cannot be fitted (no variation, no events) gives ``fit=None`` and the
-    reason in ``note``.
+    ``engine``: ``logit`` (default for 0/1 outcomes) or, for the count ``n_new``,
+    ``poisson`` or ``negbin`` (default), with offset log(VUs at risk) so the estimate
+    is a rate ratio per VU at risk: any engine of ``sy.available_engines()`` that
+    ignores clustering, of the binomial family for 0/1 outcomes and of a count
+    family for ``n_new``; all are fitted through ``syndesmo.fit``. See
+    ``patient_frame`` for the exposures and outcomes (and ``reference_arm``). A model
+    that cannot be fitted (no variation, no events) gives ``fit=None`` and the reason in ``note``.
     """
+    counts = outcome in COUNT_OUTCOMES
     if engine is None:
-        engine = "negbin" if outcome == "n_new" else "logit"
-    if engine not in ("logit", "poisson", "negbin"):
-        raise ModelError(f"patient-level engine {engine!r}; choose logit, poisson or negbin")
-    if engine == "logit" and outcome == "n_new":
-        raise ModelError("outcome 'n_new' is a count: use engine 'poisson' or 'negbin'")
-    if engine != "logit" and outcome != "n_new":
-        raise ModelError(f"outcome {outcome!r} is 0/1: use engine 'logit'")
+        engine = registry.COUNT_ENGINE if counts else registry.CRUDE_ENGINE
+    allowed = patient_engines()
+    if engine not in allowed:
+        raise ModelError(f"patient-level engine {engine!r}; choose {', '.join(allowed)}")
+    binomial = registry.get_engine(engine).family == registry.BINOMIAL
+    if binomial and counts:
+        count_engines = [e for e in allowed if e not in _binomial_engines()]
+        raise ModelError(
+            f"outcome {outcome!r} is a count: use engine {' or '.join(map(repr, count_engines))}"
+        )
+    if not binomial and not counts:
+        raise ModelError(
+            f"outcome {outcome!r} is 0/1: use engine {' or '.join(map(repr, _binomial_engines()))}"
+        )
     frame = patient_frame(
         panel,
         exposure,
@@ -321,14 +347,19 @@ def patient_level(
     note = _patient_problem(frame.data, exposure, summary)
     fit: FitResult | None = None
     if not note:
+        rhs = " + ".join(["exposure", *adjust])
         try:
-            if engine == "logit":
-                from syndesmo.fitting.api import fit as fit_model
-
-                rhs = " + ".join(["exposure", *adjust])
-                fit = fit_model(f"outcome ~ {rhs}", frame, engine="logit")
+            if counts:
+                fit = fit_model(
+                    f"outcome ~ {rhs}",
+                    frame,
+                    engine=engine,
+                    offset=np.log(frame["n_at_risk"].to_numpy(dtype=float)),
+                )
+                # the offset is an argument, not a term: say so where the formula is shown
+                fit = dataclasses.replace(fit, formula=f"{fit.formula} + offset(log(n_at_risk))")
             else:
-                fit = fit_count(frame.data, adjust, engine)
+                fit = fit_model(f"outcome ~ {rhs}", frame, engine=engine)
         except EngineUnavailableError:
             raise
         except (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:
@@ -356,49 +387,3 @@ def _patient_problem(frame: pd.DataFrame, exposure: str, summary: str) -> str:
     if (y > 0).all() or (y == 0).all():
         return "the patient outcome does not vary"
     return ""
-
-
-def fit_count(frame: pd.DataFrame, adjust: Sequence[str], engine: str) -> FitResult:
-    """Poisson or negative-binomial regression of ``outcome`` (a count) on the exposure.
-
-    Offset log(``n_at_risk``): the estimate is a rate ratio per VU at risk. The
-    negative binomial (NB2) estimates its dispersion ``alpha`` by maximum likelihood
-    (statsmodels ``NegativeBinomial``); ``alpha`` is in ``fit.extra``.
-    """
-    import statsmodels.api as sm
-    from statsmodels.discrete.discrete_model import NegativeBinomial
-
-    from syndesmo.fitting.design import model_matrix
-
-    rhs = " + ".join(["exposure", *adjust])
-    # the checked formula grammar of sy.fit, not patsy (which would evaluate Python)
-    X, names = model_matrix(f"outcome ~ {rhs}", frame)
-    endog = frame["outcome"].to_numpy(dtype=float)
-    offset = np.log(frame["n_at_risk"].to_numpy(dtype=float))
-    if engine == "poisson":
-        model = sm.GLM(endog, X, family=sm.families.Poisson(), offset=offset)
-        res = model.fit()
-        params = pd.Series(np.asarray(res.params), index=names)
-        vcov = pd.DataFrame(np.asarray(res.cov_params()), index=names, columns=names)
-        converged, alpha, loglik = bool(res.converged), math.nan, float(res.llf)
-    else:
-        exog = pd.DataFrame(X, columns=names)
-        model = NegativeBinomial(endog, exog, loglike_method="nb2", offset=offset)
-        res = model.fit(disp=0, maxiter=200)
-        params = pd.Series(np.asarray(res.params)[: len(names)], index=names)
-        cov = np.asarray(res.cov_params())[: len(names), : len(names)]
-        vcov = pd.DataFrame(cov, index=names, columns=names)
-        converged = bool(res.mle_retvals.get("converged", True))
-        alpha, loglik = float(np.asarray(res.params)[-1]), float(res.llf)
-    return FitResult(
-        engine=engine,
-        formula=f"outcome ~ {rhs} + offset(log(n_at_risk))",
-        params=pd.Series(params),
-        vcov=pd.DataFrame(vcov),
-        n_obs=len(frame),
-        loglik=loglik,
-        converged=converged,
-        convergence_message="" if converged else "optimiser did not converge",
-        n_events=int(frame["outcome"].sum()),
-        extra={"alpha": alpha},
-    )

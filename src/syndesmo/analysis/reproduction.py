@@ -24,6 +24,7 @@ from syndesmo.analysis.marginal import attenuation_table
 from syndesmo.analysis.specs import ModelSpec
 from syndesmo.derive.vu_tables import spine_profile
 from syndesmo.errors import DeriveError, SpecError
+from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.numbers import fmt_ratio
 from syndesmo.vocabulary import (
@@ -228,7 +229,7 @@ def levels_table(ladder: pd.DataFrame, patient: pd.DataFrame) -> pd.DataFrame:
             "exposure": vu["exposure"],
             "exposure_label": vu["exposure_label"],
             "outcome_label": outcome_label("new_syndesmophyte"),
-            "model": vu["engine"].map(_MODEL_WORDS).fillna(vu["engine"]),
+            "model": vu["engine"].map(_model_words),
             "measure": "OR",
             "estimate": vu["OR"],
             "lower": vu["lower"],
@@ -246,7 +247,7 @@ def levels_table(ladder: pd.DataFrame, patient: pd.DataFrame) -> pd.DataFrame:
             "exposure": patient["exposure"],
             "exposure_label": patient["exposure_label"],
             "outcome_label": patient["outcome_label"],
-            "model": patient["engine"].map(_MODEL_WORDS).fillna(patient["engine"]),
+            "model": patient["engine"].map(_model_words),
             "measure": patient["measure"],
             "estimate": patient["estimate"],
             "lower": patient["lower"],
@@ -266,15 +267,14 @@ def levels_table(ladder: pd.DataFrame, patient: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-_MODEL_WORDS = {
-    "native": "GLMM, adjusted for treatment",
-    "lme4": "GLMM (lme4), adjusted for treatment",
-    "bayes": "Bayesian GLMM, adjusted for treatment",
-    "gee": "GEE, adjusted for treatment",
-    "logit": "logistic, adjusted for treatment",
-    "poisson": "Poisson (per VU at risk), adjusted for treatment",
-    "negbin": "negative binomial (per VU at risk), adjusted for treatment",
-}
+def _model_words(engine: str) -> str:
+    """Words for a model adjusted for treatment, e.g. 'GEE, adjusted for treatment';
+    a rate-ratio model of the patient level is per VU at risk (its offset)."""
+    info = registry.REGISTRY.get(engine)
+    if info is None:
+        return engine
+    per = " (per VU at risk)" if info.measure == registry.RATE_RATIO else ""
+    return f"{info.label}{per}, adjusted for treatment"
 
 
 def headline_table(ladder: pd.DataFrame) -> pd.DataFrame:
@@ -289,15 +289,16 @@ def headline_table(ladder: pd.DataFrame) -> pd.DataFrame:
             "VUs (events)": f"{sub['n_vus'].iloc[0]} ({sub['events'].iloc[0]})",
         }
         for r in sub.itertuples(index=False):
-            name = (
-                "crude" if r.step == "a" else f"({r.step}) {_ENGINE_SHORT.get(r.engine, r.engine)}"
-            )
+            name = "crude" if r.step == "a" else f"({r.step}) {_engine_short(r.engine)}"
             row[name] = fmt_ratio(r.OR, r.lower, r.upper)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-_ENGINE_SHORT = {"native": "GLMM", "lme4": "GLMM", "bayes": "Bayes", "gee": "GEE"}
+def _engine_short(engine: str) -> str:
+    """The engine's column heading in the headline table (``GLMM``, ``GEE``, …)."""
+    info = registry.REGISTRY.get(engine)
+    return engine if info is None else info.short
 
 
 def descriptive_tables(

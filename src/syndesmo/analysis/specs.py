@@ -9,7 +9,7 @@ A spec says what to model, not how the numbers come out::
     exposure = ["w0", "w24", "any"]       # one name or a list (the exposure grammar)
     threshold = 1                         # ASspiMRI-a score that counts as inflamed
     covariates = ["arm", "baseline_corner", "region"]   # or log(crp), scale(age), ...
-    engine = "native"                     # vu: native | lme4 | gee | logit | bayes
+    engine = "native"                     # vu: native | lme4 | gee | logit | bayes | clogit
     nagq = 1                              # 1 = Laplace; > 1 adaptive Gauss-Hermite
     readers = "mean"                      # how two x-ray readers are combined
     beside = ["gee"]                      # engines fitted beside the GLMM in the ladder
@@ -24,7 +24,9 @@ placebo-like arm (``placebo``, ``PBO``, ``control``, any case) is the reference.
 Patient-level specs (``level = "patient"``) take ``outcome`` = ``any_new`` |
 ``n_new`` | ``msasss_progression``, ``summary`` = ``any`` | ``count`` | ``total``
 (how VU exposures are summed up per patient) and ``engine`` = ``logit`` |
-``poisson`` | ``negbin``.
+``poisson`` | ``negbin``. The engines allowed at each level come from the registry
+(``sy.available_engines()``): at the VU level those of the binomial family, at the
+patient level those that ignore clustering.
 
 ``load_spec`` raises ``SpecError`` naming the file, the key and the allowed keys or
 values. Each covariate becomes formula text, so it must be a column name or an
@@ -51,7 +53,7 @@ else:  # pragma: no cover - Python 3.10
 
 from syndesmo.checks import check_choice, check_nagq, check_number
 from syndesmo.errors import DeriveError, ModelError, SpecError
-from syndesmo.fitting.api import MAX_NAGQ
+from syndesmo.fitting import registry
 from syndesmo.fitting.formula import check_term
 from syndesmo.resources import shipped_specs_candidates
 from syndesmo.vocabulary import (
@@ -65,10 +67,30 @@ from syndesmo.vocabulary import (
 )
 
 LEVELS = ("vu", "patient")
-VU_ENGINES = ("native", "lme4", "gee", "logit", "bayes")
-PATIENT_ENGINES = ("logit", "poisson", "negbin")
-#: Engines that fit a random intercept and so take ``nagq``.
-QUADRATURE_ENGINES = ("native", "lme4")
+#: Largest ``nagq`` of any engine.
+MAX_NAGQ = registry.max_nagq()
+
+
+def vu_engines() -> tuple[str, ...]:
+    """Engines of a VU-level spec: those for a 0/1 outcome (binomial family)."""
+    return registry.engine_names(family=registry.BINOMIAL)
+
+
+def beside_engines() -> tuple[str, ...]:
+    """Engines that may go beside the GLMM in a ladder: binomial, with a grouping bar."""
+    return registry.engine_names(family=registry.BINOMIAL, needs_group=True)
+
+
+def patient_engines() -> tuple[str, ...]:
+    """Engines of a patient-level spec (one row per patient): those ignoring clustering."""
+    return registry.engine_names(scale=registry.UNCLUSTERED)
+
+
+def quadrature_engines() -> tuple[str, ...]:
+    """Engines that integrate a random intercept and so take ``nagq``."""
+    return registry.engine_names(takes_nagq=True)
+
+
 READERS = (*READER_RULES, *READER_ALIASES)
 #: Words that cannot be covariates because the analysis frame uses them itself.
 RESERVED = RESERVED_NAMES
@@ -101,10 +123,10 @@ class ModelSpec:
     exposures: tuple[str, ...] = ("w0",)
     threshold: float = 1
     covariates: tuple[str, ...] = ("arm",)
-    engine: str = "native"
+    engine: str = registry.DEFAULT_ENGINE
     nagq: int = 1
     readers: str = "mean"
-    beside: tuple[str, ...] = ("gee",)
+    beside: tuple[str, ...] = (registry.MARGINAL_ENGINE,)
     summary: str = "any"
     title: str = ""
     reference_arm: str | None = None
@@ -215,23 +237,24 @@ def validate(data: dict[str, Any], source: str = "spec", default_name: str = "")
             f"{source}: covariates {reserved} are reserved names of the analysis frame "
             f"({', '.join(RESERVED)})"
         )
-    engines = VU_ENGINES if level == "vu" else PATIENT_ENGINES
-    default_engine = "native" if level == "vu" else "logit"
+    engines = vu_engines() if level == "vu" else patient_engines()
+    default_engine = registry.DEFAULT_ENGINE if level == "vu" else registry.CRUDE_ENGINE
     engine = _choice(
         f"{source} (level {level!r})", "engine", data.get("engine", default_engine), engines
     )
     nagq = check_nagq(data.get("nagq", 1), MAX_NAGQ, error=SpecError, where=source)
-    if nagq > 1 and engine not in QUADRATURE_ENGINES:
+    if nagq > 1 and engine not in quadrature_engines():
         raise SpecError(
-            f"{source}: nagq = {nagq} needs a GLMM engine ({', '.join(QUADRATURE_ENGINES)}); "
+            f"{source}: nagq = {nagq} needs a GLMM engine ({', '.join(quadrature_engines())}); "
             f"engine {engine!r} has no random-effect integral"
         )
     readers = _choice(source, "readers rule", data.get("readers", "mean"), READERS)
-    beside = _str_list(source, "beside", data.get("beside", ["gee"] if level == "vu" else []))
+    default_beside = [registry.MARGINAL_ENGINE] if level == "vu" else []
+    beside = _str_list(source, "beside", data.get("beside", default_beside))
     if level == "patient" and beside:
         raise SpecError(f"{source}: beside is for VU-level specs only")
     for e in beside:
-        _choice(source, "beside", e, tuple(x for x in VU_ENGINES if x != "logit"))
+        _choice(source, "beside", e, beside_engines())
     summary = _choice(source, "summary", data.get("summary", "any"), SUMMARIES)
     if level == "vu" and "summary" in data:
         raise SpecError(f"{source}: summary is for patient-level specs only")

@@ -78,7 +78,11 @@ from scipy.special import gammaln
 from syndesmo.checks import as_int_seed, check_choice, check_int, check_probability
 from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError, warn_user
 from syndesmo.fitting.design import Design, resolve_offset
+from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import FitResult, _check_level
+
+#: This engine's name, as the registry lists it.
+ENGINE = name_for(f"{__name__}:fit_bayes")
 
 DEFAULT_SLOPE_SCALE = 2.5  # Gelman et al. (2008): per 0/1 contrast or per 2 SD
 DEFAULT_INTERCEPT_SCALE = 2.5  # rstanarm: normal(0, 2.5) on the centred intercept
@@ -395,7 +399,7 @@ def _aggregate(
     return _Cells(cell_x, ys, ns, cell_groups, cell_offset)
 
 
-def _validate(design: Design, data_used: pd.DataFrame | None) -> tuple[np.ndarray, ...]:
+def _validate(design: Design) -> tuple[np.ndarray, ...]:
     X = np.asarray(design.X, dtype=float)
     y = np.asarray(design.y, dtype=float).reshape(-1)
     n = np.asarray(design.trials, dtype=float).reshape(-1)
@@ -404,10 +408,10 @@ def _validate(design: Design, data_used: pd.DataFrame | None) -> tuple[np.ndarra
             f"design arrays disagree: X {X.shape}, y {y.size}, trials {n.size}, "
             f"{len(design.names)} names"
         )
-    if data_used is not None and len(data_used) != X.shape[0]:
+    if design.data is not None and len(design.data) != X.shape[0]:
         raise ModelError(
-            f"data_used has {len(data_used)} rows but the design has {X.shape[0]}; pass the "
-            "rows build_design kept"
+            f"design.data has {len(design.data)} rows but the design has {X.shape[0]}; it "
+            "must hold the rows build_design kept"
         )
     if design.groups is not None and np.asarray(design.groups).size != y.size:
         raise ModelError(f"group codes of '{design.group}' do not match the rows of the design")
@@ -445,7 +449,7 @@ def _backend():
             import pytensor.tensor as pt
     except ImportError as exc:
         raise EngineUnavailableError(
-            f"engine 'bayes' needs PyMC and ArviZ: pip install 'syndesmo[bayes]' ({exc})"
+            f"engine {ENGINE!r} needs PyMC and ArviZ: pip install 'syndesmo[bayes]' ({exc})"
         ) from exc
     return pm, pt, az
 
@@ -598,8 +602,9 @@ def _pointwise_loglik(X, y, n, groups, beta, u, offset=None) -> np.ndarray:
 
 def fit_bayes(
     design: Design,
-    data_used: pd.DataFrame | None = None,
     *,
+    nagq: int | None = None,
+    offset: np.ndarray | None = None,
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
@@ -613,7 +618,6 @@ def fit_bayes(
     rhat_max: float = RHAT_MAX,
     ess_min: float = ESS_MIN,
     nuts_sampler: str = "pymc",
-    offset: np.ndarray | None = None,
 ) -> BayesFitResult:
     """Fit the binomial-logit random-intercept model of ``design`` by NUTS.
 
@@ -629,14 +633,16 @@ def fit_bayes(
     log-likelihood per row in ``idata`` (for ``arviz.loo``; chains·draws·rows floats).
     ``rhat_max`` and ``ess_min`` are the convergence thresholds. ``nuts_sampler``
     picks PyMC's own NUTS or an installed external one (nutpie, numpyro, blackjax).
-    ``data_used`` (the rows ``build_design`` kept) is only checked against the design.
-    ``offset`` (one number per row; default ``design.offset``) is a known term of the
-    linear predictor.
+    ``design.data`` (the rows ``build_design`` kept), when present, is only checked
+    against the design. ``offset`` (one number per row; default ``design.offset``) is a
+    known term of the linear predictor; ``nagq`` is part of the engine contract and
+    must be left unset (the random intercepts are sampled).
     """
     _check_options(draws, tune, chains, cores, target_accept, nuts_sampler)
     if not isinstance(hdi, bool):
         raise ModelError(f"hdi must be True or False, got {hdi!r}")
-    X, y, n = _validate(design, data_used)
+    check_call(ENGINE, nagq, offset)
+    X, y, n = _validate(design)
     resolved = resolve_priors(design, priors)
     sampler_seed = _sampler_seed(seed)
     groups = None if design.groups is None else np.asarray(design.groups, dtype=np.int64)
@@ -693,7 +699,7 @@ def fit_bayes(
     if problems:
         message = "; ".join(problems)
         fit_warnings.append(f"MCMC diagnostics fail: {message}")
-        warn_user(f"engine 'bayes': MCMC diagnostics fail: {message}", ConvergenceWarning)
+        warn_user(f"engine {ENGINE!r}: MCMC diagnostics fail: {message}", ConvergenceWarning)
     else:
         message = ""
     separated = _separated(cells.X, cells.y, cells.n, names)
@@ -705,7 +711,7 @@ def fit_bayes(
         )
 
     return BayesFitResult(
-        engine="bayes",
+        engine=ENGINE,
         formula=design.formula,
         params=params,
         vcov=vcov,

@@ -43,7 +43,11 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, IterationLimitWa
 from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
+from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import FitResult
+
+#: This engine's name, as the registry lists it.
+ENGINE = name_for(f"{__name__}:fit_gee")
 
 CORSTRS = ("exchangeable", "independence")
 
@@ -62,11 +66,12 @@ class _Diagnosis:
 
 def fit_gee(
     design: Design,
+    *,
+    nagq: int | None = None,
+    offset: np.ndarray | None = None,
     maxiter: int = 100,
     ctol: float = 1e-8,
     corstr: str = "exchangeable",
-    *,
-    offset: np.ndarray | None = None,
 ) -> FitResult:
     """Fit ``design`` by GEE with clusters given by ``design.groups``.
 
@@ -79,7 +84,9 @@ def fit_gee(
     finite, the working correlation leaves its admissible range or a coefficient
     exceeds ±30 on the logit scale. ``offset`` (one number per row; default
     ``design.offset``) is a known term of the linear predictor, as geepack's ``offset``.
+    ``nagq`` is part of the engine contract and must be left unset (or ``nagq=1``).
     """
+    check_call(ENGINE, nagq, offset)
     _check_inputs(design, maxiter, ctol, corstr)
     offset = resolve_offset(design, offset)
     check_rank(design.X, design.names)
@@ -132,7 +139,7 @@ def fit_gee(
     converged = not diagnosis.reasons
     message = "" if converged else "; ".join(dict.fromkeys(diagnosis.reasons))
     return FitResult(
-        engine="gee",
+        engine=ENGINE,
         formula=design.formula,
         params=pd.Series(params, index=names, name="estimate"),
         vcov=pd.DataFrame(cov_robust, index=names, columns=names),

@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from syndesmo.checks import check_nagq
 from syndesmo.errors import EngineUnavailableError, ModelError
 from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
+from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import FitResult
 
-#: lme4's range for nAGQ with one scalar random effect.
-MAX_NAGQ = 25
+#: This engine's name, as the registry lists it.
+ENGINE = name_for(f"{__name__}:fit_lme4")
 
 INSTALL_HINT = (
     "install R with lme4 (Debian: apt-get install r-base-core r-cran-lme4 "
@@ -173,25 +173,44 @@ def _r_formula(design: Design, use_intercept: bool, counts: bool, offset: bool) 
 
 
 def fit_lme4(
-    design: Design,
-    data_used: pd.DataFrame | None = None,
-    nagq: int = 1,
-    *,
-    offset: np.ndarray | None = None,
+    design: Design, *, nagq: int | None = None, offset: np.ndarray | None = None
 ) -> FitResult:
     """Fit ``design`` with R's ``lme4::glmer`` (Laplace for ``nagq=1``, else adaptive GHQ).
 
-    ``data_used`` (the input rows the design kept) is optional and only checked for
-    length: R is given the design's own matrices so that names align with the other
-    engines. ``offset`` (one number per row; default ``design.offset``) enters the R
-    formula as ``offset(off)``. ``extra["r_seconds"]`` is R's own elapsed time for
-    ``glmer``.
+    R is given the design's own matrices so that names align with the other engines;
+    ``design.data`` (the input rows the design kept), when present, is only checked
+    against the design. ``offset`` (one number per row; default ``design.offset``)
+    enters the R formula as ``offset(off)``. ``extra["r_seconds"]`` is R's own elapsed
+    time for ``glmer``.
+
+    Parameters
+    ----------
+    design : Design
+        Model matrices with a random-intercept bar.
+    nagq : int, optional
+        lme4's ``nAGQ``: 1 (Laplace, the default) to 25.
+    offset : numpy.ndarray, optional
+        A known term of the linear predictor; default ``design.offset``.
+
+    Returns
+    -------
+    FitResult
+        The glmer fit, with lme4's warnings in ``warnings``.
+
+    Raises
+    ------
+    ModelError
+        For a design without a bar, a bad ``nagq``, or a fit R refuses.
+    EngineUnavailableError
+        If R, rpy2 or lme4 cannot be loaded.
     """
+    nagq = check_call(ENGINE, nagq, offset)
     if design.groups is None:
         raise ModelError("the lme4 engine needs a random intercept: add (1|group) to the formula")
-    if data_used is not None and len(data_used) != design.n_obs:
-        raise ModelError(f"data_used has {len(data_used)} rows but the design has {design.n_obs}")
-    nagq = check_nagq(nagq, MAX_NAGQ)
+    if design.data is not None and len(design.data) != design.n_obs:
+        raise ModelError(
+            f"design.data has {len(design.data)} rows but the design has {design.n_obs}"
+        )
     offset = resolve_offset(design, offset)
     # lme4 drops a constant or collinear column with a message and fits the rest; the
     # other engines refuse such a design, naming the term: one behaviour for all.
@@ -250,7 +269,7 @@ def fit_lme4(
         )
 
     return FitResult(
-        engine="lme4",
+        engine=ENGINE,
         formula=design.formula,
         params=pd.Series(beta, index=names, name="estimate"),
         vcov=pd.DataFrame(vcov, index=names, columns=names),

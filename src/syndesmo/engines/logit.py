@@ -22,15 +22,42 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
+from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import FitResult
 
+#: This engine's name, as the registry lists it.
+ENGINE = name_for(f"{__name__}:fit_logit")
 
-def fit_logit(design: Design, maxiter: int = 100, *, offset: np.ndarray | None = None) -> FitResult:
+
+def fit_logit(
+    design: Design, *, nagq: int | None = None, offset: np.ndarray | None = None, maxiter: int = 100
+) -> FitResult:
     """Fit ``design`` by maximum likelihood, ignoring any grouping factor.
 
-    ``offset`` (one number per row of the design; default ``design.offset``) is a
-    known term of the linear predictor, as R's ``glm(..., offset = )``.
+    Parameters
+    ----------
+    design : Design
+        The model matrices (``syndesmo.fitting.design.build_design``).
+    nagq : None
+        Part of the engine contract: this engine has no quadrature (``nagq`` 1 or
+        ``None``).
+    offset : numpy.ndarray, optional
+        A known term of the linear predictor, one number per row (default
+        ``design.offset``), as R's ``glm(..., offset = )``.
+    maxiter : int
+        Newton (0/1 outcome) or IRLS (binomial counts) iterations at most.
+
+    Returns
+    -------
+    FitResult
+        With ``loglik`` as R's ``logLik(glm(..., family = binomial))``.
+
+    Raises
+    ------
+    ModelError
+        For ``nagq`` above 1 or rank-deficient columns.
     """
+    check_call(ENGINE, nagq, offset)
     X, y, n = design.X, design.y, design.trials
     offset = resolve_offset(design, offset)
     check_rank(X, design.names)
@@ -71,7 +98,7 @@ def fit_logit(design: Design, maxiter: int = 100, *, offset: np.ndarray | None =
     params = pd.Series(np.asarray(res.params), index=names, name="estimate")
     vcov = pd.DataFrame(np.asarray(res.cov_params()), index=names, columns=names)
     return FitResult(
-        engine="logit",
+        engine=ENGINE,
         formula=design.formula,
         params=params,
         vcov=vcov,

@@ -37,7 +37,10 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from syndesmo.engines.logit import ENGINE as LOGIT
+from syndesmo.engines.native.engine import ENGINE as NATIVE
 from syndesmo.errors import ModelError, warn_user
+from syndesmo.fitting import registry
 
 if TYPE_CHECKING:
     from syndesmo.fitting.results import FitResult
@@ -70,7 +73,7 @@ def profile_conf_int(fit: FitResult, level: float = 0.95) -> pd.DataFrame:
 
 def profile_sigma_conf_int(fit: FitResult, level: float = 0.95) -> pd.DataFrame:
     """Profile-likelihood interval of the random-intercept SD: one row ``sigma``."""
-    if fit.engine != "native":
+    if fit.engine != NATIVE:
         _profiler(fit)  # raises the engine's own error first
         raise ModelError(f"engine {fit.engine!r} has no random-intercept SD to profile")
     key = ("sigma", float(level))
@@ -84,19 +87,22 @@ def profile_sigma_conf_int(fit: FitResult, level: float = 0.95) -> pd.DataFrame:
 
 
 def _profiler(fit: FitResult) -> _NativeProfiler | _LogitProfiler:
-    if fit.engine == "gee":
-        raise ModelError("profile intervals need a likelihood; engine 'gee' has none")
-    if fit.engine not in ("native", "logit"):
+    info = registry.REGISTRY.get(fit.engine)
+    if info is not None and not info.likelihood:
+        raise ModelError(f"profile intervals need a likelihood; engine {fit.engine!r} has none")
+    if info is None or not info.profile or fit.engine not in (NATIVE, LOGIT):
+        able = " and ".join(repr(e) for e in registry.engine_names(profile=True))
         raise ModelError(
-            f"profile intervals are available for the engines 'native' and 'logit', not "
-            f"{fit.engine!r}; refit with engine='native' (same model as lme4's glmer)"
+            f"profile intervals are available for the engines {able}, not "
+            f"{fit.engine!r}; refit with engine={registry.DEFAULT_ENGINE!r} "
+            "(same model as lme4's glmer)"
         )
     if fit.extra.get("design") is None:
         raise ModelError(
             f"this {fit.engine} fit does not keep its design (e.g. a replicate of fit_many), "
             "so it cannot be refitted for profile intervals; refit it with sy.fit"
         )
-    if fit.engine == "native":
+    if fit.engine == NATIVE:
         return _NativeProfiler(fit)
     return _LogitProfiler(fit)
 

@@ -46,6 +46,7 @@ from syndesmo.fitting.formula import (
     parse_formula,
     prepare,
 )
+from syndesmo.fitting.registry import BINOMIAL, FAMILIES
 from syndesmo.ledger import Ledger
 
 STEP = "design"
@@ -53,13 +54,15 @@ STEP = "design"
 
 @dataclass
 class Design:
-    """Model matrices for a binomial-logit model with at most one random intercept.
+    """Model matrices for a model with at most one grouping bar.
 
     ``y`` holds successes and ``trials`` the number of trials per row (all ones for a
-    binary response). ``groups`` are integer codes 0..G-1 of the grouping factor named
-    by the bar term ``(1|group)``, or ``None`` for a model without random effects.
+    binary response); for a count family (``family`` other than binomial) ``y`` is the
+    count and ``trials`` all ones. ``groups`` are integer codes 0..G-1 of the grouping
+    factor named by the bar term ``(1|group)``, or ``None`` for a formula without one.
     ``ledger`` counts the rows of the input that were left out and why. ``rows``
-    holds the 0-based positions (``iloc``) of the input rows that were used.
+    holds the 0-based positions (``iloc``) of the input rows that were used and
+    ``data`` those rows of the input frame (for engines that hand the data on).
     ``offset`` is the known part of the linear predictor, one number per row: the sum
     of the formula's ``offset(...)`` terms and of ``offset=``; ``None`` without any.
     """
@@ -77,6 +80,8 @@ class Design:
     fixed_formula: str = ""
     rows: np.ndarray | None = None
     offset: np.ndarray | None = None
+    family: str = BINOMIAL
+    data: pd.DataFrame | None = None
 
     @property
     def n_obs(self) -> int:
@@ -94,6 +99,7 @@ def build_design(
     trials: str | np.ndarray | None = None,
     ledger: Ledger | None = None,
     offset: str | np.ndarray | None = None,
+    family: str = BINOMIAL,
 ) -> Design:
     """Parse ``formula`` against ``data`` and build the model matrices.
 
@@ -117,6 +123,12 @@ def build_design(
         The rows left out before ``data`` (with a plain DataFrame, e.g.
         ``frame.ledger`` after merging covariates into ``frame.data``).
 
+    family : str
+        The response family of the engine (``syndesmo.fitting.registry``): for
+        ``binomial`` the response must be 0/1 or a count 0..trials with events and
+        non-events; for a count family it must be numeric, and the engine checks the
+        rest.
+
     Returns
     -------
     Design
@@ -139,11 +151,18 @@ def build_design(
         raise ModelError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if len(data) == 0:
         raise ModelError("data has no rows")
+    if family not in FAMILIES:
+        raise ModelError(f"unknown family {family!r}; choose one of: {', '.join(FAMILIES)}")
 
     parsed = parse_formula(formula)  # refuses anything outside the grammar, evaluates nothing
     cbind = parsed.cbind
     if cbind is not None and trials is not None:
         raise ModelError("give binomial counts either as cbind(successes, failures) or as trials=")
+    if family != BINOMIAL and (cbind is not None or trials is not None):
+        raise ModelError(
+            f"binomial trials (cbind() or trials=) do not apply to the {family} family; "
+            "give the count as the response"
+        )
 
     group_vars = _group_vars(parsed)
     used_cols = list(parsed.columns)
@@ -163,7 +182,11 @@ def build_design(
     dm = _design_matrices(prepared.formula, frame, formula)
 
     response = parsed.response
-    y, n = _response(data.iloc[rows], cbind, trials_values, rows, response, index)
+    if family == BINOMIAL:
+        y, n = _response(data.iloc[rows], cbind, trials_values, rows, response, index)
+    else:
+        y = _count_response(data.iloc[rows], response, index)
+        n = np.ones_like(y)
     X, names = _fixed_effects(dm, len(rows), prepared.labels)
     _check_finite(X, names, index)
     total_offset = _total_offset(prepared.offset, offset_values, rows, index, parsed)
@@ -196,6 +219,8 @@ def build_design(
         fixed_formula=fixed_formula(formula),
         rows=rows,
         offset=total_offset,
+        family=family,
+        data=data.iloc[rows],
     )
 
 
@@ -531,7 +556,14 @@ def _response(
     return y, n
 
 
-def _numeric(s: pd.Series, name: str, index: pd.Index) -> np.ndarray:
+def _count_response(kept: pd.DataFrame, name: str, index: pd.Index) -> np.ndarray:
+    """The response of a count family as floats; whole and >= 0 is the engine's check."""
+    return _numeric(kept[name], name, index, need="a count")
+
+
+def _numeric(
+    s: pd.Series, name: str, index: pd.Index, need: str = "0/1 (or a count 0..trials)"
+) -> np.ndarray:
     if s.dtype == bool:
         return s.to_numpy(dtype=float)
     values = pd.to_numeric(pd.Series(np.asarray(s)), errors="coerce").to_numpy(dtype=float)
@@ -539,8 +571,7 @@ def _numeric(s: pd.Series, name: str, index: pd.Index) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ModelError(
-            f"outcome {name!r} must be 0/1 (or a count 0..trials); row {index[i]} "
-            f"has {np.asarray(s)[i]!r}"
+            f"outcome {name!r} must be {need}; row {index[i]} has {np.asarray(s)[i]!r}"
         )
     return values
 

@@ -16,23 +16,52 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from syndesmo.fitting import registry
 from syndesmo.vocabulary import VU_OUTCOMES, outcome_label
 
-#: How each engine is drawn in a forest plot: (label, colour, marker).
-ENGINE_STYLE: dict[str, tuple[str, str, str]] = {
-    "logit": ("logistic, clustering ignored", "#7f7f7f", "D"),
-    "native": ("GLMM, subject-specific", "#1f4e9c", "o"),
-    "lme4": ("GLMM (lme4), subject-specific", "#1f4e9c", "o"),
-    "bayes": ("Bayesian GLMM, subject-specific", "#2a9d3a", "^"),
-    "gee": ("GEE, population-averaged", "#d9731a", "s"),
+#: How an engine's estimates are drawn, by the scale of its coefficients
+#: (``syndesmo.fitting.registry``): (colour, marker). Engines fitting the same kind of
+#: model share a style (native and lme4 give the same numbers), and a new engine is
+#: drawn without an entry here.
+SCALE_STYLE: dict[str, tuple[str, str]] = {
+    registry.CONDITIONAL: ("#1f4e9c", "o"),
+    registry.MARGINAL: ("#d9731a", "s"),
+    registry.UNCLUSTERED: ("#7f7f7f", "D"),
+    registry.WITHIN: ("#b5367a", "v"),
+}
+#: Estimates by posterior sampling, drawn apart from likelihood fits of the same scale.
+POSTERIOR_STYLE = ("#2a9d3a", "^")
+#: Rows of a forest plot that are not engines: (label, colour, marker).
+OTHER_STYLE: dict[str, tuple[str, str, str]] = {
     "patient": ("patient level, logistic", "#8e3a9c", "P"),
 }
+_UNKNOWN_STYLE = ("#444444", "X")
 WEEK_COLOURS = ("#c0392b", "#e8a33d", "#5d8aa8", "#6b6b6b")
 _FONT = 7.5
 
 
-def _style(engine: str) -> tuple[str, str, str]:
-    return ENGINE_STYLE.get(engine, (engine, "#444444", "v"))
+def engine_style(engine: str) -> tuple[str, str, str]:
+    """Legend label, colour and marker of an engine (or of ``"patient"``) in a figure.
+
+    Parameters
+    ----------
+    engine : str
+        An engine name of the registry, or ``"patient"`` for patient-level rows.
+
+    Returns
+    -------
+    tuple of str
+        ``(label, colour, marker)``; the label is the engine's label and scale, e.g.
+        ``"GEE, population-averaged"``.
+    """
+    if engine in OTHER_STYLE:
+        return OTHER_STYLE[engine]
+    info = registry.REGISTRY.get(engine)
+    if info is None:
+        return (engine, *_UNKNOWN_STYLE)
+    if info.estimation == registry.POSTERIOR:
+        return (info.words, *POSTERIOR_STYLE)
+    return (info.words, *SCALE_STYLE.get(info.scale, _UNKNOWN_STYLE))
 
 
 def _x_limits(lower: np.ndarray, upper: np.ndarray, est: np.ndarray) -> tuple[float, float]:
@@ -143,7 +172,7 @@ def forest_plot(
             m = len(draw)
             for j, (engine, est, lo, hi) in enumerate(draw):
                 off = 0.0 if m == 1 else 0.36 * (j / (m - 1) - 0.5)
-                _, colour, marker = _style(engine)
+                _, colour, marker = engine_style(engine)
                 _draw_interval(ax, y - off, est, lo, hi, xlim, colour, marker)
                 if engine not in engines_seen and np.isfinite(est):
                     engines_seen.append(engine)
@@ -164,8 +193,8 @@ def forest_plot(
     for ax in axes[1:]:
         ax.tick_params(axis="y", length=0)
     handles = [
-        Line2D([], [], color=_style(e)[1], marker=_style(e)[2], lw=1.1, ms=5, label=_style(e)[0])
-        for e in engines_seen
+        Line2D([], [], color=colour, marker=marker, lw=1.1, ms=5, label=label)
+        for label, colour, marker in map(engine_style, engines_seen)
     ]
     fig.legend(
         handles=handles,
@@ -316,17 +345,18 @@ def power_curve_plot(
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(7.2, 2.6 * nrows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
-    colour_of = {"vu": "native", "gee": "gee", "patient": "patient", "logit": "logit"}
+    # the power analyses "gee" and the crude one are named after their engines
+    colour_of = {"vu": registry.DEFAULT_ENGINE}
     labels = {
         "vu": "VU level, GLMM",
-        "gee": "VU level, GEE",
+        registry.MARGINAL_ENGINE: "VU level, GEE",
         "patient": "patient level, logistic",
-        "logit": "VU level, crude logistic",
+        registry.CRUDE_ENGINE: "VU level, crude logistic",
     }
     handles: dict[str, Line2D] = {}
     for ax, (key, sub) in zip(axes, groups, strict=False):
         for analysis, lines in sub.groupby("analysis", sort=False):
-            _, colour, marker = _style(colour_of.get(analysis, analysis))
+            _, colour, marker = engine_style(colour_of.get(analysis, analysis))
             lines = lines.sort_values(x)
             xs = lines[x].to_numpy(dtype=float)
             ax.fill_between(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from syndesmo.fitting import registry
 from syndesmo.numbers import fmt_p, fmt_ratio
 
 # all-or-nothing output (re-exported: commands import them from here)
@@ -237,6 +238,53 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     return text
 
 
+#: How the report describes a model, by the scale of its engine's coefficients
+#: (``syndesmo.fitting.registry``), so every engine, new ones too, has words.
+MODEL_WORDS: dict[str, str] = {
+    registry.CONDITIONAL: "{label} with a patient random intercept, engine `{name}` ({how})",
+    registry.MARGINAL: "{label} with an exchangeable working correlation within patients "
+    "and robust standard errors",
+    registry.WITHIN: "{label} regression with patients as strata (within-patient "
+    "comparisons only), engine `{name}`",
+    registry.UNCLUSTERED: "{label} regression ignoring the clustering",
+}
+
+
+def model_words(engine: str, method: str = "") -> str:
+    """The report's words for a model fitted by ``engine``.
+
+    Parameters
+    ----------
+    engine : str
+        An engine name.
+    method : str
+        How the random effect is integrated (``"Laplace approximation"``), added for
+        engines with quadrature.
+
+    Returns
+    -------
+    str
+        E.g. ``"GLMM with a patient random intercept, engine `native` (maximum
+        likelihood, Laplace approximation)"``; the name itself for an unknown engine.
+    """
+    info = registry.REGISTRY.get(engine)
+    if info is None:
+        return f"engine `{engine}`"
+    how = info.estimation + (f", {method}" if method and info.takes_nagq else "")
+    return MODEL_WORDS[info.scale].format(label=info.label, name=info.name, how=how)
+
+
+def _models_text(rep, engine: str, method: str) -> str:
+    """The models of a reproduction: the GLMM, the engines beside it, the crude step."""
+    engines = list(dict.fromkeys([engine, *rep.ladder.get("engine", pd.Series()).tolist()]))
+    parts = [
+        model_words(e, method)
+        for e in engines
+        if e != registry.CRUDE_ENGINE and (e == engine or e in registry.REGISTRY)
+    ]
+    return "; ".join([*parts, f"{model_words(registry.CRUDE_ENGINE)} as the crude step"])
+
+
 def _p_words(p: float) -> str:
     s = fmt_p(p)
     if s.startswith("<"):
@@ -282,7 +330,8 @@ def _attenuation_text(rep) -> str:
     )
     strong = strong[strong["p"] < 0.05]
     if len(strong):
-        gee_se = rep.ladder[rep.ladder["engine"].isin(["gee"])][
+        marginal = registry.engine_names(scale=registry.MARGINAL)
+        gee_se = rep.ladder[rep.ladder["engine"].isin(marginal)][
             ["outcome", "exposure", "step", "se"]
         ]
         strong = strong.merge(gee_se, on=["outcome", "exposure", "step"], how="left")
@@ -382,11 +431,8 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
         f"{', '.join(map(str, ps['xray_weeks']))}; {readers}. A VU counts as inflamed when "
         f"its ASspiMRI-a is ≥ {st.get('threshold', 1):g}.",
         "",
-        f"Models: GLMM with a patient random intercept, engine `{st.get('engine')}` "
-        f"(maximum likelihood, {method}); GEE with an exchangeable working correlation "
-        "within patients and robust standard errors; logistic regression ignoring the "
-        "clustering as the crude step. Wald 95% confidence intervals. "
-        f"Run time {rep.seconds:.1f} s.",
+        f"Models: {_models_text(rep, str(st.get('engine')), method)}. Wald 95% confidence "
+        f"intervals. Run time {rep.seconds:.1f} s.",
         "",
         "## Patients and vertebral units",
         "",
@@ -407,7 +453,7 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
             continue
         spec = next((s for s in rep.specs if s.level == "vu" and s.outcome == outcome), None)
         conf = spec.confounders if spec else []
-        glmm = spec.engine if spec else "native"
+        glmm = spec.engine if spec else registry.DEFAULT_ENGINE
         first = sub.iloc[0]
         counts = sub.groupby("exposure", sort=False)[["n_vus", "events"]].first()
         events = (

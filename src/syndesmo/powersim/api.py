@@ -73,11 +73,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.powersim import executors as power_exec
 from syndesmo.powersim.mcstats import wilson_interval
 from syndesmo.powersim.plan import (
     ANALYSES,
+    CRUDE_ANALYSIS,
+    GEE_ANALYSIS,
     Plan,
     check_analyses,
     check_counts,
@@ -292,9 +295,12 @@ def _summarise(
 def _engine_label(plan: Plan, analysis: str) -> str:
     if analysis == "vu":
         return plan.engine + (f" (nAGQ={plan.nagq})" if plan.nagq > 1 else "")
-    return {"gee": "gee (statsmodels)", "patient": "logit (batched)", "logit": "logit (batched)"}[
-        analysis
-    ]
+    batched = f"{registry.CRUDE_ENGINE} (batched)"
+    return {
+        GEE_ANALYSIS: f"{registry.MARGINAL_ENGINE} (statsmodels)",
+        "patient": batched,
+        CRUDE_ANALYSIS: batched,
+    }[analysis]
 
 
 def power(
@@ -302,7 +308,7 @@ def power(
     n_sims: int = 1000,
     alpha: float = 0.05,
     analysis: str | Sequence[str] = "vu",
-    engine: str = "native",
+    engine: str = registry.DEFAULT_ENGINE,
     nagq: int = 1,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
     workers: int | None = None,
@@ -365,7 +371,7 @@ def power_curve(
     n_sims: int = 1000,
     alpha: float = 0.05,
     analysis: str | Sequence[str] = "vu",
-    engine: str = "native",
+    engine: str = registry.DEFAULT_ENGINE,
     nagq: int = 1,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
     workers: int | None = None,

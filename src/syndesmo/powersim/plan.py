@@ -22,24 +22,26 @@ from syndesmo.checks import (
     as_seed_sequence,
     check_choice,
     check_int,
-    check_nagq,
     check_probability,
 )
 from syndesmo.errors import ModelError, SpecError
-from syndesmo.fitting.api import MAX_NAGQ
+from syndesmo.fitting import registry
 from syndesmo.vocabulary import COVARIATES
 from syndesmo.vocabulary import PATIENT_COVARIATES as _PATIENT_NAMES
 from syndesmo.vocabulary import VU_COVARIATES as _VU_NAMES
 
+#: The VU-level analysis by GEE and the crude one are named after their engines.
+GEE_ANALYSIS = registry.MARGINAL_ENGINE
+CRUDE_ANALYSIS = registry.CRUDE_ENGINE
 #: The analyses ``power`` can run, with a short label for tables and plots.
 ANALYSES: dict[str, str] = {
     "vu": "VU level, GLMM (1|patient)",
-    "gee": "VU level, GEE exchangeable",
+    GEE_ANALYSIS: "VU level, GEE exchangeable",
     "patient": "patient level, logistic",
-    "logit": "VU level, crude logistic",
+    CRUDE_ANALYSIS: "VU level, crude logistic",
 }
-#: Engines that fit the ``"vu"`` GLMM.
-VU_ENGINES = ("native", "lme4")
+#: Engines that fit the ``"vu"`` GLMM: random-intercept models by quadrature.
+VU_ENGINES = registry.engine_names(scale=registry.CONDITIONAL, takes_nagq=True)
 #: VU-level covariates an analysis may adjust for (besides patient covariates).
 VU_COVARIATES = _VU_NAMES
 #: Patient covariates: analysis name → key of ``simulate_arrays`` (``sex`` is 1 = male),
@@ -114,10 +116,11 @@ def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq
     if engine not in VU_ENGINES:
         raise ModelError(
             f"engine {engine!r} cannot fit the 'vu' GLMM; choose {' or '.join(VU_ENGINES)} "
-            "(GEE and the crude logit are the analyses 'gee' and 'logit')"
+            f"(GEE and the crude logit are the analyses {GEE_ANALYSIS!r} and "
+            f"{CRUDE_ANALYSIS!r})"
         )
-    nagq = check_nagq(nagq, MAX_NAGQ)
-    return Plan(spec, analyses, outcome, exposure, float(threshold), adjust, engine, nagq)
+    nagq = registry.check_nagq(engine, nagq)
+    return Plan(spec, analyses, outcome, exposure, float(threshold), adjust, engine, int(nagq))
 
 
 def root_seed(seed: int | np.random.SeedSequence | np.random.Generator) -> np.random.SeedSequence:

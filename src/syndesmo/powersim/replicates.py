@@ -30,7 +30,16 @@ import pandas as pd
 
 from syndesmo.engines.logit_many import logit_many
 from syndesmo.errors import ModelError
-from syndesmo.powersim.plan import FIT_BLOCK, PATIENT_COVARIATES, TERM, Chunk, Plan
+from syndesmo.fitting import registry
+from syndesmo.powersim.plan import (
+    CRUDE_ANALYSIS,
+    FIT_BLOCK,
+    GEE_ANALYSIS,
+    PATIENT_COVARIATES,
+    TERM,
+    Chunk,
+    Plan,
+)
 from syndesmo.simulate.covariates import covariate_values
 
 
@@ -52,7 +61,7 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
     reasons = np.stack([np.bincount(d["reason"], minlength=5) for d in derived])
     out: dict[str, Any] = {"timing": timing, "reasons": reasons.sum(axis=0), "fits": {}}
     vu = None
-    if any(a in plan.analyses for a in ("vu", "gee", "logit")):
+    if any(a in plan.analyses for a in ("vu", GEE_ANALYSIS, CRUDE_ANALYSIS)):
         t = time.process_time()
         vu = _vu_design(sims, derived, plan.adjust)
         timing["design"] = time.process_time() - t
@@ -61,9 +70,9 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
         t = time.process_time()
         if analysis == "vu":
             fits = _fit_vu(vu, plan)
-        elif analysis == "gee":
-            fits = _fit_each(vu, plan, "gee")
-        elif analysis == "logit":
+        elif analysis == GEE_ANALYSIS:
+            fits = _fit_each(vu, plan, registry.MARGINAL_ENGINE)
+        elif analysis == CRUDE_ANALYSIS:
             fits = _from_logit(logit_many(vu["X"], vu["Y"], vu["mask"]), vu["names"])
         else:
             pat = _patient_design(sims, derived, plan.adjust)
@@ -161,9 +170,9 @@ def _from_logit(res: dict[str, np.ndarray], names: list[str]) -> dict[str, np.nd
 
 
 def _fit_vu(vu: dict[str, Any], plan: Plan) -> dict[str, np.ndarray]:
-    if plan.engine != "native":
+    if registry.get_engine(plan.engine).batch_entry is None:
         return _fit_each(vu, plan, plan.engine)
-    from syndesmo.engines.native.engine import fit_many
+    fit_many = registry.load_batch_engine(plan.engine)
 
     j = vu["names"].index(TERM)
     parts = []
@@ -193,7 +202,9 @@ def _fit_vu(vu: dict[str, Any], plan: Plan) -> dict[str, np.ndarray]:
 
 
 def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarray]:
-    """One fit per replicate through the package's engines (``gee``, ``lme4``)."""
+    """One fit per replicate through the package's engines: those with quadrature
+    (``lme4``) from a data frame through ``syndesmo.fit``, the others (``gee``) from
+    the replicate's design directly."""
     from syndesmo.errors import SyndesmoError
     from syndesmo.fitting.design import Design
 
@@ -216,9 +227,7 @@ def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarr
         out["n_obs"][r] = int(keep.sum())
         out["n_events"][r] = int(y.sum())
         try:
-            if engine == "gee":
-                from syndesmo.engines.gee import fit_gee
-
+            if not registry.get_engine(engine).takes_nagq:
                 _, groups = np.unique(vu["groups"][keep], return_inverse=True)
                 design = Design(
                     formula=formula,
@@ -230,7 +239,7 @@ def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarr
                     group="patient",
                     groups=groups,
                 )
-                fit = fit_gee(design)
+                fit = registry.load_engine(engine)(design)
             else:
                 fit = _fit_frame(vu, r, plan, formula, engine)
         except (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from syndesmo.cli.commands._input import add_input_options, load
+from syndesmo.fitting import registry
 
 NAME = "fit"
 HELP = "fit one analysis spec (models/*.toml) to a VU panel and print the odds ratios"
@@ -15,7 +16,7 @@ exposure of the spec, the fit summary (lme4/statsmodels style) and the table of
 odds ratios with 95% confidence intervals.
 
 A VU-level spec fits  <outcome> ~ mri + <covariates> + (1|patient)  with its
-engine (native GLMM, lme4, gee, bayes; logit without the bar); a patient-level
+engine (native GLMM, lme4, gee, bayes, clogit; logit without the bar); a patient-level
 spec fits the patient model (see models/assert/patient_*.toml). Keys of a spec:
 name, title, level, outcome, exposure, threshold, covariates, engine, nagq,
 readers, beside, summary (see syndesmo.analysis.specs).
@@ -44,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="fit only this exposure of the spec (repeatable); default: all of them",
     )
-    parser.add_argument("--engine", help="override the spec's engine")
+    parser.add_argument(
+        "--engine",
+        choices=tuple(registry.REGISTRY),
+        metavar="ENGINE",
+        help="override the spec's engine: %(choices)s (see syndesmo.available_engines())",
+    )
     parser.add_argument("--nagq", type=int, help="override the spec's quadrature points")
     parser.add_argument("--out", metavar="DIR", help="also write summaries and tables here")
     add_input_options(parser)

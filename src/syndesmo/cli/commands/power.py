@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from syndesmo.fitting import registry
+
 NAME = "power"
 HELP = "power of the VU-level and patient-level analyses by simulation, over a grid of designs"
 DESCRIPTION = """\
@@ -115,9 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--engine",
-        default="native",
-        choices=("native", "lme4"),
-        help="engine of the vu GLMM (default: native; lme4 is one R fit per study)",
+        default=registry.DEFAULT_ENGINE,
+        choices=registry.engine_names(scale=registry.CONDITIONAL, takes_nagq=True),
+        help="engine of the vu GLMM (default: %(default)s; lme4 is one R fit per study)",
     )
     parser.add_argument(
         "--nagq",

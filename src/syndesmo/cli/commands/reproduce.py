@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from syndesmo.cli.commands._input import add_input_options, load
+from syndesmo.fitting import registry
 
 NAME = "reproduce"
 HELP = "run the whole ASSERT-style analysis (ladders, GEE vs GLMM, patient level) into a report"
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=("native", "lme4", "bayes"),
+        choices=registry.engine_names(scale=registry.CONDITIONAL, family=registry.BINOMIAL),
         help="GLMM engine for the VU-level specs (default: the specs' engine)",
     )
     parser.add_argument(

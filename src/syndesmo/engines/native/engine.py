@@ -43,7 +43,11 @@ from syndesmo.engines.native.quadrature import loglik_and_grad
 from syndesmo.errors import ModelError, warn_user
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
+from syndesmo.fitting.registry import name_for
 from syndesmo.fitting.results import FitResult
+
+#: This engine's name, as the registry lists it.
+ENGINE = name_for(f"{__name__}:fit_native")
 
 MAX_NAGQ = 25  # lme4's documented range for nAGQ with one scalar random effect
 SINGULAR_TOL = 1e-4  # lme4::isSingular(tol = 1e-4)
@@ -173,8 +177,8 @@ def _start_vector(start, p: int, names: list[str]) -> np.ndarray | None:
 
 def fit_native(
     design: Design,
-    nagq: int = 1,
     *,
+    nagq: int | None = None,
     start: np.ndarray | list[float] | FitResult | None = None,
     tol: float = 1e-10,
     maxiter: int = 100,
@@ -182,10 +186,11 @@ def fit_native(
 ) -> FitResult:
     """Fit a binomial-logit GLMM with one random intercept by maximum likelihood.
 
-    ``nagq = 1`` is the Laplace approximation, ``nagq = k > 1`` adaptive Gauss–Hermite
-    quadrature with ``k`` nodes (lme4's ``nAGQ``, up to 25). ``start`` holds the fixed
-    effects then σ (default: logistic regression and σ = 1, as lme4). ``tol`` bounds
-    the Newton decrement (twice the log-likelihood still to gain) at convergence;
+    ``nagq = 1`` (or ``None``) is the Laplace approximation, ``nagq = k > 1`` adaptive
+    Gauss–Hermite quadrature with ``k`` nodes (lme4's ``nAGQ``, up to 25). ``start``
+    holds the fixed effects then σ (default: logistic regression and σ = 1, as lme4).
+    ``tol`` bounds the Newton decrement (twice the log-likelihood still to gain) at
+    convergence;
     ``maxiter`` bounds the Newton iterations of each stage (Laplace, then quadrature).
     ``offset`` (one number per row of the design; default ``design.offset``, the
     formula's ``offset()`` terms) is a known term added to the linear predictor, as
@@ -197,7 +202,7 @@ def fit_native(
     ``design`` and ``offset`` the fit used (so that ``conf_int(method="profile")`` can
     refit; numpy arrays only, so results still pickle).
     """
-    nagq = _check_nagq(nagq)
+    nagq = _check_nagq(1 if nagq is None else nagq)
     X, y, m, groups, notes = _validate(design)
     offset = _check_offset(design.offset if offset is None else offset, X.shape[0])
     if groups.max() == 0:
@@ -249,7 +254,7 @@ def fit_native(
     names = list(design.names)
     marginal = float(core.value[0] + logc)
     return FitResult(
-        engine="native",
+        engine=ENGINE,
         formula=design.formula,
         params=pd.Series(beta, index=names, name="estimate"),
         vcov=pd.DataFrame(vcov, index=names, columns=names),
@@ -360,7 +365,7 @@ class ManyFit:
         if not self.converged[i]:
             warn.append(f"model did not converge: {self.messages[i]}")
         return FitResult(
-            engine="native",
+            engine=ENGINE,
             formula=formula,
             params=pd.Series(self.params[i], index=self.names, name="estimate"),
             vcov=pd.DataFrame(self.vcov[i], index=self.names, columns=self.names),
