@@ -136,11 +136,19 @@ def _glmm(model: str, nagq: int):
 # --- the stored files ------------------------------------------------------------
 
 
+#: Reference folders checked by other test modules (each holds the R script that made it).
+OTHER_SUITES = {"clogit": "test_registry.py", "reliability": "test_reliability.py"}
+
+
 def test_every_stored_case_is_tested_and_names_its_versions():
     stored = {p.name for p in REFERENCES.iterdir() if p.is_dir() and p.name != "data"}
     tested = set(GLMER_CASES) | set(GEE_CASES) | set(GLM_CASES) | set(PROFILE_CASES)
-    assert stored == tested
-    for case in stored:
+    assert stored == tested | set(OTHER_SUITES)
+    tests_dir = Path(__file__).parent
+    for folder, module in OTHER_SUITES.items():
+        assert list((REFERENCES / folder).glob("*.R")), f"{folder}: no R script"
+        assert f'"{folder}"' in (tests_dir / module).read_text(), f"{module} never reads {folder}"
+    for case in tested:
         readme = (REFERENCES / case / "README.md").read_text()
         assert "R version" in readme and "lme4 " in readme and "geepack " in readme, case
         if (REFERENCES / case / "fit.json").exists():
