@@ -20,13 +20,26 @@ import pandas as pd
 
 from syndesmo.derive.vu_tables import vu_exposures, vu_outcomes, vu_scores
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
-from syndesmo.fitting.results import FitResult
+from syndesmo.fitting.results import Convergence, EngineDetails, FitResult
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import EXPOSURE_LABELS, OUTCOME_LABELS
 
 #: How VU exposures are summed up per patient.
 SUMMARY_WORDS = ("any", "count", "total")
 _WEEK = re.compile(r"^w(\d+)$")
+
+
+@dataclass(frozen=True)
+class CountDetails(EngineDetails):
+    """What a count model knows beyond the shared result.
+
+    Parameters
+    ----------
+    alpha : float
+        The negative binomial's dispersion (NB2: Var = μ + α μ²); NaN for Poisson.
+    """
+
+    alpha: float
 
 
 @dataclass
@@ -349,7 +362,23 @@ def fit_count(frame: pd.DataFrame, adjust: Sequence[str], engine: str) -> FitRes
 
     Offset log(``n_at_risk``): the estimate is a rate ratio per VU at risk. The
     negative binomial (NB2) estimates its dispersion ``alpha`` by maximum likelihood
-    (statsmodels ``NegativeBinomial``); ``alpha`` is in ``fit.extra``.
+    (statsmodels ``NegativeBinomial``); ``alpha`` is ``fit.details.alpha`` (a
+    :class:`CountDetails`).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One row per patient with ``outcome``, ``exposure``, ``n_at_risk`` and the
+        ``adjust`` columns.
+    adjust : sequence of str
+        Adjustment terms.
+    engine : str
+        ``"poisson"`` or ``"negbin"``.
+
+    Returns
+    -------
+    FitResult
+        Rate ratios on the log scale in ``params``; no variance components.
     """
     import statsmodels.api as sm
     import statsmodels.formula.api as smf
@@ -362,6 +391,7 @@ def fit_count(frame: pd.DataFrame, adjust: Sequence[str], engine: str) -> FitRes
         res = model.fit()
         params, vcov = res.params, res.cov_params()
         converged, alpha, loglik = bool(res.converged), math.nan, float(res.llf)
+        iterations = res.fit_history.get("iteration")
     else:
         base = smf.glm(f"outcome ~ {rhs}", frame, family=sm.families.Poisson(), offset=offset)
         exog = pd.DataFrame(base.exog, columns=base.exog_names)
@@ -373,6 +403,7 @@ def fit_count(frame: pd.DataFrame, adjust: Sequence[str], engine: str) -> FitRes
         vcov = pd.DataFrame(cov, index=names, columns=names)
         converged = bool(res.mle_retvals.get("converged", True))
         alpha, loglik = float(np.asarray(res.params)[-1]), float(res.llf)
+        iterations = res.mle_retvals.get("iterations")
     return FitResult(
         engine=engine,
         formula=f"outcome ~ {rhs} + offset(log(n_at_risk))",
@@ -380,8 +411,11 @@ def fit_count(frame: pd.DataFrame, adjust: Sequence[str], engine: str) -> FitRes
         vcov=pd.DataFrame(vcov),
         n_obs=len(frame),
         loglik=loglik,
-        converged=converged,
-        convergence_message="" if converged else "optimiser did not converge",
+        convergence=Convergence(
+            converged=converged,
+            message="" if converged else "optimiser did not converge",
+            iterations=None if iterations is None else int(iterations),
+        ),
         n_events=int(frame["outcome"].sum()),
-        extra={"alpha": alpha},
+        details=CountDetails(alpha=alpha),
     )

@@ -18,10 +18,12 @@ rpy2 is not thread-safe: call this engine from one thread at a time.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ import pandas as pd
 from syndesmo.errors import EngineUnavailableError, ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import separated_terms
-from syndesmo.fitting.results import FitResult
+from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, random_intercept
 
 INSTALL_HINT = (
     "install R with lme4 (Debian: apt-get install r-base-core r-cran-lme4 "
@@ -43,6 +45,20 @@ _NOT_CONVERGED = re.compile(
     r"very large eigenvalue|convergence code|degenerate",
     re.IGNORECASE,
 )
+
+
+@dataclass(frozen=True)
+class Lme4Details(EngineDetails):
+    """What an lme4 fit knows beyond the shared result.
+
+    Parameters
+    ----------
+    r_seconds : float
+        R's own elapsed time for ``glmer`` (``system.time``).
+    """
+
+    r_seconds: float
+
 
 _R_FIT = """
 function(df, formula, nAGQ) {
@@ -68,14 +84,16 @@ function(df, formula, nAGQ) {
     sigma = sqrt(as.numeric(lme4::VarCorr(fit)[[1]][1, 1])),
     singular = lme4::isSingular(fit),
     optcode = if (is.null(conv$opt)) 0L else as.integer(conv$opt),
+    feval = if (is.null(fit@optinfo$feval)) NA_real_ else as.numeric(fit@optinfo$feval),
+    max_grad = if (is.null(fit@optinfo$derivs)) NA_real_ else
+      max(abs(fit@optinfo$derivs$gradient)) / 2,
     lme4_messages = as.character(unlist(conv$lme4$messages)),
     opt_warnings = as.character(unlist(fit@optinfo$warnings)),
     warnings = warns,
     messages = msgs,
     elapsed = as.numeric(timing[["elapsed"]]),
     nobs = as.integer(stats::nobs(fit)),
-    ngrps = as.integer(lme4::ngrps(fit)),
-    lme4_version = as.character(utils::packageVersion("lme4"))
+    ngrps = as.integer(lme4::ngrps(fit))
   )
 }
 """
@@ -169,7 +187,16 @@ def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 
 
     ``data_used`` (the input rows the design kept) is optional and only checked for
     length: R is given the design's own matrices so that names align with the other
-    engines. ``extra["r_seconds"]`` is R's own elapsed time for ``glmer``.
+    engines.
+
+    Returns
+    -------
+    FitResult
+        ``details`` is an :class:`Lme4Details` (R's own elapsed time for ``glmer``);
+        ``convergence`` holds lme4's messages, the largest absolute gradient of the
+        log-likelihood from ``optinfo$derivs`` (half that of the deviance), and the
+        optimiser's code and function evaluations as diagnostics. No model object:
+        lme4's lives in R, so profile intervals are not offered here.
     """
     if design.groups is None:
         raise ModelError("the lme4 engine needs a random intercept: add (1|group) to the formula")
@@ -217,6 +244,8 @@ def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 
             + "; those estimates are not finite (the optimiser stopped at a large value)"
         )
 
+    feval = float(res["feval"][0])
+    max_grad = float(res["max_grad"][0])
     return FitResult(
         engine="lme4",
         formula=design.formula,
@@ -226,20 +255,23 @@ def fit_lme4(design: Design, data_used: pd.DataFrame | None = None, nagq: int = 
         loglik=float(res["loglik"][0]),
         n_groups=int(res["ngrps"][0]),
         group=design.group,
-        sigma=float(res["sigma"][0]),
+        varcomps=random_intercept(design.group, float(res["sigma"][0])),
         nagq=int(nagq),
-        converged=converged,
-        convergence_message=message,
-        singular=bool(res["singular"][0]),
+        convergence=Convergence(
+            converged=converged,
+            message=message,
+            max_abs_gradient=max_grad if math.isfinite(max_grad) else math.nan,
+            singular=bool(res["singular"][0]),
+            separated_terms=tuple(separated),
+            diagnostics={
+                "optimizer_code": optcode,
+                "function_evaluations": int(feval) if math.isfinite(feval) else None,
+            },
+        ),
         ledger=design.ledger.copy(),
-        warnings=notes,
+        warnings=tuple(notes),
         n_events=round(float(design.y.sum())),
-        extra={
-            "r_seconds": float(res["elapsed"][0]),
-            "r_formula": formula,
-            "lme4_version": str(res["lme4_version"][0]),
-            "separated_terms": separated,
-        },
+        details=Lme4Details(r_seconds=float(res["elapsed"][0])),
     )
 
 
