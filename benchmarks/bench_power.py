@@ -49,7 +49,7 @@ def lme4_run(spec, n_fits: int, sims: int, seed: int):
         t0 = time.perf_counter()
         f = fit("new_syndesmophyte ~ mri + arm + (1|patient)", frame, engine="lme4")
         walls.append(time.perf_counter() - t0)
-        r_secs.append(float(f.extra.get("r_seconds", np.nan)))
+        r_secs.append(float(f.details.r_seconds))
         est.append(float(f.params["mri"]))
     return np.array(walls), np.array(r_secs), np.array(est)
 

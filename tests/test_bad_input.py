@@ -751,7 +751,7 @@ def test_no_numbers_from_a_fit_that_did_not_converge(engine):
     assert fit.conf_int().isna().all().all() and fit.pvalues.isna().all()
     assert fit.odds_ratios().isna().all().all()
     assert "NOT converged" in fit.summary()
-    assert np.isfinite(fit.extra["last_iterate"]["params"]).any() or engine == "gee"
+    assert np.isfinite(fit.last_iterate["params"]).any() or engine == "gee"
 
 
 @pytest.mark.r

@@ -200,7 +200,7 @@ def test_large_cohort_posterior_agrees_with_ml_and_covers_truth(large):
     for term in ml.params.index:
         assert abs(draws[term].median() - ml.params[term]) < 0.25 * ml.bse[term], term
         assert bayes.bse[term] / ml.bse[term] == pytest.approx(1.0, abs=0.10), term
-    assert abs(bayes.sigma - ml.sigma) < 0.5 * ml.extra["theta_se"]
+    assert abs(bayes.sigma - ml.sigma) < 0.5 * ml.details.theta_se
     ors = bayes.odds_ratios()
     assert ors.loc["mri", "OR"] == pytest.approx(math.exp(draws["mri"].median()), rel=1e-12)
     assert ors.loc["mri", "lower"] < 2.0 < ors.loc["mri", "upper"]
@@ -246,8 +246,12 @@ def test_summary_states_priors_and_diagnostics(small):
     text = bayes.summary()
     assert "Intercept ~ Normal(mu=0, sigma=2.5)" in text
     assert "sigma ~ HalfNormal(sigma=2.5)" in text
-    assert "R-hat" in text and "Status: converged" in text and "Rows left out" in text
+    assert "R-hat" in text and "Convergence: converged" in text and "Rows left out" in text
     assert math.isnan(bayes.loglik) and math.isnan(bayes.aic)
+    record = bayes.convergence.diagnostics
+    assert record["max_rhat"] <= 1.01 and record["min_ess_bulk"] >= 400
+    assert record["divergences"] == bayes.details.divergences == 0
+    assert list(bayes.varcorr["sdcor"]) == [bayes.sigma]
     copy = pickle.loads(pickle.dumps(bayes))  # power runs ship fits between processes
     assert isinstance(copy, BayesFitResult) and copy.odds_ratios().equals(bayes.odds_ratios())
 
@@ -267,7 +271,13 @@ def test_intervals_and_tail_probabilities_from_draws(small):
         ref = az.hdi(stacked[:, j], hdi_prob=0.9)
         assert tuple(hdi.loc[term]) == pytest.approx(tuple(ref), rel=1e-12)
     tail = 2 * np.minimum((stacked > 0).mean(axis=0), (stacked < 0).mean(axis=0))
-    np.testing.assert_allclose(bayes.pvalues, tail)
+    np.testing.assert_allclose(bayes.tail_probability, tail)
+    assert bayes.pvalues.isna().all() and bayes.odds_ratios()["p"].isna().all()
+    with pytest.raises(ModelError, match="'eti' or 'hdi' for engine 'bayes', got 'wald'"):
+        bayes.conf_int(method="wald")
+    sigma = bayes.sigma_conf_int(0.9)
+    draws = bayes.sigma_draws()
+    assert tuple(sigma.loc["sigma"]) == pytest.approx(tuple(np.quantile(draws, [0.05, 0.95])))
     np.testing.assert_allclose(bayes.vcov, np.cov(stacked, rowvar=False), rtol=1e-10)
 
 

@@ -42,7 +42,7 @@ def test_gee_matches_geepack_on_ohio(r_lme4, ohio):
     np.testing.assert_allclose(res.params.to_numpy(), ref["coef"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(res.bse.to_numpy(), ref["se"], rtol=0, atol=1e-4)
     # The engine uses geepack's moment estimator of the correlation (no df corrections).
-    assert res.extra["working_correlation"] == pytest.approx(float(ref["alpha"][0]), abs=1e-4)
+    assert res.details.working_correlation == pytest.approx(float(ref["alpha"][0]), abs=1e-4)
     assert np.isnan(res.loglik) and np.isnan(res.sigma)
     assert res.n_groups == 537 and res.n_obs == 2148 and res.converged
 
@@ -95,7 +95,7 @@ def test_logit_names_the_separating_term():
     assert not any("separation" in w for w in clean.warnings)
     df.loc[df.z, "y"] = 1  # every row with z has the event: quasi-complete separation
     res = sy.fit("y ~ x + z", df, engine="logit")
-    assert res.extra["separated_terms"] == ["z"]
+    assert res.convergence.separated_terms == ("z",)
     assert any("separation" in w and "z" in w for w in res.warnings)
 
 
@@ -103,7 +103,7 @@ def test_logit_ignoring_the_bar_equals_logit_without_it(ohio):
     with_bar = fit_logit(build_design("resp ~ age + smoke + (1|id)", ohio))
     without = fit_logit(build_design("resp ~ age + smoke", ohio))
     np.testing.assert_allclose(with_bar.params, without.params, rtol=0, atol=1e-12)
-    assert without.warnings == []
+    assert without.warnings == ()
 
 
 def test_gee_rejects_counts(cbpp):
@@ -209,9 +209,9 @@ def test_gee_matches_geepack_with_singletons_and_unequal_clusters(r_lme4, corstr
     np.testing.assert_allclose(res.params.to_numpy(), ref["coef"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(res.bse.to_numpy(), ref["se"], rtol=0, atol=1e-4)
     if corstr == "exchangeable":
-        assert 0.0 < res.extra["working_correlation"] < 1.0
-        assert res.extra["working_correlation"] == pytest.approx(ref["alpha"][0], abs=1e-6)
-    assert res.warnings == []
+        assert 0.0 < res.details.working_correlation < 1.0
+        assert res.details.working_correlation == pytest.approx(ref["alpha"][0], abs=1e-6)
+    assert res.warnings == ()
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_gee_on_shipped_growth_frames_agrees_with_geepack_or_says_why_not(
         assert res.converged, res.convergence_message
         np.testing.assert_allclose(res.params.to_numpy(), ref["coef"], rtol=0, atol=1e-4)
         np.testing.assert_allclose(res.bse.to_numpy(), ref["se"], rtol=0, atol=1e-4)
-        assert res.extra["working_correlation"] == pytest.approx(ref["alpha"][0], abs=1e-4)
+        assert res.details.working_correlation == pytest.approx(ref["alpha"][0], abs=1e-4)
     else:
         assert not res.converged
         assert res.convergence_message
@@ -326,7 +326,7 @@ def test_gee_singleton_clusters_give_the_independence_fit():
     df["y"] = (rng.random(200) < 1.0 / (1.0 + np.exp(0.5 - df.x))).astype(int)
     res = sy.fit("y ~ x + (1|patient)", df, engine="gee")
     glm = sy.fit("y ~ x", df, engine="logit")
-    assert res.converged and np.isnan(res.extra["working_correlation"])
+    assert res.converged and np.isnan(res.details.working_correlation)
     assert any("not identified" in w for w in res.warnings)
     np.testing.assert_allclose(res.params, glm.params, rtol=0, atol=1e-6)
 

@@ -53,7 +53,7 @@ def _check(res, ref, names):
     assert res.loglik == pytest.approx(float(ref["loglik"][0]), abs=TOL)
     assert res.singular == bool(ref["singular"][0])
     assert res.n_groups == int(ref["ngrps"][0])
-    assert res.extra["r_seconds"] > 0
+    assert res.details.r_seconds > 0
 
 
 @pytest.mark.r

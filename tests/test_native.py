@@ -201,10 +201,10 @@ def test_fit_fills_fit_result():
     assert isinstance(fit, FitResult)
     assert fit.engine == "native" and fit.formula == d.formula and fit.nagq == 1
     assert list(fit.params.index) == d.names and list(fit.vcov.columns) == d.names
-    assert fit.converged and not fit.singular and fit.warnings == []
+    assert fit.converged and not fit.singular and fit.warnings == ()
     assert fit.n_obs == d.n_obs and fit.n_groups == 187 and fit.group == "patient"
     assert fit.n_events == int(d.y.sum())
-    assert 0.5 < fit.sigma < 2.5 and fit.extra["theta_se"] > 0
+    assert 0.5 < fit.sigma < 2.5 and fit.details.theta_se > 0
     assert "max |gradient|" in fit.convergence_message
     # the estimate maximises the likelihood it reports
     assert fit.loglik == pytest.approx(loglik_at(d, fit.params, fit.sigma, 1), abs=1e-9)
@@ -219,7 +219,7 @@ def test_recovers_known_truth_on_a_large_simulation():
     truth = np.array([-1.5, 0.7, -0.3])
     z = (fit.params.to_numpy() - truth) / fit.bse.to_numpy()
     assert np.all(np.abs(z) < 4)
-    assert abs(fit.sigma - 1.0) < 4 * fit.extra["theta_se"]
+    assert abs(fit.sigma - 1.0) < 4 * fit.details.theta_se
 
 
 def test_nagq_25_and_15_nearly_identical_and_differ_from_laplace():

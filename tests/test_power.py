@@ -60,7 +60,7 @@ def test_array_path_equals_frame_path_for_every_analysis():
         pl = patient_level(panel, "w0", "any_new", adjust=("arm",))
         row = rep.loc[("patient", i)]
         assert row["n_obs"] == pl.fit.n_obs
-        if pl.fit.extra["separated_terms"]:  # no finite MLE: a failed fit, never a rejection
+        if pl.fit.convergence.separated_terms:  # no finite MLE: a failed fit, never a rejection
             separated += 1
             assert not row["converged"] and not row["reject"]
         else:

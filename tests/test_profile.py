@@ -202,13 +202,13 @@ def test_endpoints_sit_on_the_chi2_level(seed, nagq, sigma, level):
     fit = fit_native(design, nagq=nagq)
     assert fit.singular == (sigma == 0.0)
     target = stats.chi2.ppf(level, 1)
-    ll_hat = fit.extra["loglik_marginal"]
+    ll_hat = fit.details.loglik_marginal
     ci = fit.conf_int(level, method="profile")
     for j, term in enumerate(fit.params.index):
         reduced = _drop_column(design, j)
         for b in ci.loc[term]:
             refit = fit_native(reduced, nagq=nagq, offset=b * design.X[:, j])
-            dev = 2.0 * (ll_hat - refit.extra["loglik_marginal"])
+            dev = 2.0 * (ll_hat - refit.details.loglik_marginal)
             assert dev == pytest.approx(target, abs=TOL_CHI2), (term, b)
         assert ci.loc[term, "lower"] < fit.params[term] < ci.loc[term, "upper"]
 
@@ -281,7 +281,7 @@ def test_profile_results_pickle_and_wald_stays_default():
     pd.testing.assert_frame_equal(clone.conf_int(method="profile"), fit.conf_int(method="profile"))
     assert isinstance(pickle.loads(pickle.dumps(fit)), FitResult)  # cached tables pickle too
     s = fit.sigma_conf_int()
-    se = fit.extra["theta_se"]
+    se = fit.details.theta_se
     assert s.loc["sigma", "upper"] == pytest.approx(fit.sigma + z * se)
 
 
@@ -301,10 +301,10 @@ def test_engines_without_a_profile_give_one_clear_error(ohio):
         logit.sigma_conf_int(method="profile")
     design = build_design("resp ~ age + smoke + (1|id)", ohio)
     rep = fit_many(design.X, design.y[None], design.groups, names=design.names).result(0)
-    with pytest.raises(ModelError, match="does not keep its design"):
+    with pytest.raises(ModelError, match="'native' fit keeps no model object to refit"):
         rep.conf_int(method="profile")
-    other = dataclasses.replace(native, engine="lme4")
-    with pytest.raises(ModelError, match="engines 'native' and 'logit', not 'lme4'"):
+    other = dataclasses.replace(native, engine="lme4", model=None)  # as the lme4 engine
+    with pytest.raises(ModelError, match=r"'lme4' fit keeps no model object.*engine='native'"):
         other.conf_int(method="profile")
 
 

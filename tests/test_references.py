@@ -291,7 +291,7 @@ def test_gee_agrees_with_geeglm(case):
     assert r_names(list(res.params.index)) == list(coef["term"])
     np.testing.assert_allclose(res.params, coef["estimate"], rtol=0, atol=TOL_GEE)
     np.testing.assert_allclose(res.bse, coef["std_error"], rtol=0, atol=TOL_GEE)
-    assert res.extra["working_correlation"] == pytest.approx(ref["alpha"], abs=TOL_GEE)
+    assert res.details.working_correlation == pytest.approx(ref["alpha"], abs=TOL_GEE)
     assert res.n_obs == ref["nobs"] and res.n_groups == ref["nclusters"]
 
 

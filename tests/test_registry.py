@@ -161,7 +161,7 @@ def fit_fake(design, *, nagq=None, offset=None, shift=0.0):
         n_groups=design.n_groups,
         group=design.group,
         ledger=design.ledger.copy(),
-        extra={"nagq": nagq, "offset": offset},
+        warnings=(f"nagq={nagq}", f"offset rows={None if offset is None else len(offset)}"),
     )
 """
 
@@ -206,7 +206,7 @@ def test_a_new_engine_is_one_module_and_one_registry_line(fake_engine):
     assert isinstance(res, FitResult) and res.engine == "fake"
     assert res.n_obs == 39 and res.ledger.n_excluded == 1
     assert list(res.params) == [0.5, 0.5]
-    assert res.extra["nagq"] is None and res.extra["offset"].shape == (39,)
+    assert res.warnings == ("nagq=None", "offset rows=39")
     with pytest.raises(ModelError, match=r"'fake' does not take option\(s\) tol; it takes: shift"):
         sy.fit("y ~ x + (1|g)", frame, engine=fake_engine, tol=1)
     with pytest.raises(ModelError, match="'fake' needs a stratification factor"):
@@ -325,10 +325,10 @@ def test_count_engines_match_statsmodels_with_an_offset(counts):
     got = sy.fit("y ~ x + arm", counts.assign(lo=off), engine="negbin", offset="lo")
     nb_params = np.asarray(nb.params)
     np.testing.assert_array_equal(got.params.to_numpy(), nb_params[:3])
-    assert got.extra["alpha"] == nb_params[-1] and got.loglik == nb.llf
-    assert sy.fit("y ~ x + (1|g)", counts, engine="poisson").warnings == [
-        "clustering by g ignored: rows are treated as independent"
-    ]
+    assert got.details.alpha == nb_params[-1] and got.loglik == nb.llf
+    assert sy.fit("y ~ x + (1|g)", counts, engine="poisson").warnings == (
+        "clustering by g ignored: rows are treated as independent",
+    )
 
 
 def test_count_engines_check_their_outcome(counts):
@@ -375,16 +375,16 @@ def test_clogit_matches_stored_survival_clogit_exact():
     assert np.abs(fit.params - est).max() < TOL
     assert np.abs(fit.bse - se).max() < TOL
     assert abs(fit.loglik - scalar["loglik"]) < TOL
-    assert abs(fit.extra["loglik_null"] - scalar["loglik_null"]) < TOL
+    assert abs(fit.details.loglik_null - scalar["loglik_null"]) < TOL
     assert fit.n_obs == scalar["n"] and fit.n_events == scalar["nevent"]
     # R gives the within-patient constant term NA; syndesmo leaves it out and says so
     (not_estimated,) = ref.loc[ref["quantity"].eq("not_estimated"), "term"]
-    assert fit.extra["dropped_terms"] == [not_estimated]
+    assert list(fit.details.dropped_terms) == [not_estimated]
     assert any(not_estimated in w and "constant within" in w for w in fit.warnings)
     strata = frame.groupby("patient")["new_syndesmophyte"].agg(["sum", "size"])
     informative = strata["sum"].gt(0) & strata["sum"].lt(strata["size"])
-    assert fit.n_groups == len(strata) and fit.extra["informative_strata"] == informative.sum()
-    assert fit.extra["informative_rows"] == strata.loc[informative, "size"].sum()
+    assert fit.n_groups == len(strata) and fit.details.informative_strata == informative.sum()
+    assert fit.details.informative_rows == strata.loc[informative, "size"].sum()
     assert fit.odds_ratios().loc["mri", "OR"] == pytest.approx(np.exp(est["mri"]))
     assert np.isnan(fit.sigma) and "Intercept" not in fit.params.index
 
@@ -476,7 +476,7 @@ def test_clogit_matches_live_survival_clogit(r_survival, seed):
     assert np.abs(fit.params.to_numpy() - exact["beta"]).max() < TOL
     assert np.abs(fit.bse.to_numpy() - exact["se"]).max() < TOL
     assert abs(fit.loglik - exact["loglik"][1]) < TOL
-    assert abs(fit.extra["loglik_null"] - exact["loglik"][0]) < TOL
+    assert abs(fit.details.loglik_null - exact["loglik"][0]) < TOL
     # with several events in a stratum the approximate methods are other likelihoods
     assert df.groupby("patient")["new_syndesmophyte"].sum().max() >= 2
     breslow = _r_clogit(df, "mri + lumbar", "approximate")

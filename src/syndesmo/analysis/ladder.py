@@ -15,6 +15,7 @@ beside patient level), ``syndesmo.analysis.marginal`` (GLMM vs GEE attenuation) 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -230,8 +231,9 @@ def safe_fit(
 ) -> FitResult | str:
     """The fit, or the reason it failed as a string; a missing engine is still raised.
 
-    Python warnings raised while fitting are caught and kept in ``fit.warnings``
-    (they end up in the ``note`` column instead of flooding the console).
+    Python warnings raised while fitting are caught and added to ``fit.warnings``
+    of the returned copy (they end up in the ``note`` column instead of flooding the
+    console).
     """
     info = registry.REGISTRY.get(engine)
     kwargs = {"nagq": nagq} if info is not None and info.takes_nagq else {}
@@ -243,11 +245,7 @@ def safe_fit(
         raise
     except (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
-    for w in caught:
-        message = str(w.message)
-        if message not in result.warnings:
-            result.warnings.append(message)
-    return result
+    return result.with_warnings(*(str(w.message) for w in caught))
 
 
 def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dict:
@@ -291,7 +289,7 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
         "lower": float(ors["lower"]),
         "upper": float(ors["upper"]),
         "p": float(ors["p"]),
-        "n_patients": fit.n_groups if fit.n_groups is not None else fit.extra.get("n_patients"),
+        "n_patients": fit.n_groups,
         "n_vus": fit.n_obs,
         "events": fit.n_events,
         "sigma": float(fit.sigma),
@@ -585,7 +583,7 @@ def fit_spec(panel, spec) -> list[SpecFit]:
             if isinstance(fitted, str):
                 raise ModelError(f"{spec.name}, exposure {exposure!r}: {fitted}")
             if constant:
-                fitted.warnings.append(
+                fitted = fitted.with_warnings(
                     f"left out, constant in the analysis frame: {', '.join(constant)}"
                 )
             ledger = fitted.ledger  # starts from the frame's ledger (build_design)
@@ -596,7 +594,7 @@ def fit_spec(panel, spec) -> list[SpecFit]:
                 raise ModelError(f"{spec.name}, exposure {exposure!r}: {pl.note}")
             fitted, ledger, term = pl.fit, pl.ledger, "exposure"
             if not len(fitted.ledger):
-                fitted.ledger = ledger
+                fitted = dataclasses.replace(fitted, ledger=ledger)
         table = fitted.odds_ratios().rename_axis("term").reset_index()
         measure = registry.get_engine(fitted.engine).measure
         table = table.rename(columns={"OR": measure})
@@ -605,7 +603,7 @@ def fit_spec(panel, spec) -> list[SpecFit]:
                 measure: table[measure].map(lambda v: f"{v:.3f}"),
                 "lower": table["lower"].map(lambda v: f"{v:.3f}"),
                 "upper": table["upper"].map(lambda v: f"{v:.3f}"),
-                "p": table["p"].map(lambda v: "<0.001" if v < 0.001 else f"{v:.3f}"),
+                "p": table["p"].map(_fmt_p),
             }
         )
         text = (
@@ -616,3 +614,10 @@ def fit_spec(panel, spec) -> list[SpecFit]:
         )
         out.append(SpecFit(exposure, title, fitted, table, ledger, text))
     return out
+
+
+def _fmt_p(p: float) -> str:
+    """A p-value for a text table: ``<0.001``, ``0.034``, ``—`` when not reported."""
+    if not np.isfinite(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"

@@ -36,13 +36,20 @@ distribution and its parameters (``{"dist": "Flat"}`` for an improper flat prior
 Reported in the ``FitResult`` (a :class:`BayesFitResult`):
 
 * ``params`` / ``bse`` / ``vcov``: posterior mean, SD and covariance of β;
-* ``conf_int(level)``: equal-tailed credible intervals (or HDI with ``hdi=True``);
+* ``conf_int(level, method)``: credible intervals, the methods this result declares
+  in ``INTERVAL_METHODS``: ``"eti"`` (equal-tailed; the default) or ``"hdi"``
+  (highest density; the default with ``hdi=True``); ``"wald"`` and ``"profile"`` are
+  refused; ``sigma_conf_int`` likewise from the draws of σ;
 * ``odds_ratios()``: OR = posterior median of exp(β) (= exp of the median of β),
-  interval = exp of the credible interval of β, ``p`` = the tail probability below;
-* ``pvalues``: the posterior tail probability 2·min(P(β>0), P(β<0)) — *not* a
-  frequentist p-value, resolution 1/(chains·draws);
-* ``sigma``: posterior median of σ; ``loglik`` NaN (a posterior is not a maximised
-  likelihood, so AIC/BIC are NaN too; use LOO/WAIC from ``idata``);
+  interval = exp of the credible interval of β, ``p`` NaN;
+* ``pvalues``: NaN — a posterior gives no p-value, and nothing downstream counts it
+  as one; the posterior tail probability 2·min(P(β>0), P(β<0)) (resolution
+  1/(chains·draws)) is ``tail_probability``, shown as ``P(tail)`` in ``summary()``;
+* ``sigma`` / ``varcorr``: posterior median of σ; ``loglik`` NaN (a posterior is not a
+  maximised likelihood, so AIC/BIC are NaN too; use LOO/WAIC from ``idata``);
+* ``convergence``: the verdict below, with the largest R-hat, the smallest ESS and
+  the divergences among its diagnostics; ``details``: a :class:`BayesDetails`
+  (priors, sampler settings, the R-hat/ESS table);
 * ``idata``: the ArviZ ``InferenceData``: posterior ``beta`` (by ``term``, the user's
   scale), ``sigma``, ``u`` (patient effects, by group), the sampler's ``b``, ``z``,
   ``Intercept_centred``; ``observed_data`` holds the merged binomial cells (below);
@@ -64,12 +71,11 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -79,7 +85,7 @@ from syndesmo.checks import as_int_seed, check_choice, check_int, check_probabil
 from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError, warn_user
 from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.registry import check_call, name_for
-from syndesmo.fitting.results import FitResult, _check_level
+from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, random_intercept
 
 #: This engine's name, as the registry lists it.
 ENGINE = name_for(f"{__name__}:fit_bayes")
@@ -132,14 +138,70 @@ class Prior:
 # ---------------------------------------------------------------------------
 
 
-class BayesFitResult(FitResult):
-    """A ``FitResult`` whose intervals, odds ratios and tail probabilities come from
-    posterior draws rather than from a normal approximation.
+@dataclass(frozen=True)
+class BayesDetails(EngineDetails):
+    """What a posterior knows beyond the shared result.
 
-    It is a ``FitResult`` (every table, plot and ladder works on it); only
-    ``pvalues``, ``conf_int``, ``odds_ratios`` and ``summary`` differ, as the module
-    docstring explains.
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        The draws (see the module docstring).
+    interval : str
+        The credible interval chosen at fit time: ``"eti"`` or ``"hdi"``.
+    priors : dict of str to str
+        The priors used, by parameter, as text.
+    rhat_ess : pandas.DataFrame
+        R-hat and bulk/tail ESS of every β_j and σ, indexed by term.
+    divergences : int
+        Divergent transitions after tuning.
+    draws, tune, chains : int
+        The sampler's settings.
+    seed : int or str
+        The seed (its ``repr`` when not an integer).
+    target_accept : float
+        NUTS' target acceptance rate.
+    sampler : str
+        The NUTS implementation.
     """
+
+    idata: Any
+    interval: str
+    priors: dict[str, str]
+    rhat_ess: pd.DataFrame
+    divergences: int
+    draws: int
+    tune: int
+    chains: int
+    seed: int | str
+    target_accept: float
+    sampler: str
+
+
+class BayesFitResult(FitResult):
+    """A ``FitResult`` whose estimates and intervals come from posterior draws.
+
+    It keeps the base contract: every table, plot and ladder works on it, and what a
+    name means does not change. Its interval methods are declared in
+    ``INTERVAL_METHODS`` — equal-tailed (``"eti"``) and highest-density (``"hdi"``)
+    credible intervals — and ``conf_int`` refuses any other (a posterior has no Wald
+    or profile interval). ``pvalues`` are NaN: a posterior gives no p-value, and its
+    tail probability 2·min(P(β>0), P(β<0)) is reported under its own name,
+    :attr:`tail_probability`, never as ``p``.
+    """
+
+    INTERVAL_METHODS: ClassVar[tuple[str, ...]] = ("eti", "hdi")
+
+    details: BayesDetails
+
+    @property
+    def default_interval(self) -> str:
+        """The credible interval chosen at fit time (``hdi=``)."""
+        return self.details.interval
+
+    @property
+    def idata(self) -> Any:
+        """The ArviZ ``InferenceData`` (``details.idata``)."""
+        return self.details.idata
 
     def beta_draws(self) -> pd.DataFrame:
         """Posterior draws of the fixed effects: one row per draw (chains stacked)."""
@@ -153,6 +215,11 @@ class BayesFitResult(FitResult):
 
     @property
     def pvalues(self) -> pd.Series:
+        """NaN for every term: a posterior gives no p-value (see :attr:`tail_probability`)."""
+        return pd.Series(math.nan, index=self.params.index, dtype=float)
+
+    @property
+    def tail_probability(self) -> pd.Series:
         """Posterior tail probability 2·min(P(β>0), P(β<0)) per term (not a p-value);
         NaN when the sampler's diagnostics failed (``converged=False``)."""
         if not self.converged:
@@ -162,31 +229,37 @@ class BayesFitResult(FitResult):
         below = (draws < 0).mean(axis=0)
         return pd.Series(2.0 * np.minimum(above, below), index=self.params.index)
 
-    def conf_int(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
-        """Credible intervals of β on the log-odds scale, columns ``lower``/``upper``.
-
-        ``method`` is ``"eti"`` (equal-tailed, quantiles (1∓level)/2) or ``"hdi"``
-        (highest density); the default is the one chosen at fit time (``hdi=``).
-        """
-        _check_level(level)
-        method = method or self.extra.get("interval", "eti")
+    def _interval(self, level: float, method: str) -> pd.DataFrame:
         if not self.converged:  # no numbers from draws that failed the diagnostics
             return pd.DataFrame({"lower": np.nan, "upper": np.nan}, index=self.params.index)
         draws = self.beta_draws()
-        if method == "eti":
-            tail = (1.0 - level) / 2.0
-            lower = draws.quantile(tail).to_numpy()
-            upper = draws.quantile(1.0 - tail).to_numpy()
-        elif method == "hdi":
-            bounds = np.array([_hdi(draws[c].to_numpy(), level) for c in draws.columns])
-            lower, upper = bounds[:, 0], bounds[:, 1]
-        else:
-            raise ModelError(f"interval method must be 'eti' or 'hdi', got {method!r}")
+        lower, upper = _credible(draws.to_numpy(), level, method)
         return pd.DataFrame({"lower": lower, "upper": upper}, index=self.params.index)
 
+    def _sigma_interval(self, level: float, method: str) -> pd.DataFrame:
+        if not self.converged:
+            return pd.DataFrame({"lower": [math.nan], "upper": [math.nan]}, index=["sigma"])
+        if math.isnan(self.sigma):
+            raise ModelError(f"engine {self.engine!r} has no random-intercept SD")
+        lower, upper = _credible(self.sigma_draws()[:, None], level, method)
+        return pd.DataFrame({"lower": lower, "upper": upper}, index=["sigma"])
+
     def odds_ratios(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
-        """Posterior median OR, exp of the credible interval (``method`` as in
-        ``conf_int``: ``"eti"`` or ``"hdi"``), and the tail probability."""
+        """Posterior median OR and the exp of the credible interval.
+
+        Parameters
+        ----------
+        level : float
+            Coverage of the credible interval.
+        method : str, optional
+            ``"eti"`` or ``"hdi"`` (default: the one chosen at fit time).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``OR`` (posterior median of exp(β)), ``lower``, ``upper`` and ``p``
+            (NaN: see :attr:`tail_probability`).
+        """
         ci = self.conf_int(level, method)
         median = self.beta_draws().median().to_numpy() if self.converged else np.nan
         with np.errstate(over="ignore"):  # a runaway posterior (flat prior) gives inf
@@ -201,21 +274,29 @@ class BayesFitResult(FitResult):
             )
 
     def summary(self) -> str:
-        """Posterior summary: priors, sampler settings, estimates and diagnostics."""
-        ex = self.extra
-        method = ex.get("interval", "eti").upper()
-        lines = [
-            f"syndesmo fit: engine=bayes (NUTS via {ex.get('sampler', 'pymc')}: "
-            f"{ex.get('chains')} chains × {ex.get('draws')} draws after {ex.get('tune')} "
-            f"tuning, seed {ex.get('seed')}, target_accept {ex.get('target_accept')})",
-            f"Formula: {self.formula}",
-            f"Observations: {self.n_obs}"
-            + (f", groups ({self.group}): {self.n_groups}" if self.n_groups else "")
-            + (f", events: {self.n_events}" if self.n_events is not None else ""),
-            "Priors (log-odds scale; the intercept's applies with the other columns centred):",
-        ]
-        lines += [f"  {k} ~ {v}" for k, v in ex.get("priors", {}).items()]
+        """Posterior summary: priors, sampler settings, estimates and diagnostics.
+
+        Returns
+        -------
+        str
+            Sampler settings, priors, variance components, the posterior table
+            (mean, SD, credible interval, median OR, tail probability, R-hat, ESS),
+            the convergence record, warnings and the rows left out.
+        """
+        d = self.details
+        method = d.interval.upper()
+        lines = self._header()
+        lines[0] = (
+            f"syndesmo fit: engine=bayes (NUTS via {d.sampler}: {d.chains} chains × "
+            f"{d.draws} draws after {d.tune} tuning, seed {d.seed}, "
+            f"target_accept {d.target_accept})"
+        )
+        lines.append(
+            "Priors (log-odds scale; the intercept's applies with the other columns centred):"
+        )
+        lines += [f"  {k} ~ {v}" for k, v in d.priors.items()]
         if not math.isnan(self.sigma):
+            lines += self._varcorr_lines()
             s = self.sigma_draws()
             lo, hi = np.quantile(s, [0.025, 0.975])
             lines.append(
@@ -224,7 +305,7 @@ class BayesFitResult(FitResult):
             )
         ci = self.conf_int()
         ors = self.odds_ratios()
-        diag = ex.get("diagnostics", pd.DataFrame())
+        diag = d.rhat_ess
         table = pd.DataFrame(
             {
                 "Mean": self.params,
@@ -232,31 +313,37 @@ class BayesFitResult(FitResult):
                 f"[2.5% {method}": ci["lower"],
                 f"97.5%] {method}": ci["upper"],
                 "OR(median)": ors["OR"],
-                "P(tail)": self.pvalues,
+                "P(tail)": self.tail_probability,
             }
         )
         if not diag.empty:
             table = table.join(diag.drop(index=SIGMA_KEY, errors="ignore"))
         lines.append(table.to_string(float_format=lambda v: f"{v:.4f}"))
         if not diag.empty and SIGMA_KEY in diag.index:
-            d = diag.loc[SIGMA_KEY]
+            r = diag.loc[SIGMA_KEY]
             lines.append(
-                f"sigma: R-hat {d['R-hat']:.4f}, ESS bulk {d['ESS bulk']:.0f}, "
-                f"ESS tail {d['ESS tail']:.0f}"
+                f"sigma: R-hat {r['R-hat']:.4f}, ESS bulk {r['ESS bulk']:.0f}, "
+                f"ESS tail {r['ESS tail']:.0f}"
             )
         lines.append(
-            f"Divergent transitions after tuning: {ex.get('divergences', 0)}; "
-            "P(tail) = 2·min(P(β>0), P(β<0)), a posterior probability, not a p-value; "
+            f"Divergent transitions after tuning: {d.divergences}; "
+            "P(tail) = 2·min(P(β>0), P(β<0)), a posterior probability, not a p-value "
+            "(pvalues are not reported for a posterior); "
             "logLik/AIC/BIC are not reported for a posterior"
         )
-        status = "converged" if self.converged else f"NOT converged: {self.convergence_message}"
-        lines.append(f"Status: {status}")
-        for w in self.warnings:
-            lines.append(f"Warning: {w}")
-        if len(self.ledger):
-            lines.append("Rows left out:")
-            lines.append(self.ledger.to_frame().to_string(index=False))
+        lines += self.convergence.describe()
+        lines += self._tail_lines()
         return "\n".join(lines)
+
+
+def _credible(draws: np.ndarray, level: float, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper ends of a credible interval per column of ``draws``."""
+    if method == "eti":
+        tail = (1.0 - level) / 2.0
+        frame = pd.DataFrame(draws)
+        return frame.quantile(tail).to_numpy(), frame.quantile(1.0 - tail).to_numpy()
+    bounds = np.array([_hdi(draws[:, j], level) for j in range(draws.shape[1])])
+    return bounds[:, 0], bounds[:, 1]
 
 
 def _hdi(x: np.ndarray, level: float) -> tuple[float, float]:
@@ -650,7 +737,6 @@ def fit_bayes(
     cells = _aggregate(X, y, n, groups, offset)
     pm, pt, az = _backend()
 
-    t0 = time.perf_counter()
     with _quiet_sampling():
         model = _build_model(pm, pt, design, X, cells, resolved)
         try:
@@ -671,8 +757,6 @@ def fit_bayes(
             raise EngineUnavailableError(
                 f"nuts_sampler={nuts_sampler!r} is not installed ({exc})"
             ) from exc
-    wall = time.perf_counter() - t0
-    sampling = float(idata.sample_stats.attrs.get("sampling_time", math.nan))
 
     names = list(design.names)
     has_sigma = design.group is not None
@@ -719,29 +803,35 @@ def fit_bayes(
         loglik=math.nan,
         n_groups=design.n_groups,
         group=design.group,
-        sigma=sigma,
+        varcomps=random_intercept(design.group, sigma),
         nagq=None,
-        converged=not problems,
-        convergence_message=message,
-        singular=False,
+        convergence=Convergence(
+            converged=not problems,
+            message=message,
+            separated_terms=tuple(separated),
+            diagnostics={
+                "max_rhat": float(diag["R-hat"].max()),
+                "min_ess_bulk": float(diag["ESS bulk"].min()),
+                "min_ess_tail": float(diag["ESS tail"].min()),
+                "divergences": divergences,
+            },
+        ),
         ledger=design.ledger.copy(),
-        warnings=fit_warnings,
+        warnings=tuple(fit_warnings),
         n_events=round(float(y.sum())),
-        idata=idata,
-        extra={
-            "interval": "hdi" if hdi else "eti",
-            "priors": {k: v.describe() for k, v in resolved.items()},
-            "diagnostics": diag,
-            "divergences": divergences,
-            "draws": draws,
-            "tune": tune,
-            "chains": chains,
-            "seed": seed if isinstance(seed, int | np.integer) else repr(seed),
-            "target_accept": float(target_accept),
-            "sampler": nuts_sampler,
-            "n_cells": int(cells.y.size),
-            "timing": {"total_s": wall, "sampling_s": sampling, "setup_s": wall - sampling},
-        },
+        details=BayesDetails(
+            idata=idata,
+            interval="hdi" if hdi else "eti",
+            priors={k: v.describe() for k, v in resolved.items()},
+            rhat_ess=diag,
+            divergences=divergences,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            seed=seed if isinstance(seed, int | np.integer) else repr(seed),
+            target_accept=float(target_accept),
+            sampler=nuts_sampler,
+        ),
     )
 
 

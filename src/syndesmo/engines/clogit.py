@@ -31,11 +31,11 @@ Rules, stated once:
   adjusted for treatment still gives the within-patient OR of the exposure; a model
   left with no column is refused. Collinear within-stratum columns are refused.
 * Strata in which every row or no row has the event carry no information; they stay
-  in ``n_obs`` and ``n_groups`` (as in R's ``n``), and ``extra`` counts the
-  informative ones (``informative_strata``, ``informative_rows``), with a note in
-  ``warnings``.
+  in ``n_obs`` and ``n_groups`` (as in R's ``n``), and ``details`` (a
+  :class:`ClogitDetails`) counts the informative ones (``informative_strata``,
+  ``informative_rows``), with a note in ``warnings``.
 * ``loglik`` is the conditional log-likelihood at the estimates (R's
-  ``fit$loglik[2]``); ``extra["loglik_null"]`` is its value at β = 0
+  ``fit$loglik[2]``); ``details.loglik_null`` is its value at β = 0
   (``fit$loglik[1]``).
 """
 
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import check_rank
 from syndesmo.fitting.registry import check_call, name_for
-from syndesmo.fitting.results import FitResult
+from syndesmo.fitting.results import Convergence, EngineDetails, FitResult
 
 #: This engine's name, as the registry lists it.
 ENGINE = name_for(f"{__name__}:fit_clogit")
@@ -64,6 +65,28 @@ CONSTANT_TOL = 1e-10
 #: estimate running off to infinity (the outcome predicted perfectly within strata).
 SEPARATION_BETA = 10.0
 SEPARATION_SE = 10.0
+
+
+@dataclass(frozen=True)
+class ClogitDetails(EngineDetails):
+    """What a conditional-logit fit knows beyond the shared result.
+
+    Parameters
+    ----------
+    informative_strata : int
+        Strata with both events and non-events (the others carry no information).
+    informative_rows : int
+        Rows in those strata.
+    dropped_terms : tuple of str
+        Terms constant within every informative stratum, left out (R gives them NA).
+    loglik_null : float
+        The conditional log-likelihood at β = 0 (R's ``fit$loglik[1]``).
+    """
+
+    informative_strata: int
+    informative_rows: int
+    dropped_terms: tuple[str, ...]
+    loglik_null: float
 
 
 def fit_clogit(
@@ -94,7 +117,7 @@ def fit_clogit(
     -------
     FitResult
         Log odds ratios within strata (no intercept), ``loglik`` the conditional
-        log-likelihood, ``n_groups`` the number of strata; ``extra`` holds
+        log-likelihood, ``n_groups`` the number of strata; ``details`` holds
         ``informative_strata``, ``informative_rows``, ``dropped_terms``,
         ``loglik_null`` and ``iterations``.
 
@@ -179,19 +202,16 @@ def fit_clogit(
         loglik=loglik,
         n_groups=design.n_groups,
         group=design.group,
-        sigma=math.nan,
-        converged=converged,
-        convergence_message=message,
+        convergence=Convergence(converged=converged, message=message, iterations=iterations),
         ledger=design.ledger.copy(),
-        warnings=notes,
+        warnings=tuple(notes),
         n_events=round(float(y.sum())),
-        extra={
-            "informative_strata": n_strata,
-            "informative_rows": int(rows.sum()),
-            "dropped_terms": within_constant,
-            "loglik_null": loglik_null,
-            "iterations": iterations,
-        },
+        details=ClogitDetails(
+            informative_strata=n_strata,
+            informative_rows=int(rows.sum()),
+            dropped_terms=tuple(within_constant),
+            loglik_null=loglik_null,
+        ),
     )
 
 

@@ -7,7 +7,7 @@ VUs at risk as exposure: ``offset = log(n_at_risk)``) are modelled as
   ``glm(y ~ x + offset(log(n)), family = poisson)``;
 - ``fit_negbin``: statsmodels ``NegativeBinomial`` with ``loglike_method="nb2"``
   (variance μ + αμ²), α estimated by maximum likelihood beside the coefficients, as
-  R's ``MASS::glm.nb`` (which reports θ = 1/α); α is in ``extra["alpha"]``.
+  R's ``MASS::glm.nb`` (which reports θ = 1/α); α is ``fit.details.alpha``.
 
 ``exp(coef)`` is a rate ratio. Rows are treated as independent: a bar in the formula
 is ignored with a note, as the ``logit`` engine does. The outcome must be whole
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,11 +31,24 @@ from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import check_rank
 from syndesmo.fitting.registry import check_call, name_for
-from syndesmo.fitting.results import FitResult
+from syndesmo.fitting.results import Convergence, EngineDetails, FitResult
 
 #: The engines' names, as the registry lists them.
 POISSON_ENGINE = name_for(f"{__name__}:fit_poisson")
 NEGBIN_ENGINE = name_for(f"{__name__}:fit_negbin")
+
+
+@dataclass(frozen=True)
+class CountDetails(EngineDetails):
+    """What a count model knows beyond the shared result.
+
+    Parameters
+    ----------
+    alpha : float
+        The negative binomial's dispersion (NB2: Var = μ + α μ²); NaN for Poisson.
+    """
+
+    alpha: float
 
 
 def fit_poisson(
@@ -86,7 +100,6 @@ def fit_poisson(
         converged,
         message,
         notes,
-        {},
     )
 
 
@@ -114,7 +127,8 @@ def fit_negbin(
     -------
     FitResult
         Coefficients on the log scale (``exp`` = rate ratio); the dispersion α
-        (variance μ + αμ²) in ``extra["alpha"]``; ``vcov`` of the coefficients only.
+        (variance μ + αμ²) in ``details.alpha`` (a :class:`CountDetails`); ``vcov`` of
+        the coefficients only.
 
     Raises
     ------
@@ -143,7 +157,7 @@ def fit_negbin(
         converged,
         message,
         notes,
-        {"alpha": float(params[-1])},
+        alpha=float(params[-1]),
     )
 
 
@@ -198,7 +212,7 @@ def _result(
     converged: bool,
     message: str,
     notes: list[str],
-    extra: dict,
+    alpha: float = math.nan,
 ) -> FitResult:
     names = list(design.names)
     return FitResult(
@@ -208,11 +222,9 @@ def _result(
         vcov=pd.DataFrame(cov, index=names, columns=names),
         n_obs=design.n_obs,
         loglik=loglik,
-        sigma=math.nan,
-        converged=converged,
-        convergence_message=message,
+        convergence=Convergence(converged=converged, message=message),
         ledger=design.ledger.copy(),
-        warnings=notes,
+        warnings=tuple(notes),
         n_events=round(float(design.y.sum())),
-        extra=extra,
+        details=CountDetails(alpha=alpha),
     )

@@ -5,7 +5,8 @@ with one exchangeable correlation shared by all pairs of rows in a cluster — t
 cluster being the grouping factor of the formula's bar ``(1|patient)`` — and robust
 (sandwich) standard errors, as in R's ``geepack::geeglm(..., corstr =
 "exchangeable")``. There is no likelihood, so ``loglik`` is NaN; the estimated
-working correlation is in ``extra["working_correlation"]``.
+working correlation, the scale and the naive (model-based) covariance are in
+``fit.details`` (a :class:`GeeDetails`).
 
 The dependence parameter is estimated as geepack does: the Pearson scale is the
 mean squared Pearson residual and the correlation the mean over within-cluster
@@ -44,7 +45,7 @@ from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.registry import check_call, name_for
-from syndesmo.fitting.results import FitResult
+from syndesmo.fitting.results import Convergence, EngineDetails, FitResult
 
 #: This engine's name, as the registry lists it.
 ENGINE = name_for(f"{__name__}:fit_gee")
@@ -54,6 +55,29 @@ CORSTRS = ("exchangeable", "independence")
 # A logit coefficient beyond ±30 is an odds ratio beyond e^30 ≈ 1e13 per unit: no
 # real effect, only an iteration running off (divergence or separation).
 MAX_ABS_LOGIT = 30.0
+
+
+@dataclass(frozen=True)
+class GeeDetails(EngineDetails):
+    """What a GEE fit knows beyond the shared result.
+
+    Parameters
+    ----------
+    corstr : str
+        The working correlation structure (``"exchangeable"`` or ``"independence"``).
+    working_correlation : float
+        The estimated exchangeable correlation (NaN for independence, or when every
+        cluster has one row).
+    scale : float
+        The Pearson scale (mean squared Pearson residual, as geepack).
+    cov_naive : pandas.DataFrame
+        The naive (model-based) covariance of the estimates; ``vcov`` is the robust one.
+    """
+
+    corstr: str
+    working_correlation: float
+    scale: float
+    cov_naive: pd.DataFrame
 
 
 @dataclass
@@ -85,6 +109,13 @@ def fit_gee(
     exceeds ±30 on the logit scale. ``offset`` (one number per row; default
     ``design.offset``) is a known term of the linear predictor, as geepack's ``offset``.
     ``nagq`` is part of the engine contract and must be left unset (or ``nagq=1``).
+
+    Returns
+    -------
+    FitResult
+        Robust covariance in ``vcov``, ``loglik`` NaN, no variance components;
+        ``details`` is a :class:`GeeDetails`; ``convergence`` holds the iterations and
+        the largest absolute value of the estimating function at the end.
     """
     check_call(ENGINE, nagq, offset)
     _check_inputs(design, maxiter, ctol, corstr)
@@ -125,9 +156,8 @@ def fit_gee(
 
     max_size = int(np.bincount(design.groups).max())
     alpha = math.nan
-    alpha_range = (math.nan, math.nan)
     if corstr == "exchangeable":
-        alpha, alpha_range = _check_working_correlation(model, history, max_size, diagnosis)
+        alpha = _check_working_correlation(model, history, max_size, diagnosis)
 
     sep = separated_terms(design.X, design.y, design.trials, names)
     if sep:
@@ -138,6 +168,7 @@ def fit_gee(
         )
     converged = not diagnosis.reasons
     message = "" if converged else "; ".join(dict.fromkeys(diagnosis.reasons))
+    last_score = np.asarray(history["score"][-1], dtype=float) if history["score"] else None
     return FitResult(
         engine=ENGINE,
         formula=design.formula,
@@ -147,21 +178,26 @@ def fit_gee(
         loglik=math.nan,
         n_groups=design.n_groups,
         group=design.group,
-        sigma=math.nan,
-        converged=converged,
-        convergence_message=message,
+        convergence=Convergence(
+            converged=converged,
+            message=message,
+            iterations=iterations,
+            max_abs_gradient=(
+                float(np.max(np.abs(last_score)))
+                if last_score is not None and last_score.size
+                else math.nan
+            ),
+            separated_terms=tuple(sep),
+        ),
         ledger=design.ledger.copy(),
-        warnings=list(dict.fromkeys(diagnosis.notes)),
+        warnings=tuple(dict.fromkeys(diagnosis.notes)),
         n_events=round(float(design.y.sum())),
-        extra={
-            "corstr": corstr,
-            "working_correlation": alpha,
-            "working_correlation_range": alpha_range,
-            "scale": scale,
-            "iterations": iterations,
-            "cov_naive": pd.DataFrame(cov_naive, index=names, columns=names),
-            "separated_terms": sep,
-        },
+        details=GeeDetails(
+            corstr=corstr,
+            working_correlation=alpha,
+            scale=scale,
+            cov_naive=pd.DataFrame(cov_naive, index=names, columns=names),
+        ),
     )
 
 
@@ -252,8 +288,8 @@ def _check_estimates(
 
 def _check_working_correlation(
     model: sm.GEE, history: dict[str, list], max_size: int, diagnosis: _Diagnosis
-) -> tuple[float, tuple[float, float]]:
-    """The final exchangeable correlation, its admissible range, and any excursion.
+) -> float:
+    """The final exchangeable correlation, checked against its admissible range.
 
     An exchangeable correlation matrix of size m is positive definite exactly for
     -1/(m-1) < alpha < 1, so the largest cluster sets the lower bound.
@@ -264,7 +300,7 @@ def _check_working_correlation(
             "every cluster has a single row: the working correlation is not identified "
             "and the fit is the independence GEE"
         )
-        return math.nan, (math.nan, math.nan)
+        return math.nan
     lower = -1.0 / (max_size - 1)
     if not math.isfinite(alpha):
         diagnosis.reasons.append("working correlation not finite")
@@ -285,4 +321,4 @@ def _check_working_correlation(
             "when a few large clusters carry most events); consider "
             "corstr='independence' or a random-intercept model"
         )
-    return alpha, (lower, 1.0)
+    return alpha

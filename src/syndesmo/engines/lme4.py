@@ -18,10 +18,12 @@ rpy2 is not thread-safe: call this engine from one thread at a time.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,7 @@ from syndesmo.errors import EngineUnavailableError, ModelError
 from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.registry import check_call, name_for
-from syndesmo.fitting.results import FitResult
+from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, random_intercept
 
 #: This engine's name, as the registry lists it.
 ENGINE = name_for(f"{__name__}:fit_lme4")
@@ -47,6 +49,20 @@ _NOT_CONVERGED = re.compile(
     r"very large eigenvalue|convergence code|degenerate",
     re.IGNORECASE,
 )
+
+
+@dataclass(frozen=True)
+class Lme4Details(EngineDetails):
+    """What an lme4 fit knows beyond the shared result.
+
+    Parameters
+    ----------
+    r_seconds : float
+        R's own elapsed time for ``glmer`` (``system.time``).
+    """
+
+    r_seconds: float
+
 
 _R_FIT = """
 function(df, formula, nAGQ) {
@@ -72,14 +88,16 @@ function(df, formula, nAGQ) {
     sigma = sqrt(as.numeric(lme4::VarCorr(fit)[[1]][1, 1])),
     singular = lme4::isSingular(fit),
     optcode = if (is.null(conv$opt)) 0L else as.integer(conv$opt),
+    feval = if (is.null(fit@optinfo$feval)) NA_real_ else as.numeric(fit@optinfo$feval),
+    max_grad = if (is.null(fit@optinfo$derivs)) NA_real_ else
+      max(abs(fit@optinfo$derivs$gradient)) / 2,
     lme4_messages = as.character(unlist(conv$lme4$messages)),
     opt_warnings = as.character(unlist(fit@optinfo$warnings)),
     warnings = warns,
     messages = msgs,
     elapsed = as.numeric(timing[["elapsed"]]),
     nobs = as.integer(stats::nobs(fit)),
-    ngrps = as.integer(lme4::ngrps(fit)),
-    lme4_version = as.character(utils::packageVersion("lme4"))
+    ngrps = as.integer(lme4::ngrps(fit))
   )
 }
 """
@@ -180,8 +198,7 @@ def fit_lme4(
     R is given the design's own matrices so that names align with the other engines;
     ``design.data`` (the input rows the design kept), when present, is only checked
     against the design. ``offset`` (one number per row; default ``design.offset``)
-    enters the R formula as ``offset(off)``. ``extra["r_seconds"]`` is R's own elapsed
-    time for ``glmer``.
+    enters the R formula as ``offset(off)``.
 
     Parameters
     ----------
@@ -196,6 +213,11 @@ def fit_lme4(
     -------
     FitResult
         The glmer fit, with lme4's warnings in ``warnings``.
+        ``details`` is an :class:`Lme4Details` (R's own elapsed time for ``glmer``);
+        ``convergence`` holds lme4's messages, the largest absolute gradient of the
+        log-likelihood from ``optinfo$derivs`` (half that of the deviance), and the
+        optimiser's code and function evaluations as diagnostics. No model object:
+        lme4's lives in R, so profile intervals are not offered here.
 
     Raises
     ------
@@ -268,6 +290,8 @@ def fit_lme4(
             + "; those estimates are not finite (the optimiser stopped at a large value)"
         )
 
+    feval = float(res["feval"][0])
+    max_grad = float(res["max_grad"][0])
     return FitResult(
         engine=ENGINE,
         formula=design.formula,
@@ -277,21 +301,23 @@ def fit_lme4(
         loglik=float(res["loglik"][0]),
         n_groups=int(res["ngrps"][0]),
         group=design.group,
-        sigma=float(res["sigma"][0]),
+        varcomps=random_intercept(design.group, float(res["sigma"][0])),
         nagq=int(nagq),
-        converged=converged,
-        convergence_message=message,
-        singular=bool(res["singular"][0]),
+        convergence=Convergence(
+            converged=converged,
+            message=message,
+            max_abs_gradient=max_grad if math.isfinite(max_grad) else math.nan,
+            singular=bool(res["singular"][0]),
+            separated_terms=tuple(separated),
+            diagnostics={
+                "optimizer_code": optcode,
+                "function_evaluations": int(feval) if math.isfinite(feval) else None,
+            },
+        ),
         ledger=design.ledger.copy(),
-        warnings=notes,
+        warnings=tuple(notes),
         n_events=round(float(design.y.sum())),
-        extra={
-            "r_seconds": float(res["elapsed"][0]),
-            "r_formula": formula,
-            "lme4_version": str(res["lme4_version"][0]),
-            "separated_terms": separated,
-            "offset": offset,
-        },
+        details=Lme4Details(r_seconds=float(res["elapsed"][0])),
     )
 
 

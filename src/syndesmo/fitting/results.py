@@ -1,39 +1,196 @@
-"""The result every engine returns: ``FitResult``.
+"""The result every engine returns: ``FitResult``, a frozen core with typed parts.
 
-Every engine (native, lme4, gee, logit, bayes) returns the same ``FitResult`` so
-tables, plots and power simulations never need to know how a model was fitted.
-Names follow statsmodels (``params``, ``bse``, ``conf_int()``, ``summary()``) and
-the log-likelihood is on lme4's scale so numbers can be compared with R.
+Every engine (native, lme4, gee, logit, bayes, the count models) returns a
+``FitResult`` so tables, plots and power simulations never need to know how a model
+was fitted. Names follow two conventions: inference names follow statsmodels
+(``params``, ``bse``, ``pvalues``, ``conf_int()``, ``cov_params()``, ``llf``,
+``nobs``, ``summary()``), variance components follow lme4 (``varcorr`` is laid out
+as ``as.data.frame(VarCorr(m))``); the log-likelihood is on lme4's scale, so numbers
+can be compared with R.
+
+The core is frozen: what a fit estimated cannot be overwritten by a reader. Its
+parts are small frozen values of their own:
+
+* :class:`Convergence` — how the optimum was reached (lme4's ``optinfo``, the
+  ``OptSummary`` of MixedModels.jl): converged, message, iterations, max |gradient|,
+  singular, separated terms, and a mapping of engine-specific diagnostics;
+* :class:`VarComp` — one variance component (an SD or a correlation), one row of
+  ``varcorr``; a fit holds a tuple of them, so several random-effect terms fit in;
+* :class:`EngineDetails` — the base of each engine's typed details (the native
+  engine's Hessian, GEE's working correlation, the Bayesian engine's draws, ...);
+* ``model`` — the engine's model object where it has one (native, logit): it
+  evaluates and maximises the likelihood, which is what profile intervals need
+  (:mod:`syndesmo.fitting.profile`, through the :class:`ProfileModel` protocol).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from syndesmo.errors import ModelError
+from syndesmo.fitting.profile import ProfileModel, profile_conf_int, profile_sigma_conf_int
 from syndesmo.ledger import Ledger
 
+#: Columns of ``FitResult.varcorr``, as lme4's ``as.data.frame(VarCorr(m))``.
+VARCORR_COLUMNS = ("grp", "var1", "var2", "vcov", "sdcor")
+#: lme4's name of a random intercept in ``VarCorr``.
+INTERCEPT = "(Intercept)"
 
-@dataclass
+
+class _ReadOnlyDict(dict):
+    """A dict that refuses changes (and still pickles): the diagnostics of a record."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("the diagnostics of a convergence record are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """How a fit reached (or did not reach) its optimum.
+
+    Parameters
+    ----------
+    converged : bool
+        Whether the engine's own convergence criteria were met.
+    message : str
+        The engine's account of the optimisation (why it stopped, or why it failed).
+    iterations : int or None
+        Iterations of the optimiser (Newton, IRLS, GEE), where the engine counts them.
+    max_abs_gradient : float
+        Largest absolute gradient of the log-likelihood (of the estimating function for
+        GEE) at the estimates, NaN where the engine does not give it.
+    singular : bool
+        A boundary fit: a variance component at zero (lme4's ``isSingular``).
+    separated_terms : tuple of str
+        Terms along a direction of complete or quasi-complete separation (their
+        estimates are not finite); empty when none was found.
+    diagnostics : mapping
+        Engine-specific diagnostics by name (e.g. the largest R-hat of an MCMC run).
+    """
+
+    converged: bool = True
+    message: str = ""
+    iterations: int | None = None
+    max_abs_gradient: float = math.nan
+    singular: bool = False
+    separated_terms: tuple[str, ...] = ()
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "separated_terms", tuple(self.separated_terms))
+        object.__setattr__(self, "diagnostics", _ReadOnlyDict(self.diagnostics))
+
+    def describe(self) -> list[str]:
+        """The record as lines of text, for :meth:`FitResult.summary`."""
+        status = "converged" if self.converged else "NOT converged"
+        facts = []
+        if self.iterations is not None:
+            facts.append(f"{self.iterations} iterations")
+        if not math.isnan(self.max_abs_gradient):
+            facts.append(f"max |gradient| {self.max_abs_gradient:.2e}")
+        if self.singular:
+            facts.append("singular fit (a variance component at 0)")
+        lines = [f"Convergence: {status}" + "".join(f"; {f}" for f in facts)]
+        if self.message:
+            lines.append(f"  {self.message}")
+        if self.separated_terms:
+            lines.append(f"  separation along: {', '.join(self.separated_terms)}")
+        if self.diagnostics:
+            lines.append("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in self.diagnostics.items()))
+        return lines
+
+
+@dataclass(frozen=True)
+class VarComp:
+    """One variance component: a row of lme4's ``as.data.frame(VarCorr(m))``.
+
+    An SD row has ``var2`` None, ``vcov`` the variance and ``sdcor`` the SD; a
+    correlation row names both terms, ``vcov`` is the covariance and ``sdcor`` the
+    correlation.
+    """
+
+    grp: str
+    var1: str
+    var2: str | None
+    vcov: float
+    sdcor: float
+
+    @property
+    def is_sd(self) -> bool:
+        """True for an SD row, False for a correlation."""
+        return self.var2 is None
+
+
+def random_intercept(group: str | None, sd: float) -> tuple[VarComp, ...]:
+    """The variance components of one random intercept of SD ``sd`` by ``group``.
+
+    Parameters
+    ----------
+    group : str or None
+        The grouping factor (the bar's right-hand side).
+    sd : float
+        The random-intercept SD; NaN for a model without one.
+
+    Returns
+    -------
+    tuple of VarComp
+        One SD row, or empty when there is no group or ``sd`` is NaN.
+    """
+    if group is None or sd is None or math.isnan(sd):
+        return ()
+    sd = float(sd)
+    return (VarComp(str(group), INTERCEPT, None, sd * sd, sd),)
+
+
+@dataclass(frozen=True)
+class EngineDetails:
+    """Base of the engine-specific details of a fit (engines subclass it)."""
+
+
+@runtime_checkable
+class _HasThetaSE(Protocol):
+    """Details that carry the standard error of the random-intercept SD."""
+
+    theta_se: float
+
+
+@dataclass(frozen=True, eq=False)
 class FitResult:
     """One fitted model, whatever the engine.
 
-    ``params`` are on the link (log-odds) scale; ``vcov`` is their covariance.
-    ``sigma`` is the random-intercept SD (NaN for engines without one), and
-    ``loglik`` the maximised log-likelihood on lme4's scale (NaN for GEE).
+    ``params`` are on the link (log-odds) scale and ``vcov`` is their covariance;
+    ``loglik`` is the maximised log-likelihood on lme4's scale (NaN for GEE and for a
+    posterior). ``varcomps`` are the variance components (see :attr:`varcorr`;
+    :attr:`sigma` is the single-intercept shorthand). ``convergence`` is the
+    :class:`Convergence` record, ``details`` the engine's typed details (or None) and
+    ``model`` the engine's model object (or None).
+
+    Instances are frozen: use :func:`dataclasses.replace` or :meth:`with_warnings`
+    for a changed copy.
 
     A fit that did not converge (``converged=False``) reports no numbers, whatever the
-    engine: ``params``, ``vcov``, ``sigma`` and ``loglik`` are NaN, so are the
-    intervals, p-values and odds ratios derived from them, and ``summary()`` says why
-    (``convergence_message``). Where the iteration stopped is kept for diagnosis in
-    ``extra["last_iterate"]`` (``params``, ``bse``, ``sigma``, ``loglik``).
+    engine: ``params``, ``vcov``, the variance components and ``loglik`` are NaN, so
+    are the intervals, p-values and odds ratios derived from them, and ``summary()``
+    says why (``convergence_message``). Where the iteration stopped is kept for
+    diagnosis in ``last_iterate`` (``params``, ``bse``, ``sigma``, ``loglik``).
     """
+
+    #: Interval methods of ``conf_int(method=...)``; the first is the default.
+    INTERVAL_METHODS: ClassVar[tuple[str, ...]] = ("wald", "profile")
 
     engine: str
     formula: str
@@ -43,61 +200,113 @@ class FitResult:
     loglik: float = math.nan
     n_groups: int | None = None
     group: str | None = None
-    sigma: float = math.nan
+    varcomps: tuple[VarComp, ...] = ()
     nagq: int | None = None
-    converged: bool = True
-    convergence_message: str = ""
-    singular: bool = False
+    convergence: Convergence = field(default_factory=Convergence)
     ledger: Ledger = field(default_factory=Ledger)
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
     n_events: int | None = None
-    idata: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    details: EngineDetails | None = None
+    model: ProfileModel | None = field(default=None, repr=False)
+    last_iterate: dict[str, Any] | None = field(default=None, repr=False)
+    _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.converged or "last_iterate" in self.extra:
+        object.__setattr__(self, "warnings", tuple(self.warnings))
+        object.__setattr__(self, "varcomps", tuple(self.varcomps))
+        if self.converged or self.last_iterate is not None:
             return
-        self.extra["last_iterate"] = {
+        bse = np.sqrt(np.abs(np.diag(self.vcov.to_numpy(dtype=float))))
+        last = {
             "params": self.params.copy(),
-            "bse": pd.Series(
-                np.sqrt(np.abs(np.diag(self.vcov.to_numpy(dtype=float)))), index=self.params.index
-            ),
+            "bse": pd.Series(bse, index=self.params.index),
             "sigma": self.sigma,
             "loglik": self.loglik,
         }
-        self.params = pd.Series(np.nan, index=self.params.index, name=self.params.name)
-        self.vcov = pd.DataFrame(np.nan, index=self.vcov.index, columns=self.vcov.columns)
-        if not math.isnan(self.sigma):
-            self.sigma = math.nan
-        self.loglik = math.nan
-        self.extra.pop("conf_int", None)  # an engine's own intervals: not from this fit
+        nan_params = pd.Series(np.nan, index=self.params.index, name=self.params.name)
+        nan_vcov = pd.DataFrame(np.nan, index=self.vcov.index, columns=self.vcov.columns)
+        nan_comps = tuple(
+            dataclasses.replace(c, vcov=math.nan, sdcor=math.nan) for c in self.varcomps
+        )
+        for name, value in (
+            ("last_iterate", last),
+            ("params", nan_params),
+            ("vcov", nan_vcov),
+            ("varcomps", nan_comps),
+            ("loglik", math.nan),
+        ):
+            object.__setattr__(self, name, value)
+
+    # -- convergence -----------------------------------------------------------------
 
     @property
-    def bse(self) -> pd.Series:
-        """Standard errors of ``params`` (square root of the diagonal of ``vcov``)."""
-        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.params.index)
+    def converged(self) -> bool:
+        """Whether the fit converged (``convergence.converged``)."""
+        return self.convergence.converged
 
     @property
-    def tvalues(self) -> pd.Series:
-        return self.params / self.bse
+    def singular(self) -> bool:
+        """A boundary fit with a variance component at 0 (``convergence.singular``)."""
+        return self.convergence.singular
 
     @property
-    def pvalues(self) -> pd.Series:
-        """Two-sided Wald p-values (z test), as lme4's ``summary`` reports for glmer."""
-        return pd.Series(2.0 * stats.norm.sf(np.abs(self.tvalues)), index=self.params.index)
+    def convergence_message(self) -> str:
+        """The optimiser's message (``convergence.message``)."""
+        return self.convergence.message
+
+    def with_warnings(self, *messages: str) -> FitResult:
+        """A copy with ``messages`` added to ``warnings`` (repeats left out).
+
+        Parameters
+        ----------
+        *messages : str
+            Notes to add, e.g. Python warnings caught while fitting.
+
+        Returns
+        -------
+        FitResult
+            The same fit (same class, same model) with the longer ``warnings``.
+        """
+        merged = tuple(dict.fromkeys([*self.warnings, *map(str, messages)]))
+        if merged == self.warnings:
+            return self
+        return dataclasses.replace(self, warnings=merged)
+
+    # -- variance components ---------------------------------------------------------
 
     @property
-    def n_params(self) -> int:
-        """Number of estimated parameters: fixed effects plus the random-intercept SD."""
-        return len(self.params) + (0 if math.isnan(self.sigma) else 1)
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components laid out as lme4's ``as.data.frame(VarCorr(m))``.
+
+        Columns ``grp, var1, var2, vcov, sdcor``: one row per SD (``var2`` NaN, ``vcov``
+        the variance, ``sdcor`` the SD) and one per correlation (``vcov`` the covariance,
+        ``sdcor`` the correlation); no rows for a model without random effects.
+        """
+        rows = [
+            (c.grp, c.var1, np.nan if c.var2 is None else c.var2, c.vcov, c.sdcor)
+            for c in self.varcomps
+        ]
+        frame = pd.DataFrame(rows, columns=list(VARCORR_COLUMNS))
+        return frame.astype(
+            {"grp": object, "var1": object, "var2": object, "vcov": float, "sdcor": float}
+        )
 
     @property
-    def aic(self) -> float:
-        return -2.0 * self.loglik + 2.0 * self.n_params
+    def sigma(self) -> float:
+        """The random-intercept SD of a single-intercept model; NaN otherwise."""
+        if len(self.varcomps) == 1:
+            only = self.varcomps[0]
+            if only.is_sd and only.var1 == INTERCEPT:
+                return float(only.sdcor)
+        return math.nan
 
     @property
-    def bic(self) -> float:
-        return -2.0 * self.loglik + math.log(self.n_obs) * self.n_params
+    def sigma_se(self) -> float:
+        """Standard error of :attr:`sigma` where the engine gives one (native: from the
+        Hessian over fixed effects and σ), else NaN."""
+        if isinstance(self.details, _HasThetaSE) and self.details.theta_se is not None:
+            return float(self.details.theta_se)
+        return math.nan
 
     @property
     def icc(self) -> float:
@@ -107,55 +316,140 @@ class FitResult:
         s2 = self.sigma**2
         return s2 / (s2 + math.pi**2 / 3.0)
 
-    def conf_int(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
-        """Confidence intervals on the link scale, columns ``lower`` and ``upper``.
+    # -- statsmodels names -----------------------------------------------------------
 
-        ``method="wald"`` (the default, as DESIGN.md asks) or ``"profile"``: the
-        profile-likelihood interval of lme4's ``confint(fit, method = "profile")``, by
-        refitting (``syndesmo.engines.profile``; engines ``native`` and ``logit``).
-        The random-intercept SD has its own :meth:`sigma_conf_int`.
+    @property
+    def nobs(self) -> int:
+        """Number of observations (statsmodels' name for ``n_obs``)."""
+        return self.n_obs
+
+    @property
+    def llf(self) -> float:
+        """Maximised log-likelihood (statsmodels' name for ``loglik``)."""
+        return self.loglik
+
+    def cov_params(self) -> pd.DataFrame:
+        """Covariance of the fixed effects (statsmodels' name for ``vcov``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            A copy of ``vcov``, indexed by term on both axes.
+        """
+        return self.vcov.copy()
+
+    # -- inference -------------------------------------------------------------------
+
+    @property
+    def bse(self) -> pd.Series:
+        """Standard errors of ``params`` (square root of the diagonal of ``vcov``)."""
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.params.index)
+
+    @property
+    def tvalues(self) -> pd.Series:
+        """Wald z statistics, ``params / bse``."""
+        return self.params / self.bse
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Two-sided Wald p-values (z test), as lme4's ``summary`` reports for glmer."""
+        return pd.Series(2.0 * stats.norm.sf(np.abs(self.tvalues)), index=self.params.index)
+
+    @property
+    def n_params(self) -> int:
+        """Number of estimated parameters: fixed effects plus variance components."""
+        return len(self.params) + len(self.varcomps)
+
+    @property
+    def aic(self) -> float:
+        """Akaike's information criterion, ``-2 loglik + 2 n_params``."""
+        return -2.0 * self.loglik + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        """Schwarz's criterion, ``-2 loglik + log(n_obs) n_params``."""
+        return -2.0 * self.loglik + math.log(self.n_obs) * self.n_params
+
+    def conf_int(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
+        """Confidence intervals of the fixed effects on the link scale.
+
+        Parameters
+        ----------
+        level : float
+            Coverage, between 0 and 1.
+        method : str, optional
+            One of :attr:`INTERVAL_METHODS`: ``"wald"`` (the default) or ``"profile"``,
+            the profile-likelihood interval of lme4's ``confint(fit, method =
+            "profile")`` (:mod:`syndesmo.fitting.profile`; needs ``fit.model``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``lower`` and ``upper``, one row per term.
+
+        Raises
+        ------
+        ModelError
+            For a method this result does not offer, or a profile without a model.
         """
         _check_level(level)
-        if _check_method(method) == "profile":
-            if not self.converged:
-                return pd.DataFrame({"lower": self.params, "upper": self.params})  # NaN
-            from syndesmo.engines.profile import profile_conf_int
+        method = self._interval_method(method)
+        cache_key = ("beta", method, float(level))
+        if cache_key in self._cache:
+            return self._cache[cache_key].copy()
+        table = self._interval(level, method)
+        if method != "wald":  # refits or draws: worth keeping
+            self._cache[cache_key] = table
+        return table.copy()
 
-            return profile_conf_int(self, level)
-        custom = self.extra.get("conf_int")
-        if custom is not None:
-            return custom(level)
-        z = stats.norm.ppf(0.5 + level / 2.0)
-        se = self.bse
-        return pd.DataFrame({"lower": self.params - z * se, "upper": self.params + z * se})
-
-    def sigma_conf_int(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
+    def sigma_conf_int(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
         """Confidence interval of the random-intercept SD: one row ``sigma``.
 
-        ``"wald"``: σ ± z·SE(σ) (SE from the Hessian, ``extra["theta_se"]``), cut at 0;
-        NaN where that SE is unavailable (σ at 0). ``"profile"``: the profile-likelihood
-        interval (lme4's ``.sig01`` row), with lower end 0 when σ = 0 is inside it.
+        Parameters
+        ----------
+        level : float
+            Coverage, between 0 and 1.
+        method : str, optional
+            ``"wald"`` (default): σ ± z·SE(σ) with SE from the Hessian
+            (:attr:`sigma_se`), cut at 0, NaN where that SE is unavailable (σ at 0).
+            ``"profile"``: the profile-likelihood interval (lme4's ``.sig01`` row), with
+            lower end 0 when σ = 0 is inside it.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``lower`` and ``upper``, index ``["sigma"]``.
+
+        Raises
+        ------
+        ModelError
+            For a model without a random-intercept SD, or a method not offered.
         """
         _check_level(level)
-        if _check_method(method) == "profile":
-            from syndesmo.engines.profile import profile_sigma_conf_int
+        method = self._interval_method(method)
+        cache_key = ("sigma", method, float(level))
+        if cache_key in self._cache:
+            return self._cache[cache_key].copy()
+        table = self._sigma_interval(level, method)
+        if method != "wald":
+            self._cache[cache_key] = table
+        return table.copy()
 
-            return profile_sigma_conf_int(self, level)
-        if not self.converged:
-            return pd.DataFrame({"lower": [math.nan], "upper": [math.nan]}, index=["sigma"])
-        if math.isnan(self.sigma):
-            raise ModelError(f"engine {self.engine!r} has no random-intercept SD")
-        se = self.extra.get("theta_se")
-        se = math.nan if se is None else float(se)
-        z = stats.norm.ppf(0.5 + level / 2.0)
-        lower = max(self.sigma - z * se, 0.0) if not math.isnan(se) else math.nan
-        return pd.DataFrame({"lower": [lower], "upper": [self.sigma + z * se]}, index=["sigma"])
-
-    def odds_ratios(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
+    def odds_ratios(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
         """Odds ratios with their confidence interval and p-value, one row per term.
 
-        ``method`` chooses the interval as in :meth:`conf_int`; ``p`` is always the Wald
-        p-value.
+        Parameters
+        ----------
+        level : float
+            Coverage of the interval.
+        method : str, optional
+            The interval, as in :meth:`conf_int`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``OR``, ``lower``, ``upper`` and ``p`` (always the Wald p-value;
+            NaN where the engine reports none).
         """
         ci = self.conf_int(level, method=method)
         return pd.DataFrame(
@@ -167,9 +461,47 @@ class FitResult:
             }
         )
 
-    def summary(self) -> str:
-        """A readable text summary in the style of lme4's and statsmodels' printouts."""
-        lines = [
+    # -- hooks of the interval methods (subclasses with other methods override them) --
+
+    @property
+    def default_interval(self) -> str:
+        """The interval method used when none is named."""
+        return self.INTERVAL_METHODS[0]
+
+    def _interval_method(self, method: str | None) -> str:
+        method = self.default_interval if method is None else method
+        if method not in self.INTERVAL_METHODS:
+            offered = " or ".join(repr(m) for m in self.INTERVAL_METHODS)
+            raise ModelError(
+                f"interval method must be {offered} for engine {self.engine!r}, got {method!r}"
+            )
+        return method
+
+    def _interval(self, level: float, method: str) -> pd.DataFrame:
+        if not self.converged:  # no numbers from a fit that did not converge
+            return pd.DataFrame({"lower": self.params, "upper": self.params})
+        if method == "profile":
+            return profile_conf_int(self, level)
+        z = stats.norm.ppf(0.5 + level / 2.0)
+        se = self.bse
+        return pd.DataFrame({"lower": self.params - z * se, "upper": self.params + z * se})
+
+    def _sigma_interval(self, level: float, method: str) -> pd.DataFrame:
+        if not self.converged and self.varcomps:
+            return pd.DataFrame({"lower": [math.nan], "upper": [math.nan]}, index=["sigma"])
+        if method == "profile":
+            return profile_sigma_conf_int(self, level)
+        if math.isnan(self.sigma):
+            raise ModelError(f"engine {self.engine!r} has no random-intercept SD")
+        se = self.sigma_se
+        z = stats.norm.ppf(0.5 + level / 2.0)
+        lower = max(self.sigma - z * se, 0.0) if not math.isnan(se) else math.nan
+        return pd.DataFrame({"lower": [lower], "upper": [self.sigma + z * se]}, index=["sigma"])
+
+    # -- text ------------------------------------------------------------------------
+
+    def _header(self) -> list[str]:
+        return [
             f"syndesmo fit: engine={self.engine}"
             + (f", nAGQ={self.nagq}" if self.nagq is not None else ""),
             f"Formula: {self.formula}",
@@ -177,13 +509,42 @@ class FitResult:
             + (f", groups ({self.group}): {self.n_groups}" if self.n_groups else "")
             + (f", events: {self.n_events}" if self.n_events is not None else ""),
         ]
+
+    def _varcorr_lines(self) -> list[str]:
+        if not self.varcomps:
+            return []
+        table = self.varcorr.fillna({"var2": ""})
+        return [
+            "Random effects (varcorr, as lme4's as.data.frame(VarCorr())):",
+            table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
+        ]
+
+    def _tail_lines(self) -> list[str]:
+        lines = [f"Warning: {w}" for w in self.warnings]
+        if len(self.ledger):
+            lines.append("Rows left out:")
+            lines.append(self.ledger.to_frame().to_string(index=False))
+        return lines
+
+    def summary(self) -> str:
+        """A readable text summary in the style of lme4's and statsmodels' printouts.
+
+        Returns
+        -------
+        str
+            Model, fit statistics, variance components (from :attr:`varcorr`), the
+            fixed-effects table with Wald intervals and odds ratios, the convergence
+            record, warnings and the rows left out.
+        """
+        lines = self._header()
         if not math.isnan(self.loglik):
             lines.append(f"logLik: {self.loglik:.4f}   AIC: {self.aic:.2f}   BIC: {self.bic:.2f}")
+        lines += self._varcorr_lines()
         if not math.isnan(self.sigma):
             lines.append(
                 f"Random intercept SD ({self.group}): {self.sigma:.4f}   ICC: {self.icc:.3f}"
             )
-        ci = self.conf_int()
+        ci = self.conf_int(method="wald")
         table = pd.DataFrame(
             {
                 "Estimate": self.params,
@@ -196,23 +557,21 @@ class FitResult:
             }
         )
         lines.append(table.to_string(float_format=lambda v: f"{v:.4f}"))
-        status = "converged" if self.converged else f"NOT converged: {self.convergence_message}"
-        lines.append(f"Status: {status}" + ("; singular fit (SD at 0)" if self.singular else ""))
-        for w in self.warnings:
-            lines.append(f"Warning: {w}")
-        if len(self.ledger):
-            lines.append("Rows left out:")
-            lines.append(self.ledger.to_frame().to_string(index=False))
+        lines += self.convergence.describe()
+        lines += self._tail_lines()
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"<FitResult engine={self.engine} n_obs={self.n_obs} formula={self.formula!r}>"
+        return (
+            f"<{type(self).__name__} engine={self.engine} n_obs={self.n_obs} "
+            f"formula={self.formula!r}>"
+        )
 
 
-def _check_method(method: str) -> str:
-    if method not in ("wald", "profile"):
-        raise ModelError(f"interval method must be 'wald' or 'profile', got {method!r}")
-    return method
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _check_level(level: float) -> None:

@@ -180,7 +180,10 @@ def _ors(values: pd.Series, kind: str = "") -> str:
 
 
 def _n_sig(sub: pd.DataFrame) -> str:
+    """``2 of 3 with p < 0.05``, counting only reported p-values (a posterior has none)."""
     p = pd.to_numeric(sub["p"], errors="coerce")
+    if not p.notna().any():
+        return "no p-values reported"
     return f"{int((p < 0.05).sum())} of {int(p.notna().sum())} with p < 0.05"
 
 
@@ -218,9 +221,10 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     best = best.loc[pd.to_numeric(best["OR"], errors="coerce").dropna().index]
     if len(best):
         top = best.loc[best["OR"].astype(float).idxmax()]
+        p_part = f", p {_p_words(top['p'])}" if np.isfinite(float(top["p"])) else ""
         text += (
             f" The largest fully adjusted OR was for VUs {top['exposure_label']}: "
-            f"{fmt_ratio(top['OR'], top['lower'], top['upper'])}, p {_p_words(top['p'])}."
+            f"{fmt_ratio(top['OR'], top['lower'], top['upper'])}{p_part}."
         )
     notes = sub[sub["note"].fillna("").astype(str).str.len() > 0]
     failed = sub[pd.to_numeric(sub["OR"], errors="coerce").isna()]
@@ -328,6 +332,7 @@ def _attenuation_text(rep) -> str:
     strong = att.merge(
         glmm_rows[["outcome", "exposure", "step", "p"]], on=["outcome", "exposure", "step"]
     )
+    reported = strong.empty or strong["p"].notna().any()  # a posterior reports none
     strong = strong[strong["p"] < 0.05]
     if len(strong):
         marginal = registry.engine_names(scale=registry.MARGINAL)
@@ -345,10 +350,15 @@ def _attenuation_text(rep) -> str:
             "working correlation weights the patients differently, so exact agreement is not "
             "expected."
         )
-    else:
+    elif reported:
         lines.append(
             "No GLMM estimate reached p < 0.05 here; with ORs near 1 the attenuation is "
             "hard to see, since both log-ORs are close to 0."
+        )
+    else:
+        lines.append(
+            "The GLMM estimates here come with no p-values (a posterior), so none is "
+            "singled out; the table `gee_vs_glmm` compares them all."
         )
     return " ".join(lines)
 

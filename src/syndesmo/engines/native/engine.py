@@ -16,7 +16,7 @@ Conventions copied from lme4 1.1 so numbers can be compared digit by digit:
   reports the quadrature approximation *minus the saturated model's log-likelihood*
   (its AGQ deviance is built from deviance residuals); this is identical for 0/1
   responses but not for binomial counts, and ``loglik`` follows lme4 there too. The
-  approximation of the log-likelihood itself is in ``extra["loglik_marginal"]``.
+  approximation of the log-likelihood itself is ``fit.details.loglik_marginal``.
 * The conditional modes are solved to 1e-10, where lme4 stops its PIRLS when the
   penalised deviance changes by less than ``tolPwrss = 1e-7`` (relative). Its Laplace
   log-likelihood, estimates and finite-difference standard errors therefore carry
@@ -30,6 +30,7 @@ vectorised computation and returns a :class:`ManyFit`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,140 +40,20 @@ from scipy import stats
 from syndesmo.checks import check_nagq
 from syndesmo.engines.native.core import constants, fit_core, lme4_loglik
 from syndesmo.engines.native.layout import compress_shared, compress_stacked
-from syndesmo.engines.native.quadrature import loglik_and_grad
-from syndesmo.errors import ModelError, warn_user
+from syndesmo.engines.native.model import (
+    MAX_NAGQ,
+    SEPARATION_BETA,
+    SINGULAR_TOL,
+    NativeDetails,
+    NativeModel,
+)
+from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
-from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.registry import name_for
-from syndesmo.fitting.results import FitResult
+from syndesmo.fitting.results import Convergence, FitResult, random_intercept
 
 #: This engine's name, as the registry lists it.
 ENGINE = name_for(f"{__name__}:fit_native")
-
-MAX_NAGQ = 25  # lme4's documented range for nAGQ with one scalar random effect
-SINGULAR_TOL = 1e-4  # lme4::isSingular(tol = 1e-4)
-SEPARATION_BETA = 10.0  # |β| beyond this (odds ratio e^10) triggers the separation check
-SEPARATION_SE = 10.0
-
-
-# ---------------------------------------------------------------------------
-# One model: fit_native
-# ---------------------------------------------------------------------------
-
-
-def _check_nagq(nagq: int) -> int:
-    return check_nagq(nagq, MAX_NAGQ)
-
-
-def _row(design: Design, i: int) -> str:
-    """Row ``i`` of the model matrices, named by its 0-based position in the input data."""
-    rows = getattr(design, "rows", None)
-    return f"row {int(rows[i]) if rows is not None else int(i)}"
-
-
-def _validate(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Arrays of a usable design, or one ModelError naming the problem."""
-    if design.groups is None:
-        raise ModelError("native engine needs a random-intercept term (1|group) in the formula")
-    X = np.asarray(design.X, dtype=float)
-    y = np.asarray(design.y, dtype=float).reshape(-1)
-    m = np.asarray(design.trials, dtype=float).reshape(-1)
-    groups = np.asarray(design.groups).reshape(-1)
-    n = X.shape[0]
-    resp = design.response or "response"
-    if X.ndim != 2 or y.size != n or m.size != n or groups.size != n:
-        raise ModelError(
-            f"design arrays disagree in length: X has {n} rows, y {y.size}, "
-            f"trials {m.size}, groups {groups.size}"
-        )
-    if n == 0:
-        raise ModelError("the model frame has no rows")
-    if len(design.names) != X.shape[1]:
-        raise ModelError(f"{X.shape[1]} model-matrix columns but {len(design.names)} names")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ModelError(f"term '{design.names[j]}' is not finite in {_row(design, i)} ({X[i, j]})")
-    for what, arr in ((resp, y), ("trials", m)):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ModelError(f"{what} is not finite in {_row(design, i)} ({arr[i]})")
-    if np.any(m < 1) or np.any(m != np.round(m)):
-        i = int(np.flatnonzero((m < 1) | (m != np.round(m)))[0])
-        raise ModelError(f"trials must be positive integers: {_row(design, i)} has {m[i]:g}")
-    binary = bool(np.all(m == 1))
-    badv = (y < 0) | (y > m) | (y != np.round(y))
-    if badv.any():
-        i = int(np.flatnonzero(badv)[0])
-        if binary:
-            values = ", ".join(f"{v:g}" for v in np.unique(y[badv])[:5])
-            raise ModelError(
-                f"response '{resp}' must be 0/1 for a binary model: found value(s) {values} "
-                f"(first in {_row(design, i)}); use successes with trials for binomial counts"
-            )
-        raise ModelError(
-            f"response '{resp}' must count successes between 0 and trials: "
-            f"{_row(design, i)} has {y[i]:g} of {m[i]:g}"
-        )
-    if y.sum() == 0:
-        raise ModelError(
-            f"outcome has no events: '{resp}' is 0 in all {n} rows, so no model can be fitted"
-        )
-    if y.sum() == m.sum():
-        raise ModelError(
-            f"outcome has no non-events: '{resp}' is a success in all {n} rows, "
-            "so no model can be fitted"
-        )
-    if groups.dtype.kind not in "iu" or groups.min() < 0:
-        raise ModelError(f"group codes of '{design.group}' must be integers 0..G-1")
-    check_rank(X, design.names)
-
-    notes = []
-    codes, groups = np.unique(groups, return_inverse=True)
-    sizes = np.bincount(groups, weights=m)  # observations = trials (1 per row if binary)
-    single = np.flatnonzero(sizes == 1)
-    if single.size:
-        labels = design.group_labels
-        shown = [
-            str(labels[codes[g]])
-            if labels is not None and codes[g] < len(labels)
-            else str(codes[g])
-            for g in single[:3]
-        ]
-        notes.append(
-            f"{single.size} group(s) of '{design.group}' have a single observation "
-            f"(e.g. {', '.join(shown)}); they are kept, as lme4 does, but say little "
-            "about the random-intercept SD"
-        )
-    return X, y, m, groups, notes
-
-
-def _check_offset(offset, n: int) -> np.ndarray | None:
-    """The offset as a float array of the design's length, or ModelError."""
-    if offset is None:
-        return None
-    arr = np.asarray(offset, dtype=float).reshape(-1)
-    if arr.size != n:
-        raise ModelError(f"offset has {arr.size} values but the design has {n} rows")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ModelError(f"offset is not finite in row {i} ({arr[i]})")
-    return arr
-
-
-def _start_vector(start, p: int, names: list[str]) -> np.ndarray | None:
-    if start is None:
-        return None
-    if isinstance(start, FitResult):
-        return np.r_[start.params.reindex(names).to_numpy(float), start.sigma]
-    arr = np.asarray(start, dtype=float).reshape(-1)
-    if arr.size != p + 1 or not np.all(np.isfinite(arr)):
-        raise ModelError(
-            f"start must hold {p + 1} finite numbers (fixed effects {names} then σ), got {arr.size}"
-        )
-    return arr
 
 
 def fit_native(
@@ -186,100 +67,45 @@ def fit_native(
 ) -> FitResult:
     """Fit a binomial-logit GLMM with one random intercept by maximum likelihood.
 
-    ``nagq = 1`` (or ``None``) is the Laplace approximation, ``nagq = k > 1`` adaptive
-    Gauss–Hermite quadrature with ``k`` nodes (lme4's ``nAGQ``, up to 25). ``start``
-    holds the fixed effects then σ (default: logistic regression and σ = 1, as lme4).
-    ``tol`` bounds the Newton decrement (twice the log-likelihood still to gain) at
-    convergence;
-    ``maxiter`` bounds the Newton iterations of each stage (Laplace, then quadrature).
-    ``offset`` (one number per row of the design; default ``design.offset``, the
-    formula's ``offset()`` terms) is a known term added to the linear predictor, as
-    lme4's ``offset=``; profile intervals refit with one in effect.
+    Builds a :class:`~syndesmo.engines.native.model.NativeModel` (the design checked
+    and compressed once) and fits it; the result keeps the model as ``fit.model``.
 
-    ``extra`` holds ``theta_se`` (SE of σ from the same Hessian; NaN at σ = 0),
-    ``loglik_marginal`` (see the module docstring), ``hessian`` and ``gradient`` of the
-    log-likelihood over (fixed effects, σ) at the estimates, ``n_iter``, and the
-    ``design`` and ``offset`` the fit used (so that ``conf_int(method="profile")`` can
-    refit; numpy arrays only, so results still pickle).
+    ``nagq = 1`` (or ``None``) is the Laplace approximation. ``offset`` defaults to
+    ``design.offset`` (the formula's ``offset()`` terms and ``offset=`` of ``sy.fit``).
+
+    Parameters
+    ----------
+    design : Design
+        Model matrices with a grouping factor.
+    nagq : int
+        1 for the Laplace approximation, ``k > 1`` for adaptive Gauss–Hermite
+        quadrature with ``k`` nodes (lme4's ``nAGQ``, up to 25).
+    start : array-like or FitResult, optional
+        The fixed effects then σ (default: logistic regression and σ = 1, as lme4).
+    tol : float
+        Bound on the Newton decrement (twice the log-likelihood still to gain) at
+        convergence.
+    maxiter : int
+        Most Newton iterations of each stage (Laplace, then quadrature).
+    offset : array-like, optional
+        One number per row of the design: a known term added to the linear predictor,
+        as lme4's ``offset=``.
+
+    Returns
+    -------
+    FitResult
+        ``details`` is a :class:`~syndesmo.engines.native.model.NativeDetails`: SE of σ
+        from the same Hessian (NaN at σ = 0), the marginal log-likelihood (see the
+        module docstring), and the Hessian and gradient over (fixed effects, σ) at the
+        estimates. ``convergence`` holds the Newton iterations and max |gradient|.
+
+    Raises
+    ------
+    ModelError
+        For an unusable design, option or start, naming the problem.
     """
-    nagq = _check_nagq(1 if nagq is None else nagq)
-    X, y, m, groups, notes = _validate(design)
-    offset = _check_offset(design.offset if offset is None else offset, X.shape[0])
-    if groups.max() == 0:
-        raise ModelError(
-            f"the grouping factor '{design.group}' has a single level: a random intercept "
-            "needs at least two groups (lme4 refuses this too)"
-        )
-    p = X.shape[1]
-    psi_start = _start_vector(start, p, design.names)
-    layout, _ = compress_shared(X, y[None], m[None], groups, offset)
-    core = fit_core(layout, nagq, psi_start, tol, maxiter)
-    logc, sat = constants(y, m)
-    loglik = float(lme4_loglik(core.value, logc, sat, nagq)[0])
-
-    beta = core.psi[0, :p]
-    sigma = float(core.psi[0, p])
-    vcov = core.vcov[0]
-    singular = sigma < SINGULAR_TOL
-    for n_ in notes:
-        warn_user(n_)
-    fit_warnings = list(notes)
-    if singular:
-        fit_warnings.append(
-            f"boundary (singular) fit: the random-intercept SD of '{design.group}' is "
-            f"estimated at {sigma:.2g} (< {SINGULAR_TOL:g}, lme4's isSingular tolerance); "
-            "the model reduces to ordinary logistic regression"
-        )
-    if not core.converged[0]:
-        fit_warnings.append(f"model did not converge: {core.message[0]}")
-    bse = np.sqrt(np.clip(np.diag(vcov), 0.0, None))
-    if (
-        (not core.converged[0])
-        or np.any(np.abs(beta) > SEPARATION_BETA)
-        or np.any(~np.isfinite(bse) | (bse > SEPARATION_SE))
-    ):
-        sep = separated_terms(layout.X, layout.y[:, 0], layout.m[:, 0], list(design.names))
-        if sep:
-            shown = ", ".join(
-                f"'{t}' (estimate {beta[design.names.index(t)]:.3g}, "
-                f"SE {bse[design.names.index(t)]:.3g})"
-                for t in sep
-            )
-            fit_warnings.append(
-                "complete or quasi-complete separation: the outcome is perfectly predicted "
-                f"along {shown}; these estimates are not finite and their Wald tests "
-                "are meaningless"
-            )
-
-    names = list(design.names)
-    marginal = float(core.value[0] + logc)
-    return FitResult(
-        engine=ENGINE,
-        formula=design.formula,
-        params=pd.Series(beta, index=names, name="estimate"),
-        vcov=pd.DataFrame(vcov, index=names, columns=names),
-        n_obs=int(X.shape[0]),
-        loglik=loglik,
-        n_groups=int(groups.max()) + 1,
-        group=design.group,
-        sigma=sigma,
-        nagq=nagq,
-        converged=bool(core.converged[0]),
-        convergence_message=core.message[0],
-        singular=bool(singular),
-        ledger=design.ledger.copy(),
-        warnings=fit_warnings,
-        n_events=round(float(y.sum())),
-        extra={
-            "theta_se": float(core.theta_se[0]),
-            "loglik_marginal": marginal,
-            "hessian": core.hess[0],
-            "gradient": core.grad[0],
-            "n_iter": int(core.n_iter[0]),
-            "design": design,
-            "offset": offset,
-        },
-    )
+    model = NativeModel(design, nagq, offset=offset)
+    return model.fit(start=start, tol=tol, maxiter=maxiter)
 
 
 def loglik_at(
@@ -294,25 +120,32 @@ def loglik_at(
     """Log-likelihood of ``design`` at given fixed effects and σ.
 
     The function :func:`fit_native` maximises, on lme4's scale (``logLik``), so
-    estimates from another program (lme4) can be compared on it. ``marginal=True``
-    gives the approximation of the log-likelihood itself (differs from lme4's scale
-    only for ``nagq > 1`` with binomial counts, see the module docstring). ``offset``
-    as in :func:`fit_native`.
+    estimates from another program (lme4) can be compared on it.
+
+    Parameters
+    ----------
+    design : Design
+        Model matrices with a grouping factor.
+    params : array-like
+        The fixed effects.
+    sigma : float
+        The random-intercept SD.
+    nagq : int
+        Quadrature points, as in :func:`fit_native`.
+    marginal : bool
+        Give the approximation of the log-likelihood itself (differs from lme4's
+        scale only for ``nagq > 1`` with binomial counts, see the module docstring).
+    offset : array-like, optional
+        As in :func:`fit_native`.
+
+    Returns
+    -------
+    float
+        The log-likelihood.
     """
-    nagq = _check_nagq(nagq)
-    X, y, m, groups, _ = _validate(design)
-    offset = _check_offset(design.offset if offset is None else offset, X.shape[0])
-    layout, _ = compress_shared(X, y[None], m[None], groups, offset)
-    psi = np.r_[np.asarray(params, dtype=float).reshape(-1), float(sigma)][None, :]
-    value, _, st = loglik_and_grad(
-        layout, np.zeros(1, dtype=int), psi, np.zeros((layout.n_groups, 1)), nagq, grad=False
-    )
-    if not st.converged.all():
-        raise ModelError("conditional modes did not converge at these parameters")
-    logc, sat = constants(y, m)
-    if marginal:
-        return float(value[0] + logc)
-    return float(lme4_loglik(value, logc, sat, nagq)[0])
+    model = NativeModel(design, nagq, offset=offset)
+    psi = np.r_[np.asarray(params, dtype=float).reshape(-1), float(sigma)]
+    return model.loglik(psi, marginal=marginal)
 
 
 # ---------------------------------------------------------------------------
@@ -373,14 +206,18 @@ class ManyFit:
             loglik=float(self.loglik[i]),
             n_groups=int(self.n_groups[i]),
             group=group,
-            sigma=float(self.sigma[i]),
+            varcomps=random_intercept(group or "group", float(self.sigma[i])),
             nagq=self.nagq,
-            converged=bool(self.converged[i]),
-            convergence_message=self.messages[i] if self.messages else "",
-            singular=bool(self.singular[i]),
-            warnings=warn,
+            convergence=Convergence(
+                converged=bool(self.converged[i]),
+                message=self.messages[i] if self.messages else "",
+                singular=bool(self.singular[i]),
+            ),
+            warnings=tuple(warn),
             n_events=int(self.n_events[i]),
-            extra={"theta_se": None if self.theta_se is None else float(self.theta_se[i])},
+            details=NativeDetails(
+                theta_se=math.nan if self.theta_se is None else float(self.theta_se[i])
+            ),
         )
 
 
@@ -439,7 +276,7 @@ def fit_many(
     be fitted (no events, no non-events, a rank-deficient design) gets NaN estimates,
     ``converged = False`` and a message.
     """
-    nagq = _check_nagq(nagq)
+    nagq = check_nagq(nagq, MAX_NAGQ)
     X, Y, M, groups = _many_inputs(X, Y, groups, trials, mask)
     R = Y.shape[0]
     p = X.shape[2]

@@ -66,7 +66,7 @@ def _evaluate_fd(
     return val, grad[:, 0, :], hess, st.u.reshape(-1, S, k)[:, :, 0]
 
 
-def _evaluate_hessian(
+def evaluate_hessian(
     layout: Layout,
     rep: np.ndarray,
     psi: np.ndarray,
@@ -161,7 +161,7 @@ def newton_maximise(
             val_t, grad_t, u_t = _evaluate_center(layout, rep[active], trial, u[:, active], nagq)
             hess_t = hess[active]
         else:
-            val_t, grad_t, hess_t, u_t = _evaluate_hessian(
+            val_t, grad_t, hess_t, u_t = evaluate_hessian(
                 layout, rep[active], trial, u[:, active], nagq
             )
         finite = np.isfinite(val_t) & np.all(np.isfinite(grad_t), axis=1)
@@ -219,4 +219,4 @@ def final_hessian(
     lme4 differences the deviance itself, to the same end).
     """
     rep = np.arange(psi.shape[0]) if rep is None else rep
-    return _evaluate_hessian(layout, rep, psi, u, nagq, FD_STEP_FINAL)
+    return evaluate_hessian(layout, rep, psi, u, nagq, FD_STEP_FINAL)
