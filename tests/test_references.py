@@ -19,8 +19,8 @@ tests against tight R:
   last-but-one iteration), and the native maximum is never below it.
 * ``as.data.frame(VarCorr(m))``: ``sdcor`` as σ (1e-4); ``as.data.frame(ranef(m,
   condVar = TRUE))``: ``condval`` within 1e-4 and ``condsd`` within 1e-3 relative, as
-  the fixed effects and their SEs (compared once ``FitResult`` offers ``varcorr`` and
-  ``ranef()``; until then the stored values are checked to be what they say).
+  the fixed effects and their SEs (the stored values are also checked to be what they
+  say: lme4's conditional modes at its estimates).
 * geeglm (gee engine): estimates and sandwich SEs within 1e-4, working correlation
   within 1e-4.
 * glm (logit engine): estimates, SEs, covariance and log-likelihood within 1e-6.
@@ -255,8 +255,6 @@ def test_varcorr_matches_lme4(case):
     fit = _glmm(GLMER_CASES[case][0], GLMER_CASES[case][1])
     ref = table(case, "varcorr")
     assert fit.sigma == pytest.approx(ref.loc[0, "sdcor"], abs=TOL_PARAM)
-    if not hasattr(fit, "varcorr"):
-        pytest.skip("FitResult has no varcorr yet (issue 9, part 2)")
     ours = fit.varcorr
     assert list(ours.columns) == list(ref.columns)
     assert list(ours["grp"]) == list(ref["grp"])
@@ -267,8 +265,6 @@ def test_varcorr_matches_lme4(case):
 @pytest.mark.parametrize("case", list(GLMER_CASES))
 def test_ranef_matches_lme4(case):
     fit = _glmm(GLMER_CASES[case][0], GLMER_CASES[case][1])
-    if not callable(getattr(fit, "ranef", None)):
-        pytest.skip("FitResult has no ranef() yet (issue 9, part 2)")
     ref = table(case, "ranef")
     ours = fit.ranef()
     assert list(ours.columns) == list(ref.columns)

@@ -291,6 +291,34 @@ class FitResult:
             {"grp": object, "var1": object, "var2": object, "vcov": float, "sdcor": float}
         )
 
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes of the random effects, as lme4's ``ranef(m, condVar = TRUE)``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``grpvar, term, grp, condval, condsd`` (lme4's
+            ``as.data.frame(ranef(...))``): one row per group and random-effect term.
+
+        Raises
+        ------
+        ModelError
+            For an engine whose model gives no conditional modes (GEE, logit, lme4's
+            fit lives in R, fit_many replicates), or a fit that did not converge.
+        """
+        modes = getattr(self.model, "ranef", None)
+        if modes is None:
+            raise ModelError(
+                f"engine {self.engine!r} keeps no model with random effects, so no "
+                "conditional modes (ranef) are available; fit with the native engine"
+            )
+        if not self.converged:
+            raise ModelError(
+                "the fit did not converge, so its conditional modes would not be estimates: "
+                + self.convergence_message
+            )
+        return modes(np.r_[self.params.to_numpy(dtype=float), self.sigma])
+
     @property
     def sigma(self) -> float:
         """The random-intercept SD of a single-intercept model; NaN otherwise."""

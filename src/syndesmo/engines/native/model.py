@@ -239,7 +239,7 @@ class NativeModel:
         self.design = design
         self.offset = _check_offset(design.offset if offset is None else offset, X.shape[0])
         self.notes = tuple(notes)
-        self.layout, _ = compress_shared(X, y[None], m[None], groups, self.offset)
+        self.layout, self._layout_codes = compress_shared(X, y[None], m[None], groups, self.offset)
         self._logc, self._sat = constants(y, m)
         self.n_obs = int(X.shape[0])
         self.n_groups = int(groups.max()) + 1
@@ -269,6 +269,54 @@ class NativeModel:
         if marginal:
             return float(value + self._logc)
         return float(lme4_loglik(np.array([value]), self._logc, self._sat, self.nagq)[0])
+
+    def ranef(self, params: Sequence[float] | np.ndarray) -> pd.DataFrame:
+        """Conditional modes of the random intercepts and their conditional SDs.
+
+        At ``params`` (fixed effects then σ), each group's mode b̂ maximises the joint
+        density of its responses and its intercept; its conditional SD is
+        σ / sqrt(1 + σ² Σ wᵢ), wᵢ = mᵢ μᵢ (1 − μᵢ) at the mode — the Laplace
+        curvature, as lme4's ``ranef(m, condVar = TRUE)`` reports for any ``nAGQ``.
+
+        Parameters
+        ----------
+        params : array-like
+            The fixed effects then σ (the estimates of a fit).
+
+        Returns
+        -------
+        pandas.DataFrame
+            lme4's ``as.data.frame(ranef(m, condVar = TRUE))``: columns ``grpvar,
+            term, grp, condval, condsd``, one row per group in the order of its labels.
+
+        Raises
+        ------
+        ModelError
+            For the wrong number of parameters, or modes that do not converge.
+        """
+        psi = self._params(params)[None, :]
+        layout = self.layout
+        _, _, st = loglik_and_grad(
+            layout, np.zeros(1, dtype=int), psi, np.zeros((layout.n_groups, 1)), 1, grad=False
+        )
+        if not st.converged.all():
+            raise ModelError("conditional modes did not converge at these parameters")
+        sigma = float(psi[0, -1])
+        mu = st.mu[:, 0]
+        weight = np.bincount(layout.gid, weights=layout.m[:, 0] * mu * (1.0 - mu))
+        condsd = sigma / np.sqrt(1.0 + sigma**2 * weight)
+        codes = np.unique(np.asarray(self.design.groups))[self._layout_codes]
+        labels = self.design.group_labels
+        grp = labels[codes] if labels is not None else codes
+        return pd.DataFrame(
+            {
+                "grpvar": self.design.group,
+                "term": "(Intercept)",
+                "grp": grp,
+                "condval": sigma * st.u[:, 0],
+                "condsd": condsd,
+            }
+        )
 
     def loglik(self, params: Sequence[float] | np.ndarray, *, marginal: bool = False) -> float:
         """Log-likelihood at ``params`` (fixed effects then σ), on lme4's scale.
