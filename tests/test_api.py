@@ -41,3 +41,18 @@ def test_fit_warnings_point_at_the_users_line():
         sy.fit("y ~ x + (1|g)", df)
     single = [w for w in caught if "single observation" in str(w.message)]
     assert single and single[0].filename == __file__
+
+
+def test_import_and_the_command_line_help_load_no_numpy_or_pandas():
+    """``import syndesmo`` and building every command's ``--help`` stay light (issue 9)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, syndesmo\n"
+        "from syndesmo.cli.app import build_parser\n"
+        "build_parser().format_help()\n"
+        "heavy = [m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
