@@ -1,6 +1,6 @@
 #!/usr/bin/env Rscript
 # Reference values from R for syndesmo's engines, stored so that the agreement tests
-# (tests/test_references.py) run on any machine, with or without R.
+# (tests/fitting/test_references.py) run on any machine, with or without R.
 #
 #   Rscript tests/references/make_references.R        # from the repository root
 #

@@ -1,4 +1,4 @@
-# Reference values for syndesmo's engine "clogit" (tests/test_registry.py).
+# Reference values for syndesmo's engine "clogit" (tests/fitting/test_registry.py).
 #
 # Conditional logistic regression of a new syndesmophyte on MRI inflammation at
 # baseline, with patients as strata, by R's survival::clogit with method = "exact"

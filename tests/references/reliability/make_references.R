@@ -1,4 +1,4 @@
-# Reference values for tests/test_reliability.py, made with R's psych package.
+# Reference values for tests/analysis/test_reliability.py, made with R's psych package.
 #
 # Run from the repository root:
 #     Rscript tests/references/reliability/make_references.R

@@ -16,7 +16,7 @@ from syndesmo.analysis.specs import (
 from syndesmo.errors import SpecError
 from syndesmo.vocabulary import available_exposures
 
-ASSERT_DIR = Path(__file__).resolve().parents[1] / "models" / "assert"
+ASSERT_DIR = Path(__file__).resolve().parents[2] / "models" / "assert"
 
 
 def write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:

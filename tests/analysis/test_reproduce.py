@@ -23,7 +23,7 @@ from syndesmo.output import plots, report
 from syndesmo.panel.tables import load_panel
 from syndesmo.simulate.cohort import CohortSpec, simulate_cohort, write_cohort
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL_SPEC = """\
 level = "vu"

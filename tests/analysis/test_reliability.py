@@ -30,7 +30,7 @@ from syndesmo.cli import app as cli
 from syndesmo.errors import DeriveError
 from syndesmo.panel.tables import VUPanel
 
-REF = Path(__file__).parent / "references" / "reliability"
+REF = Path(__file__).resolve().parents[1] / "references" / "reliability"
 #: Agreement with psych demanded by issue 12.
 TOL = 1e-6
 COMPARED = ["icc", "F", "p", "ci_low", "ci_high"]

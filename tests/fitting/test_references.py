@@ -47,7 +47,7 @@ import syndesmo as sy
 from syndesmo.engines.native.engine import loglik_at
 from syndesmo.fitting.design import build_design
 
-REFERENCES = Path(__file__).resolve().parent / "references"
+REFERENCES = Path(__file__).resolve().parents[1] / "references"
 
 TOL_PARAM = 1e-4  # fixed effects and σ (absolute, relative above 1)
 TOL_SE = 1e-3  # standard errors, relative
@@ -144,10 +144,12 @@ def test_every_stored_case_is_tested_and_names_its_versions():
     stored = {p.name for p in REFERENCES.iterdir() if p.is_dir() and p.name != "data"}
     tested = set(GLMER_CASES) | set(GEE_CASES) | set(GLM_CASES) | set(PROFILE_CASES)
     assert stored == tested | set(OTHER_SUITES)
-    tests_dir = Path(__file__).parent
+    tests_dir = Path(__file__).resolve().parents[1]
     for folder, module in OTHER_SUITES.items():
         assert list((REFERENCES / folder).glob("*.R")), f"{folder}: no R script"
-        assert f'"{folder}"' in (tests_dir / module).read_text(), f"{module} never reads {folder}"
+        assert f'"{folder}"' in next(tests_dir.rglob(module)).read_text(), (
+            f"{module} never reads {folder}"
+        )
     for case in tested:
         readme = (REFERENCES / case / "README.md").read_text()
         assert "R version" in readme and "lme4 " in readme and "geepack " in readme, case

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_panel import make_tables
+from panel_tables import make_tables  # tests/panel_tables.py
 
 import syndesmo
 import syndesmo.cli.commands

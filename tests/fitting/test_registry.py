@@ -39,8 +39,8 @@ from syndesmo.fitting.results import FitResult
 from syndesmo.output import plots, report
 from syndesmo.powersim import plan
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "syndesmo"
-REFERENCE = Path(__file__).resolve().parent / "references" / "clogit"
+SRC = Path(__file__).resolve().parents[2] / "src" / "syndesmo"
+REFERENCE = Path(__file__).resolve().parents[1] / "references" / "clogit"
 TOL = 1e-6
 
 

@@ -31,7 +31,7 @@ from syndesmo.simulate.cohort import (
     write_cohort,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "synthetic"
+DATA = Path(__file__).resolve().parents[2] / "data" / "synthetic"
 
 
 def expect(f, sd: float) -> float:

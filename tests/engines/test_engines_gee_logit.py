@@ -218,7 +218,7 @@ def test_gee_matches_geepack_with_singletons_and_unequal_clusters(r_lme4, corstr
 def shipped_panel():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "data" / "synthetic"
+    root = Path(__file__).resolve().parents[2] / "data" / "synthetic"
     return sy.load_panel(root / "vu.csv", root / "patients.csv")
 
 
