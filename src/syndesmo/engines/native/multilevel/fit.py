@@ -1,0 +1,580 @@
+"""Maximum likelihood for logistic GLMMs with nested, correlated and crossed random effects.
+
+Entry point :func:`fit_multilevel` (model matrices + a :class:`ReStructure` in, a plain
+:class:`MultilevelFit` out) and :func:`loglik_multilevel` (the log-likelihood at given
+parameters, on the same scale). The steps:
+
+1. rows sorted along the nesting tree, identical rows of a finest-level node merged into
+   one binomial row (exact: the binomial coefficients are added back from the
+   original rows);
+2. start: logistic regression for β (R's ``glm``), lme4's θ (1 on the diagonals);
+3. L-BFGS-B over ``(β, θ)`` (diagonal of every ``Λ`` bounded below by 0, as lme4),
+   then Newton steps with the finite-difference Hessian of the gradient until the
+   Newton decrement is below ``tol``;
+4. standard errors of β from that Hessian over ``(β, θ)``, as lme4's ``vcov()`` with
+   ``use.hessian = TRUE``.
+
+The Laplace gradient is exact (see ``laplace.py``). Adaptive quadrature (``nagq > 1``,
+``agq.py``) differentiates its value numerically (central differences).
+
+``loglik`` is the approximation of the marginal log-likelihood including the log
+binomial coefficients, for every ``nagq`` — so fits at different ``nagq`` compare
+directly (lme4 subtracts the saturated log-likelihood for ``nAGQ > 1``; for 0/1
+responses the two agree).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+from syndesmo.engines.native.core import constants
+from syndesmo.engines.native.multilevel.laplace import Data, evaluate
+from syndesmo.engines.native.multilevel.tree import build_tree, selected_inverse
+from syndesmo.engines.native.quadrature import logistic
+from syndesmo.errors import ModelError
+from syndesmo.fitting.random_effects import ReStructure
+
+SINGULAR_TOL = 1e-4  # lme4::isSingular(tol = 1e-4) on the diagonal of Λ
+MAX_NAGQ = 25
+FD_STEP = 1e-5  # central differences of the gradient (Hessian) / of the value (AGQ gradient)
+FD_STEP_VALUE_HESSIAN = 1e-4  # second differences of the value (AGQ Hessian)
+NEWTON_MAXITER = 30
+
+
+# --------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class MultilevelFit:
+    """A fitted multilevel logistic model (plain arrays; no pandas objects).
+
+    ``varcorr`` holds lme4's ``as.data.frame(VarCorr(m))`` rows ``(grp, var1, var2,
+    vcov, sdcor)``; ``hessian`` and ``gradient`` are over ``(β, θ)``; ``ranef`` maps a
+    term name to ``(levels, condval (G, q), condsd (G, q))`` (conditional modes and
+    SDs, lme4's ``ranef(m, condVar = TRUE)``).
+    """
+
+    names: list[str]
+    params: np.ndarray
+    vcov: np.ndarray
+    theta: np.ndarray
+    theta_names: list[str]
+    theta_se: np.ndarray
+    varcorr: list[tuple[str, str, str | None, float, float]]
+    loglik: float
+    nagq: int
+    n_obs: int
+    n_groups: dict[str, int]
+    converged: bool
+    message: str
+    singular: bool
+    singular_terms: list[str]
+    gradient: np.ndarray
+    hessian: np.ndarray
+    n_iter: int
+    n_eval: int
+    structure: ReStructure = field(repr=False)
+    ranef: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
+    convergence: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bse(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.vcov), 0.0, None))
+
+    def varcorr_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.varcorr, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def sd(self) -> dict[tuple[str, str], float]:
+        """Random-effect SDs by (group, column)."""
+        return {(g, v1): sc for g, v1, v2, _, sc in self.varcorr if v2 is None}
+
+
+# --------------------------------------------------------------------------------------
+# Data preparation
+# --------------------------------------------------------------------------------------
+
+
+def _merge_rows(
+    X: np.ndarray,
+    y: np.ndarray,
+    m: np.ndarray,
+    offset: np.ndarray | None,
+    structure: ReStructure,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, ReStructure]:
+    """Merge rows that share every node, every covariate and the offset."""
+    cols = [structure.factors[f].codes.astype(float) for f in structure.chain]
+    cols += [structure.factors[f].codes.astype(float) for f in structure.crossed]
+    cols += [X] + [t.Z for t in structure.terms]
+    if offset is not None:
+        cols.append(offset)
+    keys = np.column_stack(cols)
+    order = np.lexsort(keys.T[::-1])
+    sk = keys[order]
+    new = np.r_[True, np.any(sk[1:] != sk[:-1], axis=1)]
+    if new.all():
+        return X, y, m, offset, structure
+    group = np.cumsum(new) - 1
+    first = order[new]
+    ym = np.bincount(group, y[order])
+    mm = np.bincount(group, m[order])
+    off = None if offset is None else offset[first]
+    return X[first], ym, mm, off, structure.take(first)
+
+
+def prepare(
+    X: np.ndarray,
+    y: np.ndarray,
+    m: np.ndarray,
+    structure: ReStructure,
+    offset: np.ndarray | None = None,
+    merge: bool = True,
+) -> Data:
+    """Sorted (and merged) rows and the tree of ``structure``."""
+    if merge:
+        X, y, m, offset, structure = _merge_rows(X, y, m, offset, structure)
+    tree = build_tree(structure)
+    o = tree.order
+    return Data(
+        X=np.ascontiguousarray(X[o]),
+        y=y[o].astype(float),
+        m=m[o].astype(float),
+        offset=None if offset is None else offset[o].astype(float),
+        tree=tree,
+        n_theta=structure.n_theta,
+    )
+
+
+def glm_start(X: np.ndarray, y: np.ndarray, m: np.ndarray, offset=None) -> np.ndarray:
+    """Logistic regression by IRLS (R's ``glm``): lme4's start for β."""
+    mu = (y + 0.5) / (m + 1.0)
+    eta = np.log(mu / (1.0 - mu))
+    off = 0.0 if offset is None else offset
+    beta = np.zeros(X.shape[1])
+    for _ in range(50):
+        w = m * mu * (1.0 - mu)
+        z = eta - off + (y - m * mu) / np.maximum(w, 1e-300)
+        xtw = X.T * w
+        new = np.linalg.solve(xtw @ X + 1e-12 * np.eye(X.shape[1]), xtw @ z)
+        done = np.max(np.abs(new - beta)) < 1e-12 * (1.0 + np.max(np.abs(new)))
+        beta = new
+        eta = X @ beta + off
+        mu = logistic(eta, with_softplus=False)[0]
+        if done:
+            break
+    return beta
+
+
+# --------------------------------------------------------------------------------------
+# Objective: value, gradient, Hessian, with warm-started modes
+# --------------------------------------------------------------------------------------
+
+
+class Objective:
+    """The approximate log-likelihood of one model as a function of ``ψ = (β, θ)``."""
+
+    def __init__(self, data: Data, nagq: int) -> None:
+        self.data = data
+        self.nagq = nagq
+        self.u: list[np.ndarray] | None = None  # modes at the last accepted point
+        self.n_eval = 0
+
+    def _warm(self, B: int) -> list[np.ndarray] | None:
+        if self.u is None:
+            return None
+        return [np.repeat(x[:, :1], B, axis=1) for x in self.u]
+
+    def values(self, psi: np.ndarray) -> np.ndarray:
+        """Values at a batch of points ``(B, P)``."""
+        self.n_eval += psi.shape[0]
+        if self.nagq == 1:
+            val, _, _ = evaluate(self.data, psi, self._warm(psi.shape[0]), gradient=False)
+            return val
+        from syndesmo.engines.native.multilevel.agq import agq_value
+
+        return agq_value(self.data, psi, self.nagq, self._warm(psi.shape[0]))
+
+    def value_grad(self, psi: np.ndarray, keep: bool = True) -> tuple[float, np.ndarray]:
+        psi = np.asarray(psi, dtype=float)
+        if self.nagq == 1:
+            self.n_eval += 1
+            val, grad, st = evaluate(self.data, psi[None], self._warm(1))
+            if keep and np.isfinite(val[0]):
+                self.u = st.u
+            return float(val[0]), grad[0]
+        P = psi.size
+        h = FD_STEP * np.maximum(1.0, np.abs(psi))
+        pts = np.concatenate([psi[None], psi + np.diag(h), psi - np.diag(h)])
+        vals = self.values(pts)
+        grad = (vals[1 : P + 1] - vals[P + 1 :]) / (2.0 * h)
+        if keep and np.isfinite(vals[0]):
+            _, _, st = evaluate(self.data, psi[None], self._warm(1), gradient=False)
+            self.u = st.u
+        return float(vals[0]), grad
+
+    def hessian(self, psi: np.ndarray) -> np.ndarray:
+        """Hessian over ``ψ``: central differences of the exact gradient (Laplace) or
+        second differences of the value (quadrature)."""
+        P = psi.size
+        if self.nagq == 1:
+            h = FD_STEP * np.maximum(1.0, np.abs(psi))
+            pts = np.concatenate([psi + np.diag(h), psi - np.diag(h)])
+            self.n_eval += 2 * P
+            _, grads, _ = evaluate(self.data, pts, self._warm(2 * P))
+            H = (grads[:P] - grads[P:]) / (2.0 * h[:, None])
+            return 0.5 * (H + H.T)
+        h = FD_STEP_VALUE_HESSIAN * np.maximum(1.0, np.abs(psi))
+        pts = [psi]
+        idx = {}
+        for i in range(P):
+            for si in (1, -1):
+                idx[(i, si)] = len(pts)
+                pts.append(psi + si * h[i] * np.eye(P)[i])
+        for i in range(P):
+            for j in range(i + 1, P):
+                for si in (1, -1):
+                    for sj in (1, -1):
+                        idx[(i, si, j, sj)] = len(pts)
+                        pts.append(psi + si * h[i] * np.eye(P)[i] + sj * h[j] * np.eye(P)[j])
+        f = self.values(np.array(pts))
+        H = np.zeros((P, P))
+        for i in range(P):
+            H[i, i] = (f[idx[(i, 1)]] - 2 * f[0] + f[idx[(i, -1)]]) / h[i] ** 2
+            for j in range(i + 1, P):
+                s = (
+                    f[idx[(i, 1, j, 1)]]
+                    - f[idx[(i, 1, j, -1)]]
+                    - f[idx[(i, -1, j, 1)]]
+                    + f[idx[(i, -1, j, -1)]]
+                )
+                H[i, j] = H[j, i] = s / (4.0 * h[i] * h[j])
+        return H
+
+
+# --------------------------------------------------------------------------------------
+# Maximisation
+# --------------------------------------------------------------------------------------
+
+
+def _newton_step(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Modified Newton ascent step on the free coordinates (|eigenvalues| of −H)."""
+    step = np.zeros_like(grad)
+    if not free.any():
+        return step
+    Hf = -hess[np.ix_(free, free)]
+    lam, V = np.linalg.eigh(Hf)
+    floor = 1e-10 * np.max(np.abs(lam)) + 1e-12
+    lam = np.maximum(np.abs(lam), floor)
+    step[free] = V @ ((V.T @ grad[free]) / lam)
+    return step
+
+
+def maximise(
+    obj: Objective,
+    psi0: np.ndarray,
+    lower: np.ndarray,
+    tol: float,
+    maxiter: int,
+) -> dict:
+    """L-BFGS-B then Newton polishing; returns the estimate and its diagnostics."""
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+
+    def fun(x):
+        val, grad = obj.value_grad(x)
+        if not np.isfinite(val):
+            return math.inf, np.zeros_like(x)
+        return -val, -grad
+
+    res = minimize(
+        fun,
+        psi0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20},
+    )
+    psi = np.maximum(res.x, lower)
+    n_iter = int(res.nit)
+    val, grad = obj.value_grad(psi)
+    hess = obj.hessian(psi)
+    decrement = math.inf
+    message = ""
+    converged = False
+    for _ in range(NEWTON_MAXITER):
+        at_bound = np.isfinite(lower) & (psi <= lower + 1e-12) & (grad <= 0)
+        free = ~at_bound
+        step = _newton_step(grad, hess, free)
+        decrement = float(grad @ step)
+        if decrement < tol:
+            trial = np.maximum(psi + step, lower)
+            v_t, g_t = obj.value_grad(trial)
+            if np.isfinite(v_t) and v_t >= val - 1e-12 * (1 + abs(val)):
+                psi, val, grad = trial, v_t, g_t
+            converged = True
+            break
+        alpha = 1.0
+        while alpha > 1e-10:
+            trial = np.maximum(psi + alpha * step, lower)
+            v_t, g_t = obj.value_grad(trial)
+            if np.isfinite(v_t) and v_t >= val - 1e-12 * (1 + abs(val)):
+                break
+            alpha *= 0.5
+        else:
+            message = "Newton line search failed: the log-likelihood could not be increased"
+            break
+        psi, val, grad = trial, v_t, g_t
+        hess = obj.hessian(psi)
+        n_iter += 1
+    else:
+        message = f"Newton polishing did not converge in {NEWTON_MAXITER} iterations"
+    hess = obj.hessian(psi)
+    if converged:
+        message = (
+            f"converged after {n_iter} iterations (Newton decrement {max(decrement, 0):.1e}, "
+            f"max |gradient| {np.max(np.abs(grad)):.1e})"
+        )
+    return {
+        "psi": psi,
+        "value": val,
+        "grad": grad,
+        "hess": hess,
+        "converged": converged and np.isfinite(val),
+        "message": message,
+        "n_iter": n_iter,
+        "decrement": decrement,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------
+
+
+def _check_inputs(X, y, trials, structure, offset, names):
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2:
+        raise ModelError(f"X must be a (rows, columns) matrix, got shape {X.shape}")
+    n, p = X.shape
+    y = np.asarray(y, dtype=float).reshape(-1)
+    m = np.ones(n) if trials is None else np.asarray(trials, dtype=float).reshape(-1)
+    if y.size != n or m.size != n or structure.n_rows != n:
+        raise ModelError(
+            f"rows disagree: X {n}, y {y.size}, trials {m.size}, random effects {structure.n_rows}"
+        )
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y)) and np.all(np.isfinite(m))):
+        raise ModelError("X, y and trials must be finite")
+    if np.any(m < 1) or np.any(m != np.round(m)):
+        raise ModelError("trials must be positive integers")
+    if np.any((y < 0) | (y > m) | (y != np.round(y))):
+        raise ModelError("y must count successes between 0 and trials")
+    if y.sum() == 0 or y.sum() == m.sum():
+        raise ModelError("the outcome needs both events and non-events")
+    if offset is not None:
+        offset = np.asarray(offset, dtype=float).reshape(-1)
+        if offset.size != n or not np.all(np.isfinite(offset)):
+            raise ModelError(f"offset must hold {n} finite numbers")
+    names = [f"x{j}" for j in range(p)] if names is None else list(names)
+    if len(names) != p:
+        raise ModelError(f"{p} columns in X but {len(names)} names")
+    return X, y, m, offset, names
+
+
+def _check_nagq(nagq: int, structure: ReStructure) -> int:
+    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer):
+        raise ModelError(f"nagq must be an integer between 1 and {MAX_NAGQ}, got {nagq!r}")
+    if not 1 <= nagq <= MAX_NAGQ:
+        raise ModelError(f"nagq must be between 1 (Laplace) and {MAX_NAGQ}, got {nagq}")
+    if nagq > 1:
+        from syndesmo.engines.native.multilevel.agq import check_agq_structure
+
+        check_agq_structure(structure)
+    return int(nagq)
+
+
+def _covariances(hess: np.ndarray, p: int, at_bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """vcov of β and SEs of θ from the Hessian over (β, θ) (β block alone at the bound)."""
+    info = -hess
+    P = info.shape[0]
+    theta_se = np.full(P - p, np.nan)
+    if not at_bound.any():
+        try:
+            if np.linalg.eigvalsh(info)[0] > 0:
+                inv = np.linalg.inv(info)
+                theta_se = np.sqrt(np.abs(np.diag(inv)[p:]))
+                v = inv[:p, :p]
+                return 0.5 * (v + v.T), theta_se
+        except np.linalg.LinAlgError:
+            pass
+    free = np.r_[np.ones(p, dtype=bool), ~at_bound]
+    sub = info[np.ix_(free, free)]
+    try:
+        inv = np.linalg.inv(sub)
+        v = inv[:p, :p]
+        se = np.full(P - p, np.nan)
+        se[~at_bound] = np.sqrt(np.abs(np.diag(inv)[p:]))
+        return 0.5 * (v + v.T), se
+    except np.linalg.LinAlgError:
+        return np.full((p, p), np.nan), theta_se
+
+
+def _ranef(data: Data, structure: ReStructure, theta: np.ndarray, st) -> dict:
+    """Conditional modes ``b = Λ u`` and conditional SDs per term, in level order."""
+    tree = data.tree
+    lams = tree.lambdas(theta[None])
+    S = selected_inverse(tree, st.F)
+    out = {}
+    for lev, L in enumerate(tree.levels):
+        lam = lams[lev][0]
+        b = st.u[lev][:, 0, :] @ lam.T  # (G, d)
+        cov = np.einsum("rc,gcd,sd->grs", lam, S.diag[lev][:, 0], lam)
+        sd = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
+        if L.codes is not None:
+            for k, off in zip(L.terms, L.term_offsets, strict=True):
+                t = structure.terms[k]
+                G = t.n_levels
+                vals = np.full((G, t.q), np.nan)
+                sds = np.full((G, t.q), np.nan)
+                vals[L.codes] = b[:, off : off + t.q]
+                sds[L.codes] = sd[:, off : off + t.q]
+                out[t.name] = (t.levels, vals, sds)
+        else:  # dense block of crossed factors: factor by factor, level by level
+            base = 0
+            for f in structure.crossed:
+                fac = structure.factors[f]
+                width = sum(structure.terms[k].q for k in fac.terms)
+                inner = 0
+                for k in fac.terms:
+                    t = structure.terms[k]
+                    idx = base + np.arange(fac.n_levels)[:, None] * width + inner + np.arange(t.q)
+                    out[t.name] = (t.levels, b[0][idx], sd[0][idx])
+                    inner += t.q
+                base += fac.n_levels * width
+    return out
+
+
+def fit_multilevel(
+    X: np.ndarray,
+    y: np.ndarray,
+    trials: np.ndarray | None,
+    structure: ReStructure,
+    *,
+    nagq: int = 1,
+    offset: np.ndarray | None = None,
+    names: list[str] | None = None,
+    start: np.ndarray | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 1000,
+    merge: bool = True,
+) -> MultilevelFit:
+    """Fit a logistic GLMM with the random effects of ``structure`` by maximum likelihood.
+
+    ``X`` ``(n, p)`` fixed-effects matrix, ``y`` successes, ``trials`` (default 1),
+    ``structure`` from :func:`syndesmo.fitting.random_effects.build_structure` on the same
+    rows. ``nagq = 1`` is the Laplace approximation; ``nagq > 1`` multilevel adaptive
+    Gauss–Hermite quadrature with ``nagq`` points per level (nested scalar random
+    intercepts). ``start`` holds β then θ (lme4's order). ``tol`` bounds the final
+    Newton decrement.
+    """
+    X, y, m, offset, names = _check_inputs(X, y, trials, structure, offset, names)
+    nagq = _check_nagq(nagq, structure)
+    p = X.shape[1]
+    data = prepare(X, y, m, structure, offset, merge=merge)
+    if start is None:
+        psi0 = np.r_[glm_start(X, y, m, offset), structure.theta_start()]
+    else:
+        psi0 = np.asarray(start, dtype=float).reshape(-1)
+        if psi0.size != p + structure.n_theta:
+            raise ModelError(f"start must hold {p + structure.n_theta} numbers (β then θ)")
+    lower = np.r_[np.full(p, -np.inf), structure.theta_lower()]
+    obj = Objective(data, 1)
+    if nagq == 1:
+        out = maximise(obj, psi0, lower, tol, maxiter)
+    else:
+        first = maximise(obj, psi0, lower, max(tol, 1e-6), maxiter)
+        laplace_u = obj.u
+        obj = Objective(data, nagq)
+        obj.u = laplace_u
+        obj.n_eval = 0
+        out = maximise(obj, first["psi"], lower, tol, maxiter)
+        out["n_iter"] += first["n_iter"]
+    psi = out["psi"]
+    theta = psi[p:]
+    logc, _ = constants(y, m)
+    loglik = float(out["value"] + logc)
+    diag_idx = np.array([r == c for _, r, c in structure.theta_index])
+    at_bound = diag_idx & (theta <= 1e-12)
+    vcov, theta_se = _covariances(out["hess"], p, at_bound)
+    small = diag_idx & (theta < SINGULAR_TOL)
+    singular_terms = sorted(
+        {structure.terms[structure.theta_index[j][0]].name for j in np.flatnonzero(small)}
+    )
+    _, _, st = evaluate(data, psi[None], obj._warm(1), gradient=False)
+    ranef = _ranef(data, structure, theta, st)
+    grad = out["grad"]
+    info = -out["hess"]
+    free = np.r_[np.ones(p, dtype=bool), ~at_bound]
+    try:
+        scaled = np.linalg.solve(info[np.ix_(free, free)], grad[free])
+        max_scaled = float(np.max(np.abs(scaled)))
+    except np.linalg.LinAlgError:
+        max_scaled = math.nan
+    min_eig = float(np.linalg.eigvalsh(info[np.ix_(free, free)])[0])
+    return MultilevelFit(
+        names=names,
+        params=psi[:p].copy(),
+        vcov=vcov,
+        theta=theta.copy(),
+        theta_names=structure.theta_names(),
+        theta_se=theta_se,
+        varcorr=structure.varcorr(theta),
+        loglik=loglik,
+        nagq=nagq,
+        n_obs=int(X.shape[0]),
+        n_groups=structure.n_groups(),
+        converged=bool(out["converged"]),
+        message=out["message"],
+        singular=bool(small.any()),
+        singular_terms=singular_terms,
+        gradient=grad,
+        hessian=out["hess"],
+        n_iter=int(out["n_iter"]),
+        n_eval=int(obj.n_eval),
+        structure=structure,
+        ranef=ranef,
+        convergence={
+            "max_abs_gradient": float(np.max(np.abs(grad[free]))),
+            "max_scaled_gradient": max_scaled,
+            "min_eigen_information": min_eig,
+            "newton_decrement": float(out["decrement"]),
+        },
+    )
+
+
+def loglik_multilevel(
+    X: np.ndarray,
+    y: np.ndarray,
+    trials: np.ndarray | None,
+    structure: ReStructure,
+    params: np.ndarray,
+    theta: np.ndarray,
+    *,
+    nagq: int = 1,
+    offset: np.ndarray | None = None,
+) -> float:
+    """The log-likelihood :func:`fit_multilevel` maximises, at given β and θ."""
+    X, y, m, offset, _ = _check_inputs(X, y, trials, structure, offset, None)
+    nagq = _check_nagq(nagq, structure)
+    data = prepare(X, y, m, structure, offset)
+    psi = np.r_[np.asarray(params, float).reshape(-1), np.asarray(theta, float).reshape(-1)]
+    obj = Objective(data, nagq)
+    value = obj.values(psi[None])[0]
+    logc, _ = constants(y, m)
+    return float(value + logc)
