@@ -8,9 +8,9 @@ parameters, on the same scale). The steps:
    one binomial row (exact: the binomial coefficients are added back from the
    original rows);
 2. start: logistic regression for β (R's ``glm``), lme4's θ (1 on the diagonals);
-3. L-BFGS-B over ``(β, θ)`` (diagonal of every ``Λ`` bounded below by 0, as lme4),
-   then Newton steps with the finite-difference Hessian of the gradient until the
-   Newton decrement is below ``tol``;
+3. quasi-Newton (BFGS from the finite-difference Hessian of the gradient) over
+   ``(β, θ)``, the diagonal of every ``Λ`` bounded below by 0 as in lme4, verified by
+   Newton steps on the recomputed Hessian until the Newton decrement is below ``tol``;
 4. standard errors of β from that Hessian over ``(β, θ)``, as lme4's ``vcov()`` with
    ``use.hessian = TRUE``.
 
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
 from syndesmo.engines.native.core import constants
 from syndesmo.engines.native.multilevel.laplace import Data, evaluate
@@ -43,7 +42,6 @@ SINGULAR_TOL = 1e-4  # lme4::isSingular(tol = 1e-4) on the diagonal of Λ
 MAX_NAGQ = 25
 FD_STEP = 1e-5  # central differences of the gradient (Hessian) / of the value (AGQ gradient)
 FD_STEP_VALUE_HESSIAN = 1e-4  # second differences of the value (AGQ Hessian)
-NEWTON_MAXITER = 30
 
 
 # --------------------------------------------------------------------------------------
@@ -264,17 +262,29 @@ class Objective:
 # --------------------------------------------------------------------------------------
 
 
-def _newton_step(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> np.ndarray:
-    """Modified Newton ascent step on the free coordinates (|eigenvalues| of −H)."""
+def _positive(info: np.ndarray) -> np.ndarray:
+    """``info`` with its eigenvalues replaced by their absolute values (floored)."""
+    lam, V = np.linalg.eigh(0.5 * (info + info.T))
+    floor = 1e-8 * max(float(np.max(np.abs(lam))), 1e-300) + 1e-12
+    return (V * np.maximum(np.abs(lam), floor)) @ V.T
+
+
+def _ascent_step(grad: np.ndarray, info: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Newton ascent step ``info⁻¹ grad`` on the free coordinates."""
     step = np.zeros_like(grad)
-    if not free.any():
-        return step
-    Hf = -hess[np.ix_(free, free)]
-    lam, V = np.linalg.eigh(Hf)
-    floor = 1e-10 * np.max(np.abs(lam)) + 1e-12
-    lam = np.maximum(np.abs(lam), floor)
-    step[free] = V @ ((V.T @ grad[free]) / lam)
+    if free.any():
+        step[free] = np.linalg.solve(info[np.ix_(free, free)], grad[free])
     return step
+
+
+def _bfgs(info: np.ndarray, s: np.ndarray, yv: np.ndarray) -> np.ndarray:
+    """BFGS update of the negative Hessian (skipped unless the curvature sᵀy is positive)."""
+    sy = float(s @ yv)
+    Ns = info @ s
+    sNs = float(s @ Ns)
+    if sy <= 1e-12 * np.linalg.norm(s) * np.linalg.norm(yv) or sNs <= 0:
+        return info
+    return info - np.outer(Ns, Ns) / sNs + np.outer(yv, yv) / sy
 
 
 def maximise(
@@ -283,42 +293,48 @@ def maximise(
     lower: np.ndarray,
     tol: float,
     maxiter: int,
+    hess0: np.ndarray | None = None,
 ) -> dict:
-    """L-BFGS-B then Newton polishing; returns the estimate and its diagnostics."""
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    """Quasi-Newton ascent with bounds, verified by Newton steps on the Hessian.
 
-    def fun(x):
-        val, grad = obj.value_grad(x)
-        if not np.isfinite(val):
-            return math.inf, np.zeros_like(x)
-        return -val, -grad
-
-    res = minimize(
-        fun,
-        psi0,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bounds,
-        options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20},
-    )
-    psi = np.maximum(res.x, lower)
-    n_iter = int(res.nit)
+    The first Hessian is ``hess0`` (e.g. the Laplace fit's, before quadrature) or the
+    finite-difference Hessian at the start; BFGS updates it. When the Newton decrement
+    ``gᵀ(−H)⁻¹g`` falls below ``tol`` the Hessian is recomputed there and the iteration
+    goes on until the decrement on the true Hessian is below ``tol`` too. θ elements
+    at their bound whose gradient points outward are held fixed.
+    """
+    psi = np.maximum(np.asarray(psi0, dtype=float), lower)
     val, grad = obj.value_grad(psi)
-    hess = obj.hessian(psi)
-    decrement = math.inf
-    message = ""
+    if not np.isfinite(val):
+        raise ModelError("the log-likelihood is not finite at the starting values")
+    hess = obj.hessian(psi) if hess0 is None else np.asarray(hess0, dtype=float)
+    info = _positive(-hess)
+    exact = hess0 is None  # info is the true (modified) Hessian at psi
+    n_iter = 0
     converged = False
-    for _ in range(NEWTON_MAXITER):
+    message = ""
+    decrement = math.inf
+    while True:
         at_bound = np.isfinite(lower) & (psi <= lower + 1e-12) & (grad <= 0)
         free = ~at_bound
-        step = _newton_step(grad, hess, free)
+        step = _ascent_step(grad, info, free)
         decrement = float(grad @ step)
         if decrement < tol:
+            if not exact:
+                hess = obj.hessian(psi)
+                info = _positive(-hess)
+                exact = True
+                continue
             trial = np.maximum(psi + step, lower)
             v_t, g_t = obj.value_grad(trial)
             if np.isfinite(v_t) and v_t >= val - 1e-12 * (1 + abs(val)):
                 psi, val, grad = trial, v_t, g_t
             converged = True
+            break
+        if n_iter >= maxiter:
+            message = (
+                f"iteration limit reached (maxiter={maxiter}), Newton decrement {decrement:.1e}"
+            )
             break
         alpha = 1.0
         while alpha > 1e-10:
@@ -328,13 +344,17 @@ def maximise(
                 break
             alpha *= 0.5
         else:
-            message = "Newton line search failed: the log-likelihood could not be increased"
+            if not exact:  # a poor quasi-Newton model: restart from the true Hessian
+                hess = obj.hessian(psi)
+                info = _positive(-hess)
+                exact = True
+                continue
+            message = "line search failed: the log-likelihood could not be increased"
             break
-        psi, val, grad = trial, v_t, g_t
-        hess = obj.hessian(psi)
         n_iter += 1
-    else:
-        message = f"Newton polishing did not converge in {NEWTON_MAXITER} iterations"
+        info = _bfgs(info, trial - psi, grad - g_t)
+        exact = False
+        psi, val, grad = trial, v_t, g_t
     hess = obj.hessian(psi)
     if converged:
         message = (
@@ -471,7 +491,7 @@ def fit_multilevel(
     names: list[str] | None = None,
     start: np.ndarray | None = None,
     tol: float = 1e-10,
-    maxiter: int = 1000,
+    maxiter: int = 200,
     merge: bool = True,
 ) -> MultilevelFit:
     """Fit a logistic GLMM with the random effects of ``structure`` by maximum likelihood.
@@ -503,7 +523,7 @@ def fit_multilevel(
         obj = Objective(data, nagq)
         obj.u = laplace_u
         obj.n_eval = 0
-        out = maximise(obj, first["psi"], lower, tol, maxiter)
+        out = maximise(obj, first["psi"], lower, tol, maxiter, hess0=first["hess"])
         out["n_iter"] += first["n_iter"]
     psi = out["psi"]
     theta = psi[p:]

@@ -119,10 +119,10 @@ def solve_modes(
     levels = range(tree.depth) if levels is None else levels
     l0 = levels.start
     B = eta0.shape[1]
-    if u0 is None:
-        u = [np.zeros((L.n_nodes, B, L.d)) for L in tree.levels]
-    else:
-        u = [x.copy() for x in u0]
+    u: list = [None] * tree.depth  # levels outside ``levels`` stay None
+    for lev in levels:
+        L = tree.levels[lev]
+        u[lev] = np.zeros((L.n_nodes, B, L.d)) if u0 is None else u0[lev].copy()
     eta = _eta(tree, eta0, a, u, levels)
     mu, v, r, ll = _rows(eta, y, m)
     h = _unit_h(tree, ll, u, levels)
@@ -163,7 +163,7 @@ def solve_modes(
             alpha = np.where(bad, 0.5 * alpha, alpha)
             if np.min(alpha) < MIN_HALVING:
                 break
-        u = [trial[lev] if lev in levels else u[lev] for lev in range(tree.depth)]
+        u = trial
         eta, mu, v, r, ll, h = eta_t, mu_t, v_t, r_t, ll_t, h_t
     return ModeState(u, a, eta, mu, v, r, ll, F, converged, it)
 

@@ -16,7 +16,7 @@ solution of ``H x = r`` and the blocks of ``H⁻¹`` on the same pattern (the se
 inverse, needed by the exact gradient), all as vectorised segment sums.
 
 Rows are sorted so that the rows of every node are contiguous and nodes are numbered in
-that order at every level; segment sums are then ``np.add.reduceat``.
+that order at every level; segment sums are products with sparse indicator matrices.
 
 Arrays carry a batch axis ``B`` (parameter vectors evaluated together) after the row or
 node axis: row arrays are ``(n, B, …)``, node arrays ``(G_ℓ, B, …)``.
@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from syndesmo.fitting.random_effects import ReStructure
 
@@ -62,6 +63,7 @@ class Tree:
         self.levels = levels
         self.n = n
         self.order = order  # sorted row k is input row order[k]
+        self._cache: dict = {}
 
     @property
     def depth(self) -> int:
@@ -77,7 +79,7 @@ class Tree:
         L = self.levels[lev]
         if L.n_nodes == 1:
             return a.sum(axis=0, keepdims=True)
-        return np.add.reduceat(a, L.row_starts, axis=0)
+        return _segment_sum(self._row_sums(lev), a)
 
     def seg_nodes(self, lev: int, k: int, a: np.ndarray) -> np.ndarray:
         """Sum level-``lev`` node values within their level-``k`` ancestors."""
@@ -85,7 +87,22 @@ class Tree:
             return a
         if self.levels[k].n_nodes == 1:
             return a.sum(axis=0, keepdims=True)
-        return np.add.reduceat(a, self.levels[lev].node_starts[k], axis=0)
+        return _segment_sum(self._node_sums(lev, k), a)
+
+    # Segment sums as products with sparse indicator matrices: several times faster
+    # than np.add.reduceat on arrays with trailing axes.
+    def _row_sums(self, lev: int) -> sp.csr_matrix:
+        key = ("rows", lev)
+        if key not in self._cache:
+            L = self.levels[lev]
+            self._cache[key] = _indicator(L.node, L.n_nodes)
+        return self._cache[key]
+
+    def _node_sums(self, lev: int, k: int) -> sp.csr_matrix:
+        key = ("nodes", lev, k)
+        if key not in self._cache:
+            self._cache[key] = _indicator(self.levels[lev].anc[k], self.levels[k].n_nodes)
+        return self._cache[key]
 
     def to_rows(self, lev: int, a: np.ndarray) -> np.ndarray:
         """Node values of level ``lev`` for every row."""
@@ -116,6 +133,16 @@ class Tree:
             else:
                 out.append(np.einsum("nr,brc->nbc", L.Z, lam))
         return out
+
+
+def _indicator(codes: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    n = codes.size
+    return sp.csr_matrix((np.ones(n), codes, np.arange(n + 1)), shape=(n, n_groups)).T.tocsr()
+
+
+def _segment_sum(S: sp.csr_matrix, a: np.ndarray) -> np.ndarray:
+    flat = a.reshape(a.shape[0], -1)
+    return np.asarray(S @ flat).reshape((S.shape[0], *a.shape[1:]))
 
 
 # --------------------------------------------------------------------------------------
