@@ -399,6 +399,18 @@ class ReStructure:
         """Lower bounds: 0 for diagonal elements, −∞ for the others."""
         return np.array([0.0 if r == c else -np.inf for _, r, c in self.theta_index])
 
+    def column_signs(self, theta: np.ndarray) -> np.ndarray:
+        """±1 per θ element: flipping the columns of ``Λ`` whose diagonal is negative
+        (which leaves ``ΛΛᵀ`` unchanged) puts ``signs * theta`` in lme4's form."""
+        sign = np.ones(len(self.theta_index))
+        col = {}
+        for j, (k, r, c) in enumerate(self.theta_index):
+            if r == c:
+                col[(k, c)] = -1.0 if theta[j] < 0 else 1.0
+        for j, (k, _, c) in enumerate(self.theta_index):
+            sign[j] = col[(k, c)]
+        return sign
+
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
         """Relative covariance factors ``Λ_k`` of the terms; ``theta`` is ``(n_theta,)``
         or ``(B, n_theta)`` (then each ``Λ_k`` is ``(B, q, q)``)."""

@@ -40,6 +40,7 @@ from syndesmo.fitting.random_effects import ReStructure
 
 SINGULAR_TOL = 1e-4  # lme4::isSingular(tol = 1e-4) on the diagonal of Λ
 MAX_NAGQ = 25
+SNAP_TOL = 1e-5  # |diagonal θ| below this at convergence: try the boundary θ = 0
 FD_STEP = 1e-5  # central differences of the gradient (Hessian) / of the value (AGQ gradient)
 FD_STEP_VALUE_HESSIAN = 1e-4  # second differences of the value (AGQ Hessian)
 
@@ -287,48 +288,96 @@ def _bfgs(info: np.ndarray, s: np.ndarray, yv: np.ndarray) -> np.ndarray:
     return info - np.outer(Ns, Ns) / sNs + np.outer(yv, yv) / sy
 
 
+def _snap_candidates(psi: np.ndarray, diag: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    return diag & ~fixed & (np.abs(psi) < SNAP_TOL)
+
+
 def maximise(
     obj: Objective,
     psi0: np.ndarray,
-    lower: np.ndarray,
+    diag: np.ndarray,
     tol: float,
     maxiter: int,
     hess0: np.ndarray | None = None,
 ) -> dict:
-    """Quasi-Newton ascent with bounds, verified by Newton steps on the Hessian.
+    """Quasi-Newton ascent, verified by Newton steps on the Hessian; θ unconstrained.
+
+    The likelihood does not change when a column of a ``Λ`` changes sign (its random
+    effects change sign with it), so θ is optimised without bounds and put in lme4's
+    form (diagonal ≥ 0) afterwards; ``diag`` marks the diagonal elements. Steps are
+    modified Newton steps (``|eigenvalues|`` of the Hessian), which move away from
+    saddle points such as a zero SD instead of towards them.
 
     The first Hessian is ``hess0`` (e.g. the Laplace fit's, before quadrature) or the
     finite-difference Hessian at the start; BFGS updates it. When the Newton decrement
     ``gᵀ(−H)⁻¹g`` falls below ``tol`` the Hessian is recomputed there and the iteration
-    goes on until the decrement on the true Hessian is below ``tol`` too. θ elements
-    at their bound whose gradient points outward are held fixed.
+    goes on until the decrement on the true Hessian is below ``tol`` too. A diagonal
+    element that ends within ``SNAP_TOL`` of 0 is set to 0 (the boundary, where lme4's
+    bounded optimiser ends too) and the others re-polished; where the Hessian shows a
+    direction of increase at a stationary point, the iteration steps along it.
     """
-    psi = np.maximum(np.asarray(psi0, dtype=float), lower)
+    psi = np.asarray(psi0, dtype=float).copy()
+    P = psi.size
+    fixed = np.zeros(P, dtype=bool)
     val, grad = obj.value_grad(psi)
     if not np.isfinite(val):
         raise ModelError("the log-likelihood is not finite at the starting values")
     hess = obj.hessian(psi) if hess0 is None else np.asarray(hess0, dtype=float)
+    hess_at = psi.copy()
     info = _positive(-hess)
     exact = hess0 is None  # info is the true (modified) Hessian at psi
     n_iter = 0
     converged = False
     message = ""
     decrement = math.inf
+    escapes = 0
     while True:
-        at_bound = np.isfinite(lower) & (psi <= lower + 1e-12) & (grad <= 0)
-        free = ~at_bound
+        free = ~fixed
         step = _ascent_step(grad, info, free)
         decrement = float(grad @ step)
         if decrement < tol:
             if not exact:
-                hess = obj.hessian(psi)
+                hess, hess_at = obj.hessian(psi), psi.copy()
                 info = _positive(-hess)
                 exact = True
                 continue
-            trial = np.maximum(psi + step, lower)
+            trial = psi + step
             v_t, g_t = obj.value_grad(trial)
             if np.isfinite(v_t) and v_t >= val - 1e-12 * (1 + abs(val)):
                 psi, val, grad = trial, v_t, g_t
+            snap = _snap_candidates(psi, diag, fixed)
+            if snap.any():
+                trial = np.where(snap, 0.0, psi)
+                v_t, g_t = obj.value_grad(trial)
+                if np.isfinite(v_t) and v_t >= val - 1e-9 * (1 + abs(val)):
+                    psi, val, grad = trial, v_t, g_t
+                    fixed |= snap
+                    hess, hess_at = obj.hessian(psi), psi.copy()
+                    info = _positive(-hess)
+                    continue
+            # a stationary point that is not a maximum: step along the ascent direction
+            hf = hess[np.ix_(free, free)]
+            lam, V = np.linalg.eigh(0.5 * (hf + hf.T))
+            if lam[-1] > 1e-6 * max(1.0, float(np.max(np.abs(lam)))) and escapes < 5:
+                escapes += 1
+                direction = np.zeros(P)
+                direction[free] = V[:, -1]
+                moved = False
+                for t in (1.0, 0.3, 0.1, 0.03, 0.01):
+                    for sign in (1.0, -1.0):
+                        trial = psi + sign * t * direction
+                        v_t, g_t = obj.value_grad(trial)
+                        if np.isfinite(v_t) and v_t > val + 1e-9 * (1 + abs(val)):
+                            moved = True
+                            break
+                    if moved:
+                        break
+                if moved:
+                    fixed[:] = False
+                    psi, val, grad = trial, v_t, g_t
+                    hess, hess_at = obj.hessian(psi), psi.copy()
+                    info = _positive(-hess)
+                    continue
             converged = True
             break
         if n_iter >= maxiter:
@@ -338,14 +387,14 @@ def maximise(
             break
         alpha = 1.0
         while alpha > 1e-10:
-            trial = np.maximum(psi + alpha * step, lower)
+            trial = psi + alpha * step
             v_t, g_t = obj.value_grad(trial)
             if np.isfinite(v_t) and v_t >= val - 1e-12 * (1 + abs(val)):
                 break
             alpha *= 0.5
         else:
             if not exact:  # a poor quasi-Newton model: restart from the true Hessian
-                hess = obj.hessian(psi)
+                hess, hess_at = obj.hessian(psi), psi.copy()
                 info = _positive(-hess)
                 exact = True
                 continue
@@ -355,17 +404,19 @@ def maximise(
         info = _bfgs(info, trial - psi, grad - g_t)
         exact = False
         psi, val, grad = trial, v_t, g_t
-    hess = obj.hessian(psi)
+    if not (exact and np.max(np.abs(hess_at - psi) / np.maximum(1.0, np.abs(psi))) < 1e-5):
+        hess = obj.hessian(psi)
     if converged:
         message = (
             f"converged after {n_iter} iterations (Newton decrement {max(decrement, 0):.1e}, "
-            f"max |gradient| {np.max(np.abs(grad)):.1e})"
+            f"max |gradient| {np.max(np.abs(grad[~fixed]), initial=0.0):.1e})"
         )
     return {
         "psi": psi,
         "value": val,
         "grad": grad,
         "hess": hess,
+        "fixed": fixed,
         "converged": converged and np.isfinite(val),
         "message": message,
         "n_iter": n_iter,
@@ -513,23 +564,27 @@ def fit_multilevel(
         psi0 = np.asarray(start, dtype=float).reshape(-1)
         if psi0.size != p + structure.n_theta:
             raise ModelError(f"start must hold {p + structure.n_theta} numbers (β then θ)")
-    lower = np.r_[np.full(p, -np.inf), structure.theta_lower()]
+    diag = np.r_[np.zeros(p, dtype=bool), [r == c for _, r, c in structure.theta_index]]
     obj = Objective(data, 1)
     if nagq == 1:
-        out = maximise(obj, psi0, lower, tol, maxiter)
+        out = maximise(obj, psi0, diag, tol, maxiter)
     else:
-        first = maximise(obj, psi0, lower, max(tol, 1e-6), maxiter)
+        first = maximise(obj, psi0, diag, max(tol, 1e-6), maxiter)
         laplace_u = obj.u
         obj = Objective(data, nagq)
         obj.u = laplace_u
         obj.n_eval = 0
-        out = maximise(obj, first["psi"], lower, tol, maxiter, hess0=first["hess"])
+        out = maximise(obj, first["psi"], diag, tol, maxiter, hess0=first["hess"])
         out["n_iter"] += first["n_iter"]
-    psi = out["psi"]
+    # lme4's form: every diagonal element of Λ non-negative (flip whole columns)
+    signs = np.r_[np.ones(p), structure.column_signs(out["psi"][p:])]
+    psi = signs * out["psi"]
+    out["grad"] = signs * out["grad"]
+    out["hess"] = out["hess"] * np.outer(signs, signs)
     theta = psi[p:]
     logc, _ = constants(y, m)
     loglik = float(out["value"] + logc)
-    diag_idx = np.array([r == c for _, r, c in structure.theta_index])
+    diag_idx = diag[p:]
     at_bound = diag_idx & (theta <= 1e-12)
     vcov, theta_se = _covariances(out["hess"], p, at_bound)
     small = diag_idx & (theta < SINGULAR_TOL)
