@@ -208,10 +208,85 @@ def test_single_level_agq_equals_the_random_intercept_engine():
 
 
 def test_quadrature_refuses_structures_it_does_not_cover(two_level):
-    df = two_level
+    df = two_level.assign(x2=lambda d: d["x"] ** 2)
     X, y, s = _inputs(df, "y ~ (1|patient) + (1|reader)")
     with pytest.raises(ModelError, match="crossed"):
         fit_multilevel(X, y, None, s, nagq=5)
-    X, y, s = _inputs(df, "y ~ (1 + x|patient)")
-    with pytest.raises(ModelError, match="columns"):
+    X, y, s = _inputs(df, "y ~ (1 + x + x2|patient)")
+    with pytest.raises(ModelError, match="at most 2 random effects"):
         fit_multilevel(X, y, None, s, nagq=5)
+
+
+# --------------------------------------------------------------------------------------
+# Vector random effects in one grouping factor: intercept and slope, product rule
+# --------------------------------------------------------------------------------------
+
+
+def brute_loglik_slope(df: pd.DataFrame, beta, lam: np.ndarray, n_nodes: int) -> float:
+    """Exact log-likelihood of ``(1 + x|patient)``: a 2-d product Gauss–Hermite rule."""
+    z, w = hermegauss(n_nodes)
+    logw = np.log(w / w.sum())
+    Z1, Z2 = np.meshgrid(z, z, indexing="ij")
+    U = np.stack([Z1.ravel(), Z2.ravel()])  # (2, N²) standard normal nodes
+    LW = (logw[:, None] + logw[None, :]).ravel()
+    b = lam @ U  # (2, N²) random intercept and slope
+    total = 0.0
+    for _, g in df.groupby("patient"):
+        x = g["x"].to_numpy()
+        eta = (beta[0] + beta[1] * x)[:, None] + b[0][None, :] + x[:, None] * b[1][None, :]
+        ll = (g["y"].to_numpy()[:, None] * eta - np.logaddexp(0.0, eta)).sum(axis=0) + LW
+        top = ll.max()
+        total += np.log(np.exp(ll - top).sum()) + top
+    return float(total)
+
+
+@pytest.fixture(scope="module")
+def slope_panel():
+    rng = np.random.default_rng(26)
+    n_pat, per = 40, 8
+    df = pd.DataFrame({"patient": np.repeat(np.arange(n_pat), per)})
+    df["x"] = rng.normal(size=len(df))
+    b0 = 1.2 * rng.normal(size=n_pat)
+    b1 = 0.4 * b0 + 0.8 * rng.normal(size=n_pat)
+    eta = -0.2 + 0.6 * df["x"] + b0[df["patient"]] + b1[df["patient"]] * df["x"]
+    df["y"] = rng.binomial(1, expit(eta))
+    return df
+
+
+def test_slope_agq_converges_to_the_exact_likelihood(slope_panel):
+    df = slope_panel
+    X, y, s = _inputs(df, "y ~ (1 + x|patient)")
+    beta, theta = [-0.2, 0.6], [1.1, 0.3, 0.7]  # Λ = [[1.1, 0], [0.3, 0.7]]
+    lam = np.array([[theta[0], 0.0], [theta[1], theta[2]]])
+    exact = brute_loglik_slope(df, beta, lam, 80)
+    assert brute_loglik_slope(df, beta, lam, 120) == pytest.approx(exact, abs=1e-10)
+    lap = loglik_multilevel(X, y, None, s, beta, theta, nagq=1)
+    values = {k: loglik_multilevel(X, y, None, s, beta, theta, nagq=k) for k in (3, 7, 15, 25)}
+    assert abs(lap - exact) > 0.05
+    errors = [abs(values[k] - exact) for k in (3, 7, 15, 25)]
+    assert errors == sorted(errors, reverse=True)
+    assert values[15] == pytest.approx(exact, abs=1e-6)
+
+
+def test_slope_agq_maximum_is_the_exact_maximum(slope_panel):
+    df = slope_panel
+    X, y, s = _inputs(df, "y ~ (1 + x|patient)")
+    fit = fit_multilevel(X, y, None, s, nagq=21)
+    assert fit.converged, fit.message
+    assert fit.theta[0] > 0.3 and fit.theta[2] > 0.1  # an interior maximum
+
+    def negll(q):
+        lam = np.array([[q[2], 0.0], [q[3], q[4]]])
+        return -brute_loglik_slope(df, q[:2], lam, 60)
+
+    start = np.r_[fit.params, fit.theta]
+    res = minimize(negll, start, method="BFGS", options={"gtol": 1e-7})
+    # compare covariances (Λ is unique only up to the signs of its columns)
+    lam = np.array([[res.x[2], 0.0], [res.x[3], res.x[4]]])
+    cov = lam @ lam.T
+    vc = fit.varcorr_frame()
+    np.testing.assert_allclose(fit.params, res.x[:2], atol=1e-4)
+    np.testing.assert_allclose(vc["sdcor"].iloc[:2], np.sqrt(np.diag(cov)), atol=1e-4)
+    corr = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])
+    assert vc["sdcor"].iloc[2] == pytest.approx(corr, abs=1e-3)
+    assert fit.loglik == pytest.approx(-res.fun, abs=1e-6)

@@ -550,7 +550,7 @@ def fit_multilevel(
     ``X`` ``(n, p)`` fixed-effects matrix, ``y`` successes, ``trials`` (default 1),
     ``structure`` from :func:`syndesmo.fitting.random_effects.build_structure` on the same
     rows. ``nagq = 1`` is the Laplace approximation; ``nagq > 1`` multilevel adaptive
-    Gauss–Hermite quadrature with ``nagq`` points per level (nested scalar random
+    Gauss–Hermite quadrature with ``nagq`` points per level (nested random
     intercepts). ``start`` holds β then θ (lme4's order). ``tol`` bounds the final
     Newton decrement.
     """
