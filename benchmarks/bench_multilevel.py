@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from multilevel_cases import CASES, simulate_vu_readers  # noqa: E402
+from multilevel_cases import CASES, simulate_vu_readers
 
-from syndesmo.engines.native.multilevel import fit_multilevel  # noqa: E402
-from syndesmo.fitting.random_effects import multilevel_design  # noqa: E402
+from syndesmo.engines.native.multilevel import fit_multilevel
+from syndesmo.fitting.random_effects import multilevel_design
 
 R_SCRIPT = r"""
 suppressMessages({library(lme4); library(glmmTMB)})
@@ -84,7 +84,10 @@ def main() -> None:
     args = ap.parse_args()
 
     if not args.table_only:
-        print("| workload | rows | native Laplace | native AGQ | lme4 | glmmTMB | logLik native / lme4 / glmmTMB |")
+        print(
+            "| workload | rows | native Laplace | native AGQ | lme4 | glmmTMB |"
+            " logLik native / lme4 / glmmTMB |"
+        )
         print("|---|---|---|---|---|---|---|")
         workloads = []
         for n in args.sizes:

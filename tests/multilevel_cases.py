@@ -78,6 +78,7 @@ def contraception() -> pd.DataFrame:
             "age2": d["age"] ** 2,
             "urban": d["urban"].astype(str),
             "ch": (d["livch"].astype(str) != "0").astype(int),
+            "livch": d["livch"].astype(str),
             "district": d["district"],
         }
     )
@@ -105,6 +106,10 @@ CASES = {
     "contraception_slope": (
         contraception,
         "use ~ age + age2 + urban + ch + (urban|district)",
+    ),
+    "contraception_crossed": (
+        contraception,
+        "use ~ age + ch + (1|district) + (1|livch)",
     ),
     "guimmun": (
         guimmun,

@@ -5,7 +5,7 @@
 #
 # Run from the repository root:
 #   python tests/references/multilevel/make_data.py     # writes vu_readers/data.csv
-#   Rscript tests/references/multilevel/make_references.R
+#   Rscript tests/references/multilevel/make_references.R [case ...]
 # Writes tests/references/multilevel/<case>/reference.json. The data and formulas are
 # those of tests/multilevel_cases.py (public data sets from mlmRev, the same transforms).
 suppressMessages({
@@ -21,6 +21,7 @@ contraception <- function() {
   d <- Contraception
   data.frame(use = as.integer(d$use == "Y"), age = d$age, age2 = d$age^2,
              urban = as.character(d$urban), ch = as.integer(d$livch != "0"),
+             livch = as.character(d$livch),
              district = d$district)
 }
 guimmun <- function() {
@@ -43,6 +44,7 @@ vu_readers <- function() {
 cases <- list(
   contraception_nested = list(contraception, use ~ age + age2 + urban + ch + (1 | district/urban)),
   contraception_slope = list(contraception, use ~ age + age2 + urban + ch + (urban | district)),
+  contraception_crossed = list(contraception, use ~ age + ch + (1 | district) + (1 | livch)),
   guimmun = list(guimmun, immun ~ kid2p + mom25p + ord + ethn + momEd + husEd + momWork +
                    rural + pcInd81 + (1 | comm/mom)),
   vu_readers = list(vu_readers, y ~ mri + arm + reader + (1 | patient/vu))
@@ -65,7 +67,8 @@ tmb_varcorr <- function(m) {
   do.call(rbind, lapply(rows, as.data.frame))
 }
 
-for (case in names(cases)) {
+only <- commandArgs(trailingOnly = TRUE)  # case names; none: all cases
+for (case in if (length(only)) only else names(cases)) {
   d <- cases[[case]][[1]]()
   f <- cases[[case]][[2]]
   t0 <- proc.time()[["elapsed"]]
