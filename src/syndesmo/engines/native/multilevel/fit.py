@@ -43,6 +43,7 @@ MAX_NAGQ = 25
 SNAP_TOL = 1e-5  # |diagonal θ| below this at convergence: try the boundary θ = 0
 FD_STEP = 1e-5  # central differences of the gradient (Hessian) / of the value (AGQ gradient)
 FD_STEP_VALUE_HESSIAN = 1e-4  # second differences of the value (AGQ Hessian)
+BATCH_ELEMENTS = 2_000_000  # rows × points per batched evaluation of the Hessian
 
 
 # --------------------------------------------------------------------------------------
@@ -227,7 +228,13 @@ class Objective:
             h = FD_STEP * np.maximum(1.0, np.abs(psi))
             pts = np.concatenate([psi + np.diag(h), psi - np.diag(h)])
             self.n_eval += 2 * P
-            _, grads, _ = evaluate(self.data, pts, self._warm(2 * P))
+            # batches of points sized so that row arrays stay around BATCH_ELEMENTS
+            step = max(1, BATCH_ELEMENTS // max(1, self.data.X.shape[0]))
+            grads = np.empty((2 * P, P))
+            for lo in range(0, 2 * P, step):
+                sl = slice(lo, min(2 * P, lo + step))
+                k = sl.stop - sl.start
+                _, grads[sl], _ = evaluate(self.data, pts[sl], self._warm(k))
             H = (grads[:P] - grads[P:]) / (2.0 * h[:, None])
             return 0.5 * (H + H.T)
         h = FD_STEP_VALUE_HESSIAN * np.maximum(1.0, np.abs(psi))
