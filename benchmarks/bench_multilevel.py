@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[187, 2000])
     ap.add_argument("--agq", type=int, default=7)
     ap.add_argument("--table-only", action="store_true", help="only the guImmun nagq table")
+    ap.add_argument("--no-table", action="store_true", help="skip the guImmun nagq table")
     args = ap.parse_args()
 
     if not args.table_only:
@@ -123,6 +124,8 @@ def main() -> None:
                 flush=True,
             )
 
+    if args.no_table:
+        return
     load, formula = CASES["guimmun"]
     df = load()
     print()

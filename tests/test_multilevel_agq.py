@@ -351,3 +351,34 @@ def test_guimmun_agq_converges_to_the_exact_likelihood():
     assert errors[0] > 5.0  # Laplace
     assert errors == sorted(errors, reverse=True)
     assert errors[-1] < 1e-4  # 25 points per level: 2e-5 (slow convergence on these data)
+
+
+@pytest.mark.parametrize(
+    ("formula", "levels", "psi"),
+    [
+        ("y ~ (1|patient)", 1, [-0.4, 0.5, 1.3]),
+        ("y ~ (1|patient/vu)", 2, [-0.4, 0.5, 1.0, 1.3]),
+        ("y ~ (1|patient/vu/reader)", 3, [-0.1, 0.3, 0.5, 0.5, 1.1]),
+    ],
+)
+@pytest.mark.parametrize("nagq", [1, 3, 7])
+def test_agq_gradient_is_exact(formula, levels, psi, nagq):
+    from syndesmo.engines.native.multilevel.agq import agq_value, agq_value_grad
+    from syndesmo.engines.native.multilevel.fit import prepare
+
+    df = _panel(12, 3, 2, 2, (1.0, 1.0, 1.0), seed=3)
+    X, y, s = _inputs(df, formula)
+    data = prepare(X, y, np.ones(len(y)), s)
+    psi = np.array(psi)
+    value, grad = agq_value_grad(data, psi[None], nagq)
+    assert value[0] == pytest.approx(agq_value(data, psi[None], nagq)[0], abs=1e-10)
+    h = 1e-6
+    fd = [
+        (
+            agq_value(data, (psi + h * e)[None], nagq)[0]
+            - agq_value(data, (psi - h * e)[None], nagq)[0]
+        )
+        / (2 * h)
+        for e in np.eye(psi.size)
+    ]
+    np.testing.assert_allclose(grad[0], fd, atol=5e-8)

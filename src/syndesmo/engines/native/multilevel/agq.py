@@ -34,7 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 from syndesmo.engines.native.multilevel.laplace import Data, solve_modes
-from syndesmo.engines.native.quadrature import gauss_hermite
+from syndesmo.engines.native.multilevel.tree import selected_inverse, solve
+from syndesmo.engines.native.quadrature import gauss_hermite, logistic
 from syndesmo.errors import ModelError
 from syndesmo.fitting.random_effects import ReStructure
 
@@ -174,3 +175,154 @@ def agq_value(
         top = _integrate(data, 0, a, data.eta_fixed(sub[:, :p]), warm, nagq)
         out[sl] = top.sum(axis=0)
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Exact gradient (scalar random effects at every level)
+# --------------------------------------------------------------------------------------
+
+
+def scalar_tree(data: Data) -> bool:
+    """Whether the exact AGQ gradient applies: one random effect per level, no dense block."""
+    return all(L.d == 1 and L.codes is not None for L in data.tree.levels)
+
+
+def _integrate_grad(
+    data: Data,
+    lev: int,
+    a: list[np.ndarray],
+    eta_off: np.ndarray,
+    u0: list,
+    nagq: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_integrate` for scalar levels, with its exact derivatives.
+
+    Returns ``F`` ``(G, C)`` (log integral of every node of level ``lev``), ``S`` ``(n, C)``
+    with ``S_i = dF_{g(i)}/dω_i`` (the sensitivity to the row's offset from the ancestors,
+    which also gives the derivatives in β and in the ancestors' θ) and ``T``
+    ``(G, C, depth)`` with ``dF_g/dθ_m`` for the levels ``m ≥ lev``.
+
+    With ``π_k`` the normalised node weights, ``C_k`` the children's (or rows') log
+    integrand at node ``k``, ``γ = Σπ_k(C'_k − u_k)``, ``κ = Σπ_k(C'_k − u_k) z_k r``:
+    ``dF = Σπ_k ∂C_k + γ dû − ½(1 + κ) d log D``. The mode and curvature terms become
+    one adjoint solve on the subtree, ``λ = H⁻¹(γ e_g − ζ Σ_i v'_i t_i² a_i)`` with
+    ``t_i = (H⁻¹a_i)_g`` and ``ζ = ½(1 + κ)/Σ_gg`` (``Σ = H⁻¹``), since
+    ``d log D = (Σ_i dv_i t_i² + 2 v_i t_i (H⁻¹ da_i)_g)/Σ_gg``.
+    """
+    tree = data.tree
+    depth = tree.depth
+    z, w = gauss_hermite(nagq)
+    logw = np.log(w)
+    K = z.size
+    free = range(lev, depth)
+    n, C = eta_off.shape
+    G = tree.levels[lev].n_nodes
+    tol = MODE_TOL if lev == 0 else INNER_MODE_TOL
+    st = solve_modes(tree, eta_off, a, data.y, data.m, u0, levels=free, tol=tol)
+    if not st.converged.all():
+        nan = np.full((G, C), np.nan)
+        return nan, np.full((n, C), np.nan), np.full((G, C, depth), np.nan)
+    sig = st.F.Dinv[lev][..., 0, 0]  # Σ_gg = 1/D_g
+    r = np.sqrt(sig)
+    uk = st.u[lev][..., 0][:, :, None] + r[:, :, None] * z  # (G, C, K)
+    al = a[lev][..., 0]  # (n, C)
+    uk_rows = tree.to_rows(lev, uk)
+    eta = eta_off[:, :, None] + al[:, :, None] * uk_rows  # (n, C, K)
+    base = logw + 0.5 * z * z - 0.5 * uk * uk
+    T = np.zeros((G, C, depth))
+    if lev == depth - 1:
+        mu, _, sp = logistic(eta)
+        y = data.y[:, None, None]
+        m = data.m[:, None, None]
+        A = base + tree.seg_rows(lev, y * eta - m * sp)
+        Sk = y - m * mu  # ∂C_k/∂ω_i: the rows' residuals at node k
+        Tk = None
+    else:
+        a_next = [None if x is None else np.repeat(x, K, axis=1) for x in a]
+        shift = (r[:, :, None] * z)[..., None]  # (G, C, K, 1)
+        shifts = {lev: shift}
+        u_next = [None] * depth
+        for k in range(lev + 1, depth):
+            d = 0.0
+            for j in range(lev, k):
+                Ekj = st.F.E[k][j][:, :, None]
+                d = d - (Ekj @ tree.to_nodes(k, j, shifts[j])[..., None])[..., 0]
+            shifts[k] = d
+            u_next[k] = (st.u[k][:, :, None] + d).reshape(st.u[k].shape[0], C * K, -1)
+        Fc, Sc, Tc = _integrate_grad(data, lev + 1, a_next, eta.reshape(n, C * K), u_next, nagq)
+        G1 = Fc.shape[0]
+        A = base + tree.seg_nodes(lev + 1, lev, Fc.reshape(G1, C, K))
+        Sk = Sc.reshape(n, C, K)
+        Tk = tree.seg_nodes(lev + 1, lev, Tc.reshape(G1, C, K, depth))
+    top = np.max(A, axis=2, keepdims=True)
+    ex = np.exp(A - top)
+    tot = ex.sum(axis=2, keepdims=True)
+    F = np.log(tot[..., 0]) + top[..., 0] - 0.5 * st.F.logdet_nodes[lev]
+    pi = ex / tot  # (G, C, K)
+    pi_rows = tree.to_rows(lev, pi)
+    resid = tree.seg_rows(lev, Sk * al[:, :, None]) - uk  # C'_k − u_k
+    gamma = np.sum(pi * resid, axis=2)
+    kappa = np.sum(pi * resid * z, axis=2) * r
+    zeta = 0.5 * (1.0 + kappa) / sig
+    # Σ_k π_k ∂C_k at fixed nodes
+    S = np.sum(pi_rows * Sk, axis=2)
+    zcol = [tree.levels[k].Z[:, 0][:, None] for k in range(depth)]
+    T[..., lev] += tree.seg_rows(lev, zcol[lev] * np.sum(pi_rows * uk_rows * Sk, axis=2))
+    if Tk is not None:
+        T += np.sum(pi[..., None] * Tk, axis=2)
+    # the conditional mode and curvature of the node: one adjoint solve on the subtree
+    Sinv = selected_inverse(tree, st.F, free)
+    sig_rows = {lev: tree.to_rows(lev, Sinv.diag[lev][..., 0, 0])}
+    for k in range(lev + 1, depth):
+        sig_rows[k] = tree.to_rows(k, Sinv.off[k][lev][..., 0, 0])  # Σ_{g, node_k(i)}
+    t = sum(sig_rows[k] * a[k][..., 0] for k in free)  # (H⁻¹ a_i)_g
+    vp = st.v * (1.0 - 2.0 * st.mu)
+    wt = tree.to_rows(lev, zeta) * vp * t * t
+    rhs: list = [None] * depth
+    for k in free:
+        rhs[k] = -tree.seg_rows(k, wt * a[k][..., 0])[..., None]
+    rhs[lev] = rhs[lev] + gamma[..., None]
+    lam = solve(tree, st.F, rhs, free)
+    lam_rows = {k: tree.to_rows(k, lam[k][..., 0]) for k in free}
+    a_lam = sum(a[k][..., 0] * lam_rows[k] for k in free)
+    S = S - st.v * a_lam - wt
+    zeta_rows = tree.to_rows(lev, zeta)
+    for k in free:
+        uk_mode = tree.to_rows(k, st.u[k][..., 0])
+        contrib = zcol[k] * (
+            st.r * lam_rows[k]
+            - st.v * uk_mode * a_lam
+            - zeta_rows * (vp * t * t * uk_mode + 2.0 * st.v * t * sig_rows[k])
+        )
+        T[..., k] += tree.seg_rows(lev, contrib)
+    return F, S, T
+
+
+def agq_value_grad(
+    data: Data, psi: np.ndarray, nagq: int, u0: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multilevel AGQ log-likelihood and its exact gradient over ``(β, θ)`` for a batch
+    ``psi`` ``(B, p + n_theta)``; scalar random effects at every level (``scalar_tree``)."""
+    psi = np.atleast_2d(np.asarray(psi, dtype=float))
+    tree = data.tree
+    B = psi.shape[0]
+    p = data.p
+    per = max(1, data.X.shape[0] * nagq**tree.depth)
+    step = max(1, CHUNK_ELEMENTS // per)
+    values = np.empty(B)
+    grads = np.zeros((B, psi.shape[1]))
+    theta_index = [int(L.theta_map[0][0]) for L in tree.levels]
+    for lo in range(0, B, step):
+        sl = slice(lo, min(B, lo + step))
+        sub = psi[sl]
+        a = tree.row_factors(tree.lambdas(sub[:, p:]))
+        warm = None if u0 is None else [x[:, sl] for x in u0]
+        if warm is None:
+            warm = [np.zeros((L.n_nodes, sub.shape[0], L.d)) for L in tree.levels]
+        F, S, T = _integrate_grad(data, 0, a, data.eta_fixed(sub[:, :p]), warm, nagq)
+        values[sl] = F.sum(axis=0)
+        grads[sl, :p] = S.T @ data.X
+        Tsum = T.sum(axis=0)  # (B, depth)
+        for lev, j in enumerate(theta_index):
+            grads[sl, p + j] += Tsum[:, lev]
+    return values, grads

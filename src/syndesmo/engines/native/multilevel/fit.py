@@ -182,8 +182,12 @@ class Objective:
     """The approximate log-likelihood of one model as a function of ``ψ = (β, θ)``."""
 
     def __init__(self, data: Data, nagq: int) -> None:
+        from syndesmo.engines.native.multilevel.agq import scalar_tree
+
         self.data = data
         self.nagq = nagq
+        # exact gradient: Laplace always, quadrature with one random effect per level
+        self.exact = nagq == 1 or scalar_tree(data)
         self.u: list[np.ndarray] | None = None  # modes at the last accepted point
         self.n_eval = 0
 
@@ -202,12 +206,38 @@ class Objective:
 
         return agq_value(self.data, psi, self.nagq, self._warm(psi.shape[0]))
 
+    def _grads(self, pts: np.ndarray) -> np.ndarray:
+        """Exact gradients at a batch of points, in chunks of about BATCH_ELEMENTS."""
+        B = pts.shape[0]
+        self.n_eval += B
+        step = max(1, BATCH_ELEMENTS // max(1, self.data.X.shape[0]))
+        grads = np.empty_like(pts)
+        for lo in range(0, B, step):
+            sl = slice(lo, min(B, lo + step))
+            warm = self._warm(sl.stop - sl.start)
+            if self.nagq == 1:
+                _, grads[sl], _ = evaluate(self.data, pts[sl], warm)
+            else:
+                from syndesmo.engines.native.multilevel.agq import agq_value_grad
+
+                grads[sl] = agq_value_grad(self.data, pts[sl], self.nagq, warm)[1]
+        return grads
+
     def value_grad(self, psi: np.ndarray, keep: bool = True) -> tuple[float, np.ndarray]:
         psi = np.asarray(psi, dtype=float)
         if self.nagq == 1:
             self.n_eval += 1
             val, grad, st = evaluate(self.data, psi[None], self._warm(1))
             if keep and np.isfinite(val[0]):
+                self.u = st.u
+            return float(val[0]), grad[0]
+        if self.exact:
+            from syndesmo.engines.native.multilevel.agq import agq_value_grad
+
+            self.n_eval += 1
+            val, grad = agq_value_grad(self.data, psi[None], self.nagq, self._warm(1))
+            if keep and np.isfinite(val[0]):
+                _, _, st = evaluate(self.data, psi[None], self._warm(1), gradient=False)
                 self.u = st.u
             return float(val[0]), grad[0]
         P = psi.size
@@ -221,20 +251,13 @@ class Objective:
         return float(vals[0]), grad
 
     def hessian(self, psi: np.ndarray) -> np.ndarray:
-        """Hessian over ``ψ``: central differences of the exact gradient (Laplace) or
-        second differences of the value (quadrature)."""
+        """Hessian over ``ψ``: central differences of the exact gradient (Laplace, and
+        quadrature with one random effect per level) or second differences of the value
+        (quadrature with vector random effects)."""
         P = psi.size
-        if self.nagq == 1:
+        if self.exact:
             h = FD_STEP * np.maximum(1.0, np.abs(psi))
-            pts = np.concatenate([psi + np.diag(h), psi - np.diag(h)])
-            self.n_eval += 2 * P
-            # batches of points sized so that row arrays stay around BATCH_ELEMENTS
-            step = max(1, BATCH_ELEMENTS // max(1, self.data.X.shape[0]))
-            grads = np.empty((2 * P, P))
-            for lo in range(0, 2 * P, step):
-                sl = slice(lo, min(2 * P, lo + step))
-                k = sl.stop - sl.start
-                _, grads[sl], _ = evaluate(self.data, pts[sl], self._warm(k))
+            grads = self._grads(np.concatenate([psi + np.diag(h), psi - np.diag(h)]))
             H = (grads[:P] - grads[P:]) / (2.0 * h[:, None])
             return 0.5 * (H + H.T)
         h = FD_STEP_VALUE_HESSIAN * np.maximum(1.0, np.abs(psi))

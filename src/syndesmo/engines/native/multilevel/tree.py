@@ -400,16 +400,22 @@ class SelectedInverse:
     off: list[dict[int, np.ndarray]]
 
 
-def selected_inverse(tree: Tree, F: Factorization) -> SelectedInverse:
-    """``H⁻¹`` on the pattern of ``H`` (Takahashi's recursion, coarsest level first)."""
+def selected_inverse(tree: Tree, F: Factorization, levels: range | None = None) -> SelectedInverse:
+    """``H⁻¹`` on the pattern of ``H`` (Takahashi's recursion, coarsest level first).
+
+    With ``levels = range(l0, L)``: the inverse of the conditional problem's ``H``
+    (levels ``l0…`` free), from a factorisation over the same levels.
+    """
     depth = tree.depth
+    levels = range(depth) if levels is None else levels
+    l0 = levels.start
     diag: list[np.ndarray] = [np.empty(0)] * depth
     off: list[dict[int, np.ndarray]] = [{} for _ in range(depth)]
-    for lev in range(depth):
+    for lev in levels:
         # Σ_{g, A_k} = −Σ_{k'} E_{k'} Σ_{A_k', A_k}
-        for k in range(lev):
+        for k in range(l0, lev):
             acc = None
-            for k2 in range(lev):
+            for k2 in range(l0, lev):
                 if k2 == k:
                     blk = tree.to_nodes(lev, k, diag[k])
                 elif k2 > k:
@@ -420,7 +426,7 @@ def selected_inverse(tree: Tree, F: Factorization) -> SelectedInverse:
                 acc = term if acc is None else acc + term
             off[lev][k] = -acc
         dg = F.Dinv[lev]
-        for k in range(lev):
+        for k in range(l0, lev):
             dg = dg - mm(off[lev][k], tr(F.E[lev][k]))
         diag[lev] = 0.5 * (dg + tr(dg))
     return SelectedInverse(diag, off)
