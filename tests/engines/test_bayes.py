@@ -313,7 +313,9 @@ def test_same_seed_same_draws():
     d = fit(FORMULA, df, engine="bayes", seed=np.random.SeedSequence(7), **QUICK)
     e = fit(FORMULA, df, engine="bayes", seed=np.random.SeedSequence(7), **QUICK)
     assert np.array_equal(a.beta_draws().to_numpy(), b.beta_draws().to_numpy())
-    assert a.params.equals(b.params) and a.sigma == b.sigma
+    # QUICK chains are too short to pass the diagnostics, so params are NaN (no numbers
+    # from a fit that did not converge): the draws themselves carry the determinism
+    assert np.array_equal(a.sigma_draws(), b.sigma_draws())
     assert not np.array_equal(a.beta_draws().to_numpy(), c.beta_draws().to_numpy())
     assert np.array_equal(d.beta_draws().to_numpy(), e.beta_draws().to_numpy())
 
@@ -325,7 +327,7 @@ def test_user_priors_are_the_ones_sampled():
     df = simulate(30, seed=5)
     tight = {"mri": {"dist": "Normal", "mu": 3.0, "sigma": 0.01}}
     res = fit(FORMULA, df, engine="bayes", seed=1, priors=tight, **QUICK)
-    assert res.params["mri"] == pytest.approx(3.0, abs=0.05)
+    assert res.beta_draws()["mri"].mean() == pytest.approx(3.0, abs=0.05)
     assert "mri ~ Normal(mu=3, sigma=0.01)" in res.summary()
 
 

@@ -137,7 +137,11 @@ def _glmm(model: str, nagq: int):
 
 
 #: Reference folders checked by other test modules (each holds the R script that made it).
-OTHER_SUITES = {"clogit": "test_registry.py", "reliability": "test_reliability.py"}
+OTHER_SUITES = {
+    "clogit": "test_registry.py",
+    "reliability": "test_reliability.py",
+    "multilevel": "multilevel_cases.py",
+}
 
 
 def test_every_stored_case_is_tested_and_names_its_versions():

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from syndesmo.errors import ModelError
+from syndesmo.ledger import Ledger
 
 # crossed factors with more random effects than this are not kept in one dense block
 DENSE_BLOCK_MAX = 64
@@ -245,10 +246,21 @@ def term_matrix(lhs: str, frame: pd.DataFrame) -> tuple[np.ndarray, tuple[str, .
             raise ModelError(f"random-effect term ({lhs}|...) has no columns")
         return np.ones((n, 1)), ("(Intercept)",)
     import formulae
+    from formulae.environment import Environment
 
+    # a formula is data: slopes are columns (categorical ones as C(x)), never code
+    for term in terms:
+        name = term[2:-1] if term.startswith("C(") and term.endswith(")") else term
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) or name not in frame.columns:
+            raise ModelError(
+                f"random-effect term ({lhs}|...): {term!r} must be a column of the data "
+                "(or C(column)); transforms are not taken in random-effect terms"
+            )
     text = ("1 + " if intercept else "0 + ") + " + ".join(terms)
     try:
-        dm = formulae.design_matrices(text, frame, na_action="error")
+        dm = formulae.design_matrices(
+            text, frame, na_action="error", env=Environment([{}]), extra_namespace={}
+        )
     except Exception as exc:  # formulae raises several exception types
         raise ModelError(f"cannot build the random-effect columns of ({lhs}|...): {exc}") from exc
     Z = np.asarray(dm.common.design_matrix, dtype=float)
@@ -584,8 +596,11 @@ def multilevel_design(formula: str, data: pd.DataFrame, *, trials=None):
     formula without its bars; rows with a missing value in a column the bars use are
     left out first and counted in the ledger (step ``design``).
     """
-    from syndesmo.fitting.design import STEP, _start_ledger, build_design, fixed_formula
+    from syndesmo.derive.aframe import split_frame
+    from syndesmo.fitting.design import STEP, build_design, fixed_formula
 
+    data, ledger = split_frame(data, None)
+    ledger = Ledger() if ledger is None else ledger.copy()
     if not isinstance(data, pd.DataFrame):
         raise ModelError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     bars = parse_bars(formula)
@@ -602,17 +617,15 @@ def multilevel_design(formula: str, data: pd.DataFrame, *, trials=None):
     incomplete = na.any(axis=1).to_numpy()
     frame = data
     if incomplete.any():
-        ledger = _start_ledger(data)
         counts = na.sum(axis=0)
         what = ", ".join(
             f"{c} ({k} row{'s' if k != 1 else ''})" for c, k in counts[counts > 0].items()
         )
         ledger.add(STEP, f"missing value in {what}", int(incomplete.sum()), None)
         frame = data.loc[~incomplete].copy()
-        frame.attrs["ledger"] = ledger
         if isinstance(trials, np.ndarray | list | pd.Series):
             trials = np.asarray(trials)[~incomplete]
-    design = build_design(fixed_formula(formula), frame, trials=trials)
+    design = build_design(fixed_formula(formula), frame, trials=trials, ledger=ledger)
     used = frame.iloc[design.rows]
     structure = build_structure(bars, used)
     if incomplete.any() and design.rows is not None:
