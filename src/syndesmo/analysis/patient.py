@@ -29,6 +29,7 @@ from syndesmo.fitting.api import fit as fit_model
 from syndesmo.fitting.formula import covariate_columns
 from syndesmo.fitting.results import FitResult
 from syndesmo.ledger import Ledger
+from syndesmo.panel.spine import MSASSS_VUS
 from syndesmo.vocabulary import (
     ARM,
     COUNT_EXPOSURES,
@@ -199,7 +200,6 @@ def _patient_exposure(
     panel, exposure: str, summary: str, threshold: float, spine: str
 ) -> pd.Series:
     """Per patient: the exposure summed up over VUs; NaN if any VU lacks a needed score."""
-    from syndesmo.panel.spine import MSASSS_VUS
 
     check_choice(spine, ("all", "msasss"), "spine")
     check_choice(summary, SUMMARY_WORDS, "summary")
@@ -266,7 +266,6 @@ def msasss_total(panel, week: int) -> pd.Series:
 
     NaN for a patient with any of the 24 corners unscored at that week.
     """
-    from syndesmo.panel.spine import MSASSS_VUS
 
     up, lo = f"msasss_upper_w{week}", f"msasss_lower_w{week}"
     vu = panel.vu[panel.vu["vu"].isin(MSASSS_VUS)]

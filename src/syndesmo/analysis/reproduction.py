@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from syndesmo.analysis import describe
 from syndesmo.analysis import ladder as analysis
-from syndesmo.analysis.describe import CountTable
+from syndesmo.analysis.describe import ALL_ARMS, CountTable
 from syndesmo.analysis.marginal import attenuation_table
 from syndesmo.analysis.specs import ModelSpec
+from syndesmo.derive.frame import COUNT_EXPOSURES, available_covariates, available_exposures
 from syndesmo.derive.vu_tables import spine_profile
 from syndesmo.errors import DeriveError, SpecError
 from syndesmo.fitting import registry
@@ -77,7 +79,6 @@ def panel_summary(panel) -> dict[str, Any]:
 
 def check_specs(panel, specs: Sequence[ModelSpec]) -> None:
     """Fail early, naming the spec, when a spec asks for what the panel cannot give."""
-    from syndesmo.derive.frame import available_covariates, available_exposures
 
     exposures = available_exposures(panel.mri_weeks)
     for spec in specs:
@@ -312,8 +313,6 @@ def descriptive_tables(
     inflammation at each week and never inflamed. Each is a ``CountTable`` whose
     ``text`` is a sentence with the numbers.
     """
-    from syndesmo.analysis import describe
-    from syndesmo.derive.frame import COUNT_EXPOSURES
 
     prev = describe.prevalence_table(panel, threshold, readers)
     prev = dataclasses.replace(
@@ -349,7 +348,6 @@ def descriptive_tables(
 
 
 def _prevalence_text(prev: pd.DataFrame) -> str:
-    from syndesmo.analysis.describe import ALL_ARMS
 
     rows = prev[prev["arm"].eq(ALL_ARMS)]
     parts = [

@@ -13,6 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from syndesmo.derive import frame as derive
+from syndesmo.panel.spine import VU_LABELS, VU_REGION
+
 
 def vu_exposures(panel, exposure: str, threshold: float = 1) -> pd.DataFrame:
     """The exposure of every VU of the panel (all VUs, eligible or not), readers averaged.
@@ -20,7 +23,6 @@ def vu_exposures(panel, exposure: str, threshold: float = 1) -> pd.DataFrame:
     Columns ``patient``, ``vu``, ``x`` (NaN where a needed MRI week is missing); the
     rules are those of ``syndesmo.derive.frame`` (``exposure_values`` on the readers' mean).
     """
-    from syndesmo.derive import frame as derive
 
     arrays = derive.panel_arrays(panel)
     units = derive.combine_readers(arrays, "mean")
@@ -33,7 +35,6 @@ def vu_exposures(panel, exposure: str, threshold: float = 1) -> pd.DataFrame:
 
 def vu_scores(panel, week: int) -> pd.DataFrame:
     """ASspiMRI-a at ``week`` of every VU (mean over readers): patient, vu, x."""
-    from syndesmo.derive import frame as derive
 
     arrays = derive.panel_arrays(panel)
     units = derive.combine_readers(arrays, "mean")
@@ -56,7 +57,6 @@ def vu_outcomes(panel, outcome: str = "new_syndesmophyte", readers: str = "mean"
     not at risk). Uses ``derive.derive_arrays`` with the MRI set aside, because a
     VU's outcome does not depend on its MRI.
     """
-    from syndesmo.derive import frame as derive
 
     arrays = dict(derive.panel_arrays(panel))
     arrays["mri"] = np.zeros_like(arrays["mri"])
@@ -81,7 +81,6 @@ def spine_profile(panel, threshold: float = 1, readers: str = "mean") -> pd.Data
     ``n_mri_w{week}``, ``at_risk`` (VUs at risk of a new syndesmophyte), ``new`` and
     ``new_rate`` (NaN for VUs without x-ray scores: the thoracic spine).
     """
-    from syndesmo.panel.spine import VU_LABELS, VU_REGION
 
     out = pd.DataFrame({"vu": list(VU_LABELS), "region": [VU_REGION[v] for v in VU_LABELS]})
     for week in panel.mri_weeks:

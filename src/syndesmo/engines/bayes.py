@@ -84,6 +84,7 @@ from scipy.special import gammaln
 from syndesmo.checks import as_int_seed, check_choice, check_int, check_probability
 from syndesmo.errors import ConvergenceWarning, EngineUnavailableError, ModelError, warn_user
 from syndesmo.fitting.design import Design, resolve_offset
+from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, random_intercept
 
@@ -515,8 +516,6 @@ def _validate(design: Design) -> tuple[np.ndarray, ...]:
                 "told apart from the intercept; drop it from the formula"
             )
     if np.linalg.matrix_rank(X) < X.shape[1]:
-        from syndesmo.fitting.diagnostics import check_rank
-
         check_rank(X, list(design.names))
     return X, y, n
 
@@ -836,6 +835,5 @@ def fit_bayes(
 
 
 def _separated(X: np.ndarray, y: np.ndarray, n: np.ndarray, names: list[str]) -> list[str]:
-    from syndesmo.fitting.diagnostics import separated_terms
 
     return separated_terms(X, y, n, names)

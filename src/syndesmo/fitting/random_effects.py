@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from syndesmo.derive.aframe import split_frame
 from syndesmo.errors import ModelError
+from syndesmo.fitting.design import STEP, build_design, fixed_formula
 from syndesmo.ledger import Ledger
 
 # crossed factors with more random effects than this are not kept in one dense block
@@ -596,8 +598,6 @@ def multilevel_design(formula: str, data: pd.DataFrame, *, trials=None):
     formula without its bars; rows with a missing value in a column the bars use are
     left out first and counted in the ledger (step ``design``).
     """
-    from syndesmo.derive.aframe import split_frame
-    from syndesmo.fitting.design import STEP, build_design, fixed_formula
 
     data, ledger = split_frame(data, None)
     ledger = Ledger() if ledger is None else ledger.copy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from syndesmo.analysis.describe import CountTable
 from syndesmo.output.report import markdown_table
 
 
@@ -14,7 +15,6 @@ def ledger_table(tables: dict):
     Entries that are the same for several exposures (the usual case: the same VUs
     are not at risk whatever the exposure) are listed once with those exposures.
     """
-    from syndesmo.analysis.describe import CountTable
 
     ledgers: dict = {}
     for name in ("events", "share_uninflamed"):

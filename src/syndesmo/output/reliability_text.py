@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from syndesmo.numbers import fmt_p
 from syndesmo.output.report import markdown_table
 
 _ICC_WORDS = {
@@ -47,7 +48,6 @@ def _interval(est: object, lo: object, hi: object) -> str:
 
 def display_tables(rel) -> dict[str, pd.DataFrame]:
     """The result tables as text a person can paste into a manuscript."""
-    from syndesmo.numbers import fmt_p
 
     level = f"{round(rel.level * 100)}%"
     icc = rel.icc

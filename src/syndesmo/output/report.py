@@ -21,6 +21,7 @@ import pandas as pd
 
 from syndesmo.fitting import registry
 from syndesmo.numbers import fmt_p, fmt_ratio
+from syndesmo.output import plots
 
 # all-or-nothing output (re-exported: commands import them from here)
 from syndesmo.output.atomic import (  # noqa: F401
@@ -31,6 +32,7 @@ from syndesmo.output.atomic import (  # noqa: F401
     check_destination,
     check_files,
 )
+from syndesmo.vocabulary import outcome_label
 
 
 def _cell(v, digits: int) -> str:
@@ -123,7 +125,6 @@ def write_reproduction(rep, out: str | os.PathLike, *, dpi: int = 200) -> list[P
     All-or-nothing: files go to a temporary directory renamed into place at the end
     (``atomic_output_dir``). Returns the paths written, relative to ``out``.
     """
-    from syndesmo.output import plots
 
     tables = reproduction_tables(rep)
     written: list[Path] = []
@@ -531,6 +532,5 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
 
 def analysis_label(outcome: str) -> str:
     """Words for an outcome, as in the headline table."""
-    from syndesmo.vocabulary import outcome_label
 
     return outcome_label(outcome)

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from syndesmo.errors import PanelError
+from syndesmo.panel.spine import VU_LABELS
 
 #: Field values read as missing (those of ``pandas.read_csv``; R writes ``NA``).
 NA_TOKENS = frozenset(
@@ -596,8 +597,6 @@ def _labels(
     """Text labels: stripped, and spellings differing only in case merged (notes)."""
     label = np.where(c.missing, np.nan, c.text).astype(object)
     if col == "vu":
-        from syndesmo.panel.spine import VU_LABELS
-
         canon = {v.casefold(): v for v in VU_LABELS}
         fixed = np.array(
             [

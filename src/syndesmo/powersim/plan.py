@@ -24,6 +24,7 @@ from syndesmo.checks import (
     check_int,
     check_probability,
 )
+from syndesmo.derive.frame import OUTCOMES, check_threshold, needed_weeks
 from syndesmo.errors import ModelError, SpecError
 from syndesmo.fitting import registry
 from syndesmo.vocabulary import COVARIATES
@@ -96,7 +97,6 @@ def check_analyses(analysis: str | Sequence[str]) -> tuple[str, ...]:
 
 def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq) -> Plan:
     """Check the model arguments against ``spec`` and fill in its defaults."""
-    from syndesmo.derive.frame import OUTCOMES, check_threshold, needed_weeks
 
     check_choice(outcome, OUTCOMES, "outcome")
     if "patient" in analyses and outcome != "new_syndesmophyte":

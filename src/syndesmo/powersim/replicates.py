@@ -28,9 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from syndesmo.derive.frame import derive_arrays
 from syndesmo.engines.logit_many import logit_many
-from syndesmo.errors import ModelError
+from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
+from syndesmo.fitting.api import fit
+from syndesmo.fitting.design import Design
 from syndesmo.powersim.plan import (
     CRUDE_ANALYSIS,
     FIT_BLOCK,
@@ -40,13 +43,12 @@ from syndesmo.powersim.plan import (
     Chunk,
     Plan,
 )
+from syndesmo.simulate.cohort import simulate_arrays
 from syndesmo.simulate.covariates import covariate_values
 
 
 def run_chunk(chunk: Chunk) -> dict[str, Any]:
     """Simulate, derive and fit the replicates of one chunk; per-replicate arrays back."""
-    from syndesmo.derive.frame import derive_arrays
-    from syndesmo.simulate.cohort import simulate_arrays
 
     plan = chunk.plan
     timing: dict[str, float] = {}
@@ -205,8 +207,6 @@ def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarr
     """One fit per replicate through the package's engines: those with quadrature
     (``lme4``) from a data frame through ``syndesmo.fit``, the others (``gee``) from
     the replicate's design directly."""
-    from syndesmo.errors import SyndesmoError
-    from syndesmo.fitting.design import Design
 
     R = vu["Y"].shape[0]
     out = {
@@ -257,7 +257,6 @@ def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarr
 
 def _fit_frame(vu: dict[str, Any], r: int, plan: Plan, formula: str, engine: str):
     """Replicate ``r`` as a data frame through ``syndesmo.fit`` (e.g. R's glmer)."""
-    from syndesmo.fitting.api import fit
 
     keep = vu["mask"][r]
     frame = pd.DataFrame(vu["X"][r, keep, 1:], columns=vu["names"][1:])

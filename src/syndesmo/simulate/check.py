@@ -17,7 +17,10 @@ import pandas as pd
 from scipy import stats
 
 from syndesmo.checks import as_seed_sequence, check_choice
+from syndesmo.derive.frame import derive_arrays
 from syndesmo.errors import ModelError
+from syndesmo.fitting.api import fit_many
+from syndesmo.simulate.cohort import simulate_arrays, true_parameters
 from syndesmo.simulate.covariates import covariate_values
 from syndesmo.vocabulary import COVARIATE_ALIASES, COVARIATES
 
@@ -50,9 +53,6 @@ def simulation_check(
     log_or, se, lower, upper, covered (truth inside the Wald CI), sigma, converged,
     singular, n_obs, events, truth (the true conditional log-OR).
     """
-    from syndesmo.derive.frame import derive_arrays
-    from syndesmo.fitting.api import fit_many
-    from syndesmo.simulate.cohort import simulate_arrays, true_parameters
 
     models = dict(models or {"b": ()})
     needed = list(dict.fromkeys(t for terms in models.values() for t in terms))
