@@ -22,6 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from syndesmo.errors import ModelError, SyndesmoError
 
+#: Most simulated studies one power run makes (replicates x grid points) unless the
+#: caller raises it (``max_sims=``, ``--max-sims``): a mistyped count should fail at
+#: once, not run for days and fill the memory.
+MAX_SIMS = 1_000_000
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -354,3 +359,29 @@ def as_int_seed(seed: Any, *, error: type[SyndesmoError] = ModelError) -> int:
     if isinstance(seed, np.random.SeedSequence):
         return int(seed.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1))
     return seed
+
+
+def check_sim_total(n_sims: int, n_points: int, max_sims: int) -> None:
+    """Refuse more than ``max_sims`` simulated studies in all (``n_sims`` per point).
+
+    Parameters
+    ----------
+    n_sims : int
+        Replicates per grid point.
+    n_points : int
+        Grid points.
+    max_sims : int
+        The ceiling the caller accepts.
+
+    Raises
+    ------
+    ModelError
+        Naming the total and how to raise the ceiling.
+    """
+    total = int(n_sims) * int(n_points)
+    if total > max_sims:
+        raise ModelError(
+            f"n_sims {n_sims} x {n_points} grid point(s) = {total:,} simulated studies, more "
+            f"than the ceiling of {max_sims:,}; pass max_sims={total} (CLI: --max-sims) if "
+            "you mean it"
+        )

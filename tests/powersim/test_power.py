@@ -15,6 +15,7 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
+import syndesmo as sy
 from syndesmo.analysis.patient import patient_level
 from syndesmo.derive.frame import analysis_frame
 from syndesmo.engines.logit_many import logit_many
@@ -259,3 +260,15 @@ def test_native_power_agrees_with_lme4_replicate_by_replicate(r_lme4):
     tie = (np.abs(native["p"] - 0.05) < 0.002) | (np.abs(lme4["p"] - 0.05) < 0.002)
     assert (native["reject"] == lme4["reject"])[~tie].all()
     assert 0 < native["reject"].sum() < 30  # the comparison is not vacuous
+
+
+def test_a_huge_number_of_replicates_is_refused_before_anything_runs():
+    import time
+
+    spec = sy.CohortSpec(n_patients=50)
+    t0 = time.monotonic()
+    with pytest.raises(ModelError, match=r"1,000,000,000,000 simulated studies.*max_sims="):
+        sy.power(spec, n_sims=10**12, progress=False)
+    with pytest.raises(ModelError, match=r"n_sims 600000 x 2 grid point\(s\) = 1,200,000"):
+        sy.power_curve(spec, n_sims=600_000, n_patients=[50, 60], progress=False)
+    assert time.monotonic() - t0 < 5

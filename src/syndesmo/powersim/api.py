@@ -73,6 +73,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from syndesmo.checks import MAX_SIMS, check_sim_total
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.powersim import executors as power_exec
@@ -320,6 +321,7 @@ def power(
     exposure: str | None = None,
     threshold: float | None = None,
     adjust: Sequence[str] = ("arm",),
+    max_sims: int = MAX_SIMS,
 ) -> PowerResult:
     """Power of the chosen analyses for cohorts like ``spec``, by simulation.
 
@@ -330,9 +332,11 @@ def power(
     ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of
     ``batch_size`` replicates (rounded up to a multiple of ``FIT_BLOCK``) in N local
     processes; ``scheduler`` (an address or a ``dask.distributed.Client``) runs them
-    on a Dask cluster. See the module docstring for the definitions and the seeding.
+    on a Dask cluster. More than ``max_sims`` replicates are refused before anything
+    runs. See the module docstring for the definitions and the seeding.
     """
     check_counts(n_sims, alpha, batch_size)
+    check_sim_total(n_sims, 1, max_sims)
     power_exec.check_backend(workers, scheduler)
     analyses = check_analyses(analysis)
     plan = make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq)
@@ -382,6 +386,7 @@ def power_curve(
     exposure: str | None = None,
     threshold: float | None = None,
     adjust: Sequence[str] = ("arm",),
+    max_sims: int = MAX_SIMS,
     **grid: Sequence[Any],
 ) -> pd.DataFrame:
     """Power over a grid of spec values: ``power_curve(spec, n_patients=[50, 100],
@@ -392,12 +397,14 @@ def power_curve(
     table: the grid columns (in the order given), then the columns of
     ``PowerResult.table``, one row per grid point × analysis. Grid point ``g``
     (row-major order) uses child ``g`` of ``SeedSequence(seed).spawn(n_grid)``. All
-    chunks of all points run in one pool.
+    chunks of all points run in one pool. More than ``max_sims`` studies in all
+    (replicates × grid points) are refused before anything runs.
     """
     check_counts(n_sims, alpha, batch_size)
     power_exec.check_backend(workers, scheduler)
     analyses = check_analyses(analysis)
     points = grid_points(spec, grid)
+    check_sim_total(n_sims, len(points), max_sims)
     plans = [
         make_plan(
             spec.replace(**pt) if hasattr(spec, "replace") else dataclasses.replace(spec, **pt),

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from syndesmo.checks import MAX_SIMS
 from syndesmo.fitting import registry
 
 NAME = "power"
@@ -48,9 +49,6 @@ examples:
 #: Files written in --out.
 TABLE_CSV, TABLE_MD, FIGURE = "power.csv", "power.md", "power.png"
 OUTPUTS = (TABLE_CSV, TABLE_MD, FIGURE)
-#: Most simulated studies one command runs (grid points x --sims) without --max-sims:
-#: a mistyped --sims should fail at once, not run for days and fill the memory.
-MAX_SIMS = 1_000_000
 #: Columns printed and written to Markdown.
 SHOWN = [
     "analysis",
@@ -262,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         batch_size=args.batch_size,
         adjust=adjust,
+        max_sims=args.max_sims,
         **grid,
     )
     columns = [*grid, *SHOWN]
