@@ -22,8 +22,8 @@ from scipy.special import expit
 from syndesmo.engines.native.engine import fit_native, loglik_at
 from syndesmo.engines.native.multilevel import fit_multilevel, loglik_multilevel
 from syndesmo.errors import ModelError
-from syndesmo.fitting.design import build_design
-from syndesmo.fitting.random_effects import build_structure, multilevel_design, parse_bars
+from syndesmo.fitting.design import build_design, multilevel_design
+from syndesmo.fitting.random_effects import build_structure, parse_bars
 
 LEVELS2 = ["patient", "vu"]
 LEVELS3 = ["patient", "vu", "reader"]

@@ -9,7 +9,7 @@ from multilevel_cases import CASES, simulate_vu_readers
 
 from syndesmo.engines.native.multilevel import fit_formula, fit_multilevel
 from syndesmo.errors import ModelError
-from syndesmo.fitting.random_effects import multilevel_design
+from syndesmo.fitting.design import multilevel_design
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ bobyqa (``lme4_tight``). lme4 with its default optimiser settings (``tolPwrss = 
 only) stops short on two cases and says so itself (``Model failed to converge``); there
 the test shows it: the native maximum is above the likelihood at lme4's estimates.
 
-The tests marked ``r`` refit with lme4 and glmmTMB through rpy2 in the same run.
+The fits go through the public path, ``sy.fit(formula, data, engine="native")``. The
+tests marked ``r`` refit with lme4 and glmmTMB through rpy2 in the same run, and fit
+the same formulas with ``engine="lme4"`` (each bar handed to R as its own columns).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import pandas as pd
 import pytest
 from multilevel_cases import CASES, REFERENCES, simulate_vu_readers
 
-from syndesmo.engines.native.multilevel import fit_formula, loglik_multilevel
-from syndesmo.fitting.random_effects import multilevel_design
+import syndesmo as sy
+from syndesmo.engines.lme4 import _NOT_CONVERGED as NOT_CONVERGED
+from syndesmo.engines.native.multilevel import loglik_multilevel
+from syndesmo.fitting.design import multilevel_design
 
 TOL_PARAM = 1e-4
 TOL_CORR = 1e-3
@@ -55,10 +59,10 @@ def _vc_rows(varcorr) -> dict[tuple[str, str, str | None], float]:
 def disagreements(fit, ref: dict) -> list[str]:
     """What differs between a native fit and one reference fit beyond the tolerances."""
     issues = []
-    for name, a, b in zip(fit.names, fit.params, ref["fixef"], strict=True):
+    for name, a, b in zip(fit.params.index, fit.params, ref["fixef"], strict=True):
         if not _close(a, b, TOL_PARAM):
             issues.append(f"{name}: native {a:.7f} vs {b:.7f}")
-    ours = _vc_rows(fit.varcorr)
+    ours = _vc_rows(fit.varcorr.to_dict("records"))
     theirs = _vc_rows(ref["varcorr"])
     assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
     for key, b in theirs.items():
@@ -78,7 +82,7 @@ def fitted():
         data = load()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out[case] = (data, formula, fit_formula(formula, data))
+            out[case] = (data, formula, sy.fit(formula, data, engine="native"))
     return out
 
 
@@ -91,7 +95,7 @@ def test_simulated_reference_data_is_reproduced():
 def test_laplace_agrees_with_glmmtmb_and_tight_lme4(fitted, case):
     data, formula, fit = fitted[case]
     ref = json.loads((REFERENCES / case / "reference.json").read_text())
-    assert fit.converged, fit.message
+    assert fit.converged, fit.convergence.message
     assert fit.n_obs == ref["n_obs"]
     assert disagreements(fit, ref["glmmTMB"]) == []
     assert disagreements(fit, ref["lme4_tight"]) == []
@@ -124,21 +128,21 @@ def test_standard_errors_agree_with_glmmtmb(fitted):
     # Not a tolerance of the issue, but the SEs come from the same Hessian over (β, θ)
     for case, (_, _, fit) in fitted.items():
         ref = json.loads((REFERENCES / case / "reference.json").read_text())["glmmTMB"]
-        np.testing.assert_allclose(fit.bse, ref["se"], rtol=5e-4, err_msg=case)
+        np.testing.assert_allclose(fit.bse.to_numpy(), ref["se"], rtol=5e-4, err_msg=case)
 
 
 def test_nested_varcorr_layout_is_lme4s(fitted):
     fit = fitted["contraception_slope"][2]
-    vc = fit.varcorr_frame()
+    vc = fit.varcorr
     assert list(vc.columns) == ["grp", "var1", "var2", "vcov", "sdcor"]
     assert list(vc["grp"]) == ["district"] * 3
     assert list(vc["var1"]) == ["(Intercept)", "urbanY", "(Intercept)"]
-    assert fit.theta_names == [
+    assert list(fit.details.theta_names) == [
         "district.(Intercept)",
         "district.urbanY.(Intercept)",
         "district.urbanY",
     ]
-    nested = fitted["guimmun"][2].varcorr_frame()
+    nested = fitted["guimmun"][2].varcorr
     assert list(nested["grp"]) == ["mom:comm", "comm"]
 
 
@@ -204,21 +208,55 @@ def _as_records(frame: pd.DataFrame) -> list[dict]:
 def test_vu_panel_with_readers_live(r_lme4):
     df = simulate_vu_readers(n_patients=150, seed=11)
     formula = "y ~ mri + arm + reader + (1|patient/vu)"
-    fit = fit_formula(formula, df)
+    fit = sy.fit(formula, df, engine="native")
     ref = _r_fit(df, formula, ["patient", "vu"])
     for engine in ("lme4", "glmmTMB"):
         r = dict(ref[engine])
         r["varcorr"] = _as_records(r["varcorr"])
         assert disagreements(fit, r) == [], engine
+    # the lme4 engine on the same formula: the same model as the direct glmer call
+    via = sy.fit(formula, df, engine="lme4", tol_pwrss=1e-12)
+    assert disagreements(fit, _engine_record(via)) == []
 
 
 @pytest.mark.r
 def test_correlated_slope_live(r_lme4):
     load, formula = CASES["contraception_slope"]
     df = load()
-    fit = fit_formula(formula, df)
+    fit = sy.fit(formula, df, engine="native")
     ref = _r_fit(df, formula, ["district"])
     for engine in ("lme4", "glmmTMB"):
         r = dict(ref[engine])
         r["varcorr"] = _as_records(r["varcorr"])
         assert disagreements(fit, r) == [], engine
+
+
+def _engine_record(fit) -> dict:
+    return {
+        "fixef": list(fit.params),
+        "varcorr": _as_records(fit.varcorr),
+        "loglik": fit.loglik,
+    }
+
+
+@pytest.mark.r
+@pytest.mark.parametrize("case", ["contraception_slope", "contraception_crossed"])
+def test_lme4_engine_takes_the_same_formulas(fitted, case, r_lme4):
+    data, formula, fit = fitted[case]
+    via = sy.fit(formula, data, engine="lme4", tol_pwrss=1e-12)
+    ref = json.loads((REFERENCES / case / "reference.json").read_text())
+    # the engine's glmer under neutral names equals the direct glmer call (same
+    # default optimiser), and agrees with the native fit where that call converged
+    direct = ref["lme4"]
+    assert list(via.varcorr["grp"]) == list(fit.varcorr["grp"])
+    messages = direct["messages"]
+    messages = [messages] if isinstance(messages, str) else list(messages or [])
+    if any(NOT_CONVERGED.search(m) for m in messages):  # lme4 says it stopped short
+        # the engine reports no numbers, only the last iterate
+        assert not via.converged
+        estimates, loglik = via.last_iterate["params"], via.last_iterate["loglik"]
+    else:
+        assert disagreements(fit, _engine_record(via)) == []
+        estimates, loglik = via.params, via.loglik
+    np.testing.assert_allclose(estimates.to_numpy(), direct["fixef"], rtol=1e-5, atol=1e-5)
+    assert loglik == pytest.approx(direct["loglik"], abs=1e-5)

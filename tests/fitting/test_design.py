@@ -110,16 +110,32 @@ def test_outcome_without_events(frame):
 
 
 @pytest.mark.parametrize(
-    ("formula", "term"),
+    ("formula", "kinds"),
     [
-        ("y ~ mri + (mri|patient)", r"random slopes are not supported: \(mri\|patient\)"),
-        ("y ~ mri + (0 + mri|patient)", r"random slopes are not supported: \(mri\|patient\)"),
-        ("y ~ mri + (1|patient) + (1|region)", r"\(1\|patient\), \(1\|region\)"),
+        ("y ~ mri + (mri|patient)", ("random slopes",)),
+        ("y ~ mri + (0 + mri|patient)", ("random slopes",)),
+        # each patient of this frame has one region: patients are nested in regions
+        ("y ~ mri + (1|patient) + (1|region)", ("nested intercepts",)),
     ],
 )
-def test_only_one_random_intercept(frame, formula, term):
-    with pytest.raises(ModelError, match=term):
-        build_design(formula, frame)
+def test_any_bars_give_a_structure_and_no_single_group(frame, formula, kinds):
+    d = build_design(formula, frame)
+    assert d.groups is None and d.group is None and d.has_random
+    assert d.random is not None and d.random.kinds == kinds
+    assert d.random.n_rows == d.n_obs
+
+
+def test_a_single_intercept_keeps_its_grouping_codes(frame):
+    d = build_design("y ~ mri + (1|patient)", frame)
+    assert d.random is None and d.group == "patient" and d.has_random
+
+
+@pytest.mark.parametrize("engine", ["gee", "clogit", "bayes"])
+def test_engines_of_one_bar_refuse_other_structures_naming_those_that_fit_them(frame, engine):
+    import syndesmo as sy
+
+    with pytest.raises(ModelError, match=r"has random slopes; engines that fit them: native, lme4"):
+        sy.fit("y ~ mri + (mri|patient)", frame, engine=engine)
 
 
 def test_missing_values_are_counted_in_the_ledger(frame):

@@ -7,12 +7,8 @@ import pandas as pd
 import pytest
 
 from syndesmo.errors import ModelError
-from syndesmo.fitting.random_effects import (
-    BarTerm,
-    build_structure,
-    multilevel_design,
-    parse_bars,
-)
+from syndesmo.fitting.design import multilevel_design
+from syndesmo.fitting.random_effects import BarTerm, build_structure, parse_bars
 
 
 def _panel(n_patients: int = 5, n_vu: int = 4, n_readers: int = 2, seed: int = 0):

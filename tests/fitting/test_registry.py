@@ -75,7 +75,10 @@ def test_available_engines_is_the_registry_as_a_table():
     assert table.loc["poisson", "measure"] == "RR" and table.loc["negbin", "family"] == (
         "negative binomial"
     )
-    assert table.loc["native", "random_effects"] == "scalar intercept"
+    assert table.loc["native", "random_effects"] == (
+        "scalar intercept, nested intercepts, random slopes, crossed intercepts"
+    )
+    assert table.loc["bayes", "random_effects"] == "scalar intercept"
     assert table.loc["lme4", "extra"] == "lme4" and table.loc["native", "installed"]
     assert "available_engines" in sy.__all__
 

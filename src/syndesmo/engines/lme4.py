@@ -33,7 +33,7 @@ from syndesmo.errors import EngineUnavailableError, ModelError
 from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.registry import check_call, name_for
-from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, random_intercept
+from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, VarComp
 
 #: This engine's name, as the registry lists it.
 ENGINE = name_for(f"{__name__}:fit_lme4")
@@ -65,7 +65,7 @@ class Lme4Details(EngineDetails):
 
 
 _R_FIT = """
-function(df, formula, nAGQ) {
+function(df, formula, nAGQ, tolPwrss) {
   warns <- character(0); msgs <- character(0)
   collect <- function(expr) withCallingHandlers(expr,
     warning = function(w) {
@@ -74,10 +74,13 @@ function(df, formula, nAGQ) {
     message = function(m) {
       msgs <<- c(msgs, conditionMessage(m)); invokeRestart("muffleMessage")
     })
-  df$grp <- factor(df$grp)
+  for (nm in grep("^(grp|g[0-9]+)$", names(df), value = TRUE)) df[[nm]] <- factor(df[[nm]])
+  control <- if (is.na(tolPwrss)) lme4::glmerControl() else
+    lme4::glmerControl(tolPwrss = tolPwrss)
   timing <- system.time(
     fit <- collect(lme4::glmer(stats::as.formula(formula), data = df,
-                               family = stats::binomial, nAGQ = nAGQ)))
+                               family = stats::binomial, nAGQ = nAGQ, control = control)))
+  vcr <- as.data.frame(lme4::VarCorr(fit))
   vc <- collect(as.matrix(stats::vcov(fit)))
   conv <- fit@optinfo$conv
   list(
@@ -85,7 +88,11 @@ function(df, formula, nAGQ) {
     names = as.character(names(lme4::fixef(fit))),
     vcov = unname(vc),
     loglik = as.numeric(stats::logLik(fit)),
-    sigma = sqrt(as.numeric(lme4::VarCorr(fit)[[1]][1, 1])),
+    vc_grp = as.character(vcr$grp),
+    vc_var1 = as.character(vcr$var1),
+    vc_var2 = ifelse(is.na(vcr$var2), "", as.character(vcr$var2)),
+    vc_vcov = as.numeric(vcr$vcov),
+    vc_sdcor = as.numeric(vcr$sdcor),
     singular = lme4::isSingular(fit),
     optcode = if (is.null(conv$opt)) 0L else as.integer(conv$opt),
     feval = if (is.null(fit@optinfo$feval)) NA_real_ else as.numeric(fit@optinfo$feval),
@@ -97,7 +104,8 @@ function(df, formula, nAGQ) {
     messages = msgs,
     elapsed = as.numeric(timing[["elapsed"]]),
     nobs = as.integer(stats::nobs(fit)),
-    ngrps = as.integer(lme4::ngrps(fit))
+    ngrps = as.integer(lme4::ngrps(fit)),
+    ngrps_names = as.character(names(lme4::ngrps(fit)))
   )
 }
 """
@@ -177,7 +185,13 @@ def _r_frame(design: Design, use_intercept: bool, counts: bool, offset: np.ndarr
         if use_intercept and j == 0:
             continue
         cols[f"x{j}"] = ro.FloatVector(design.X[:, j])
-    cols["grp"] = ro.IntVector(design.groups)
+    if design.random is None:
+        cols["grp"] = ro.IntVector(design.groups)
+    else:  # every term: its columns z<k>_<j> and its grouping codes g<k>
+        for k, term in enumerate(design.random.terms):
+            for j in range(term.q):
+                cols[f"z{k}_{j}"] = ro.FloatVector(term.Z[:, j])
+            cols[f"g{k}"] = ro.IntVector(term.codes)
     return ro.DataFrame(cols)
 
 
@@ -187,11 +201,55 @@ def _r_formula(design: Design, use_intercept: bool, counts: bool, offset: bool) 
     terms += [f"x{j}" for j in range(design.X.shape[1]) if not (use_intercept and j == 0)]
     if offset:
         terms.append("offset(off)")
-    return f"{lhs} ~ {' + '.join(terms)} + (1 | grp)"
+    if design.random is None:
+        bars = ["(1 | grp)"]
+    else:
+        bars = [
+            f"(0 + {' + '.join(f'z{k}_{j}' for j in range(term.q))} | g{k})"
+            for k, term in enumerate(design.random.terms)
+        ]
+    return f"{lhs} ~ {' + '.join(terms)} + {' + '.join(bars)}"
+
+
+def _varcomps(design: Design, res: dict) -> tuple[VarComp, ...]:
+    """lme4's ``as.data.frame(VarCorr(fit))`` under the design's names."""
+    if design.random is None:
+        grp_names = {"grp": design.group}
+        col_names: dict[tuple[str, str], str] = {}
+    else:
+        grp_names = {f"g{k}": t.name for k, t in enumerate(design.random.terms)}
+        col_names = {
+            (f"g{k}", f"z{k}_{j}"): c
+            for k, t in enumerate(design.random.terms)
+            for j, c in enumerate(t.columns)
+        }
+    out = []
+    for g, v1, v2, vc, sc in zip(
+        res["vc_grp"],
+        res["vc_var1"],
+        res["vc_var2"],
+        _floats(res["vc_vcov"]),
+        _floats(res["vc_sdcor"]),
+        strict=True,
+    ):
+        out.append(
+            VarComp(
+                grp_names.get(g, g),
+                col_names.get((g, v1), v1),
+                col_names.get((g, v2), v2) if v2 else None,
+                float(vc),
+                float(sc),
+            )
+        )
+    return tuple(out)
 
 
 def fit_lme4(
-    design: Design, *, nagq: int | None = None, offset: np.ndarray | None = None
+    design: Design,
+    *,
+    nagq: int | None = None,
+    offset: np.ndarray | None = None,
+    tol_pwrss: float | None = None,
 ) -> FitResult:
     """Fit ``design`` with R's ``lme4::glmer`` (Laplace for ``nagq=1``, else adaptive GHQ).
 
@@ -203,11 +261,18 @@ def fit_lme4(
     Parameters
     ----------
     design : Design
-        Model matrices with a random-intercept bar.
+        Model matrices with random effects: one ``(1|group)``, or any structure
+        (``design.random``: nested, slopes, crossed), each term handed to R as its
+        own columns and grouping codes (``(0 + z0_0 + z0_1 | g0)``), which is the
+        same model under neutral names.
     nagq : int, optional
-        lme4's ``nAGQ``: 1 (Laplace, the default) to 25.
+        lme4's ``nAGQ``: 1 (Laplace, the default) to 25; lme4 takes ``nAGQ > 1`` only
+        for a single scalar random intercept.
     offset : numpy.ndarray, optional
         A known term of the linear predictor; default ``design.offset``.
+    tol_pwrss : float, optional
+        ``glmerControl(tolPwrss = ...)``: lme4's default (1e-7) stops its inner
+        iterations short; 1e-12 gives the maximum to about 1e-5.
 
     Returns
     -------
@@ -227,8 +292,16 @@ def fit_lme4(
         If R, rpy2 or lme4 cannot be loaded.
     """
     nagq = check_call(ENGINE, nagq, offset)
-    if design.groups is None:
+    if not design.has_random:
         raise ModelError("the lme4 engine needs a random intercept: add (1|group) to the formula")
+    if design.random is not None and nagq > 1:
+        raise ModelError(
+            f"lme4 takes nAGQ > 1 only for a single scalar random intercept; {design.formula!r} "
+            "has more: use nagq=1 (Laplace), or engine='native' for adaptive quadrature of "
+            "nested random effects"
+        )
+    if tol_pwrss is not None and not (isinstance(tol_pwrss, float | int) and 0 < tol_pwrss < 1):
+        raise ModelError(f"tol_pwrss must be a number between 0 and 1, got {tol_pwrss!r}")
     if design.data is not None and len(design.data) != design.n_obs:
         raise ModelError(
             f"design.data has {len(design.data)} rows but the design has {design.n_obs}"
@@ -247,7 +320,12 @@ def fit_lme4(
 
     with _quiet_r() as chatter:
         try:
-            out = r_fit(_r_frame(design, use_intercept, counts, offset), formula, int(nagq))
+            out = r_fit(
+                _r_frame(design, use_intercept, counts, offset),
+                formula,
+                int(nagq),
+                math.nan if tol_pwrss is None else float(tol_pwrss),
+            )
         except RRuntimeError as exc:
             detail = " ".join(("".join(chatter).strip() or str(exc)).split())
             sep = separated_terms(design.X, design.y, design.trials, design.names)
@@ -299,9 +377,9 @@ def fit_lme4(
         vcov=pd.DataFrame(vcov, index=names, columns=names),
         n_obs=int(res["nobs"][0]),
         loglik=float(res["loglik"][0]),
-        n_groups=int(res["ngrps"][0]),
-        group=design.group,
-        varcomps=random_intercept(design.group, float(res["sigma"][0])),
+        n_groups=int(min(res["ngrps"])),
+        group=_top_group(design, res),
+        varcomps=_varcomps(design, res),
         nagq=int(nagq),
         convergence=Convergence(
             converged=converged,
@@ -319,6 +397,16 @@ def fit_lme4(
         n_events=round(float(design.y.sum())),
         details=Lme4Details(r_seconds=float(res["elapsed"][0])),
     )
+
+
+def _top_group(design: Design, res: dict) -> str | None:
+    """The grouping factor with the fewest levels, under the design's name."""
+    if design.random is None:
+        return design.group
+    k = int(np.argmin(list(res["ngrps"])))
+    g = str(list(res["ngrps_names"])[k])
+    names = {f"g{j}": t.name for j, t in enumerate(design.random.terms)}
+    return names.get(g, g)
 
 
 #: R errors of glmer and what they mean, for the one-line message of a failed fit.

@@ -106,7 +106,8 @@ def fit(
         formula, data, trials=trials, offset=offset, ledger=ledger, family=info.family
     )
     registry.check_call(engine, nagq, design.offset)  # offset() terms of the formula
-    registry.check_group(engine, formula, design.group is not None)
+    registry.check_group(engine, formula, design.has_random)
+    registry.check_random(engine, formula, () if design.random is None else design.random.kinds)
     engine_fn = registry.load_engine(engine)
     _check_options(engine, engine_fn, engine_options)
     # offset() terms and offset=, summed by build_design

@@ -39,13 +39,13 @@ from syndesmo.fitting.formula import (
     BinOp,
     Column,
     Formula,
-    Number,
     Paren,
     bar_label,
     label,
     parse_formula,
     prepare,
 )
+from syndesmo.fitting.random_effects import BarTerm, ReStructure, build_structure, parse_bars
 from syndesmo.fitting.registry import BINOMIAL, FAMILIES
 from syndesmo.ledger import Ledger
 
@@ -54,12 +54,16 @@ STEP = "design"
 
 @dataclass
 class Design:
-    """Model matrices for a model with at most one grouping bar.
+    """Model matrices and random-effect structure of a model.
 
     ``y`` holds successes and ``trials`` the number of trials per row (all ones for a
     binary response); for a count family (``family`` other than binomial) ``y`` is the
     count and ``trials`` all ones. ``groups`` are integer codes 0..G-1 of the grouping
-    factor named by the bar term ``(1|group)``, or ``None`` for a formula without one.
+    factor named by the bar term ``(1|group)``, or ``None`` for a formula without one
+    or with any other random-effect terms; those (nested ``(1|patient/vu)``, slopes
+    ``(1 + x|patient)``, several bars) are in ``random``, a
+    :class:`~syndesmo.fitting.random_effects.ReStructure` on the rows used (``None``
+    for no bar or a single ``(1|group)``).
     ``ledger`` counts the rows of the input that were left out and why. ``rows``
     holds the 0-based positions (``iloc``) of the input rows that were used and
     ``data`` those rows of the input frame (for engines that hand the data on).
@@ -82,6 +86,12 @@ class Design:
     offset: np.ndarray | None = None
     family: str = BINOMIAL
     data: pd.DataFrame | None = None
+    random: ReStructure | None = None
+
+    @property
+    def has_random(self) -> bool:
+        """The formula has random effects: one ``(1|group)`` or a structure."""
+        return self.groups is not None or self.random is not None
 
     @property
     def n_obs(self) -> int:
@@ -164,7 +174,12 @@ def build_design(
             "give the count as the response"
         )
 
-    group_vars = _group_vars(parsed)
+    bars = parse_bars(formula) if parsed.bars else []
+    single = _single_intercept(bars)
+    if single or not bars:
+        group_vars = _group_vars(parsed)
+    else:  # for the ledger's count of patients: the coarsest bar as written
+        group_vars = list(min(bars, key=lambda b: len(b.factors)).factors)
     used_cols = list(parsed.columns)
     _check_columns(used_cols, data, formula)
     trials_values, trials_name = _trials_input(trials, data)
@@ -193,7 +208,10 @@ def build_design(
 
     groups = group_labels = None
     group = None
-    if group_vars:
+    random = None
+    if bars and not single:
+        random = build_structure(bars, data.iloc[rows])
+    elif group_vars:
         group = ":".join(group_vars)
         kept = data.iloc[rows]
         labels = (
@@ -221,7 +239,43 @@ def build_design(
         offset=total_offset,
         family=family,
         data=data.iloc[rows],
+        random=random,
     )
+
+
+def multilevel_design(
+    formula: str, data: pd.DataFrame | AnalysisFrame, *, trials=None
+) -> tuple[Design, ReStructure]:
+    """The ``Design`` of ``formula`` and its random-effect structure, for any bars.
+
+    As :func:`build_design`, with the structure built for a single ``(1|group)`` too
+    (where ``build_design`` keeps the plain grouping codes).
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula with at least one bar term.
+    data : pandas.DataFrame or AnalysisFrame
+        The rows to model.
+    trials : str or numpy.ndarray, optional
+        Binomial counts, as in :func:`build_design`.
+
+    Returns
+    -------
+    (Design, ReStructure)
+
+    Raises
+    ------
+    ModelError
+        As :func:`build_design`, or when the formula has no bar.
+    """
+    design = build_design(formula, data, trials=trials)
+    if design.random is not None:
+        return design, design.random
+    bars = parse_bars(formula)
+    if not bars:
+        raise ModelError(f"formula {formula!r} has no random-effect term such as (1|patient)")
+    return design, build_structure(bars, design.data)
 
 
 def model_matrix(formula: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -331,27 +385,17 @@ def fixed_formula(formula: str) -> str:
 # --- parsing -------------------------------------------------------------------------
 
 
+def _single_intercept(bars: list[BarTerm]) -> bool:
+    """The random effects are one scalar intercept ``(1|g)`` (or ``(1|a:b)``)."""
+    return len(bars) == 1 and bars[0].lhs.replace(" ", "") == "1"
+
+
 def _group_vars(parsed: Formula) -> list[str]:
     """The variables of the single random-intercept bar; [] without one."""
     bars = parsed.bars
     if not bars:
         return []
     shown = [bar_label(b) for b in bars]
-
-    def intercept_only(node) -> bool:
-        return isinstance(node, Number) and node.value == 1.0
-
-    slopes = [t for b, t in zip(bars, shown, strict=True) if not intercept_only(b.expr)]
-    if slopes:
-        raise ModelError(
-            f"random slopes are not supported: {', '.join(slopes)}; "
-            "use a single random intercept (1|group)"
-        )
-    if len(bars) > 1:
-        raise ModelError(
-            "only one random-intercept term (1|group) is supported; the formula has "
-            + ", ".join(shown)
-        )
 
     def parts(node) -> list[str] | None:
         if isinstance(node, Column):

@@ -39,10 +39,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from syndesmo.derive.aframe import split_frame
 from syndesmo.errors import ModelError
-from syndesmo.fitting.design import STEP, build_design, fixed_formula
-from syndesmo.ledger import Ledger
+
+#: Kinds of random-effect structure (what an engine can fit, see the registry).
+SCALAR_INTERCEPT = "scalar intercept"
+NESTED_INTERCEPTS = "nested intercepts"
+RANDOM_SLOPES = "random slopes"
+CROSSED_INTERCEPTS = "crossed intercepts"
+#: Every kind, in the order tables show them.
+STRUCTURE_KINDS = (SCALAR_INTERCEPT, NESTED_INTERCEPTS, RANDOM_SLOPES, CROSSED_INTERCEPTS)
 
 # crossed factors with more random effects than this are not kept in one dense block
 DENSE_BLOCK_MAX = 64
@@ -395,6 +400,20 @@ class ReStructure:
         """Every term is a scalar random intercept-like term (``q = 1``)."""
         return all(t.q == 1 for t in self.terms)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of random effects in the structure (``STRUCTURE_KINDS``)."""
+        out = []
+        if len(self.terms) == 1 and self.terms[0].columns == ("(Intercept)",):
+            out.append(SCALAR_INTERCEPT)
+        if len(self.chain) > 1:
+            out.append(NESTED_INTERCEPTS)
+        if any(t.columns != ("(Intercept)",) for t in self.terms):
+            out.append(RANDOM_SLOPES)
+        if self.crossed:
+            out.append(CROSSED_INTERCEPTS)
+        return tuple(out)
+
     def theta_names(self) -> list[str]:
         """lme4's names of θ: ``grp.(Intercept)``, ``grp.x.(Intercept)``, ``grp.x``."""
         out = []
@@ -589,46 +608,3 @@ def build_structure(bars: list[BarTerm], frame: pd.DataFrame) -> ReStructure:
 def structure_from_formula(formula: str, frame: pd.DataFrame) -> ReStructure:
     """Parse the bars of ``formula`` and build their structure on ``frame``."""
     return build_structure(parse_bars(formula), frame)
-
-
-def multilevel_design(formula: str, data: pd.DataFrame, *, trials=None):
-    """Fixed-effects ``Design`` and random-effect structure of an lme4 formula.
-
-    The fixed part is built by :func:`syndesmo.fitting.design.build_design` on the
-    formula without its bars; rows with a missing value in a column the bars use are
-    left out first and counted in the ledger (step ``design``).
-    """
-
-    data, ledger = split_frame(data, None)
-    ledger = Ledger() if ledger is None else ledger.copy()
-    if not isinstance(data, pd.DataFrame):
-        raise ModelError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    bars = parse_bars(formula)
-    if not bars:
-        raise ModelError(f"formula {formula!r} has no random-effect term such as (1|patient)")
-    cols = bar_columns(bars)
-    missing = [c for c in cols if c not in data.columns]
-    if missing:
-        raise ModelError(
-            f"column(s) {', '.join(map(repr, missing))} named in the random effects of "
-            f"{formula!r} are not in the data"
-        )
-    na = data[cols].isna()
-    incomplete = na.any(axis=1).to_numpy()
-    frame = data
-    if incomplete.any():
-        counts = na.sum(axis=0)
-        what = ", ".join(
-            f"{c} ({k} row{'s' if k != 1 else ''})" for c, k in counts[counts > 0].items()
-        )
-        ledger.add(STEP, f"missing value in {what}", int(incomplete.sum()), None)
-        frame = data.loc[~incomplete].copy()
-        if isinstance(trials, np.ndarray | list | pd.Series):
-            trials = np.asarray(trials)[~incomplete]
-    design = build_design(fixed_formula(formula), frame, trials=trials, ledger=ledger)
-    used = frame.iloc[design.rows]
-    structure = build_structure(bars, used)
-    if incomplete.any() and design.rows is not None:
-        design.rows = np.flatnonzero(~incomplete)[design.rows]
-    design.formula = formula
-    return design, structure

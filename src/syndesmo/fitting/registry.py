@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from syndesmo import checks
 from syndesmo.errors import EngineUnavailableError, ModelError
+from syndesmo.fitting.random_effects import SCALAR_INTERCEPT, STRUCTURE_KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,8 +68,6 @@ CONDITIONAL_LIKELIHOOD = "conditional maximum likelihood"
 ESTIMATING_EQUATIONS = "estimating equations"
 POSTERIOR = "posterior sampling"
 
-#: A random-effect structure: one scalar random intercept per level of the bar's factor.
-SCALAR_INTERCEPT = "scalar intercept"
 
 #: lme4's documented upper bound of nAGQ for one scalar random intercept.
 LME4_MAX_NAGQ = 25
@@ -162,7 +161,8 @@ REGISTRY: dict[str, Engine] = {
             name="native",
             label="GLMM",
             short="GLMM",
-            description="random-intercept GLMM by Laplace or adaptive Gauss–Hermite "
+            description="GLMM (random intercepts, nested or crossed, random slopes) by Laplace or "
+            "(multilevel) adaptive Gauss–Hermite "
             "quadrature (numpy/scipy; the numbers of lme4's glmer)",
             scale=CONDITIONAL,
             needs_group=True,
@@ -170,7 +170,7 @@ REGISTRY: dict[str, Engine] = {
             nagq_max=LME4_MAX_NAGQ,
             likelihood=True,
             profile=True,
-            random_effects=(SCALAR_INTERCEPT,),
+            random_effects=STRUCTURE_KINDS,
             measure=ODDS_RATIO,
             family=BINOMIAL,
             estimation=MAXIMUM_LIKELIHOOD,
@@ -189,7 +189,7 @@ REGISTRY: dict[str, Engine] = {
             nagq_max=LME4_MAX_NAGQ,
             likelihood=True,
             profile=False,
-            random_effects=(SCALAR_INTERCEPT,),
+            random_effects=STRUCTURE_KINDS,
             measure=ODDS_RATIO,
             family=BINOMIAL,
             estimation=MAXIMUM_LIKELIHOOD,
@@ -594,6 +594,38 @@ def check_group(name: str, formula: str, has_group: bool) -> None:
         raise ModelError(
             f"engine {name!r} needs a {engine.group_role}: the formula {formula!r} has no "
             f"bar term; add one such as (1|patient){hint}"
+        )
+
+
+def check_random(name: str, formula: str, kinds: tuple[str, ...]) -> None:
+    """Refuse random effects an engine cannot fit, naming the engines that can.
+
+    Parameters
+    ----------
+    name : str
+        An engine name.
+    formula : str
+        The formula, quoted in the message.
+    kinds : tuple of str
+        The kinds of the formula's random-effect structure
+        (``ReStructure.kinds``; empty for none).
+
+    Raises
+    ------
+    ModelError
+        If the engine uses the bars (its ``group_role`` is not empty) and one of
+        ``kinds`` is not among its ``random_effects``.
+    """
+    engine = get_engine(name)
+    if not kinds or not engine.group_role:
+        return
+    missing = [k for k in kinds if k not in engine.random_effects]
+    if missing:
+        able = [e.name for e in REGISTRY.values() if all(k in e.random_effects for k in kinds)]
+        raise ModelError(
+            f"engine {name!r} takes one bar (1|group) as its {engine.group_role}; the formula "
+            f"{formula!r} has {' and '.join(missing)}"
+            + (f"; engines that fit them: {', '.join(able)}" if able else "")
         )
 
 

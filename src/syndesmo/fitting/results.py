@@ -221,6 +221,7 @@ class FitResult:
             "params": self.params.copy(),
             "bse": pd.Series(bse, index=self.params.index),
             "sigma": self.sigma,
+            "varcomps": self.varcomps,
             "loglik": self.loglik,
         }
         nan_params = pd.Series(np.nan, index=self.params.index, name=self.params.name)
@@ -317,7 +318,23 @@ class FitResult:
                 "the fit did not converge, so its conditional modes would not be estimates: "
                 + self.convergence_message
             )
-        return modes(np.r_[self.params.to_numpy(dtype=float), self.sigma])
+        return modes(self.model_params())
+
+    def model_params(self) -> np.ndarray:
+        """All parameters of the likelihood, in ``fit.model.param_names`` order.
+
+        The fixed effects, then the random-effect parameters: θ (lme4's
+        ``getME(m, "theta")``) where the engine reports it, else the random-intercept SD.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        theta = getattr(self.details, "theta", None)
+        tail = np.atleast_1d(np.asarray(theta, dtype=float)) if theta is not None else []
+        if theta is None and not math.isnan(self.sigma):
+            tail = [self.sigma]
+        return np.r_[self.params.to_numpy(dtype=float), tail]
 
     @property
     def sigma(self) -> float:
@@ -534,9 +551,16 @@ class FitResult:
             + (f", nAGQ={self.nagq}" if self.nagq is not None else ""),
             f"Formula: {self.formula}",
             f"Observations: {self.n_obs}"
-            + (f", groups ({self.group}): {self.n_groups}" if self.n_groups else "")
+            + (f", groups: {self._groups_text()}" if self.n_groups else "")
             + (f", events: {self.n_events}" if self.n_events is not None else ""),
         ]
+
+    def _groups_text(self) -> str:
+        """``patient 187`` or, for several factors, ``vu:patient 2244; patient 187``."""
+        groups = getattr(self.details, "groups", None)
+        if isinstance(groups, Mapping) and groups:
+            return "; ".join(f"{g} {n}" for g, n in groups.items())
+        return f"{self.group} {self.n_groups}"
 
     def _varcorr_lines(self) -> list[str]:
         if not self.varcomps:

@@ -47,6 +47,7 @@ from syndesmo.engines.native.model import (
     NativeDetails,
     NativeModel,
 )
+from syndesmo.engines.native.multilevel.model import fit_structured
 from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.registry import name_for
@@ -104,6 +105,10 @@ def fit_native(
     ModelError
         For an unusable design, option or start, naming the problem.
     """
+    if design.random is not None:  # nested, slopes, several bars
+        return fit_structured(
+            design, nagq=nagq, start=start, tol=tol, maxiter=max(maxiter, 200), offset=offset
+        )
     model = NativeModel(design, nagq, offset=offset)
     return model.fit(start=start, tol=tol, maxiter=maxiter)
 

@@ -13,7 +13,7 @@ from syndesmo.engines.native.multilevel.fit import (
     fit_multilevel,
     loglik_multilevel,
 )
-from syndesmo.fitting.random_effects import multilevel_design
+from syndesmo.fitting.design import multilevel_design
 
 __all__ = ["MultilevelFit", "fit_formula", "fit_multilevel", "loglik_multilevel"]
 

@@ -337,6 +337,7 @@ def maximise(
     tol: float,
     maxiter: int,
     hess0: np.ndarray | None = None,
+    held: np.ndarray | None = None,
 ) -> dict:
     """Quasi-Newton ascent, verified by Newton steps on the Hessian; θ unconstrained.
 
@@ -353,10 +354,12 @@ def maximise(
     element that ends within ``SNAP_TOL`` of 0 is set to 0 (the boundary, where lme4's
     bounded optimiser ends too) and the others re-polished; where the Hessian shows a
     direction of increase at a stationary point, the iteration steps along it.
+    ``held`` marks parameters kept at their values in ``psi0`` (profiles).
     """
     psi = np.asarray(psi0, dtype=float).copy()
     P = psi.size
-    fixed = np.zeros(P, dtype=bool)
+    held = np.zeros(P, dtype=bool) if held is None else np.asarray(held, dtype=bool)
+    fixed = held.copy()
     val, grad = obj.value_grad(psi)
     if not np.isfinite(val):
         raise ModelError("the log-likelihood is not finite at the starting values")
@@ -411,7 +414,7 @@ def maximise(
                     if moved:
                         break
                 if moved:
-                    fixed[:] = False
+                    fixed[:] = held
                     psi, val, grad = trial, v_t, g_t
                     hess, hess_at = obj.hessian(psi, grad), psi.copy()
                     info = _positive(-hess)
@@ -582,6 +585,7 @@ def fit_multilevel(
     tol: float = 1e-10,
     maxiter: int = 200,
     merge: bool = True,
+    data: Data | None = None,
 ) -> MultilevelFit:
     """Fit a logistic GLMM with the random effects of ``structure`` by maximum likelihood.
 
@@ -590,12 +594,14 @@ def fit_multilevel(
     rows. ``nagq = 1`` is the Laplace approximation; ``nagq > 1`` multilevel adaptive
     Gauss–Hermite quadrature with ``nagq`` points per level (nested random
     intercepts). ``start`` holds β then θ (lme4's order). ``tol`` bounds the final
-    Newton decrement.
+    Newton decrement. ``data`` is the result of :func:`prepare` on the same arguments,
+    when the caller keeps it (a model object).
     """
     X, y, m, offset, names = _check_inputs(X, y, trials, structure, offset, names)
     nagq = _check_nagq(nagq, structure)
     p = X.shape[1]
-    data = prepare(X, y, m, structure, offset, merge=merge)
+    if data is None:
+        data = prepare(X, y, m, structure, offset, merge=merge)
     if start is None:
         psi0 = np.r_[glm_start(X, y, m, offset), structure.theta_start()]
     else:
