@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -37,6 +37,7 @@ from scipy import stats
 
 from syndesmo.errors import ModelError
 from syndesmo.fitting.profile import ProfileModel, profile_conf_int, profile_sigma_conf_int
+from syndesmo.fitting.quadcheck import check_quadrature
 from syndesmo.ledger import Ledger
 
 #: Columns of ``FitResult.varcorr``, as lme4's ``as.data.frame(VarCorr(m))``.
@@ -319,6 +320,32 @@ class FitResult:
                 + self.convergence_message
             )
         return modes(self.model_params())
+
+    def check_quadrature(self, points: Sequence[int] | None = None) -> pd.DataFrame:
+        """Refit at more quadrature points and show how much each estimate moves.
+
+        Stata's ``quadchk``: a relative change above 1e-2 says the Laplace
+        approximation or ``nagq`` points are not enough for that estimate.
+
+        Parameters
+        ----------
+        points : sequence of int, optional
+            Numbers of points to refit at (default: about twice the fit's and 15).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per estimate (fixed effects, SDs, correlations), a column per
+            number of points, ``max_rel_change`` and ``enough``; the log-likelihoods
+            in ``attrs["loglik"]``. See ``syndesmo.fitting.quadcheck``.
+
+        Raises
+        ------
+        ModelError
+            For an engine without quadrature or model object, a fit that did not
+            converge or a structure quadrature does not cover.
+        """
+        return check_quadrature(self, points)
 
     def model_params(self) -> np.ndarray:
         """All parameters of the likelihood, in ``fit.model.param_names`` order.
