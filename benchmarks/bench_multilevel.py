@@ -1,7 +1,13 @@
-"""Timing and accuracy of the multilevel engine against lme4 and glmmTMB, in one run.
+"""Timing and accuracy of the native engine's random effects against lme4 and glmmTMB.
 
 Not a test: ``python benchmarks/bench_multilevel.py [--sizes 187 2000] [--agq 7]
-[--table-only]``.
+[--intercept-sizes 187 5000 100000] [--table-only]``. Native times are ``sy.fit``
+from the data frame (formula, design, fit, standard errors), medians of repeats.
+
+* One random intercept, ``y ~ mri + arm + (1|patient)``, 12 VUs per patient at 187,
+  5 000 and 100 000 patients: native Laplace and AGQ (7 points) against lme4 and
+  glmmTMB (R is not run at 100 000 patients); the peak memory of each native fit is
+  measured in a fresh process (``ru_maxrss``).
 
 * Nested VU panel with two readers, ``y ~ mri + arm + reader + (1|patient/vu)``
   (simulated as in ``tests/multilevel_cases.py``): native Laplace and multilevel AGQ
@@ -32,8 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from multilevel_cases import CASES, simulate_vu_readers
 
-from syndesmo.engines.native.multilevel import fit_multilevel
-from syndesmo.fitting.random_effects import multilevel_design
+import syndesmo as sy
 
 R_SCRIPT = r"""
 suppressMessages({library(lme4); library(glmmTMB)})
@@ -65,25 +70,89 @@ def r_times(df, formula: str, factors: list[str]) -> dict:
 
 
 def native(df, formula: str, nagq: int, repeats: int = 1):
-    design, structure = multilevel_design(formula, df)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        fit = fit_multilevel(
-            design.X, design.y, design.trials, structure, nagq=nagq, names=design.names
-        )
+        fit = sy.fit(formula, df, nagq=nagq)
         times.append(time.perf_counter() - t)
     return fit, float(np.median(times))
+
+
+def intercept_panel(n: int, seed: int = 1):
+    """``n`` patients × 12 VUs, one random intercept (SD 1), OR 2 for MRI."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    p = np.repeat(np.arange(n), 12)
+    u = rng.normal(0.0, 1.0, n)[p]
+    mri = rng.binomial(1, 0.3, p.size)
+    arm = rng.binomial(1, 0.5, n)[p]
+    eta = -2.0 + np.log(2.0) * mri - 0.2 * arm + u
+    y = rng.binomial(1, 1.0 / (1.0 + np.exp(-eta)))
+    return pd.DataFrame({"patient": p, "mri": mri, "arm": arm, "y": y})
+
+
+_MEMORY_CHILD = """
+import resource, sys, time
+sys.path.insert(0, {bench!r})
+import syndesmo as sy
+from bench_multilevel import intercept_panel
+d = intercept_panel({n})
+sy.fit("y ~ mri + arm + (1|patient)", d.iloc[:2400])  # imports, first-call costs
+t = time.perf_counter()
+fit = sy.fit("y ~ mri + arm + (1|patient)", d, nagq={nagq})
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+"""
+
+
+def native_in_fresh_process(n: int, nagq: int) -> tuple[float, float]:
+    """Seconds and peak resident memory (GiB) of one fit in a new process."""
+    code = _MEMORY_CHILD.format(bench=str(Path(__file__).parent), n=n, nagq=nagq)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
+def intercept_rows(sizes: list[int], agq: int) -> None:
+    print(
+        "| patients × 12 VUs | rows | native Laplace | native AGQ | peak memory (Laplace / AGQ) "
+        "| lme4 Laplace | glmmTMB Laplace | logLik native / lme4 / glmmTMB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    formula = "y ~ mri + arm + (1|patient)"
+    for n in sizes:
+        df = intercept_panel(n)
+        t_lap, mem_lap = native_in_fresh_process(n, 1)
+        t_agq, mem_agq = native_in_fresh_process(n, agq)
+        fit = sy.fit(formula, df)
+        if n <= 5000:
+            r = r_times(df, formula, ["patient"])
+            r_cols = (
+                f"{r['lme4']:.1f} s | {r['glmmTMB']:.1f} s | {fit.loglik:.3f} / "
+                f"{r['ll_lme4']:.3f} / {r['ll_tmb']:.3f}"
+            )
+        else:
+            r_cols = f"not run | not run | {fit.loglik:.3f}"
+        print(
+            f"| {n} | {len(df)} | {t_lap:.2f} s | {t_agq:.2f} s (nagq={agq}) | "
+            f"{mem_lap:.2f} / {mem_agq:.2f} GiB | {r_cols} |",
+            flush=True,
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="*", default=[187, 2000])
+    ap.add_argument("--intercept-sizes", type=int, nargs="*", default=[187, 5000, 100_000])
     ap.add_argument("--agq", type=int, default=7)
     ap.add_argument("--table-only", action="store_true", help="only the guImmun nagq table")
     ap.add_argument("--no-table", action="store_true", help="skip the guImmun nagq table")
     args = ap.parse_args()
 
+    if not args.table_only and args.intercept_sizes:
+        intercept_rows(args.intercept_sizes, args.agq)
+        print()
     if not args.table_only:
         print(
             "| workload | rows | native Laplace | native AGQ | lme4 | glmmTMB |"
@@ -135,16 +204,23 @@ def main() -> None:
     for k in (1, 3, 7, 15, 25):
         fit, t = native(df, formula, k)
         rows.append((k, fit, t))
-    names = rows[0][1].names
-    show = [j for j, nm in enumerate(names) if nm in ("Intercept", "kid2p[T.Y]", "pcInd81")]
-    head = " | ".join(names[j] for j in show)
+    lme4 = sy.fit(formula, df, engine="lme4", tol_pwrss=1e-12)
+    rows.append(("lme4 Laplace", lme4, lme4.details.r_seconds))
+    names = list(rows[0][1].params.index)
+    show = [nm for nm in names if nm in ("Intercept", "kid2p[T.Y]", "pcInd81")]
+    head = " | ".join(show)
     print(f"| nagq | logLik | SD mom | SD comm | {head} | time |")
     print("|---|---|---|---|" + "---|" * len(show) + "---|")
     for k, fit, t in rows:
-        sd = fit.sd()
-        est = " | ".join(f"{fit.params[j]:.4f}" for j in show)
+        ok = fit.converged
+        params = fit.params if ok else fit.last_iterate["params"]
+        comps = fit.varcomps if ok else fit.last_iterate["varcomps"]
+        sd = {(c.grp, c.var1): c.sdcor for c in comps if c.var2 is None}
+        loglik = fit.loglik if ok else fit.last_iterate["loglik"]
+        est = " | ".join(f"{params[nm]:.4f}" for nm in show)
+        note = "" if ok else " (not converged: " + fit.convergence.message[:60] + ")"
         print(
-            f"| {k} | {fit.loglik:.4f} | {sd[('mom:comm', '(Intercept)')]:.4f} | "
+            f"| {k}{note} | {loglik:.4f} | {sd[('mom:comm', '(Intercept)')]:.4f} | "
             f"{sd[('comm', '(Intercept)')]:.4f} | {est} | {t:.1f} s |",
             flush=True,
         )
