@@ -178,6 +178,58 @@ def profile_sigma_conf_int(fit: FitResult, level: float = 0.95) -> pd.DataFrame:
     return table
 
 
+def sd_rows(fit: FitResult) -> list[tuple[str, int]]:
+    """Labels of the random-effect SDs that are model parameters, and their indices.
+
+    For scalar random-effect terms (random intercepts, nested or crossed) the model's
+    parameter after the fixed effects is the term's SD (θ of lme4 for a binomial
+    GLMM). Vector terms (correlated slopes) are parameterised by the elements of a
+    Cholesky factor, which are not SDs: ModelError.
+    """
+    p = len(fit.params)
+    comps = list(fit.varcomps)
+    if any(not c.is_sd for c in comps):
+        raise ModelError(
+            "intervals of the SDs of correlated random effects are not available (their "
+            "model parameters are the elements of a Cholesky factor, θ); fit.details "
+            "holds θ and its SEs"
+        )
+    return [(f"sd {c.grp} {c.var1}", p + j) for j, c in enumerate(comps)]
+
+
+def profile_sd_conf_int(fit: FitResult, level: float = 0.95) -> pd.DataFrame:
+    """Profile-likelihood intervals of every random-effect SD (lme4's ``.sig01``, …).
+
+    Parameters
+    ----------
+    fit : FitResult
+        A fit with scalar random-effect terms whose ``model`` follows
+        :class:`ProfileModel`.
+    level : float
+        Coverage, between 0 and 1.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``lower`` and ``upper``, index ``sd <grp> <var1>`` in the order of
+        ``fit.varcomps``; a lower end of 0 where SD = 0 is inside the interval.
+
+    Raises
+    ------
+    ModelError
+        Without a model object, for vector random effects, or when a refit fails.
+    """
+    rows = sd_rows(fit)
+    profiler = _Profiler(fit)
+    table = pd.DataFrame(
+        [profiler.interval(k, level) for _, k in rows],
+        index=[label for label, _ in rows],
+        columns=["lower", "upper"],
+    )
+    _warn_unbounded(table, level)
+    return table
+
+
 def _model_of(fit: FitResult) -> ProfileModel:
     """``fit.model`` if it can be profiled, else one clear ModelError."""
     model = fit.model
@@ -254,18 +306,22 @@ class _Profiler:
                 f"the model's parameters {list(names)} do not start with the fit's terms "
                 f"{list(fit.params.index)}"
             )
-        sds = [c.sdcor for c in fit.varcomps if c.is_sd]
-        if len(names) != p + len(sds):
+        start = fit.model_params()
+        if len(names) != start.size:
             raise ModelError(
                 f"the model has {len(names)} parameters but the fit {p} fixed effects and "
-                f"{len(sds)} variance components"
+                f"{start.size - p} variance parameters"
             )
         self.names = names
         self.bounds = np.asarray(self.model.lower_bounds, dtype=float)
-        start = np.r_[fit.params.to_numpy(float), sds]
         self.hat = self.model.maximise(start=start)
-        se_sd = [fit.sigma_se] if len(sds) == 1 else [math.nan] * len(sds)
-        se = np.r_[fit.bse.to_numpy(float), se_sd]
+        theta_se = getattr(fit.details, "theta_se", None)
+        se_var = (
+            np.atleast_1d(np.asarray(theta_se, dtype=float))
+            if theta_se is not None and np.ndim(theta_se) > 0
+            else [fit.sigma_se] * (start.size - p)
+        )
+        se = np.r_[fit.bse.to_numpy(float), se_var]
         self.se = np.where(np.isfinite(se) & (se > 0), se, np.nan)
 
     def _predict(self, pt: Any, k: int, b: float) -> np.ndarray:

@@ -36,7 +36,13 @@ import pandas as pd
 from scipy import stats
 
 from syndesmo.errors import ModelError
-from syndesmo.fitting.profile import ProfileModel, profile_conf_int, profile_sigma_conf_int
+from syndesmo.fitting.profile import (
+    ProfileModel,
+    profile_conf_int,
+    profile_sd_conf_int,
+    profile_sigma_conf_int,
+    sd_rows,
+)
 from syndesmo.fitting.quadcheck import check_quadrature
 from syndesmo.ledger import Ledger
 
@@ -506,6 +512,56 @@ class FitResult:
         if method != "wald":
             self._cache[cache_key] = table
         return table.copy()
+
+    def sd_conf_int(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
+        """Confidence intervals of every random-effect SD (nested, crossed or one).
+
+        Parameters
+        ----------
+        level : float
+            Coverage, between 0 and 1.
+        method : str, optional
+            ``"wald"`` (default): SD ± z·SE with the SE from the Hessian over (fixed
+            effects, θ), cut at 0, NaN where the SD is at 0. ``"profile"``: the
+            profile-likelihood interval (lme4's ``confint(m, parm = "theta_")``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``estimate``, ``lower``, ``upper``; index ``sd <grp> <var1>`` in
+            the order of :attr:`varcorr`.
+
+        Raises
+        ------
+        ModelError
+            For correlated random effects (whose parameters are not SDs), an engine
+            without SEs of the SDs, or a method not offered.
+        """
+        _check_level(level)
+        method = self._interval_method(method)
+        rows = sd_rows(self)
+        estimate = [c.sdcor for c in self.varcomps]
+        if not self.converged:
+            ci = pd.DataFrame(np.nan, index=[r for r, _ in rows], columns=["lower", "upper"])
+        elif method == "profile":
+            key = ("sd", method, float(level))
+            if key not in self._cache:
+                self._cache[key] = profile_sd_conf_int(self, level)
+            ci = self._cache[key].copy()
+        else:
+            theta_se = getattr(self.details, "theta_se", None)
+            if theta_se is not None and np.ndim(theta_se) > 0:
+                se = np.asarray(theta_se, dtype=float)
+            else:
+                se = np.array([self.sigma_se] * len(rows))
+            z = stats.norm.ppf(0.5 + level / 2.0)
+            est = np.asarray(estimate, dtype=float)
+            ci = pd.DataFrame(
+                {"lower": np.maximum(est - z * se, 0.0), "upper": est + z * se},
+                index=[r for r, _ in rows],
+            )
+        ci.insert(0, "estimate", estimate)
+        return ci
 
     def odds_ratios(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
         """Odds ratios with their confidence interval and p-value, one row per term.
