@@ -65,6 +65,10 @@ class Design:
     ``data`` those rows of the input frame (for engines that hand the data on).
     ``offset`` is the known part of the linear predictor, one number per row: the sum
     of the formula's ``offset(...)`` terms and of ``offset=``; ``None`` without any.
+    ``transforms`` holds the constants of the formula's ``scale()``/``center()``
+    terms and ``offset_keyword`` the column given as ``offset=`` (``"<array>"`` for
+    an array, ``None`` without one): what predictions on new data need
+    (``syndesmo.fitting.predict``).
     """
 
     formula: str
@@ -82,6 +86,8 @@ class Design:
     offset: np.ndarray | None = None
     family: str = BINOMIAL
     data: pd.DataFrame | None = None
+    transforms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    offset_keyword: str | None = None
 
     @property
     def n_obs(self) -> int:
@@ -221,6 +227,8 @@ def build_design(
         offset=total_offset,
         family=family,
         data=data.iloc[rows],
+        transforms=dict(prepared.state),
+        offset_keyword=None if offset is None else (offset if isinstance(offset, str) else "<array>"),
     )
 
 
