@@ -188,12 +188,22 @@ def linear_predictor(
             raise ModelError("new data has no rows")
         X, off = _new_fixed(design, data, offset)
         frame, index = data, data.index
-    eta = X @ beta
+    eta = X[:, _columns_of(fit, design)] @ beta
     if off is not None:
         eta = eta + off
     if conditional and registry.get_engine(fit.engine).random_effects:
         eta = eta + random_part(design.formula, ranef_table(fit), frame, design.data)
     return eta, index
+
+
+def _columns_of(fit: FitResult, design: Design) -> list[int]:
+    """Columns of the design the fit estimated, in its order (conditional logistic
+    regression leaves out the intercept and terms constant within every stratum)."""
+    where = {n: j for j, n in enumerate(design.names)}
+    missing = [n for n in fit.params.index if n not in where]
+    if missing:
+        raise ModelError(f"internal: the fit's terms {missing} are not columns of its design")
+    return [where[n] for n in fit.params.index]
 
 
 def random_part(
