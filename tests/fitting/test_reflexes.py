@@ -1,7 +1,7 @@
 """lme4's reflexes against R: ranef, predict (new data, unseen groups, offsets), fitted,
 residuals and anova.
 
-Stored references: ``tests/references/"reflexes"/`` (made by ``reflexes.R`` there, from
+Stored references: ``tests/references/reflexes/`` (made by ``reflexes.R`` there, from
 ``tests/references/data/vu.csv``). Predictions, fitted values and residuals are compared
 at R's own estimates (the native fit with R's fixed effects and σ put in), so they test
 the prediction code and not the optimiser: 1e-6. Conditional modes and SDs: 1e-4, at

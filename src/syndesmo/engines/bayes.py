@@ -183,7 +183,7 @@ class BayesDetails(EngineDetails):
         if "u" not in self.idata.posterior:
             raise ModelError("this Bayesian fit has no random effects")
         u = self.idata.posterior["u"]
-        dim = [d for d in u.dims if d not in ("chain", "draw")][0]
+        dim = next(d for d in u.dims if d not in ("chain", "draw"))
         flat = u.stack(sample=("chain", "draw")).transpose(dim, "sample").to_numpy()
         return pd.DataFrame(
             {

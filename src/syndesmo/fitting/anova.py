@@ -49,8 +49,7 @@ ANOVA_COLUMNS = (
     "note",
 )
 BOUNDARY_NOTE = (
-    "one more variance component: boundary-corrected p, 50:50 mixture of chi2(Df) "
-    "and chi2(Df-1)"
+    "one more variance component: boundary-corrected p, 50:50 mixture of chi2(Df) and chi2(Df-1)"
 )
 
 

@@ -228,7 +228,9 @@ def build_design(
         family=family,
         data=data.iloc[rows],
         transforms=dict(prepared.state),
-        offset_keyword=None if offset is None else (offset if isinstance(offset, str) else "<array>"),
+        offset_keyword=None
+        if offset is None
+        else (offset if isinstance(offset, str) else "<array>"),
     )
 
 

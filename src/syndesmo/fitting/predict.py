@@ -115,7 +115,7 @@ def predict(
     fit: FitResult,
     data: pd.DataFrame | None = None,
     *,
-    type: str = "response",  # noqa: A002 - lme4's and statsmodels' name
+    type: str = "response",
     conditional: bool = True,
     offset: str | np.ndarray | pd.Series | None = None,
 ) -> pd.Series:
@@ -240,13 +240,15 @@ def random_part(
         _check_present(frame, list(bar.factors), f"the random effects ({bar.lhs}|{bar.name})")
         Z, names = _bar_matrix(bar, frame, train)
         keys = _group_keys(frame, columns)
-        of_group = table[(grpvars == bar.name) | grpvars.str.fullmatch(re.escape(bar.name) + r"\.\d+")]
+        of_group = table[
+            (grpvars == bar.name) | grpvars.str.fullmatch(re.escape(bar.name) + r"\.\d+")
+        ]
         for j, term in enumerate(names):
             rows = of_group[of_group["term"].astype(str) == term]
             if rows.empty:
                 raise ModelError(
                     f"the random effects hold no term {term!r} of group {bar.name!r} "
-                    f"(groups and terms: {sorted(set(zip(grpvars, table['term'])))})"
+                    f"(groups and terms: {sorted(set(zip(grpvars, table['term'], strict=False)))})"
                 )
             lookup = pd.Series(
                 rows["condval"].to_numpy(dtype=float),
@@ -402,9 +404,7 @@ def _keyword_offset(
 def _check_present(data: pd.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in data.columns]
     if missing:
-        raise ModelError(
-            f"new data lack the column(s) {', '.join(map(repr, missing))} of {what}"
-        )
+        raise ModelError(f"new data lack the column(s) {', '.join(map(repr, missing))} of {what}")
     for c in columns:
         na = data[c].isna().to_numpy()
         if na.any():
@@ -417,7 +417,7 @@ def _check_present(data: pd.DataFrame, columns: list[str], what: str) -> None:
 # --- fitted values and residuals --------------------------------------------------------
 
 
-def fitted(fit: FitResult, type: str = "response") -> pd.Series:  # noqa: A002
+def fitted(fit: FitResult, type: str = "response") -> pd.Series:
     """Fitted values of the rows the model was fitted on (lme4's ``fitted``).
 
     Conditional on the random effects for engines that have them (native, lme4: the
@@ -439,7 +439,7 @@ def fitted(fit: FitResult, type: str = "response") -> pd.Series:  # noqa: A002
     return predict(fit, None, type=type, conditional=True)
 
 
-def residuals(fit: FitResult, type: str = "deviance") -> pd.Series:  # noqa: A002
+def residuals(fit: FitResult, type: str = "deviance") -> pd.Series:
     """Residuals of the rows the model was fitted on, as lme4's ``residuals(m, type)``.
 
     With ``y`` the observed proportion (successes / trials, or the count), ``μ`` the
@@ -512,7 +512,7 @@ def _design_of(fit: FitResult) -> Design:
     return design
 
 
-def _inverse_link(fit: FitResult, eta: np.ndarray, type: str) -> np.ndarray:  # noqa: A002
+def _inverse_link(fit: FitResult, eta: np.ndarray, type: str) -> np.ndarray:
     if type == "link":
         return eta
     engine = registry.get_engine(fit.engine)

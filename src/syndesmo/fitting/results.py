@@ -318,7 +318,7 @@ class FitResult:
     def predict(
         self,
         data: pd.DataFrame | None = None,
-        type: str = "response",  # noqa: A002 - lme4's name
+        type: str = "response",
         conditional: bool = True,
         offset: Any = None,
     ) -> pd.Series:
@@ -331,12 +331,12 @@ class FitResult:
         """
         return _predict.predict(self, data, type=type, conditional=conditional, offset=offset)
 
-    def fitted(self, type: str = "response") -> pd.Series:  # noqa: A002
+    def fitted(self, type: str = "response") -> pd.Series:
         """Fitted values (conditional where the engine has random effects), as lme4's
         ``fitted``; see :func:`syndesmo.fitting.predict.fitted`."""
         return _predict.fitted(self, type)
 
-    def residuals(self, type: str = "deviance") -> pd.Series:  # noqa: A002
+    def residuals(self, type: str = "deviance") -> pd.Series:
         """Deviance, Pearson or response residuals, as lme4's ``residuals(m, type)``;
         see :func:`syndesmo.fitting.predict.residuals`."""
         return _predict.residuals(self, type)
