@@ -22,7 +22,8 @@ import pytest
 import syndesmo as sy
 from syndesmo.errors import ModelError
 from syndesmo.fitting.anova import boundary_p
-from syndesmo.fitting.results import random_intercept
+from syndesmo.fitting.random_effects import multilevel_design
+from syndesmo.fitting.results import EngineDetails, FitResult, random_intercept
 
 HERE = Path(__file__).resolve().parents[1] / "references"
 REF = HERE / "reflexes"
@@ -277,3 +278,81 @@ def test_anova_matches_r_live(r_lme4):
     assert table["Chisq"].iloc[1] == pytest.approx(chisq, abs=TOL_LRT)
     assert table["Pr(>Chisq)"].iloc[1] == pytest.approx(p, abs=TOL_LRT)
     np.testing.assert_allclose(table["AIC"], [aic0, aic1], atol=TOL_LRT)
+
+
+# --- nested and slope random effects: predict from the formula and lme4's table -------
+
+
+@dataclasses.dataclass(frozen=True)
+class _TableDetails(EngineDetails):
+    """An engine's details holding a ranef table (as the lme4 engine's)."""
+
+    table: pd.DataFrame
+
+    def ranef_frame(self, group):
+        return self.table
+
+
+MULTILEVEL = {
+    "nested": "use ~ age + I(age^2) + urban + ch + (1|district/urban)",
+    "slope": "use ~ age + I(age^2) + urban + ch + (urban|district)",
+}
+
+
+@pytest.mark.parametrize("case", list(MULTILEVEL))
+def test_predict_nested_and_slope_models_from_lme4s_ranef_table(case):
+    """What the native engine's nested and slope fits will give: R's estimates and R's
+    ranef table (grpvar ``urban:district``, labels ``Y:1``; terms ``(Intercept)`` and
+    ``urbanY``) predict as R's ``predict``, new districts at 0."""
+    formula = MULTILEVEL[case]
+    data = pd.read_csv(REF / "contraception.csv", dtype={"district": str})
+    new = pd.read_csv(REF / "contraception_new.csv", dtype={"district": str})
+    design, _ = multilevel_design(formula, data)
+    est = pd.read_csv(REF / f"contraception_{case}_estimates.csv")
+    table = pd.read_csv(REF / f"contraception_{case}_ranef.csv", dtype={"grp": str})
+    assert list(_r_names(design.names)) == list(est["name"])
+    params = pd.Series(est["value"].to_numpy(), index=design.names)
+    fit = FitResult(
+        engine="native",
+        formula=formula,
+        params=params,
+        vcov=pd.DataFrame(np.eye(len(params)), index=params.index, columns=params.index),
+        n_obs=design.n_obs,
+        details=_TableDetails(table),
+        design=design,
+    )
+    pd.testing.assert_frame_equal(
+        fit.ranef(), table.astype({"grpvar": object, "term": object}), check_dtype=False
+    )
+    fitted = pd.read_csv(REF / f"contraception_{case}_fitted.csv")
+    np.testing.assert_allclose(fit.fitted("link"), fitted["link"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(fit.fitted(), fitted["response"], rtol=0, atol=TOL_PRED)
+    ref = pd.read_csv(REF / f"contraception_{case}_predict.csv")
+    assert "999" not in set(data["district"])
+    np.testing.assert_allclose(fit.predict(new, type="link"), ref["link"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(fit.predict(new), ref["response"], rtol=0, atol=TOL_PRED)
+
+
+def _r_names(names):
+    """``urban[T.Y]`` → ``urbanY``, ``Intercept`` → ``(Intercept)``, as R names columns."""
+    return [n.replace("Intercept", "(Intercept)").replace("[T.", "").rstrip("]") for n in names]
+
+
+def test_a_ranef_table_whose_labels_match_no_fitted_row_is_refused():
+    formula = MULTILEVEL["nested"]
+    data = pd.read_csv(REF / "contraception.csv", dtype={"district": str})
+    design, _ = multilevel_design(formula, data)
+    table = pd.read_csv(REF / "contraception_nested_ranef.csv", dtype={"grp": str})
+    swapped = table["grp"].str.split(":").map(lambda p: ":".join(reversed(p)))
+    params = pd.Series(0.0, index=design.names)
+    fit = FitResult(
+        engine="native",
+        formula=formula,
+        params=params,
+        vcov=pd.DataFrame(np.eye(len(params)), index=params.index, columns=params.index),
+        n_obs=design.n_obs,
+        details=_TableDetails(table.assign(grp=swapped)),
+        design=design,
+    )
+    with pytest.raises(ModelError, match="match none of the fitted rows"):
+        fit.fitted()

@@ -255,6 +255,12 @@ def random_part(
                 index=[_key_text(g, split=True) for g in rows["grp"]],
             )
             lookup = lookup[~lookup.index.duplicated()]
+            if (train is None or frame is train) and not lookup.index.isin(keys).any():
+                raise ModelError(  # the fitted rows must find their own groups
+                    f"the labels of group {bar.name!r} in the random effects (e.g. "
+                    f"{lookup.index[0]!r}) match none of the fitted rows (e.g. {keys[0]!r}); "
+                    "lme4 joins the values of the columns of 'a:b' in that order"
+                )
             b = lookup.reindex(keys).fillna(0.0).to_numpy()  # an unseen group: 0
             out += Z[:, j] * b
     return out

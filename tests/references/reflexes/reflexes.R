@@ -10,7 +10,10 @@
 #
 # Run from the repository root:  Rscript tests/references/reflexes/reflexes.R
 
-suppressPackageStartupMessages(library(lme4))
+suppressPackageStartupMessages({
+  library(lme4)
+  library(mlmRev)
+})
 here <- "tests/references/reflexes"
 d <- read.csv("tests/references/data/vu.csv", stringsAsFactors = TRUE)
 tight <- glmerControl(tolPwrss = 1e-12)
@@ -87,6 +90,43 @@ out <- data.frame(model = c("g0", "g1"), npar = a$npar, AIC = num(a$AIC), BIC = 
                   p_boundary = num(c(NA, 0.5 * pchisq(a$Chisq[2], 1, lower.tail = FALSE))))
 w(out, "anova_variance.csv")
 
-writeLines(sprintf("Made by reflexes.R with %s; lme4 %s, Matrix %s.", R.version.string,
-                   packageVersion("lme4"), packageVersion("Matrix")),
+# --- nested and slope random effects (mlmRev's Contraception) ----------------------------
+# predict must work from the formula and lme4's ranef table alone, whatever the bars:
+# (1 | district/urban) gives groups district and urban:district (labels "Y:1"),
+# (urban | district) a correlated intercept and slope. Compared at R's estimates (lme4
+# warns that the gradient check of these fits is above its tolerance; the predictions
+# are compared given the estimates and modes R reports, so that does not matter).
+cd <- Contraception
+contra <- data.frame(use = as.integer(cd$use == "Y"), age = cd$age,
+                     urban = as.character(cd$urban), ch = as.integer(cd$livch != "0"),
+                     district = as.character(cd$district))
+write.csv(contra, file.path(here, "contraception.csv"), row.names = FALSE)
+contra <- read.csv(file.path(here, "contraception.csv"), stringsAsFactors = FALSE)
+contra_new <- data.frame(age = c(-5.5, 10.4, 0, 3.2), urban = c("Y", "N", "Y", "N"),
+                         ch = c(1L, 0L, 1L, 1L), district = c("1", "2", "999", "60"))
+write.csv(contra_new, file.path(here, "contraception_new.csv"), row.names = FALSE)
+contra_new <- read.csv(file.path(here, "contraception_new.csv"), stringsAsFactors = FALSE)
+ml <- list(
+  nested = use ~ age + I(age^2) + urban + ch + (1 | district/urban),
+  slope = use ~ age + I(age^2) + urban + ch + (urban | district)
+)
+for (case in names(ml)) {
+  m <- glmer(ml[[case]], data = contra, family = binomial, control = tight)
+  tag <- sprintf("contraception_%s", case)
+  w(data.frame(name = names(fixef(m)), value = num(unname(fixef(m)))),
+    sprintf("%s_estimates.csv", tag))
+  re <- as.data.frame(ranef(m, condVar = TRUE))
+  re$condval <- num(re$condval)
+  re$condsd <- num(re$condsd)
+  w(re, sprintf("%s_ranef.csv", tag))
+  w(data.frame(link = num(predict(m, type = "link")), response = num(fitted(m))),
+    sprintf("%s_fitted.csv", tag))
+  w(data.frame(
+    response = num(predict(m, newdata = contra_new, type = "response", allow.new.levels = TRUE)),
+    link = num(predict(m, newdata = contra_new, type = "link", allow.new.levels = TRUE))
+  ), sprintf("%s_predict.csv", tag))
+}
+
+writeLines(sprintf("Made by reflexes.R with %s; lme4 %s, Matrix %s, mlmRev %s.", R.version.string,
+                   packageVersion("lme4"), packageVersion("Matrix"), packageVersion("mlmRev")),
            file.path(here, "VERSIONS.txt"))
