@@ -356,3 +356,37 @@ def test_a_ranef_table_whose_labels_match_no_fitted_row_is_refused():
     )
     with pytest.raises(ModelError, match="match none of the fitted rows"):
         fit.fitted()
+
+
+def test_offset_keyword_is_asked_for_or_read_from_new_data():
+    d = _vu().assign(z=lambda f: f["msasss_baseline"] / 20)
+    new = _new().assign(z=lambda f: f["msasss_baseline"] / 20)
+    in_formula = sy.fit("new_syndesmophyte ~ mri + arm + offset(z) + (1|patient)", d)
+    as_column = sy.fit("new_syndesmophyte ~ mri + arm + (1|patient)", d, offset="z")
+    as_array = sy.fit("new_syndesmophyte ~ mri + arm + (1|patient)", d, offset=d["z"].to_numpy())
+    expected = in_formula.predict(new)
+    np.testing.assert_allclose(as_column.predict(new), expected, atol=1e-6)
+    np.testing.assert_allclose(as_array.predict(new, offset=new["z"]), expected, atol=1e-6)
+    with pytest.raises(ModelError, match="give predict"):
+        as_array.predict(new)
+    np.testing.assert_allclose(as_array.fitted(), in_formula.fitted(), atol=1e-6)
+
+
+def test_anova_table_is_written_as_csv_and_markdown(tmp_path):
+    from syndesmo.output.anova_text import write_anova
+    from syndesmo.output.atomic import OutputError
+
+    d = _vu()
+    g0 = sy.fit("new_syndesmophyte ~ mri + arm", d, engine="logit")
+    g1 = sy.fit("new_syndesmophyte ~ mri + arm + (1|patient)", d)
+    table = sy.anova(g0, g1)
+    paths = write_anova(table, tmp_path)
+    assert [p.name for p in paths] == ["anova.csv", "anova.md"]
+    back = pd.read_csv(tmp_path / "anova.csv")
+    assert back["Chisq"].iloc[1] == pytest.approx(table["Chisq"].iloc[1], rel=1e-12)
+    md = (tmp_path / "anova.md").read_text()
+    assert "| Pr(>Chisq) boundary |" in md and "Note: one more variance component" in md
+    write_anova(table, tmp_path)  # its own files: rewritten
+    (tmp_path / "other.md").write_text("mine")
+    with pytest.raises(OutputError):
+        write_anova(table, tmp_path, name="other")
