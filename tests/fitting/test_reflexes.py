@@ -390,3 +390,16 @@ def test_anova_table_is_written_as_csv_and_markdown(tmp_path):
     (tmp_path / "other.md").write_text("mine")
     with pytest.raises(OutputError):
         write_anova(table, tmp_path, name="other")
+
+
+def test_poisson_fitted_values_and_residuals_match_glm():
+    ref = pd.read_csv(REF / "poisson_cbpp_fitted.csv")
+    cbpp = pd.read_csv(HERE / "data" / "cbpp.csv")
+    fit = sy.fit("incidence ~ C(period) + offset(log(size))", cbpp, engine="poisson")
+    np.testing.assert_allclose(fit.fitted(), ref["response"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(fit.fitted("link"), ref["link"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(fit.residuals(), ref["deviance"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(fit.residuals("pearson"), ref["pearson"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(
+        fit.residuals("response"), ref["resid_response"], rtol=0, atol=TOL_PRED
+    )

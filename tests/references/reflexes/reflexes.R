@@ -127,6 +127,16 @@ for (case in names(ml)) {
   ), sprintf("%s_predict.csv", tag))
 }
 
+# --- a count model: Poisson glm of cbpp's incidence with offset(log(size)) ---------------
+cb <- read.csv("tests/references/data/cbpp.csv")
+pm <- glm(incidence ~ factor(period) + offset(log(size)), family = poisson, data = cb,
+          control = glm.control(epsilon = 1e-14))
+w(data.frame(response = num(fitted(pm)), link = num(predict(pm, type = "link")),
+             deviance = num(residuals(pm, type = "deviance")),
+             pearson = num(residuals(pm, type = "pearson")),
+             resid_response = num(residuals(pm, type = "response"))),
+  "poisson_cbpp_fitted.csv")
+
 writeLines(sprintf("Made by reflexes.R with %s; lme4 %s, Matrix %s, mlmRev %s.", R.version.string,
                    packageVersion("lme4"), packageVersion("Matrix"), packageVersion("mlmRev")),
            file.path(here, "VERSIONS.txt"))
