@@ -403,3 +403,22 @@ def test_poisson_fitted_values_and_residuals_match_glm():
     np.testing.assert_allclose(
         fit.residuals("response"), ref["resid_response"], rtol=0, atol=TOL_PRED
     )
+
+
+def test_binomial_count_residuals_match_lme4():
+    """Residuals of successes out of trials: the proportion's, weighted by the trials."""
+    ref = pd.read_csv(REF / "cbpp_fitted.csv")
+    est = pd.read_csv(REF / "cbpp_estimates.csv").set_index("name")["value"]
+    cbpp = pd.read_csv(HERE / "data" / "cbpp.csv")
+    fit = sy.fit("incidence ~ C(period) + (1|herd)", cbpp, trials="size")
+    fit = dataclasses.replace(
+        fit,
+        params=pd.Series(est.iloc[:-1].to_numpy(), index=fit.params.index),
+        varcomps=random_intercept(fit.group, float(est["sigma"])),
+    )
+    np.testing.assert_allclose(fit.fitted(), ref["response"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(fit.residuals(), ref["deviance"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(fit.residuals("pearson"), ref["pearson"], rtol=0, atol=TOL_PRED)
+    np.testing.assert_allclose(
+        fit.residuals("response"), ref["resid_response"], rtol=0, atol=TOL_PRED
+    )

@@ -127,6 +127,20 @@ for (case in names(ml)) {
   ), sprintf("%s_predict.csv", tag))
 }
 
+# --- binomial counts: glmer(cbind(incidence, size - incidence) ~ period + (1 | herd)) ------
+# residuals of a binomial count are those of the proportion with prior weights = trials
+cbf <- read.csv("tests/references/data/cbpp.csv")
+cbf$period <- factor(cbf$period)
+m <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), data = cbf,
+           family = binomial, control = tight)
+w(data.frame(name = c(names(fixef(m)), "sigma"),
+             value = num(c(unname(fixef(m)), sqrt(VarCorr(m)[[1]][1, 1])))),
+  "cbpp_estimates.csv")
+w(data.frame(response = num(fitted(m)), deviance = num(residuals(m, type = "deviance")),
+             pearson = num(residuals(m, type = "pearson")),
+             resid_response = num(residuals(m, type = "response"))),
+  "cbpp_fitted.csv")
+
 # --- a count model: Poisson glm of cbpp's incidence with offset(log(size)) ---------------
 cb <- read.csv("tests/references/data/cbpp.csv")
 pm <- glm(incidence ~ factor(period) + offset(log(size)), family = poisson, data = cb,
