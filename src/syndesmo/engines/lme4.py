@@ -360,8 +360,14 @@ def _r_error(detail: str) -> str:
     return detail
 
 
-def _ranef(design: Design, res: dict[str, Any]) -> pd.DataFrame:
-    """R's ranef table with the grouping codes turned back into the data's labels."""
+def _ranef(design: Design, res: dict[str, Any]) -> pd.DataFrame | None:
+    """R's ranef table with the grouping codes turned back into the data's labels.
+
+    For the one random intercept ``(1 | grp)``; None for other structures (their
+    groups and columns reach R under neutral names that are not mapped back here).
+    """
+    if getattr(design, "random", None) is not None:
+        return None
     codes = np.array(list(res["re_grp"]), dtype=np.int64)
     labels = design.group_labels
     return pd.DataFrame(

@@ -100,12 +100,23 @@ def ranef_table(fit: FitResult) -> pd.DataFrame:
                 f"this {fit.engine!r} fit keeps no conditional modes (ranef); fit it with "
                 "sy.fit to have them"
             )
-        table = modes(np.r_[fit.params.to_numpy(dtype=float), fit.sigma])
+        table = modes(_model_params(fit))
     missing = [c for c in RANEF_COLUMNS if c not in table.columns]
     if missing:  # an engine's table that does not follow lme4's layout
         raise ModelError(f"internal: the ranef table of {fit.engine!r} lacks {missing}")
     out = table.loc[:, list(RANEF_COLUMNS)].reset_index(drop=True)
     return out.astype({"grpvar": object, "term": object, "condval": float, "condsd": float})
+
+
+def _model_params(fit: FitResult) -> np.ndarray:
+    """The parameters of the fit's model: fixed effects, then θ where the engine reports
+    it (``details.theta``, lme4's ``getME(m, "theta")``), else the random-intercept SD."""
+    theta = getattr(fit.details, "theta", None)
+    if theta is not None:
+        tail = np.atleast_1d(np.asarray(theta, dtype=float))
+    else:
+        tail = np.atleast_1d(fit.sigma)
+    return np.r_[fit.params.to_numpy(dtype=float), tail]
 
 
 # --- predictions --------------------------------------------------------------------------
