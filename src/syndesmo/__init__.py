@@ -26,6 +26,7 @@ _PUBLIC = {
     "CohortSpec": "syndesmo.simulate.cohort",
     "simulate_cohort": "syndesmo.simulate.cohort",
     "fit": "syndesmo.fitting.api",
+    "anova": "syndesmo.fitting.anova",
     "available_engines": "syndesmo.fitting.registry",
     "fit_many": "syndesmo.fitting.api",
     "ladder": "syndesmo.analysis.ladder",
@@ -57,6 +58,7 @@ __all__ = [
     "VUPanel",
     "__version__",
     "analysis_frame",
+    "anova",
     "available_engines",
     "compare_levels",
     "fit",
@@ -93,6 +95,7 @@ if TYPE_CHECKING:
     from syndesmo.derive.aframe import AnalysisFrame
     from syndesmo.derive.frame import analysis_frame
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
+    from syndesmo.fitting.anova import anova
     from syndesmo.fitting.api import fit, fit_many
     from syndesmo.fitting.registry import available_engines
     from syndesmo.fitting.results import FitResult

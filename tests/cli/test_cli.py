@@ -396,3 +396,22 @@ def test_describe_bad_input_one_line(cohort, tmp_path, capsys):
     proc = call(capsys, *args, "--out", str(tmp_path / "mine"))
     assert_one_line_error(proc, "syndesmo describe", "mine")
     assert proc.stdout == "" and (tmp_path / "mine" / "thesis.docx").read_text() == "precious"
+
+
+def test_fit_reference_arm_option_is_case_insensitive(capsys):
+    root = SRC.parent
+    args = [
+        "fit",
+        str(root / "models/assert/new_syndesmophyte.toml"),
+        "--vu",
+        str(root / "data/synthetic/vu.csv"),
+        "--patients",
+        str(root / "data/synthetic/patients.csv"),
+        "--exposure",
+        "w0",
+    ]
+    assert cli.main([*args, "--reference-arm", "INFLIXIMAB"]) == 0
+    flipped = capsys.readouterr().out
+    assert "arm[T.placebo]" in flipped and "arm[T.infliximab]" not in flipped
+    assert cli.main([*args, "--reference-arm", "nonesuch"]) == 2
+    assert "nonesuch" in capsys.readouterr().err

@@ -410,3 +410,26 @@ def test_ladder_and_forest_plot_put_bayes_beside_glmm_and_gee():
     fig = forest_plot(table)
     labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert any("Bayesian" in label for label in labels), labels
+
+
+@pytest.mark.bayes
+def test_ranef_are_the_posterior_means_and_sds_of_the_patient_effects():
+    data = simulate(80, seed=8)
+    res = fit(FORMULA, data, engine="bayes", seed=3, draws=1000, tune=1000, chains=2)
+    assert res.converged, res.convergence_message
+    table = res.ranef()
+    u = res.details.idata.posterior["u"]
+    draws = u.to_numpy().reshape(-1, u.shape[-1])
+    assert list(table.columns) == ["grpvar", "term", "grp", "condval", "condsd"]
+    assert list(table["grp"]) == [str(g) for g in sorted(data["patient"].unique())]
+    np.testing.assert_allclose(table["condval"], draws.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(table["condsd"], draws.std(axis=0, ddof=1), atol=1e-12)
+    # beside the ML conditional modes: the same ordering of patients, close values
+    modes = fit(FORMULA, data).ranef()
+    assert np.corrcoef(table["condval"], modes["condval"])[0, 1] > 0.95
+    # predictions plug the posterior means in; a new patient gets 0
+    new = data.head(2).assign(patient=["nobody", data["patient"].iloc[0]])
+    eta = res.predict(new, type="link")
+    assert eta.iloc[0] == pytest.approx(
+        float(res.predict(new, conditional=False, type="link").iloc[0])
+    )

@@ -177,6 +177,24 @@ class BayesDetails(EngineDetails):
     target_accept: float
     sampler: str
 
+    def ranef_frame(self, group: str | None) -> pd.DataFrame:
+        """Posterior means and SDs of the patient effects ``u``, in lme4's ranef layout
+        (``condval`` the posterior mean, ``condsd`` the posterior SD)."""
+        if "u" not in self.idata.posterior:
+            raise ModelError("this Bayesian fit has no random effects")
+        u = self.idata.posterior["u"]
+        dim = next(d for d in u.dims if d not in ("chain", "draw"))
+        flat = u.stack(sample=("chain", "draw")).transpose(dim, "sample").to_numpy()
+        return pd.DataFrame(
+            {
+                "grpvar": group,
+                "term": "(Intercept)",
+                "grp": np.asarray(u.coords[dim].values, dtype=object),
+                "condval": flat.mean(axis=1),
+                "condsd": flat.std(axis=1, ddof=1),
+            }
+        )
+
 
 class BayesFitResult(FitResult):
     """A ``FitResult`` whose estimates and intervals come from posterior draws.

@@ -59,9 +59,18 @@ class Lme4Details(EngineDetails):
     ----------
     r_seconds : float
         R's own elapsed time for ``glmer`` (``system.time``).
+    ranef : pandas.DataFrame or None
+        R's ``as.data.frame(ranef(fit, condVar = TRUE))``, group labels as the data's.
     """
 
     r_seconds: float
+    ranef: pd.DataFrame | None = None
+
+    def ranef_frame(self, group: str | None = None) -> pd.DataFrame:
+        """lme4's conditional modes and SDs (``fit.ranef()`` reads them here)."""
+        if self.ranef is None:
+            raise ModelError("this lme4 fit keeps no conditional modes")
+        return self.ranef.copy()
 
 
 _R_FIT = """
@@ -83,7 +92,11 @@ function(df, formula, nAGQ, tolPwrss) {
   vcr <- as.data.frame(lme4::VarCorr(fit))
   vc <- collect(as.matrix(stats::vcov(fit)))
   conv <- fit@optinfo$conv
+  re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
   list(
+    re_grp = as.integer(as.character(re$grp)),
+    re_condval = as.numeric(re$condval),
+    re_condsd = as.numeric(re$condsd),
     beta = unname(lme4::fixef(fit)),
     names = as.character(names(lme4::fixef(fit))),
     vcov = unname(vc),
@@ -395,7 +408,7 @@ def fit_lme4(
         ledger=design.ledger.copy(),
         warnings=tuple(notes),
         n_events=round(float(design.y.sum())),
-        details=Lme4Details(r_seconds=float(res["elapsed"][0])),
+        details=Lme4Details(r_seconds=float(res["elapsed"][0]), ranef=_ranef(design, res)),
     )
 
 
@@ -433,6 +446,27 @@ def _r_error(detail: str) -> str:
         if pattern.search(detail):
             return f"{meaning} (R: {detail})"
     return detail
+
+
+def _ranef(design: Design, res: dict[str, Any]) -> pd.DataFrame | None:
+    """R's ranef table with the grouping codes turned back into the data's labels.
+
+    For the one random intercept ``(1 | grp)``; None for other structures (their
+    groups and columns reach R under neutral names that are not mapped back here).
+    """
+    if getattr(design, "random", None) is not None:
+        return None
+    codes = np.array(list(res["re_grp"]), dtype=np.int64)
+    labels = design.group_labels
+    return pd.DataFrame(
+        {
+            "grpvar": design.group,
+            "term": "(Intercept)",
+            "grp": labels[codes] if labels is not None else codes,
+            "condval": _floats(res["re_condval"]),
+            "condsd": _floats(res["re_condsd"]),
+        }
+    )
 
 
 def _design_name(design: Design, r_name: str, use_intercept: bool) -> str:

@@ -14,6 +14,7 @@ engine as ``fit_xxx(design, nagq=..., offset=..., **options)``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -111,7 +112,9 @@ def fit(
     engine_fn = registry.load_engine(engine)
     _check_options(engine, engine_fn, engine_options)
     # offset() terms and offset=, summed by build_design
-    return engine_fn(design, nagq=nagq, offset=design.offset, **engine_options)
+    result = engine_fn(design, nagq=nagq, offset=design.offset, **engine_options)
+    # the design stays with the fit: predictions and residuals are built from it
+    return dataclasses.replace(result, design=design) if result.design is None else result
 
 
 def fit_many(

@@ -69,6 +69,10 @@ class Design:
     ``data`` those rows of the input frame (for engines that hand the data on).
     ``offset`` is the known part of the linear predictor, one number per row: the sum
     of the formula's ``offset(...)`` terms and of ``offset=``; ``None`` without any.
+    ``transforms`` holds the constants of the formula's ``scale()``/``center()``
+    terms and ``offset_keyword`` the column given as ``offset=`` (``"<array>"`` for
+    an array, ``None`` without one): what predictions on new data need
+    (``syndesmo.fitting.predict``).
     """
 
     formula: str
@@ -87,6 +91,8 @@ class Design:
     family: str = BINOMIAL
     data: pd.DataFrame | None = None
     random: ReStructure | None = None
+    transforms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    offset_keyword: str | None = None
 
     @property
     def has_random(self) -> bool:
@@ -240,6 +246,10 @@ def build_design(
         family=family,
         data=data.iloc[rows],
         random=random,
+        transforms=dict(prepared.state),
+        offset_keyword=None
+        if offset is None
+        else (offset if isinstance(offset, str) else "<array>"),
     )
 
 

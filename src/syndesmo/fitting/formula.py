@@ -41,14 +41,25 @@ from syndesmo.errors import ModelError
 # --- the closed set of transforms ------------------------------------------------
 
 
-def _scale(x: np.ndarray) -> np.ndarray:
-    """Centre and divide by the sample SD (n - 1), ignoring missing values, as R's ``scale``."""
-    centred = x - np.nanmean(x)
+def _scale_constants(x: np.ndarray) -> tuple[float, float]:
+    """Mean and sample SD (n - 1) of the non-missing values, as R's ``scale`` uses."""
+    centre = float(np.nanmean(x))
     n = int(np.sum(~np.isnan(x)))
-    sd = float(np.sqrt(np.nansum(centred**2) / max(1, n - 1)))
+    sd = float(np.sqrt(np.nansum((x - centre) ** 2) / max(1, n - 1)))
     if not np.isfinite(sd) or sd == 0.0:
         raise _NoVariation
-    return centred / sd
+    return centre, sd
+
+
+def _center_constants(x: np.ndarray) -> tuple[float, float]:
+    """Mean of the non-missing values, and 1."""
+    return float(np.nanmean(x)), 1.0
+
+
+def _scale(x: np.ndarray) -> np.ndarray:
+    """Centre and divide by the sample SD (n - 1), ignoring missing values, as R's ``scale``."""
+    centre, sd = _scale_constants(x)
+    return (x - centre) / sd
 
 
 def _center(x: np.ndarray) -> np.ndarray:
@@ -72,6 +83,13 @@ ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 #: Numeric transforms whose result depends on the whole column.
 COLUMNWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {"scale": _scale, "center": _center}
+#: The constants of each column-wise transform, ``(centre, divisor)``: what a fitted
+#: model keeps so that new data are transformed as the data it was fitted on (R's
+#: ``makepredictcall`` does this for ``scale``).
+_COLUMNWISE_CONSTANTS: dict[str, Callable[[np.ndarray], tuple[float, float]]] = {
+    "scale": _scale_constants,
+    "center": _center_constants,
+}
 #: Numeric transforms under the names a formula may use: R/lme4 spellings, and the
 #: element-wise ones with the ``np.`` prefix too (as patsy/formulae users write them).
 NUMERIC: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -1004,7 +1022,12 @@ def _column_values(data: pd.DataFrame, node: Column, term: str) -> np.ndarray:
     return s.to_numpy(dtype=float, na_value=np.nan)
 
 
-def evaluate(node: Node, data: pd.DataFrame, term: str | None = None) -> np.ndarray:
+def evaluate(
+    node: Node,
+    data: pd.DataFrame,
+    term: str | None = None,
+    state: dict[str, tuple[float, float]] | None = None,
+) -> np.ndarray:
     """The values of an arithmetic expression (checked by ``parse_formula``) on ``data``.
 
     Only the operators of the grammar and the functions in ``NUMERIC`` (and ``I``)
@@ -1018,6 +1041,11 @@ def evaluate(node: Node, data: pd.DataFrame, term: str | None = None) -> np.ndar
         Holds the columns the expression reads.
     term : str, optional
         The term to name in errors (default: the expression's label).
+    state : dict, optional
+        The constants ``(centre, divisor)`` of the column-wise transforms (``scale``,
+        ``center``) by their label: a transform found there is applied with them (new
+        data transformed as the data a model was fitted on); one not found is computed
+        from ``data`` and its constants are added.
 
     Returns
     -------
@@ -1031,23 +1059,25 @@ def evaluate(node: Node, data: pd.DataFrame, term: str | None = None) -> np.ndar
     """
     term = term or label(node)
     with np.errstate(all="ignore"):
-        return _evaluate(node, data, term)
+        return _evaluate(node, data, term, {} if state is None else state)
 
 
-def _evaluate(node: Node, data: pd.DataFrame, term: str) -> np.ndarray:
+def _evaluate(
+    node: Node, data: pd.DataFrame, term: str, state: dict[str, tuple[float, float]]
+) -> np.ndarray:
     n = len(data)
     if isinstance(node, Column):
         return _column_values(data, node, term)
     if isinstance(node, Number):
         return np.full(n, node.value)
     if isinstance(node, Paren):
-        return _evaluate(node.inner, data, term)
+        return _evaluate(node.inner, data, term, state)
     if isinstance(node, UnaryOp):
-        value = _evaluate(node.operand, data, term)
+        value = _evaluate(node.operand, data, term, state)
         return -value if node.op == "-" else value
     if isinstance(node, BinOp):
-        a = _evaluate(node.left, data, term)
-        b = _evaluate(node.right, data, term)
+        a = _evaluate(node.left, data, term, state)
+        b = _evaluate(node.right, data, term, state)
         if node.op == "+":
             return a + b
         if node.op == "-":
@@ -1059,9 +1089,21 @@ def _evaluate(node: Node, data: pd.DataFrame, term: str) -> np.ndarray:
         if node.op in ("**", "^"):
             return np.power(a, b)
     if isinstance(node, Call):
-        arg = _evaluate(node.args[0], data, term)
+        arg = _evaluate(node.args[0], data, term, state)
         if node.func == "I":
             return arg
+        if node.func in _COLUMNWISE_CONSTANTS:
+            key = label(node)
+            if key not in state:
+                try:
+                    state[key] = _COLUMNWISE_CONSTANTS[node.func](arg)
+                except _NoVariation:
+                    raise ModelError(
+                        f"formula term {term!r}: {label(node.args[0])} does not vary, so "
+                        f"{node.func}() would divide by an SD of 0"
+                    ) from None
+            centre, divisor = state[key]
+            return (arg - centre) / divisor
         fn = NUMERIC.get(node.func)
         if fn is not None:
             try:
@@ -1125,9 +1167,12 @@ class Prepared:
     labels: dict[str, str]
     offset: np.ndarray | None
     computed: list[str] = field(default_factory=list)
+    state: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-def prepare(parsed: Formula, data: pd.DataFrame) -> Prepared:
+def prepare(
+    parsed: Formula, data: pd.DataFrame, state: dict[str, tuple[float, float]] | None = None
+) -> Prepared:
     """Evaluate the terms of ``parsed`` on every row of ``data``.
 
     All rows are used, as R's ``model.frame`` evaluates ``scale(x)`` before rows with
@@ -1139,11 +1184,16 @@ def prepare(parsed: Formula, data: pd.DataFrame) -> Prepared:
         A formula from ``parse_formula`` (checked, nothing evaluated yet).
     data : pandas.DataFrame
         Holds every column ``parsed.columns`` names.
+    state : dict, optional
+        The constants of the column-wise transforms of a fitted model
+        (``Prepared.state`` of its data), to transform new data the same way; by
+        default they are computed from ``data``.
 
     Returns
     -------
     Prepared
-        The neutral formula and frame for formulae, the labels and the offset.
+        The neutral formula and frame for formulae, the labels, the offset and the
+        constants of the column-wise transforms (``state``).
 
     Raises
     ------
@@ -1155,6 +1205,7 @@ def prepare(parsed: Formula, data: pd.DataFrame) -> Prepared:
     columns: dict[str, pd.Series] = {}
     labels: dict[str, str] = {}
     computed: list[str] = []
+    state = {} if state is None else dict(state)
     for atom in parsed.atoms():
         key = label(atom)
         neutral = f"{_PREFIX}{len(names)}"
@@ -1168,15 +1219,17 @@ def prepare(parsed: Formula, data: pd.DataFrame) -> Prepared:
         elif isinstance(atom, Call) and atom.func == "C":
             columns[neutral] = categorical(atom, data, key).reset_index(drop=True)
         else:
-            columns[neutral] = pd.Series(evaluate(atom, data, key))
+            columns[neutral] = pd.Series(evaluate(atom, data, key, state))
             computed.append(neutral)
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(data)))
     rhs = _render_fixed(parsed.fixed, names)
     offset = None
     for node in parsed.offsets:
-        value = evaluate(node, data, f"offset({label(node)})")
+        value = evaluate(node, data, f"offset({label(node)})", state)
         offset = value if offset is None else offset + value
-    return Prepared(formula=rhs, frame=frame, labels=labels, offset=offset, computed=computed)
+    return Prepared(
+        formula=rhs, frame=frame, labels=labels, offset=offset, computed=computed, state=state
+    )
 
 
 def _render(node: Node, names: dict[str, str]) -> str:

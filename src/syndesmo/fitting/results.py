@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from syndesmo.errors import ModelError
+from syndesmo.fitting import predict as _predict
 from syndesmo.fitting.profile import (
     ProfileModel,
     profile_conf_int,
@@ -216,6 +217,9 @@ class FitResult:
     details: EngineDetails | None = None
     model: ProfileModel | None = field(default=None, repr=False)
     last_iterate: dict[str, Any] | None = field(default=None, repr=False)
+    #: The ``Design`` the fit was made from (kept by ``sy.fit``; None otherwise):
+    #: what predictions, fitted values and residuals are built from.
+    design: Any = field(default=None, repr=False)
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -299,6 +303,8 @@ class FitResult:
             {"grp": object, "var1": object, "var2": object, "vcov": float, "sdcor": float}
         )
 
+    # -- lme4's reflexes: ranef, predict, fitted, residuals (syndesmo.fitting.predict) --
+
     def ranef(self) -> pd.DataFrame:
         """Conditional modes of the random effects, as lme4's ``ranef(m, condVar = TRUE)``.
 
@@ -307,25 +313,15 @@ class FitResult:
         pandas.DataFrame
             Columns ``grpvar, term, grp, condval, condsd`` (lme4's
             ``as.data.frame(ranef(...))``): one row per group and random-effect term.
+            Native and lme4: conditional modes and SDs; Bayes: posterior means and SDs.
 
         Raises
         ------
         ModelError
-            For an engine whose model gives no conditional modes (GEE, logit, lme4's
-            fit lives in R, fit_many replicates), or a fit that did not converge.
+            For an engine without random effects (GEE, logit, clogit, counts), a fit
+            that keeps no modes, or a fit that did not converge.
         """
-        modes = getattr(self.model, "ranef", None)
-        if modes is None:
-            raise ModelError(
-                f"engine {self.engine!r} keeps no model with random effects, so no "
-                "conditional modes (ranef) are available; fit with the native engine"
-            )
-        if not self.converged:
-            raise ModelError(
-                "the fit did not converge, so its conditional modes would not be estimates: "
-                + self.convergence_message
-            )
-        return modes(self.model_params())
+        return _predict.ranef_table(self)
 
     def check_quadrature(self, points: Sequence[int] | None = None) -> pd.DataFrame:
         """Refit at more quadrature points and show how much each estimate moves.
@@ -368,6 +364,32 @@ class FitResult:
         if theta is None and not math.isnan(self.sigma):
             tail = [self.sigma]
         return np.r_[self.params.to_numpy(dtype=float), tail]
+
+    def predict(
+        self,
+        data: pd.DataFrame | None = None,
+        type: str = "response",
+        conditional: bool = True,
+        offset: Any = None,
+    ) -> pd.Series:
+        """Predictions for the fitted rows or new ones, as lme4's ``predict``.
+
+        Unseen groups get a random effect of 0 (``allow.new.levels = TRUE``); engines
+        without random effects give the fixed part (GEE: marginal); conditional
+        logistic regression only ``type="link"``. See
+        :func:`syndesmo.fitting.predict.predict` for the parameters.
+        """
+        return _predict.predict(self, data, type=type, conditional=conditional, offset=offset)
+
+    def fitted(self, type: str = "response") -> pd.Series:
+        """Fitted values (conditional where the engine has random effects), as lme4's
+        ``fitted``; see :func:`syndesmo.fitting.predict.fitted`."""
+        return _predict.fitted(self, type)
+
+    def residuals(self, type: str = "deviance") -> pd.Series:
+        """Deviance, Pearson or response residuals, as lme4's ``residuals(m, type)``;
+        see :func:`syndesmo.fitting.predict.residuals`."""
+        return _predict.residuals(self, type)
 
     @property
     def sigma(self) -> float:

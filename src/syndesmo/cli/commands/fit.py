@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the spec's engine: %(choices)s (see syndesmo.available_engines())",
     )
     parser.add_argument("--nagq", type=int, help="override the spec's quadrature points")
+    parser.add_argument(
+        "--reference-arm",
+        metavar="ARM",
+        help="the arm that arm terms compare against, matched case-insensitively "
+        "(overrides the spec's reference_arm; default: the placebo-like arm)",
+    )
     parser.add_argument("--out", metavar="DIR", help="also write summaries and tables here")
     add_input_options(parser)
 
@@ -62,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from syndesmo.errors import SpecError
     from syndesmo.output import report
 
-    spec = load_spec(args.spec).with_options(engine=args.engine, nagq=args.nagq)
+    spec = load_spec(args.spec).with_options(
+        engine=args.engine, nagq=args.nagq, reference_arm=args.reference_arm
+    )
     if args.exposure:
         unknown = [e for e in args.exposure if e not in spec.exposures]
         if unknown:

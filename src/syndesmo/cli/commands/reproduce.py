@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nagq", type=int, metavar="N", help="quadrature points, 1 = Laplace (default: specs')"
     )
+    parser.add_argument(
+        "--reference-arm",
+        metavar="ARM",
+        help="the arm that arm terms compare against in every spec, matched "
+        "case-insensitively (default: each spec's reference_arm, else the placebo-like arm)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_input_options(parser)
 
@@ -95,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     specs = [
         s.with_options(engine=args.engine, nagq=args.nagq) if s.level == "vu" else s for s in specs
     ]
+    if args.reference_arm:
+        specs = [s.with_options(reference_arm=args.reference_arm) for s in specs]
     total = reproduction.n_fits(specs) + 1
     with tqdm(
         total=total, desc="reproduce", unit="fit", file=sys.stderr, disable=args.quiet

@@ -30,7 +30,7 @@ from syndesmo.engines.native.core import THETA_START, constants, fit_core, glm_i
 from syndesmo.engines.native.layout import compress_shared
 from syndesmo.engines.native.newton import evaluate_hessian, newton_direction
 from syndesmo.engines.native.quadrature import loglik_and_grad
-from syndesmo.errors import ModelError, warn_user
+from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.profile import Maximum
@@ -488,8 +488,8 @@ class NativeModel:
         sigma = float(core.psi[0, p])
         vcov = core.vcov[0]
         singular = sigma < SINGULAR_TOL
-        for note in self.notes:
-            warn_user(note)
+        # notes on the data (single-observation groups) go into the summary once, as
+        # lme4 says nothing about them: not a Python warning on every fit
         fit_warnings = list(self.notes)
         if singular:
             fit_warnings.append(
