@@ -40,14 +40,12 @@ import numpy as np
 import pandas as pd
 
 from syndesmo.errors import ModelError
-
-#: Kinds of random-effect structure (what an engine can fit, see the registry).
-SCALAR_INTERCEPT = "scalar intercept"
-NESTED_INTERCEPTS = "nested intercepts"
-RANDOM_SLOPES = "random slopes"
-CROSSED_INTERCEPTS = "crossed intercepts"
-#: Every kind, in the order tables show them.
-STRUCTURE_KINDS = (SCALAR_INTERCEPT, NESTED_INTERCEPTS, RANDOM_SLOPES, CROSSED_INTERCEPTS)
+from syndesmo.fitting.registry import (
+    CROSSED_INTERCEPTS,
+    NESTED_INTERCEPTS,
+    RANDOM_SLOPES,
+    SCALAR_INTERCEPT,
+)
 
 # crossed factors with more random effects than this are not kept in one dense block
 DENSE_BLOCK_MAX = 64

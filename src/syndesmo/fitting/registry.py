@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from syndesmo import checks
 from syndesmo.errors import EngineUnavailableError, ModelError
-from syndesmo.fitting.random_effects import SCALAR_INTERCEPT, STRUCTURE_KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,6 +67,14 @@ CONDITIONAL_LIKELIHOOD = "conditional maximum likelihood"
 ESTIMATING_EQUATIONS = "estimating equations"
 POSTERIOR = "posterior sampling"
 
+
+#: Kinds of random-effect structure an engine can fit (``ReStructure.kinds``).
+SCALAR_INTERCEPT = "scalar intercept"
+NESTED_INTERCEPTS = "nested intercepts"
+RANDOM_SLOPES = "random slopes"
+CROSSED_INTERCEPTS = "crossed intercepts"
+#: Every kind, in the order tables show them.
+STRUCTURE_KINDS = (SCALAR_INTERCEPT, NESTED_INTERCEPTS, RANDOM_SLOPES, CROSSED_INTERCEPTS)
 
 #: lme4's documented upper bound of nAGQ for one scalar random intercept.
 LME4_MAX_NAGQ = 25
