@@ -624,7 +624,10 @@ def _labels(
         changes, vu_notes = vu_label_changes(totals, name)
         notes.extend(vu_notes)
         fixed = np.array(
-            [changes.get(t, t) if not m else np.nan for t, m in zip(c.text, c.missing, strict=True)],
+            [
+                changes.get(t, t) if not m else np.nan
+                for t, m in zip(c.text, c.missing, strict=True)
+            ],
             dtype=object,
         )
         return _text_series(c.rows(fixed))

@@ -31,6 +31,7 @@ panel is (score ranges, thoracic x-rays, ids).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ import pandas as pd
 
 from syndesmo.errors import DataNote, PanelError, warn_user
 from syndesmo.ledger import Ledger
-from syndesmo.panel.spine import VU_LABELS, normalise_vu, vu_label_changes
+from syndesmo.panel.spine import VU_LABELS, vu_label_changes
 from syndesmo.panel.tables import (
     KEY_COLUMNS,
     VUPanel,
@@ -65,6 +66,7 @@ def from_long(
     reader: str | None = None,
     arm: str = "arm",
     source: str | None = None,
+    lines: Sequence[int] | None = None,
 ) -> VUPanel:
     """Build a validated ``VUPanel`` from a long table with the trial's column names.
 
@@ -91,6 +93,9 @@ def from_long(
         Column of the patient table (or of ``long``) holding the treatment arm.
     source : str, optional
         A name for messages (e.g. the file name); default ``"long table"``.
+    lines : sequence of int, optional
+        The file line of each row of ``long``, so that messages name lines (as
+        ``syndesmo import`` does); default: rows are named by 0-based position.
 
     Returns
     -------
@@ -119,12 +124,20 @@ def from_long(
         raise PanelError(f"{name}: give both corner score columns (upper=, lower=)")
     notes: list[str] = []
     table = pd.DataFrame({key: long[col].to_numpy() for key, col in mapping.items()})
+    if lines is not None and len(lines) != len(table):
+        raise PanelError(f"{name}: {len(lines)} line numbers for {len(table)} rows")
+    table["_where"] = (
+        [f"line {int(n)}" for n in lines]
+        if lines is not None
+        else [f"row {i}" for i in range(len(table))]
+    )
     for key in ("patient", "vu", "week"):
         _no_missing(table, key, mapping[key], name)
-    table["vu"] = _levels(table["vu"], mapping["vu"], name, notes)
-    table["week"] = _weeks(table["week"], mapping["week"], name)
+    where = table["_where"]
+    table["vu"] = _levels(table["vu"], mapping["vu"], name, notes, where)
+    table["week"] = _weeks(table["week"], mapping["week"], name, where)
     for key in ("mri", "upper", "lower"):
-        table[key] = _numbers(table[key], mapping[key], name)
+        table[key] = _numbers(table[key], mapping[key], name, where)
 
     ledger = Ledger()
     has_mri = table["mri"].notna().to_numpy()
@@ -137,8 +150,9 @@ def from_long(
             int(blank.sum()),
             int(table.loc[blank, "patient"].nunique()),
         )
-    mri_rows = table.loc[has_mri, ["patient", "vu", "week", *_reader(table), "mri"]]
-    xray_rows = table.loc[has_xray, ["patient", "vu", "week", *_reader(table), "upper", "lower"]]
+    keys = ["_where", "patient", "vu", "week", *_reader(table)]
+    mri_rows = table.loc[has_mri, [*keys, "mri"]]
+    xray_rows = table.loc[has_xray, [*keys, "upper", "lower"]]
     if mri_rows.empty:
         raise PanelError(f"{name}: column {mapping['mri']!r} (mri=) holds no score")
     if xray_rows.empty:
@@ -179,8 +193,7 @@ def _check_mapping(long: pd.DataFrame, mapping: dict[str, str], name: str) -> No
     missing = [f"{k}={c!r}" for k, c in mapping.items() if c not in cols]
     if missing:
         raise PanelError(
-            f"{name}: column(s) not found: {', '.join(missing)}; the table has columns "
-            f"{cols}"
+            f"{name}: column(s) not found: {', '.join(missing)}; the table has columns {cols}"
         )
     used = list(mapping.values())
     twice = sorted({c for c in used if used.count(c) > 1})
@@ -202,7 +215,7 @@ def _rows_text(table: pd.DataFrame, mask: np.ndarray, col: str | None = None) ->
             if k in table.columns and k != col
         )
         value = f" = {table[col].iat[i]!r}" if col is not None else ""
-        parts.append(f"row {int(i)} ({ctx}){value}")
+        parts.append(f"{table['_where'].iat[i]} ({ctx}){value}")
     more = f"; and {len(pos) - _SHOWN} more" if len(pos) > _SHOWN else ""
     return "; ".join(parts) + more
 
@@ -216,7 +229,9 @@ def _no_missing(table: pd.DataFrame, key: str, col: str, name: str) -> None:
         )
 
 
-def _levels(values: pd.Series, col: str, name: str, notes: list[str]) -> pd.Series:
+def _levels(
+    values: pd.Series, col: str, name: str, notes: list[str], where: pd.Series
+) -> pd.Series:
     """Level labels as the spine's; one note per distinct label changed."""
     text = values.map(lambda v: v.strip() if isinstance(v, str) else v)
     counts = text[text.map(lambda v: isinstance(v, str))].value_counts(sort=False)
@@ -228,14 +243,14 @@ def _levels(values: pd.Series, col: str, name: str, notes: list[str]) -> pd.Seri
         shown = pd.unique(values[bad])[:_SHOWN]
         raise PanelError(
             f"{name}: {int(bad.sum())} row(s) with a level in column {col!r} that is not a "
-            f"vertebral unit: {', '.join(map(repr, shown))} (first at row "
-            f"{int(np.flatnonzero(bad)[0])}); expected labels such as C2/3, C2-C3, C7/T1, "
-            "L5-S1"
+            f"vertebral unit: {', '.join(map(repr, shown))} (first at "
+            f"{where.iat[int(np.flatnonzero(bad)[0])]}); expected labels such as C2/3, "
+            "C2-C3, C7/T1, L5-S1"
         )
     return out
 
 
-def _weeks(values: pd.Series, col: str, name: str) -> pd.Series:
+def _weeks(values: pd.Series, col: str, name: str, where: pd.Series) -> pd.Series:
     """Visit weeks as whole numbers ≥ 0 (text such as ``W12`` or ``baseline`` read)."""
 
     def week(v: Any) -> float:
@@ -260,13 +275,14 @@ def _weeks(values: pd.Series, col: str, name: str) -> pd.Series:
         shown = ", ".join(repr(v) for v in pd.unique(values[bad])[:_SHOWN])
         raise PanelError(
             f"{name}: {int(bad.sum())} row(s) with a visit in column {col!r} (week=) that is "
-            f"not a whole number of weeks ≥ 0: {shown} (first at row "
-            f"{int(np.flatnonzero(bad)[0])}); write weeks as 0, 12, 52 (or W12, baseline)"
+            f"not a whole number of weeks ≥ 0: {shown} (first at "
+            f"{where.iat[int(np.flatnonzero(bad)[0])]}); write weeks as 0, 12, 52 "
+            "(or W12, baseline)"
         )
     return pd.Series(num.astype(np.int64), index=values.index)
 
 
-def _numbers(values: pd.Series, col: str, name: str) -> pd.Series:
+def _numbers(values: pd.Series, col: str, name: str, where: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(values):
         raise PanelError(f"{name}: column {col!r} holds true/false values, not scores")
     num = pd.to_numeric(values, errors="coerce")
@@ -278,7 +294,7 @@ def _numbers(values: pd.Series, col: str, name: str) -> pd.Series:
         shown = ", ".join(repr(v) for v in pd.unique(values[text])[:_SHOWN])
         raise PanelError(
             f"{name}: {int(text.sum())} row(s) with a non-numeric score in column {col!r}: "
-            f"{shown} (first at row {int(np.flatnonzero(text)[0])})"
+            f"{shown} (first at {where.iat[int(np.flatnonzero(text)[0])]})"
         )
     return num.astype("float64")
 
@@ -463,4 +479,3 @@ def _patient_table(
     first = ~long[patient].duplicated().to_numpy()
     out = long.loc[first, [patient, *keep]].reset_index(drop=True)
     return out.rename(columns={patient: "patient", arm: "arm"})
-

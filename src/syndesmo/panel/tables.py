@@ -363,7 +363,9 @@ def _check_vu_columns(vu: pd.DataFrame, where: _Where) -> tuple[list[int], list[
         elif _NEAR_MISS_RE.match(c):
             raise PanelError(
                 f"{where.name}: column {c!r} looks like a score column but is not named "
-                "mri_w{week}, msasss_upper_w{week} or msasss_lower_w{week}"
+                "mri_w{week}, msasss_upper_w{week} or msasss_lower_w{week}; a long export "
+                "(one row per patient × level × visit, with a week column) is read by "
+                "'syndesmo import' or sy.from_long(...)"
             )
     if not mri:
         raise PanelError(
@@ -604,6 +606,18 @@ def _check_file(path: Path) -> None:
     if not stat.S_ISREG(mode):
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
         raise PanelError(f"{path}: is {kind}; give a table file ({_SUFFIXES})")
+
+
+def read_table(path: str | os.PathLike, decimal: str = ".", missing_codes: Sequence[str] = ()):
+    """One table file as read for a panel: ``(frame, lines, notes, empty_lines)``.
+
+    ``lines`` are the CSV file's line numbers of the rows (``None`` for typed files);
+    ``notes`` say what was changed; ``empty_lines`` are rows left out (every field
+    blank). The suffix chooses the reader (``.csv``/``.tsv``/``.txt``, ``.parquet``,
+    ``.dta``, ``.sas7bdat``, ``.xpt``, ``.sav``, ``.xlsx``).
+    """
+    read = _read_table(Path(path), decimal, missing_codes)
+    return read.frame, read.lines, read.notes, read.empty_lines
 
 
 def _read_table(path: Path, decimal: str = ".", missing_codes: Sequence[str] = ()) -> _Read:

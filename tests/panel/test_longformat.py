@@ -1,0 +1,304 @@
+"""``sy.from_long``: a long trial export gives the same panel and the same analysis
+frames as the equivalent wide files (issue 13 part 1, issue 12 part 2)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import syndesmo as sy
+from syndesmo.errors import DataNote, PanelError
+from syndesmo.panel.longformat import from_long
+from syndesmo.panel.spine import MSASSS_VUS, normalise_vu
+
+MRI_WEEKS = (0, 12, 52)
+XRAY_WEEKS = (0, 104)
+READERS = ("R1", "R2")
+#: The trial's spelling of each level (odd, as exports write them).
+SPELLING = {
+    "C2/3": "C2-C3",
+    "C3/4": "c3/4",
+    "C4/5": "C4/C5 ",
+    "C5/6": "C5-6",
+    "C6/7": " c6 - c7",
+    "C7/T1": "C7-T1",
+    "T6/7": "T6-T7",
+    "T12/L1": "t12/l1",
+    "L1/2": "L1-L2",
+    "L2/3": "L2/L3",
+    "L3/4": "l3-4",
+    "L4/5": "L4/5",
+    "L5/S1": "L5-S1",
+}
+
+
+def make_cohort(n_patients: int = 40, seed: int = 3):
+    """Scores of a small cohort: MRI at weeks 0/12/52 read once, x-rays at 0/104 read by
+    two readers who disagree now and then; inflamed VUs form new bone more often."""
+    rng = np.random.default_rng(seed)
+    patients = pd.DataFrame(
+        {
+            "subject": [f"S{i:03d}" for i in range(n_patients)],
+            "treatment": rng.choice(["Placebo", "IFX"], n_patients),
+            "age": rng.integers(20, 60, n_patients).astype(float),
+        }
+    )
+    mri, xray = [], []
+    for p in patients["subject"]:
+        frailty = rng.normal(0, 1)
+        for vu in SPELLING:
+            scores = np.minimum(rng.poisson(0.6 + 0.3 * frailty**2, 3), 6).astype(float)
+            if rng.random() < 0.03:
+                scores[1] = np.nan  # an MRI not taken at week 12
+            for w, s in zip(MRI_WEEKS, scores, strict=True):
+                mri.append((p, vu, w, s))
+            if vu not in MSASSS_VUS:
+                continue
+            base = rng.choice([0, 1, 2], 2, p=[0.7, 0.2, 0.1])
+            risk = 0.08 + 0.25 * (scores[0] >= 1)
+            grow = base + (rng.random(2) < risk) * 2
+            for r in READERS:
+                b = np.clip(base + (rng.random(2) < 0.05), 0, 3)
+                f = np.clip(np.maximum(grow, b) + (rng.random(2) < 0.05), 0, 3)
+                xray.append((p, vu, 0, r, *b))
+                xray.append((p, vu, 104, r, *f))
+    mri = pd.DataFrame(mri, columns=["subject", "vu", "week", "asspimri"])
+    xray = pd.DataFrame(xray, columns=["subject", "vu", "week", "reader", "up", "lo"])
+    return patients, mri, xray
+
+
+def long_export(mri: pd.DataFrame, xray: pd.DataFrame) -> pd.DataFrame:
+    """The trial's long table: MRI rows without a reader, x-ray rows per reader, the
+    trial's column names and level spellings, rows shuffled."""
+    m = mri.rename(columns={"week": "visit_wk"}).assign(reader_id=np.nan, up=np.nan, lo=np.nan)
+    x = xray.rename(columns={"week": "visit_wk", "reader": "reader_id"}).assign(asspimri=np.nan)
+    long = pd.concat([m, x], ignore_index=True)
+    long["level"] = long.pop("vu").map(SPELLING)
+    long = long.rename(columns={"subject": "subj", "up": "msasss_up", "lo": "msasss_lo"})
+    return long.sample(frac=1.0, random_state=1).reset_index(drop=True)
+
+
+def wide_tables(patients, mri: pd.DataFrame, xray: pd.DataFrame):
+    """The equivalent wide files: one row per patient × VU × reader, the MRI on the
+    first reader's rows only (as a wide export of a single MRI reading holds it)."""
+    m = mri.pivot(index=["subject", "vu"], columns="week", values="asspimri")
+    m.columns = [f"mri_w{w}" for w in m.columns]
+    parts = []
+    for corner, col in (("upper", "up"), ("lower", "lo")):
+        x = xray.pivot(index=["subject", "vu", "reader"], columns="week", values=col)
+        x.columns = [f"msasss_{corner}_w{w}" for w in x.columns]
+        parts.append(x)
+    x = pd.concat(parts, axis=1).reset_index()
+    units = m.reset_index()[["subject", "vu"]]
+    rows = units.merge(pd.DataFrame({"reader": READERS}), how="cross")
+    wide = rows.merge(x, on=["subject", "vu", "reader"], how="left")
+    wide = wide.merge(m.reset_index(), on=["subject", "vu"], how="left")
+    second = wide["reader"].ne(READERS[0]).to_numpy()
+    for w in MRI_WEEKS:
+        wide.loc[second, f"mri_w{w}"] = np.nan
+    wide = wide.rename(columns={"subject": "patient"})
+    pat = patients.rename(columns={"subject": "patient", "treatment": "arm"})
+    return wide, pat
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    patients, mri, xray = make_cohort()
+    long = long_export(mri, xray)
+    wide, pat = wide_tables(patients, mri, xray)
+    d = tmp_path_factory.mktemp("wide")
+    wide.to_csv(d / "vu.csv", index=False)
+    pat.to_csv(d / "patients.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataNote)
+        wide_panel = sy.load_panel(d / "vu.csv", d / "patients.csv")
+    return patients, long, wide_panel
+
+
+def load_long(long: pd.DataFrame, patients: pd.DataFrame) -> sy.VUPanel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataNote)
+        return sy.from_long(
+            long,
+            patients=patients,
+            patient="subj",
+            vu="level",
+            week="visit_wk",
+            mri="asspimri",
+            upper="msasss_up",
+            lower="msasss_lo",
+            reader="reader_id",
+            arm="treatment",
+        )
+
+
+def frame_rows(frame) -> pd.DataFrame:
+    keys = [k for k in ("patient", "vu", "reader") if k in frame.data.columns]
+    return frame.data.sort_values(keys).reset_index(drop=True)
+
+
+EXPOSURES = ["w0", "w12", "w52", "w0_and_w12", "w12_or_w52", "any", "never", "n_timepoints"]
+
+
+@pytest.mark.parametrize("readers", ["mean", "agree", "per_reader"])
+def test_long_export_gives_the_frames_of_the_wide_files(cohort, readers):
+    """Rows, events and exposures of every analysis frame equal the wide files' ones."""
+    patients, long, wide_panel = cohort
+    panel = load_long(long, patients.rename(columns={"subject": "subj"}))
+    assert panel.mri_weeks == list(MRI_WEEKS) and panel.xray_weeks == list(XRAY_WEEKS)
+    assert panel.readers == list(READERS)
+    for exposure in EXPOSURES:
+        for outcome in ("new_syndesmophyte", "growth"):
+            a = sy.analysis_frame(
+                panel, outcome, exposure, covariates=["arm", "age"], readers=readers
+            )
+            b = sy.analysis_frame(
+                wide_panel, outcome, exposure, covariates=["arm", "age"], readers=readers
+            )
+            ra, rb = frame_rows(a), frame_rows(b)
+            pd.testing.assert_frame_equal(ra, rb)
+            assert a.ledger.to_frame()["n_rows"].sum() > 0
+            assert len(ra) > 50 and ra[outcome].sum() > 3  # a real comparison
+            # no VU lost for "MRI missing" beyond the MRI truly not taken
+            reasons = a.ledger.to_frame()
+            mri_missing = reasons[reasons["reason"].str.startswith("MRI missing")]["n_rows"]
+            assert mri_missing.sum() <= 0.1 * len(ra)
+
+
+def test_mri_read_once_is_carried_and_said(cohort):
+    """The single MRI reading is on both readers' rows; the notes and the ledger say so."""
+    patients, long, wide_panel = cohort
+    panel = load_long(long, patients.rename(columns={"subject": "subj"}))
+    vu = panel.vu
+    both = vu.groupby(["patient", "vu"])["mri_w0"].nunique(dropna=False)
+    assert (both == 1).all()  # the same value on each reader's row
+    assert any("MRI read once" in n and "carried" in n for n in panel.notes)
+    # wide files: the second reader's rows had no MRI; derive carries it and says so
+    frame = sy.analysis_frame(wide_panel, exposure="w12", readers="per_reader")
+    assert any("MRI read once" in n for n in frame.ledger.notes)
+    assert set(frame.data["reader"]) == set(READERS)
+    n1, n2 = (int((frame.data["reader"] == r).sum()) for r in READERS)
+    assert abs(n1 - n2) <= 0.2 * n1  # the second reader's rows are analysed too
+
+
+def test_every_level_mapping_is_reported_once(cohort):
+    patients, long, _ = cohort
+    with pytest.warns(DataNote) as record:
+        panel = sy.from_long(
+            long,
+            patients=patients.rename(columns={"subject": "subj"}),
+            patient="subj",
+            vu="level",
+            week="visit_wk",
+            mri="asspimri",
+            upper="msasss_up",
+            lower="msasss_lo",
+            reader="reader_id",
+            arm="treatment",
+        )
+    label_notes = [n for n in panel.notes if "read as" in n]
+    changed = {s.strip() for v, s in SPELLING.items() if s.strip() != v}
+    assert len(label_notes) == len(changed)
+    for spelling in changed:
+        assert sum(f"{spelling!r} read as" in n for n in label_notes) == 1
+    assert len(record) >= len(label_notes)
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("C2-C3", "C2/3"),
+        ("c2/3", "C2/3"),
+        ("C2/C3", "C2/3"),
+        ("C2-3", "C2/3"),
+        (" C2 / 3 ", "C2/3"),
+        ("L5-S1", "L5/S1"),
+        ("C7-T1", "C7/T1"),
+        ("t12-l1", "T12/L1"),
+        ("C2/3", "C2/3"),
+        ("C2-C4", None),
+        ("S1-L5", None),
+        ("C23", None),
+        ("L6-S1", None),
+        (3, None),
+    ],
+)
+def test_normalise_vu(label, expected):
+    assert normalise_vu(label) == expected
+
+
+def test_two_values_for_one_visit_are_an_error_naming_rows():
+    long = pd.DataFrame(
+        {
+            "patient": ["P1"] * 4,
+            "vu": ["C2/3"] * 4,
+            "week": [0, 0, 0, 104],
+            "mri": [1.0, 2.0, np.nan, np.nan],
+            "msasss_upper": [np.nan, np.nan, 0, 1],
+            "msasss_lower": [np.nan, np.nan, 0, 0],
+            "arm": ["placebo"] * 4,
+        }
+    )
+    with pytest.raises(PanelError, match=r"MRI readings share one patient × vu × week.*row 0"):
+        from_long(long)
+    long.loc[1, "mri"] = 1.0  # a copy of one reading is one reading
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataNote)
+        panel = from_long(long)
+    assert panel.vu["mri_w0"].tolist() == [1.0]
+    assert panel.patients["arm"].tolist() == ["placebo"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "words"),
+    [
+        ("vu", "C2-C9", r"level in column 'vu'.*'C2-C9'.*row 2"),
+        ("week", "week twelve", r"visit in column 'week'.*'week twelve'.*row 2"),
+        ("mri", "high", r"non-numeric score in column 'mri'.*'high'"),
+    ],
+)
+def test_bad_values_name_column_row_and_value(column, value, words):
+    long = pd.DataFrame(
+        {
+            "patient": ["P1"] * 4,
+            "vu": ["C2/3"] * 4,
+            "week": [0, 12, 0, 104],
+            "mri": [1.0, 0.0, np.nan, np.nan],
+            "msasss_upper": [np.nan, np.nan, 0, 1],
+            "msasss_lower": [np.nan, np.nan, 0, 0],
+            "arm": ["placebo"] * 4,
+        }
+    ).astype(object)
+    long.loc[2, column] = value
+    with pytest.raises(PanelError, match=words):
+        from_long(long)
+
+
+def test_missing_mapped_column_is_named():
+    long = pd.DataFrame({"patient": [1], "vu": ["C2/3"], "week": [0]})
+    with pytest.raises(PanelError, match=r"mri='mri'.*upper='msasss_upper'.*columns"):
+        from_long(long)
+
+
+def test_week_text_is_read():
+    long = pd.DataFrame(
+        {
+            "patient": [1, 1, 1, 1],
+            "vu": ["C2-3"] * 4,
+            "week": ["Baseline", "W12", "baseline", "Week 104"],
+            "mri": [1.0, 2.0, np.nan, np.nan],
+            "msasss_upper": [np.nan, np.nan, 0, 2],
+            "msasss_lower": [np.nan, np.nan, 0, 0],
+        }
+    )
+    pats = pd.DataFrame({"patient": [1, 2], "arm": ["placebo", "ifx"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataNote)
+        panel = from_long(long, pats)
+    assert panel.mri_weeks == [0, 12] and panel.xray_weeks == [0, 104]
+    assert panel.patients_without_vu == [2]  # randomised, never imaged: kept, counted
+    assert any("without VU rows" in e["reason"] for e in panel.ledger)
+
