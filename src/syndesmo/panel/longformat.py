@@ -289,7 +289,7 @@ def _numbers(values: pd.Series, col: str, name: str, where: pd.Series) -> pd.Ser
     text = (num.isna() & values.notna()).to_numpy()
     if values.dtype == object and text.any():
         blank = values.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy()
-        text &= ~blank
+        text = text & ~blank
     if text.any():
         shown = ", ".join(repr(v) for v in pd.unique(values[text])[:_SHOWN])
         raise PanelError(
