@@ -41,6 +41,7 @@ an in-memory table as 0-based row positions.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import re
 import stat
@@ -565,7 +566,7 @@ FILE_TYPES: dict[str, tuple[str, str, str | None]] = {
     ".pq": ("parquet", "Parquet", "pyarrow"),
     ".dta": ("stata", "Stata", None),
     ".sas7bdat": ("sas", "SAS", None),
-    ".xpt": ("sas", "SAS transport (XPORT)", None),
+    ".xpt": ("sas", "SAS transport (XPORT)", None),  # version 8 needs pyreadstat
     ".sav": ("spss", "SPSS", "pyreadstat"),
     ".zsav": ("spss", "SPSS", "pyreadstat"),
     ".xlsx": ("excel", "Excel", "openpyxl"),
@@ -656,10 +657,14 @@ def read_typed_file(path: Path) -> pd.DataFrame:
         if kind == "stata":
             return pd.read_stata(path, convert_categoricals=True)
         if kind == "sas":
+            if path.suffix.lower() == ".xpt" and importlib.util.find_spec("pyreadstat"):
+                import pyreadstat  # XPORT versions 5 and 8 (pandas reads version 5 only)
+
+                return pyreadstat.read_xport(str(path))[0]
             return pd.read_sas(path, format="xport" if path.suffix.lower() == ".xpt" else None)
         if kind == "spss":
             return pd.read_spss(path, convert_categoricals=True)
-        return pd.read_excel(path, sheet_name=0)
+        return pd.read_excel(path, sheet_name=0, engine="openpyxl")
     except ImportError as exc:
         if module is None:
             raise
