@@ -301,4 +301,3 @@ def test_week_text_is_read():
     assert panel.mri_weeks == [0, 12] and panel.xray_weeks == [0, 104]
     assert panel.patients_without_vu == [2]  # randomised, never imaged: kept, counted
     assert any("without VU rows" in e["reason"] for e in panel.ledger)
-

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from panel_tables import make_tables  # tests/panel_tables.py
 
+from syndesmo.derive.frame import analysis_frame
 from syndesmo.errors import DataNote, PanelError
 from syndesmo.panel.spine import MSASSS_VUS
-from syndesmo.derive.frame import analysis_frame
 from syndesmo.panel.tables import VUPanel, load_panel
 
 
