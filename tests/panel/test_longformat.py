@@ -221,3 +221,21 @@ def test_week_text_is_read():
     assert panel.mri_weeks == [0, 12] and panel.xray_weeks == [0, 104]
     assert panel.patients_without_vu == [2]  # randomised, never imaged: kept, counted
     assert any("without VU rows" in e["reason"] for e in panel.ledger)
+
+
+def test_score_out_of_range_names_the_long_row():
+    long = pd.DataFrame(
+        {
+            "patient": ["P1"] * 4,
+            "vu": ["C2/3"] * 4,
+            "week": [0, 12, 0, 104],
+            "mri": [1.0, 0.0, np.nan, np.nan],
+            "msasss_upper": [np.nan, np.nan, 0, 7],
+            "msasss_lower": [np.nan, np.nan, 0, 0],
+            "arm": ["placebo"] * 4,
+        }
+    )
+    with pytest.raises(
+        PanelError, match=r"mSASSS corner range 0–3 in column 'msasss_upper'.*row 3"
+    ):
+        from_long(long)

@@ -39,7 +39,7 @@ import pandas as pd
 
 from syndesmo.errors import DataNote, PanelError, warn_user
 from syndesmo.ledger import Ledger
-from syndesmo.panel.spine import VU_LABELS, vu_label_changes
+from syndesmo.panel.spine import ASSPIMRI_RANGE, MSASSS_RANGE, VU_LABELS, vu_label_changes
 from syndesmo.panel.tables import (
     KEY_COLUMNS,
     VUPanel,
@@ -138,6 +138,7 @@ def from_long(
     table["week"] = _weeks(table["week"], mapping["week"], name, where)
     for key in ("mri", "upper", "lower"):
         table[key] = _numbers(table[key], mapping[key], name, where)
+        _in_range(table, key, mapping[key], name)
 
     ledger = Ledger()
     has_mri = table["mri"].notna().to_numpy()
@@ -297,6 +298,28 @@ def _numbers(values: pd.Series, col: str, name: str, where: pd.Series) -> pd.Ser
             f"{shown} (first at {where.iat[int(np.flatnonzero(text)[0])]})"
         )
     return num.astype("float64")
+
+
+def _in_range(table: pd.DataFrame, key: str, col: str, name: str) -> None:
+    """Scores in their scale's range (and whole mSASSS scores), named by the long
+    table's rows: the wide table's checks would name rows the user never saw."""
+    lo, hi = ASSPIMRI_RANGE if key == "mri" else MSASSS_RANGE
+    values = table[key].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        out = ~np.isnan(values) & ~((values >= lo) & (values <= hi))
+    scale = "ASspiMRI-a" if key == "mri" else "mSASSS corner"
+    if out.any():
+        raise PanelError(
+            f"{name}: {int(out.sum())} row(s) with a score outside the {scale} range "
+            f"{lo}–{hi} in column {col!r}: {_rows_text(table, out, key)}"
+        )
+    if key != "mri":
+        frac = ~np.isnan(values) & (values != np.round(values))
+        if frac.any():
+            raise PanelError(
+                f"{name}: {int(frac.sum())} row(s) with a non-integer mSASSS corner score in "
+                f"column {col!r}: {_rows_text(table, frac, key)}"
+            )
 
 
 # --------------------------------------------------------------------------- readers
