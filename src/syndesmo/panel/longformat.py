@@ -172,8 +172,9 @@ def from_long(
             _check_readers_given(rows, kind, name, mapping)
             _check_unique(rows, ["patient", "vu", "week", "reader"], cols, kind, name, mapping)
 
-    wide = _assemble(table, kinds, multi, notes, name, mapping)
     pat_table = _patient_table(long, patients, mapping, patient, arm, name, notes)
+    order = [*pat_table["patient"], *pd.unique(table["patient"])]  # patient table's order
+    wide = _assemble(table, kinds, multi, notes, name, mapping, order)
     for note in notes:
         warn_user(note, DataNote)
     return VUPanel(
@@ -387,6 +388,7 @@ def _assemble(
     notes: list[str],
     name: str,
     mapping: dict[str, str],
+    patient_order: Sequence,
 ) -> pd.DataFrame:
     """The wide VU table: one row per patient × level (× reader of a kind read by
     several readers), the scores of a kind read once carried to each reader's row."""
@@ -434,7 +436,9 @@ def _assemble(
     for c in columns:
         if c not in wide.columns:
             wide[c] = np.nan
-    order = {p: i for i, p in enumerate(pd.unique(table["patient"]))}
+    order: dict = {}
+    for p in patient_order:
+        order.setdefault(p, len(order))
     spine = {v: i for i, v in enumerate(VU_LABELS)}
     sort_keys = [wide["patient"].map(order), wide["vu"].map(spine)]
     frame = pd.DataFrame({"_p": sort_keys[0], "_v": sort_keys[1]})

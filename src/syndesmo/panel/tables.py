@@ -815,7 +815,7 @@ def load_panel(
     decimal: str = ".",
     missing_codes: Iterable[str] | bool = (),
 ) -> VUPanel:
-    """Read and validate a panel from CSV or Parquet files (chosen by suffix).
+    """Read and validate a panel from table files (the type chosen by suffix).
 
     Two files: the VU table and the patient table. One file: the VU table carrying
     the patient columns (those constant within each patient, including ``arm``),
@@ -824,10 +824,17 @@ def load_panel(
     Parameters
     ----------
     vu_path, patients_path
-        The files (``.csv``, ``.parquet``). CSV files are read field by field (see
+        The files: CSV (``.csv``, ``.tsv``, ``.txt``; the separator ``,`` ``;`` tab or
+        ``|`` found from the header), Parquet, Stata ``.dta``, SAS ``.sas7bdat`` /
+        ``.xpt``, SPSS ``.sav`` or Excel ``.xlsx`` (the first sheet). SPSS, Excel and
+        SAS XPORT version 8 need the extra ``formats`` (pyreadstat, openpyxl); a
+        missing one is an error naming it. CSV files are read field by field (see
         ``syndesmo.panel.csvfile``): ragged lines, repeated column names and text in a
         numeric column are errors; header names and labels with spaces around them,
-        and labels differing only in case, are tidied with a note.
+        and labels differing only in case, are tidied with a note. Level labels as
+        trials write them (``C2-C3``, ``c2/3``, ``L5-S1``) are read as the spine's,
+        one note per distinct label. A long export (one row per patient × level ×
+        visit) is read by ``syndesmo.panel.longformat.from_long`` instead.
     decimal
         ``"."`` or ``","`` (a European export: then fields are separated by ``;``
         when the header holds one).
@@ -840,8 +847,9 @@ def load_panel(
     Returns
     -------
     VUPanel
-        With ``ledger`` (rows left out while reading: empty rows) and ``notes``
-        (what was changed); each note is also issued as a ``DataNote`` warning.
+        With ``ledger`` (rows left out while reading: empty rows; patients of the
+        patient table without VU rows, who stay in ``patients``) and ``notes`` (what
+        was changed); each note is also issued as a ``DataNote`` warning.
 
     Raises
     ------
