@@ -37,12 +37,14 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--vu", metavar="FILE", help="VU table (CSV or Parquet); default: shipped cohort"
+        "--vu",
+        metavar="FILE",
+        help="VU table (CSV, Parquet, Stata, SAS, SPSS, Excel); default: shipped cohort",
     )
     parser.add_argument(
         "--patients",
         metavar="FILE",
-        help="patient table (CSV or Parquet); omit if the VU file carries the patient columns",
+        help="patient table (same file types); omit if the VU file carries the patient columns",
     )
     parser.add_argument(
         "--specs", metavar="DIR", help="directory of analysis specs (default: models/assert)"
