@@ -430,3 +430,4 @@ def test_covariates_named_like_scores_are_not_scores(tmp_path):
     assert "mri_total_note" in back.patients.columns  # constant within patient
     msg = load_error(tmp_path, vu.rename(columns={"msasss_upper_w0": "msasss_w0"}), pat)
     assert "'msasss_w0'" in msg and "looks like a score column" in msg
+    assert "syndesmo import" in msg and "from_long" in msg  # a long export: the way in
