@@ -239,3 +239,31 @@ def test_score_out_of_range_names_the_long_row():
         PanelError, match=r"mSASSS corner range 0–3 in column 'msasss_upper'.*row 3"
     ):
         from_long(long)
+
+
+def test_patient_columns_from_the_long_table():
+    """Without patients=, the long table's columns with one value per patient make the
+    patient table; a column varying within a patient is left out with a note."""
+    long = pd.DataFrame(
+        {
+            "id": [7, 7, 7, 7, 9, 9, 9, 9],
+            "vu": ["C2-3", "C2-3", "C2-3", "C2-3"] * 2,
+            "week": [0, 24, 0, 102] * 2,
+            "mri": [1.0, 0.0, np.nan, np.nan] * 2,
+            "msasss_upper": [np.nan, np.nan, 0, 2] * 2,
+            "msasss_lower": [np.nan, np.nan, 0, 0] * 2,
+            "group": ["PBO"] * 4 + ["ETN"] * 4,
+            "age": [30.0] * 4 + [41.0] * 4,
+            "visit_date": [f"2020-0{i}" for i in range(1, 9)],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataNote)
+        panel = from_long(long, patient="id", arm="group")
+    assert panel.patients.to_dict("list") == {
+        "patient": [7, 9],
+        "arm": ["PBO", "ETN"],
+        "age": [30.0, 41.0],
+    }
+    assert any("['visit_date'] vary within a patient" in n for n in panel.notes)
+    assert panel.vu["vu"].tolist() == ["C2/3", "C2/3"]
