@@ -267,3 +267,31 @@ def test_patient_columns_from_the_long_table():
     }
     assert any("['visit_date'] vary within a patient" in n for n in panel.notes)
     assert panel.vu["vu"].tolist() == ["C2/3", "C2/3"]
+
+
+def _two_reader_long(mri_on_reader_rows: bool) -> pd.DataFrame:
+    """One level, MRI at 0/12, x-rays at 0/104 by readers A and B who agree."""
+    rows = []
+    for p in ("P1", "P2"):
+        for r in ("A", "B"):
+            rows.append((p, "C2/3", 0, r, 2.0 if mri_on_reader_rows else np.nan, 0, 0))
+            rows.append((p, "C2/3", 104, r, np.nan, 2, 0))
+        rows.append((p, "C2/3", 12, np.nan, 1.0, np.nan, np.nan))
+        if not mri_on_reader_rows:
+            rows.append((p, "C2/3", 0, np.nan, 2.0, np.nan, np.nan))
+    cols = ["patient", "vu", "week", "reader", "mri", "msasss_upper", "msasss_lower"]
+    long = pd.DataFrame(rows, columns=cols)
+    long["arm"] = long["patient"].map({"P1": "placebo", "P2": "ifx"})
+    return long
+
+
+@pytest.mark.parametrize("mri_on_reader_rows", [False, True])
+def test_agreeing_readers_are_kept_and_a_copied_mri_is_one_reading(mri_on_reader_rows):
+    """Two x-ray readers who agree stay two readers; an MRI written onto both readers'
+    rows at the shared visit (and without a reader at the others) is one reading."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataNote)
+        panel = from_long(_two_reader_long(mri_on_reader_rows), reader="reader")
+    assert panel.readers == ["A", "B"] and len(panel.vu) == 4
+    assert panel.vu["mri_w0"].tolist() == [2.0] * 4 and panel.vu["mri_w12"].tolist() == [1.0] * 4
+    assert any("MRI read once" in n for n in panel.notes)

@@ -15,12 +15,13 @@ What it does, each step said in ``panel.notes`` (and issued as a ``DataNote``):
   ``baseline`` = 0); MRI weeks are the weeks with an MRI score, x-ray weeks those
   with a corner score;
 * readers: a score kind (MRI, or the x-ray corners) is **read once** when no
-  patient × level × week has two different values of it (a value copied onto every
-  reader's row is one reading). A kind read once is carried to every reader's row
-  of its level; a kind read by several readers keeps one row per reader, and a
-  reading of it without a reader is an error. The usual export — the MRI read once,
-  the radiographs by two readers — gives one row per level and x-ray reader, each
-  with the one MRI reading;
+  patient × level × week has readings of it from two readers; equal values from two
+  readers count as one reading copied onto each reader's row when some reading of
+  the kind has no reader, else as two readers who agree. A kind read once is carried
+  to every reader's row of its level; a kind read by several readers keeps one row
+  per reader, and a reading of it without a reader is an error. The usual export —
+  the MRI read once, the radiographs by two readers — gives one row per level and
+  x-ray reader, each with the one MRI reading;
 * two different values for one patient × level × week (× reader) are an error
   naming the rows, never averaged silently.
 
@@ -332,8 +333,22 @@ def _distinct(rows: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 def _read_once(rows: pd.DataFrame, cols: list[str]) -> bool:
-    """True when no patient × level × week holds two different values."""
-    return not _distinct(rows, cols).duplicated(subset=["patient", "vu", "week"]).any()
+    """True when a score kind is read once per patient × level × week.
+
+    Two different values at one patient × level × week are two readings. Equal values
+    from two readers are copies of one reading when some reading of the kind has no
+    reader (the MRI written onto each x-ray reader's row at a shared visit), else two
+    readers who agree, kept per reader.
+    """
+    keys = ["patient", "vu", "week"]
+    if "reader" not in rows.columns:
+        return True
+    if _distinct(rows, cols).duplicated(subset=keys).any():
+        return False
+    by_reader = rows.dropna(subset=["reader"]).drop_duplicates(subset=[*keys, "reader"])
+    if not by_reader.duplicated(subset=keys).any():
+        return True
+    return bool(rows["reader"].isna().any())
 
 
 def _check_unique(

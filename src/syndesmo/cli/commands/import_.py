@@ -53,8 +53,9 @@ overrides the file. Roles and their default column names:
   arm      treatment arm, in --patients (or in the long file)       (arm)
 
 MRI weeks are the weeks with an MRI score, x-ray weeks those with a corner
-score. A score read once (no patient x level x week with two different values:
-the usual MRI read once with radiographs read by two readers) is carried to each
+score. A score read once (no patient x level x week with readings from two
+readers: the usual MRI read once, with no reader or on one reader's rows, and
+radiographs read by two readers) is carried to each
 reader's row of its level, and a note says so. Two different values for one
 patient x level x week (x reader) are an error naming the lines.
 
