@@ -22,6 +22,7 @@ _PUBLIC = {
     "Ledger": "syndesmo.ledger",
     "VUPanel": "syndesmo.panel.tables",
     "load_panel": "syndesmo.panel.tables",
+    "from_long": "syndesmo.panel.longformat",
     "analysis_frame": "syndesmo.derive.frame",
     "CohortSpec": "syndesmo.simulate.cohort",
     "simulate_cohort": "syndesmo.simulate.cohort",
@@ -63,6 +64,7 @@ __all__ = [
     "compare_levels",
     "fit",
     "fit_many",
+    "from_long",
     "icc",
     "ladder",
     "load_panel",
@@ -100,5 +102,6 @@ if TYPE_CHECKING:
     from syndesmo.fitting.registry import available_engines
     from syndesmo.fitting.results import FitResult
     from syndesmo.ledger import Ledger
+    from syndesmo.panel.longformat import from_long
     from syndesmo.panel.tables import VUPanel, load_panel
     from syndesmo.simulate.cohort import CohortSpec, simulate_cohort

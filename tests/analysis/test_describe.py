@@ -120,7 +120,7 @@ def test_events_by_inflammation_two_by_two():
 def test_share_of_new_syndesmophytes_in_uninflamed_vus():
     table = share_in_uninflamed(hand_panel())
     assert table["vus"].tolist() == [
-        "not inflamed at week 0",
+        "not inflamed at baseline",
         "not inflamed at week 24",
         "not inflamed at week 102",
         "never inflamed (all MRI weeks)",

@@ -123,3 +123,22 @@ def test_the_ladder_frame_adds_its_own_step(panel, labs):
     assert len(frame) + frame.ledger.n_excluded == len(panel.vu)
     table = sy.ladder(with_esr, exposures=["w0"], confounders=["esr"], engines_beside=())
     assert (table["n_vus"] == len(frame)).all()
+
+
+def test_ledger_notes_count_no_row_and_travel():
+    """Notes say what was done to rows that stayed; they are kept once each, copied,
+    added and shown, and count no row."""
+    from syndesmo.ledger import Ledger
+
+    a = Ledger()
+    a.add("derive", "x-ray missing", 3, 2)
+    a.note("MRI read once: carried")
+    a.note("MRI read once: carried")
+    assert a.notes == ["MRI read once: carried"] and a.n_excluded == 3
+    b = a.copy()
+    b.note("another")
+    assert a.notes == ["MRI read once: carried"]
+    c = Ledger() + b
+    assert c.notes == ["MRI read once: carried", "another"]
+    assert "note: another" in repr(c)
+    assert len(c.to_frame()) == 1

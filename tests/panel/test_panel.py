@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from panel_tables import make_tables  # tests/panel_tables.py
 
-from syndesmo.errors import PanelError
+from syndesmo.derive.frame import analysis_frame
+from syndesmo.errors import DataNote, PanelError
 from syndesmo.panel.spine import MSASSS_VUS
 from syndesmo.panel.tables import VUPanel, load_panel
 
@@ -151,10 +152,22 @@ def test_column_in_both_tables(tmp_path):
 def test_unknown_vu_label(tmp_path):
     vu, pat = make_tables()
     i = row_of(vu, "P2", "T5/6")
-    vu.loc[i, "vu"] = "T5-6"
+    vu.loc[i, "vu"] = "T5-7"  # not two neighbouring vertebrae
     msg = load_error(tmp_path, vu, pat)
-    assert "vu.csv" in msg and f"line {i + 2} " in msg and "'vu'" in msg and "'T5-6'" in msg
+    assert "vu.csv" in msg and f"line {i + 2} " in msg and "'vu'" in msg and "'T5-7'" in msg
     assert "1 row " in msg
+
+
+def test_vu_label_spelling_is_read_with_a_note(tmp_path):
+    """A trial's spelling of a level (T5-6) is read as the spine's label, with a note."""
+    vu, pat = make_tables()
+    i = row_of(vu, "P2", "T5/6")
+    vu.loc[i, "vu"] = "T5-6"
+    vu_path, pat_path = write(tmp_path, vu, pat)
+    with pytest.warns(DataNote, match="'T5-6' read as 'T5/6'"):
+        panel = load_panel(vu_path, pat_path)
+    assert panel.vu.loc[i, "vu"] == "T5/6"
+    assert sum("'T5-6'" in n for n in panel.notes) == 1
 
 
 @pytest.mark.parametrize(
@@ -229,10 +242,19 @@ def test_patient_not_in_patient_table(tmp_path):
     assert f"line {row_of(vu, 'P2', 'C2/3') + 2} " in msg
 
 
-def test_patient_without_vu_rows(tmp_path):
+def test_patient_without_vu_rows_is_kept_and_counted(tmp_path):
+    """A patient randomised but never imaged stays in the patient table, in no analysis,
+    and the ledger counts them (issue 13)."""
     vu, pat = make_tables()
-    msg = load_error(tmp_path, vu[vu["patient"] != "P3"], pat)
-    assert "patients.csv" in msg and "line 4 " in msg and "'P3'" in msg and "vu.csv" in msg
+    vu_path, pat_path = write(tmp_path, vu[vu["patient"] != "P3"], pat)
+    panel = load_panel(vu_path, pat_path)
+    assert panel.patients["patient"].tolist() == ["P1", "P2", "P3"]
+    assert panel.patients_without_vu == ["P3"]
+    entry = [e for e in panel.ledger if "without VU rows" in e["reason"]]
+    assert len(entry) == 1 and entry[0]["n_patients"] == 1 and "'P3'" in entry[0]["reason"]
+    frame = analysis_frame(panel, exposure="w0")
+    assert "P3" not in set(frame.data["patient"])
+    assert any("without VU rows" in e["reason"] for e in frame.ledger)
 
 
 def test_id_type_mismatch_hint():
@@ -302,8 +324,11 @@ def test_missing_file(tmp_path):
 
 def test_unknown_suffix_and_empty_file(tmp_path):
     (tmp_path / "vu.xlsx").write_text("x")
-    with pytest.raises(PanelError, match=r"vu\.xlsx.*\.csv or \.parquet"):
+    with pytest.raises(PanelError, match=r"vu\.xlsx: cannot be read as Excel"):
         load_panel(tmp_path / "vu.xlsx")
+    (tmp_path / "vu.docx").write_text("x")
+    with pytest.raises(PanelError, match=r"vu\.docx: unknown file type '\.docx'.*\.dta"):
+        load_panel(tmp_path / "vu.docx")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(PanelError, match=r"empty\.csv: cannot be read as CSV"):
         load_panel(tmp_path / "empty.csv")
@@ -405,3 +430,4 @@ def test_covariates_named_like_scores_are_not_scores(tmp_path):
     assert "mri_total_note" in back.patients.columns  # constant within patient
     msg = load_error(tmp_path, vu.rename(columns={"msasss_upper_w0": "msasss_w0"}), pat)
     assert "'msasss_w0'" in msg and "looks like a score column" in msg
+    assert "syndesmo import" in msg and "from_long" in msg  # a long export: the way in

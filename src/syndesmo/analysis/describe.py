@@ -36,7 +36,7 @@ from syndesmo.derive.frame import (
 )
 from syndesmo.errors import DeriveError
 from syndesmo.ledger import Ledger
-from syndesmo.vocabulary import reference_first
+from syndesmo.vocabulary import reference_first, week_words
 
 #: Label of the rows that pool both arms.
 ALL_ARMS = "all"
@@ -236,7 +236,7 @@ def share_table(
     ``pct_events_uninflamed``; ``ledgers`` maps exposure → Ledger.
     """
     rows, ledgers = [], {}
-    specs = [(f"w{w}", 0, f"not inflamed at week {w}") for w in panel.mri_weeks]
+    specs = [(f"w{w}", 0, f"not inflamed at {week_words(w)}") for w in panel.mri_weeks]
     specs.append(("never", 1, "never inflamed (all MRI weeks)"))
     for exposure, value, label in specs:
         aframe = analysis_frame(panel, outcome, exposure, threshold, readers=readers)

@@ -38,6 +38,7 @@ from syndesmo.vocabulary import (
     exposure_label,
     outcome_label,
     parse_exposure,
+    week_words,
 )
 
 #: How VU exposures are summed up per patient (``syndesmo.vocabulary.SUMMARIES``).
@@ -110,8 +111,8 @@ def patient_exposure_label(exposure: str, summary: str) -> str:
         return f"any VU {base}"
     if summary == "count":
         return f"number of VUs {base} (per VU)"
-    week = exposure.lstrip("w")
-    return f"total ASspiMRI-a at week {week} (per point)"
+    week = int(exposure.lstrip("w"))
+    return f"total ASspiMRI-a at {week_words(week)} (per point)"
 
 
 def patient_frame(

@@ -23,7 +23,12 @@ from syndesmo.analysis import ladder as analysis
 from syndesmo.analysis.describe import ALL_ARMS, CountTable
 from syndesmo.analysis.marginal import attenuation_table
 from syndesmo.analysis.specs import ModelSpec
-from syndesmo.derive.frame import COUNT_EXPOSURES, available_covariates, available_exposures
+from syndesmo.derive.frame import (
+    COUNT_EXPOSURES,
+    available_covariates,
+    available_exposures,
+    mri_carried_note,
+)
 from syndesmo.derive.vu_tables import spine_profile
 from syndesmo.errors import DeriveError, SpecError
 from syndesmo.fitting import registry
@@ -70,11 +75,104 @@ def panel_summary(panel) -> dict[str, Any]:
         "xray_weeks": list(panel.xray_weeks),
         "readers": panel.readers,
         # what was changed or left out while reading the files (load_panel)
-        "input_notes": list(getattr(panel, "notes", [])),
+        "input_notes": [
+            *getattr(panel, "notes", []),
+            *([carried] if (carried := mri_carried_note(panel)) else []),
+        ],
         "input_left_out": [
             f"{e['reason']}: {e['n_rows']}" for e in getattr(panel, "ledger", None) or []
         ],
     }
+
+
+def spec_weeks(specs: Sequence[ModelSpec]) -> list[int]:
+    """The MRI weeks the specs' exposures name (e.g. 0, 24, 102 for the shipped ones)."""
+    return sorted({w for s in specs for e in s.exposures for w in parse_exposure(e).weeks})
+
+
+def _week_map(named: Sequence[int], weeks: Sequence[int]) -> dict[int, int | None]:
+    """The specs' weeks → the panel's by position: the first to the first, the last to
+    the last, the i-th between them to the panel's i-th week between its first and last
+    (``None`` when the panel has no such week)."""
+    named, weeks = sorted(named), sorted(int(w) for w in weeks)
+    out: dict[int, int | None] = {}
+    for i, w in enumerate(named):
+        if i == 0:
+            out[w] = weeks[0]
+        elif i == len(named) - 1:
+            out[w] = weeks[-1]
+        else:
+            out[w] = weeks[i] if i < len(weeks) - 1 else None
+    return out
+
+
+def _translate(exposure: str, mapping: dict[int, int | None]) -> str | None:
+    parsed = parse_exposure(exposure)
+    if not parsed.weeks:
+        return exposure
+    weeks = [mapping.get(w) for w in parsed.weeks]
+    if any(w is None for w in weeks) or len(set(weeks)) != len(weeks):
+        return None
+    if parsed.kind == "week":
+        return f"w{weeks[0]}"
+    return f"_{parsed.kind}_".join(f"w{w}" for w in weeks)
+
+
+def adapt_specs(panel, specs: Sequence[ModelSpec]) -> tuple[list[ModelSpec], list[str]]:
+    """The default specs made to fit the panel: its own MRI weeks and covariates.
+
+    The weeks the specs name (the shipped ones: 0, 24, 102) are matched to the panel's
+    MRI weeks by position (first → first, last → last, the ones between in order); a
+    spec with every single week gets every single week of the panel; an exposure that
+    needs a week the panel lacks is left out, as is a covariate the panel does not
+    hold (a spec left without an exposure is dropped). Returns the specs and one
+    sentence per change (empty when the specs fit the panel as they are).
+    """
+    weeks = [int(w) for w in panel.mri_weeks]
+    named = spec_weeks(specs)
+    mapping = _week_map(named, weeks) if named else {}
+    notes: list[str] = []
+    if named and named != weeks:
+        notes.append(
+            f"the default specs name MRI weeks {named}; the panel has MRI weeks {weeks}: "
+            "exposures read at the panel's weeks by position ("
+            + ", ".join(
+                f"week {a} → {'none' if b is None else f'week {b}'}" for a, b in mapping.items()
+            )
+            + ")"
+        )
+    out: list[ModelSpec] = []
+    for spec in specs:
+        exposures = [_translate(e, mapping) for e in spec.exposures]
+        singles = {
+            parse_exposure(e).weeks[0] for e in spec.exposures if parse_exposure(e).single_week
+        }
+        if singles and singles == set(named):  # every week of the specs: every panel week
+            exposures = [f"w{w}" for w in weeks] + [
+                e for e in exposures if e is not None and not parse_exposure(e).single_week
+            ]
+        kept = list(dict.fromkeys(e for e in exposures if e is not None))
+        avail = (
+            available_covariates(panel, spec.readers)
+            if spec.level == "vu"
+            else [c for c in panel.patients.columns if c != "patient"]
+        )
+        covariates = [c for c in spec.covariates if c in avail]
+        dropped = [c for c in spec.covariates if c not in avail]
+        if kept == list(spec.exposures) and not dropped:
+            out.append(spec)
+            continue
+        if not kept:
+            notes.append(f"spec {spec.name}: no exposure the panel's MRI weeks allow; left out")
+            continue
+        changes = []
+        if kept != list(spec.exposures):
+            changes.append(f"exposures {', '.join(kept)} (were {', '.join(spec.exposures)})")
+        if dropped:
+            changes.append(f"covariates not in the panel left out: {', '.join(dropped)}")
+        notes.append(f"spec {spec.name}: " + "; ".join(changes))
+        out.append(spec.with_options(exposures=kept, covariates=covariates))
+    return out, notes
 
 
 def check_specs(panel, specs: Sequence[ModelSpec]) -> None:
@@ -132,11 +230,13 @@ def run_reproduction(
     engine: str | None = None,
     nagq: int | None = None,
     progress: analysis.Progress | None = None,
+    spec_notes: Sequence[str] = (),
 ) -> Reproduction:
     """Run every spec on ``panel`` and assemble the tables of a results section.
 
     ``engine``/``nagq`` override the GLMM engine and quadrature of the VU-level
-    specs. An exposure that does not vary, or an outcome without events, raises
+    specs. ``spec_notes`` (what ``adapt_specs`` changed) go into ``settings``. An
+    exposure that does not vary, or an outcome without events, raises
     ``ModelError`` naming them (a reproduction with a silent hole is worse than
     none); a single fit that fails is kept as a row with its reason in ``note``.
     """
@@ -195,6 +295,7 @@ def run_reproduction(
             "nagq": nagq or (vu_specs[0].nagq if vu_specs else 1),
             "threshold": threshold,
             "readers": readers,
+            "spec_notes": list(spec_notes),
         },
         seconds=time.perf_counter() - start,
     )

@@ -33,7 +33,7 @@ PROG = "syndesmo"
 #: Exit status for bad input or arguments (argparse's convention).
 EXIT_USAGE = 2
 #: Commands listed first, in workflow order; others follow alphabetically.
-_ORDER = ("simulate", "describe", "fit", "reproduce", "power")
+_ORDER = ("simulate", "import", "describe", "fit", "reproduce", "power")
 _REQUIRED = ("NAME", "HELP", "DESCRIPTION", "add_arguments", "run")
 
 DESCRIPTION = """\
@@ -43,7 +43,9 @@ same VU two years later.
 
 Input is a VU table (one row per patient x VU, columns patient, vu, mri_w{week},
 msasss_upper_w{week}, msasss_lower_w{week}) and a patient table (patient, arm,
-covariates), as CSV or Parquet; see `syndesmo describe --help`.
+covariates), as CSV, Parquet, Stata, SAS, SPSS or Excel; see `syndesmo describe
+--help`. A long trial export (one row per patient x level x visit) is turned into
+these files by `syndesmo import`.
 
 examples:
   syndesmo simulate --spec data/synthetic/assert_like.toml --seed 1 --out cohort/

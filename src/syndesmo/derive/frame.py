@@ -47,7 +47,10 @@ Two or more readers (a ``reader`` column), rule ``readers=``:
 * ``"per_reader"`` (alias ``"reader"``): one row per VU × reader with that
   reader's own scores; ``reader`` stays a column for a model term.
 
-Readers are combined over the reader rows present for a VU.
+Readers are combined over the reader rows present for a VU. An MRI read once (no
+VU with two MRI readings at a week) with radiographs read by several readers is
+carried to each reader's row of its VU (``carry_single_mri``), and the frame's
+ledger notes it.
 """
 
 from __future__ import annotations
@@ -356,6 +359,63 @@ def derive_arrays(
 # --------------------------------------------------------------------------- panel → arrays
 
 
+def carry_single_mri(
+    mri: np.ndarray, patient: np.ndarray, vu: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """The MRI read once, carried to every reader's row of its VU.
+
+    When no VU has two MRI readings at any week (the usual export: the MRI read once,
+    the radiographs by two readers, the MRI score on one reader's rows only), each
+    reading fills the missing MRI of the VU's other reader rows at that week. When
+    some VU has two readings, the MRI is read by several readers and nothing is
+    filled (a missing reading stays missing). Returns the scores and the number of
+    values filled.
+    """
+    mri = np.asarray(mri, dtype=float)
+    if len(mri) == 0:
+        return mri, 0
+    _, unit = _units(patient, vu)
+    k = int(unit.max()) + 1
+    scored = ~np.isnan(mri)
+    counts = np.stack(
+        [np.bincount(unit, weights=scored[:, j], minlength=k) for j in range(mri.shape[1])],
+        axis=1,
+    )
+    if counts.max() > 1:
+        return mri, 0
+    sums = np.stack(
+        [
+            np.bincount(unit, weights=np.where(scored[:, j], mri[:, j], 0.0), minlength=k)
+            for j in range(mri.shape[1])
+        ],
+        axis=1,
+    )
+    fill = ~scored & (counts[unit] == 1)
+    if not fill.any():
+        return mri, 0
+    out = mri.copy()
+    out[fill] = sums[unit][fill]
+    return out, int(fill.sum())
+
+
+def mri_carried_note(panel: Any) -> str:
+    """A sentence when the panel's MRI is read once and carried to each x-ray reader's
+    rows (:func:`carry_single_mri`), else ``""``."""
+    if getattr(panel, "readers", None) is None or len(panel.readers) < 2:
+        return ""
+    vu = panel.vu
+    mri = vu[[f"mri_w{w}" for w in panel.mri_weeks]].to_numpy(dtype=float)
+    pat_code = pd.Index(panel.patients["patient"]).get_indexer(vu["patient"])
+    vu_code = pd.Index(VU_LABELS).get_indexer(vu["vu"])
+    _, n = carry_single_mri(mri, pat_code, vu_code)
+    if not n:
+        return ""
+    return (
+        f"MRI read once (one reading per VU and week), x-rays by {len(panel.readers)} "
+        f"readers: the MRI reading carried to each reader's row ({n} MRI scores filled)"
+    )
+
+
 def panel_arrays(panel: Any) -> dict[str, np.ndarray]:
     """A ``VUPanel`` as the arrays :func:`derive_arrays` takes (codes, not labels).
 
@@ -376,6 +436,8 @@ def panel_arrays(panel: Any) -> dict[str, np.ndarray]:
         ],
         axis=1,
     )
+    if "reader" in vu.columns:
+        mri, _ = carry_single_mri(mri, pat_code, vu_code)
     out = {
         "patient": pat_code.astype(np.int64),
         "vu": vu_code.astype(np.int64),
@@ -535,6 +597,9 @@ def analysis_frame(
 
     loaded = getattr(panel, "ledger", None)  # input rows left out while reading files
     ledger = loaded.copy() if isinstance(loaded, Ledger) else Ledger()
+    carried = mri_carried_note(panel)
+    if carried:
+        ledger.note(carried)
     xray = list(panel.xray_weeks)
     for code in REASON_CODES:
         hit = d["reason"] == code

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from syndesmo.errors import PanelError
-from syndesmo.panel.spine import VU_LABELS
+from syndesmo.panel.spine import vu_label_changes
 
 #: Field values read as missing (those of ``pandas.read_csv``; R writes ``NA``).
 NA_TOKENS = frozenset(
@@ -138,8 +138,7 @@ def read_csv_table(
     codes = [str(c).strip() for c in missing_codes]
     name = str(path)
     text = _decode(path)
-    first = text.lstrip("\r\n").split("\n", 1)[0]
-    sep = ";" if ";" in first and ("," not in first or decimal == ",") else ","
+    sep = sniff_separator(text, decimal)
     header, header_line, rows, lines, empty, one_per_line = _records(text, name, sep)
     notes: list[str] = []
     names = _header_names(header, header_line, name, notes)
@@ -168,6 +167,27 @@ def read_csv_table(
         )
     frame = pd.DataFrame(data)
     return CsvTable(frame=frame, lines=where.lines, notes=notes, empty_lines=empty)
+
+
+#: Field separators recognised, in order of preference when the header holds several.
+SEPARATORS: tuple[str, ...] = (",", ";", "\t", "|")
+SEPARATOR_WORDS: dict[str, str] = {",": "comma", ";": "semicolon", "\t": "tab", "|": "bar"}
+
+
+def sniff_separator(text: str, decimal: str = ".") -> str:
+    """The field separator of a CSV text: the one of ``,`` ``;`` tab ``|`` that occurs
+    most often in the header line, outside quotes (``,`` when none does).
+
+    With ``decimal=","`` a comma cannot separate fields when another separator is
+    present (a European export: ``;`` between fields, ``,`` in numbers).
+    """
+    first = text.lstrip("\r\n").split("\n", 1)[0].rstrip("\r")
+    unquoted = re.sub(r'"[^"]*"', "", first)
+    counts = {s: unquoted.count(s) for s in SEPARATORS}
+    if decimal == "," and any(counts[s] for s in SEPARATORS if s != ","):
+        counts[","] = 0
+    best = max(SEPARATORS, key=lambda s: (counts[s], -SEPARATORS.index(s)))
+    return best if counts[best] else ","
 
 
 def _is_plain(values: pd.Series) -> bool:
@@ -333,7 +353,7 @@ def _check_field_counts(
     more = f", and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
     longer = [i for i in bad if len(rows[i]) > ncols]
     trailing = [i for i in longer if all(not f.strip() for f in rows[i][ncols:])]
-    sep_word = "comma" if sep == "," else "semicolon"
+    sep_word = SEPARATOR_WORDS[sep]
     if trailing and len(trailing) == len(bad):
         hint = (
             f"the data lines end with an extra {sep_word} that the header does not have, "
@@ -597,23 +617,19 @@ def _labels(
     """Text labels: stripped, and spellings differing only in case merged (notes)."""
     label = np.where(c.missing, np.nan, c.text).astype(object)
     if col == "vu":
-        canon = {v.casefold(): v for v in VU_LABELS}
+        totals: dict[str, int] = {}
+        for t, n, m in zip(c.text, counts, c.missing, strict=True):
+            if not m:
+                totals[t] = totals.get(t, 0) + int(n)
+        changes, vu_notes = vu_label_changes(totals, name)
+        notes.extend(vu_notes)
         fixed = np.array(
             [
-                canon.get(t.casefold(), t) if not m else np.nan
+                changes.get(t, t) if not m else np.nan
                 for t, m in zip(c.text, c.missing, strict=True)
             ],
             dtype=object,
         )
-        changed = np.array(
-            [not m and f != t for f, t, m in zip(fixed, c.text, c.missing, strict=True)], dtype=bool
-        )
-        if changed.any():
-            rows = c.rows(changed)
-            notes.append(
-                f"{name}: column 'vu': {int(rows.sum())} label(s) written in another case "
-                f"read as the spine's labels (first {_lines_text(lines, c.rows(c.text), rows)})"
-            )
         return _text_series(c.rows(fixed))
     # distinct stripped spellings with their row counts, grouped by case-folded form
     totals: dict[str, int] = {}

@@ -14,6 +14,8 @@ corner of the lower vertebra).
 
 from __future__ import annotations
 
+import re
+
 CERVICAL = ("C2", "C3", "C4", "C5", "C6", "C7")
 THORACIC = tuple(f"T{i}" for i in range(1, 13))
 LUMBAR = ("L1", "L2", "L3", "L4", "L5")
@@ -92,3 +94,52 @@ def vu_index(vu: str) -> int:
 def is_msasss_vu(vu: str) -> bool:
     """True for the 12 VUs with both corners in the mSASSS."""
     return check_vu(vu) in MSASSS_CORNERS
+
+
+#: A level label as trials write it: a vertebra, a separator (``-``, ``/``, ``_``, a
+#: dash or a space), then the next vertebra with or without its letter, e.g.
+#: ``C2-C3``, ``c2/3``, ``C2/C3``, ``C2-3``, ``L5-S1``, `` t12 / l1 ``.
+_LABEL_RE = re.compile(
+    r"^\s*([CTLS])\s*(\d{1,2})\s*(?:[-/_\u2013\u2014]|\s)\s*([CTLS])?\s*(\d{1,2})\s*$",
+    re.IGNORECASE,
+)
+
+
+def normalise_vu(label: object) -> str | None:
+    """The spine's label (``C2/3`` … ``L5/S1``) for a level label as trials write it.
+
+    Accepts the labels of :data:`VU_LABELS` in any case and the usual variants:
+    ``C2-C3``, ``c2/3``, ``C2/C3``, ``C2-3``, ``C2 - 3``, ``L5-S1``, ``T12-L1``,
+    ``C7/T1``, with spaces around them. Returns ``None`` for anything else, including
+    two vertebrae that are not neighbours (``C2-C4``).
+    """
+    if not isinstance(label, str):
+        return None
+    m = _LABEL_RE.match(label)
+    if m is None:
+        return None
+    first = f"{m.group(1).upper()}{int(m.group(2))}"
+    second = f"{(m.group(3) or m.group(1)).upper()}{int(m.group(4))}"
+    vu = _vu_label(first, second)
+    return vu if VU_VERTEBRAE.get(vu) == (first, second) else None
+
+
+def vu_label_changes(counts: dict[str, int], where: str = "") -> tuple[dict[str, str], list[str]]:
+    """The labels of ``counts`` (label → number of rows) that :func:`normalise_vu`
+    changes, and one note per distinct label saying what it was read as.
+
+    Labels it cannot read are left alone (the panel's checks name them).
+    """
+    changes: dict[str, str] = {}
+    notes: list[str] = []
+    prefix = f"{where}: " if where else ""
+    for raw, n in counts.items():
+        canon = normalise_vu(raw)
+        if canon is not None and canon != raw:
+            changes[raw] = canon
+            rows = "row" if n == 1 else "rows"
+            notes.append(
+                f"{prefix}column 'vu': {raw!r} read as {canon!r} ({n} {rows}; the spine's "
+                "label written in another case or spelling)"
+            )
+    return changes, notes

@@ -41,6 +41,7 @@ an in-memory table as 0-based row positions.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import re
 import stat
@@ -55,7 +56,13 @@ import pandas as pd
 from syndesmo.errors import DataNote, PanelError, warn_user
 from syndesmo.ledger import Ledger
 from syndesmo.panel.csvfile import COMMON_MISSING_CODES, read_csv_table
-from syndesmo.panel.spine import ASSPIMRI_RANGE, MSASSS_RANGE, MSASSS_VUS, VU_LABELS
+from syndesmo.panel.spine import (
+    ASSPIMRI_RANGE,
+    MSASSS_RANGE,
+    MSASSS_VUS,
+    VU_LABELS,
+    vu_label_changes,
+)
 
 #: Columns that identify a row of the VU table.
 KEY_COLUMNS = ("patient", "vu", "reader")
@@ -222,7 +229,7 @@ class VUPanel:
         _check_plausible(vu, vu_where)
         _check_plausible(patients, pat_where)
         _check_shared_columns(vu, patients, vu_where, pat_where)
-        _check_same_patients(vu, patients, vu_where, pat_where)
+        unimaged = _check_same_patients(vu, patients, vu_where, pat_where)
 
         self.vu: pd.DataFrame = vu
         self.patients: pd.DataFrame = patients
@@ -230,6 +237,17 @@ class VUPanel:
         self.source: str | None = source
         #: Input rows left out while reading (e.g. empty rows), with the reason.
         self.ledger: Ledger = ledger.copy() if ledger is not None else Ledger()
+        #: Patients of the patient table without VU rows (kept there, in no analysis).
+        self.patients_without_vu: list = unimaged
+        if unimaged:
+            shown = ", ".join(_fmt(p) for p in unimaged[:_SHOWN])
+            more = f", and {len(unimaged) - _SHOWN} more" if len(unimaged) > _SHOWN else ""
+            self.ledger.add(
+                "load",
+                f"patient in {pat_where.name} without VU rows (no images; e.g. {shown}{more})",
+                len(unimaged),
+                len(unimaged),
+            )
         #: What was changed while reading (names or labels stripped, merged, codes).
         self.notes: list[str] = list(notes)
         self.readers: list | None = (
@@ -346,7 +364,9 @@ def _check_vu_columns(vu: pd.DataFrame, where: _Where) -> tuple[list[int], list[
         elif _NEAR_MISS_RE.match(c):
             raise PanelError(
                 f"{where.name}: column {c!r} looks like a score column but is not named "
-                "mri_w{week}, msasss_upper_w{week} or msasss_lower_w{week}"
+                "mri_w{week}, msasss_upper_w{week} or msasss_lower_w{week}; a long export "
+                "(one row per patient × level × visit, with a week column) is read by "
+                "'syndesmo import' or sy.from_long(...)"
             )
     if not mri:
         raise PanelError(
@@ -500,7 +520,9 @@ def _check_shared_columns(
 
 def _check_same_patients(
     vu: pd.DataFrame, patients: pd.DataFrame, vu_where: _Where, pat_where: _Where
-) -> None:
+) -> list:
+    """Every VU row's patient must be in the patient table; returns the patients of the
+    patient table without VU rows (randomised but never imaged: kept, and counted)."""
     in_pat = vu["patient"].isin(patients["patient"]).to_numpy()
     if not in_pat.all():
         hint = _type_hint(vu["patient"], patients["patient"], pat_where.name)
@@ -508,14 +530,7 @@ def _check_same_patients(
             vu_where, vu, ~in_pat, f"whose patient is not in {pat_where.name}{hint}", "patient"
         )
     in_vu = patients["patient"].isin(vu["patient"]).to_numpy()
-    if not in_vu.all():
-        raise _rows_error(
-            pat_where,
-            patients[["patient"]],
-            ~in_vu,
-            f"whose patient has no rows in {vu_where.name}",
-            "patient",
-        )
+    return patients.loc[~in_vu, "patient"].tolist()
 
 
 def _type_hint(a: pd.Series, b: pd.Series, b_name: str = "the other table") -> str:
@@ -543,17 +558,32 @@ def _type_hint(a: pd.Series, b: pd.Series, b_name: str = "the other table") -> s
 # ---------------------------------------------------------------------------
 # reading and writing files
 
-_CSV = (".csv",)
+_CSV = (".csv", ".tsv", ".txt")
 _PARQUET = (".parquet", ".pq")
+#: File types read through pandas, by suffix: (kind, words, the module pandas needs).
+FILE_TYPES: dict[str, tuple[str, str, str | None]] = {
+    ".parquet": ("parquet", "Parquet", "pyarrow"),
+    ".pq": ("parquet", "Parquet", "pyarrow"),
+    ".dta": ("stata", "Stata", None),
+    ".sas7bdat": ("sas", "SAS", None),
+    ".xpt": ("sas", "SAS transport (XPORT)", None),  # version 8 needs pyreadstat
+    ".sav": ("spss", "SPSS", "pyreadstat"),
+    ".zsav": ("spss", "SPSS", "pyreadstat"),
+    ".xlsx": ("excel", "Excel", "openpyxl"),
+    ".xlsm": ("excel", "Excel", "openpyxl"),
+}
+#: The optional extra that installs the readers of each module.
+_EXTRA = {"pyarrow": "parquet", "pyreadstat": "formats", "openpyxl": "formats"}
+_SUFFIXES = ", ".join((*_CSV, *FILE_TYPES))
 
 
 def _kind(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in _CSV:
         return "csv"
-    if suffix in _PARQUET:
-        return "parquet"
-    raise PanelError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
+    if suffix in FILE_TYPES:
+        return FILE_TYPES[suffix][0]
+    raise PanelError(f"{path}: unknown file type {suffix!r}; use one of {_SUFFIXES}")
 
 
 @dataclass
@@ -576,11 +606,24 @@ def _check_file(path: Path) -> None:
         raise PanelError(f"{path}: is a directory, not a table file")
     if not stat.S_ISREG(mode):
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise PanelError(f"{path}: is {kind}; give a CSV or Parquet file")
+        raise PanelError(f"{path}: is {kind}; give a table file ({_SUFFIXES})")
+
+
+def read_table(path: str | os.PathLike, decimal: str = ".", missing_codes: Sequence[str] = ()):
+    """One table file as read for a panel: ``(frame, lines, notes, empty_lines)``.
+
+    ``lines`` are the CSV file's line numbers of the rows (``None`` for typed files);
+    ``notes`` say what was changed; ``empty_lines`` are rows left out (every field
+    blank). The suffix chooses the reader (``.csv``/``.tsv``/``.txt``, ``.parquet``,
+    ``.dta``, ``.sas7bdat``, ``.xpt``, ``.sav``, ``.xlsx``).
+    """
+    read = _read_table(Path(path), decimal, missing_codes)
+    return read.frame, read.lines, read.notes, read.empty_lines
 
 
 def _read_table(path: Path, decimal: str = ".", missing_codes: Sequence[str] = ()) -> _Read:
-    """Read a CSV (``syndesmo.panel.csvfile``) or Parquet table."""
+    """Read a CSV (``syndesmo.panel.csvfile``) or a typed table (Parquet, Stata, SAS,
+    SPSS, Excel) through pandas."""
     kind = _kind(path)
     _check_file(path)
     if kind == "csv":
@@ -591,19 +634,79 @@ def _read_table(path: Path, decimal: str = ".", missing_codes: Sequence[str] = (
             numeric_columns=tuple(PLAUSIBLE_RANGES),
         )
         return _Read(table.frame, table.lines, table.notes, table.empty_lines)
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:
-        if type(exc).__module__.startswith(("pyarrow", "fastparquet")) or isinstance(exc, OSError):
-            raise PanelError(f"{path}: cannot be read as Parquet: {exc}") from exc
-        raise
+    frame = read_typed_file(path)
     notes: list[str] = []
     frame = _tidy_names(frame, str(path), notes)
     if frame.empty:
         raise PanelError(f"{path}: no data rows")
+    frame = _tidy_typed(frame, str(path), notes)
     if missing_codes:
         frame = _parquet_codes(frame, str(path), list(missing_codes), notes)
     return _Read(frame, None, notes, [])
+
+
+def read_typed_file(path: Path) -> pd.DataFrame:
+    """A Parquet, Stata, SAS, SPSS or Excel file as pandas reads it (the first sheet of
+    a workbook); ``PanelError`` for a file that is not of its type, naming the optional
+    extra (``pip install syndesmo[formats]``) when the reader's module is missing."""
+    _, words, module = FILE_TYPES[path.suffix.lower()]
+    kind = _kind(path)
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        if kind == "stata":
+            return pd.read_stata(path, convert_categoricals=True)
+        if kind == "sas":
+            if path.suffix.lower() == ".xpt" and importlib.util.find_spec("pyreadstat"):
+                import pyreadstat  # XPORT versions 5 and 8 (pandas reads version 5 only)
+
+                return pyreadstat.read_xport(str(path))[0]
+            return pd.read_sas(path, format="xport" if path.suffix.lower() == ".xpt" else None)
+        if kind == "spss":
+            return pd.read_spss(path, convert_categoricals=True)
+        return pd.read_excel(path, sheet_name=0, engine="openpyxl")
+    except ImportError as exc:
+        if module is None:
+            raise
+        raise PanelError(
+            f"{path}: reading {words} files needs the Python package {module!r}, which is not "
+            f"installed; install the extra: pip install 'syndesmo[{_EXTRA[module]}]'"
+        ) from exc
+    except Exception as exc:
+        if isinstance(exc, (PanelError, MemoryError, KeyboardInterrupt)):
+            raise
+        raise PanelError(f"{path}: cannot be read as {words}: {exc}") from exc
+
+
+def _tidy_typed(frame: pd.DataFrame, name: str, notes: list[str]) -> pd.DataFrame:
+    """A typed table as the CSV reader would give it: value labels (Stata, SPSS
+    categoricals) and bytes (SAS) as text, whole-number ids as integers, ``vu``
+    labels as the spine's (a note per label changed)."""
+    for col in frame.columns:
+        values = frame[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            cats = values.cat.categories
+            if pd.api.types.is_numeric_dtype(cats):
+                values = values.astype(cats.dtype if cats.dtype.kind != "i" else float)
+            else:
+                values = values.astype(object).where(values.notna(), np.nan)
+        if values.dtype == object:
+            values = values.map(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v)
+            values = values.map(lambda v: v.strip() if isinstance(v, str) else v)
+            values = values.map(lambda v: np.nan if v == "" else v)
+        if col in ("patient", "reader") and values.dtype.kind == "f":
+            whole = values.dropna()
+            if len(whole) == len(values) and np.all(whole == np.round(whole)):
+                values = values.astype(np.int64)
+        frame[col] = values
+    if "vu" in frame.columns:
+        labels = frame["vu"]
+        counts = labels[labels.map(lambda v: isinstance(v, str))].value_counts(sort=False)
+        changes, vu_notes = vu_label_changes({str(k): int(v) for k, v in counts.items()}, name)
+        notes.extend(vu_notes)
+        if changes:
+            frame["vu"] = labels.map(lambda v: changes.get(v, v))
+    return frame
 
 
 def _tidy_names(frame: pd.DataFrame, name: str, notes: list[str]) -> pd.DataFrame:
@@ -648,6 +751,8 @@ def _parquet_codes(
 
 def _write_table(df: pd.DataFrame, path: Path, score_columns: list[str]) -> None:
     kind = _kind(path)
+    if kind not in ("csv", "parquet"):
+        raise PanelError(f"{path}: a panel is saved as .csv or .parquet, not {path.suffix!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "parquet":
         df.to_parquet(path, index=False)
@@ -710,7 +815,7 @@ def load_panel(
     decimal: str = ".",
     missing_codes: Iterable[str] | bool = (),
 ) -> VUPanel:
-    """Read and validate a panel from CSV or Parquet files (chosen by suffix).
+    """Read and validate a panel from table files (the type chosen by suffix).
 
     Two files: the VU table and the patient table. One file: the VU table carrying
     the patient columns (those constant within each patient, including ``arm``),
@@ -719,10 +824,17 @@ def load_panel(
     Parameters
     ----------
     vu_path, patients_path
-        The files (``.csv``, ``.parquet``). CSV files are read field by field (see
+        The files: CSV (``.csv``, ``.tsv``, ``.txt``; the separator ``,`` ``;`` tab or
+        ``|`` found from the header), Parquet, Stata ``.dta``, SAS ``.sas7bdat`` /
+        ``.xpt``, SPSS ``.sav`` or Excel ``.xlsx`` (the first sheet). SPSS, Excel and
+        SAS XPORT version 8 need the extra ``formats`` (pyreadstat, openpyxl); a
+        missing one is an error naming it. CSV files are read field by field (see
         ``syndesmo.panel.csvfile``): ragged lines, repeated column names and text in a
         numeric column are errors; header names and labels with spaces around them,
-        and labels differing only in case, are tidied with a note.
+        and labels differing only in case, are tidied with a note. Level labels as
+        trials write them (``C2-C3``, ``c2/3``, ``L5-S1``) are read as the spine's,
+        one note per distinct label. A long export (one row per patient × level ×
+        visit) is read by ``syndesmo.panel.longformat.from_long`` instead.
     decimal
         ``"."`` or ``","`` (a European export: then fields are separated by ``;``
         when the header holds one).
@@ -735,8 +847,9 @@ def load_panel(
     Returns
     -------
     VUPanel
-        With ``ledger`` (rows left out while reading: empty rows) and ``notes``
-        (what was changed); each note is also issued as a ``DataNote`` warning.
+        With ``ledger`` (rows left out while reading: empty rows; patients of the
+        patient table without VU rows, who stay in ``patients``) and ``notes`` (what
+        was changed); each note is also issued as a ``DataNote`` warning.
 
     Raises
     ------

@@ -1,8 +1,10 @@
-"""Options every command that reads a panel shares: ``--decimal`` and ``--missing-codes``."""
+"""What every command that reads a panel shares: ``--decimal``, ``--missing-codes`` and
+the shipped cohort used when no file is given."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -38,4 +40,20 @@ def load(args: argparse.Namespace, vu, patients):
 
     return load_panel(
         vu, patients, decimal=getattr(args, "decimal", "."), missing_codes=missing_codes(args)
+    )
+
+
+def default_cohort() -> tuple[Path, Path]:
+    """The shipped synthetic cohort: ``data/synthetic`` of the source tree, else the
+    copy in the package data (``syndesmo/_data/synthetic``)."""
+    from syndesmo.errors import PanelError
+    from syndesmo.resources import shipped_cohort_candidates
+
+    candidates = shipped_cohort_candidates()
+    for c in candidates:
+        if (c / "vu.csv").is_file() and (c / "patients.csv").is_file():
+            return c / "vu.csv", c / "patients.csv"
+    raise PanelError(
+        "cannot find the shipped cohort (data/synthetic/vu.csv, patients.csv); "
+        f"pass --vu/--patients (looked in {', '.join(str(c) for c in candidates)})"
     )

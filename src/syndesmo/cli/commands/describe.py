@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from syndesmo.cli.commands._input import add_input_options, load
+from syndesmo.cli.commands._input import add_input_options, default_cohort, load
 from syndesmo.vocabulary import READER_RULES
 
 NAME = "describe"
@@ -26,15 +26,19 @@ Inflamed means ASspiMRI-a >= --threshold. The event tables use exactly the VUs
 a model would use (no corner >= 2 at the first x-ray, both x-rays and the MRI
 present); everything left out is counted in the ledger.
 
-Input: a VU table (--vu) and a patient table (--patients), CSV or Parquet; or
-one VU file that carries the patient columns (arm, covariates), if --patients
-is left out. Errors name the file, line, column and value.
+Input: a VU table (--vu) and a patient table (--patients): CSV (separator , ;
+tab or |), Parquet, Stata .dta, SAS .sas7bdat/.xpt, SPSS .sav or Excel .xlsx;
+or one VU file that carries the patient columns (arm, covariates), if
+--patients is left out. Without --vu the shipped synthetic cohort
+(data/synthetic) is described. A long export is turned into these files by
+`syndesmo import`. Errors name the file, line, column and value.
 
 With --out DIR the tables are also written as DIR/<table>.csv (full precision)
 and DIR/<table>.md, plus DIR/describe.md with all of them; DIR is replaced only
 if it is empty or was written by syndesmo.
 
 example:
+  syndesmo describe
   syndesmo describe --vu cohort/vu.csv --patients cohort/patients.csv
   syndesmo describe --vu cohort/vu.csv --patients cohort/patients.csv \\
       --threshold 2 --readers agree --out cohort/describe/
@@ -45,12 +49,16 @@ TABLES = ("inflammation", "events", "share_uninflamed", "ledger")  # also the fi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vu", required=True, metavar="FILE", help="VU table (.csv or .parquet)")
+    parser.add_argument(
+        "--vu",
+        metavar="FILE",
+        help="VU table (CSV, Parquet, Stata, SAS, SPSS, Excel); default: the shipped cohort",
+    )
     parser.add_argument(
         "--patients",
         default=None,
         metavar="FILE",
-        help="patient table (.csv or .parquet); default: patient columns in the VU file",
+        help="patient table (same types); default: patient columns in the VU file",
     )
     parser.add_argument(
         "--threshold",
@@ -82,10 +90,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_destination(args.out)  # before any work, so a bad --out fails first
-    panel = load(args, args.vu, args.patients)
+    if args.patients and not args.vu:
+        from syndesmo.cli.app import UsageError
+
+        raise UsageError(f"syndesmo {NAME}", "--patients needs --vu")
+    vu_path, patients_path = (args.vu, args.patients) if args.vu else default_cohort()
+    panel = load(args, vu_path, patients_path)
     tables = dict(report_tables(panel, threshold=args.threshold, readers=args.readers))
     tables["ledger"] = ledger_table(tables)
-    files = f"{args.vu}" + (f" + {args.patients}" if args.patients else "")
+    files = f"{vu_path}" + (f" + {patients_path}" if patients_path else "")
     header = (
         f"Descriptive counts of {files}: {panel.n_patients} patients, {len(panel.vu)} VU rows, "
         f"MRI weeks {panel.mri_weeks}, x-ray weeks {panel.xray_weeks}"

@@ -33,11 +33,16 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC.toml", help="analysis spec to fit")
-    parser.add_argument("--vu", required=True, metavar="FILE", help="VU table (CSV or Parquet)")
+    parser.add_argument(
+        "--vu",
+        required=True,
+        metavar="FILE",
+        help="VU table (CSV, Parquet, Stata, SAS, SPSS, Excel)",
+    )
     parser.add_argument(
         "--patients",
         metavar="FILE",
-        help="patient table (CSV or Parquet); omit if the VU file carries the patient columns",
+        help="patient table (same file types); omit if the VU file carries the patient columns",
     )
     parser.add_argument(
         "--exposure",

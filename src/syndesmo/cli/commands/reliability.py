@@ -34,9 +34,9 @@ ledger. Kappa intervals treat VUs as independent and are too narrow for VUs
 clustered in patients.
 
 Input: a VU table (--vu) with a 'reader' column and a patient table
-(--patients), CSV or Parquet; or one VU file that carries the patient columns,
-if --patients is left out. A panel with one reader, or no 'reader' column, is
-an error.
+(--patients): CSV, Parquet, Stata, SAS, SPSS or Excel; or one VU file that
+carries the patient columns, if --patients is left out. A panel with one
+reader, or no 'reader' column, is an error.
 
 With --out DIR the tables are also written as DIR/<table>.csv (full precision)
 and DIR/<table>.md, plus DIR/reliability.md with all of them,
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--patients",
         default=None,
         metavar="FILE",
-        help="patient table (.csv or .parquet); default: patient columns in the VU file",
+        help="patient table (same file types); default: patient columns in the VU file",
     )
     parser.add_argument(
         "--threshold",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from syndesmo.cli.commands._input import add_input_options, load
+from syndesmo.cli.commands._input import add_input_options, default_cohort, load
 from syndesmo.fitting import registry
 
 NAME = "reproduce"
@@ -20,6 +19,10 @@ and the VUs left out. The analyses are the TOML specs in models/assert/ (or
 --specs DIR).
 
 Without --vu the shipped synthetic cohort (data/synthetic) is analysed.
+Without --specs the shipped specs are fitted to the panel: their MRI weeks
+(0, 24, 102) are read at the panel's own MRI weeks by position (e.g. 0, 12, 52),
+every MRI week of the panel gets its single-week exposure, and covariates the
+panel lacks are left out; each change is printed as a note.
 
 Writes into --out (default reproduce_out/): every table as CSV and Markdown,
 forest_plot.png, spine_map.png and report.md (a results section with the numbers
@@ -34,12 +37,14 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--vu", metavar="FILE", help="VU table (CSV or Parquet); default: shipped cohort"
+        "--vu",
+        metavar="FILE",
+        help="VU table (CSV, Parquet, Stata, SAS, SPSS, Excel); default: shipped cohort",
     )
     parser.add_argument(
         "--patients",
         metavar="FILE",
-        help="patient table (CSV or Parquet); omit if the VU file carries the patient columns",
+        help="patient table (same file types); omit if the VU file carries the patient columns",
     )
     parser.add_argument(
         "--specs", metavar="DIR", help="directory of analysis specs (default: models/assert)"
@@ -68,22 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_options(parser)
 
 
-def default_cohort() -> tuple[Path, Path]:
-    """The shipped synthetic cohort: ``data/synthetic`` of the source tree, else the
-    copy in the package data (``syndesmo/_data/synthetic``)."""
-    from syndesmo.errors import PanelError
-    from syndesmo.resources import shipped_cohort_candidates
-
-    candidates = shipped_cohort_candidates()
-    for c in candidates:
-        if (c / "vu.csv").is_file() and (c / "patients.csv").is_file():
-            return c / "vu.csv", c / "patients.csv"
-    raise PanelError(
-        "cannot find the shipped cohort (data/synthetic/vu.csv, patients.csv); "
-        f"pass --vu/--patients (looked in {', '.join(str(c) for c in candidates)})"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -98,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
     specs = load_specs(args.specs or default_spec_dir())
     vu_path, patients_path = (args.vu, args.patients) if args.vu else default_cohort()
     panel = load(args, vu_path, patients_path)
+    spec_notes: list[str] = []
+    if not args.specs:  # the shipped specs, fitted to the panel's weeks and covariates
+        specs, spec_notes = reproduction.adapt_specs(panel, specs)
+        for note in spec_notes:
+            print(f"syndesmo {NAME}: note: {note}", file=sys.stderr)
     specs = [
         s.with_options(engine=args.engine, nagq=args.nagq) if s.level == "vu" else s for s in specs
     ]
@@ -112,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(message, refresh=False)
             bar.update(1)
 
-        rep = reproduction.run_reproduction(panel, specs, progress=progress)
+        rep = reproduction.run_reproduction(panel, specs, progress=progress, spec_notes=spec_notes)
         bar.set_postfix_str("writing tables, figures and report.md", refresh=True)
         written = report.write_reproduction(rep, out)
         bar.update(1)
