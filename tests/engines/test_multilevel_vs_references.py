@@ -260,3 +260,20 @@ def test_lme4_engine_takes_the_same_formulas(fitted, case, r_lme4):
         estimates, loglik = via.params, via.loglik
     np.testing.assert_allclose(estimates.to_numpy(), direct["fixef"], rtol=1e-5, atol=1e-5)
     assert loglik == pytest.approx(direct["loglik"], abs=1e-5)
+
+
+@pytest.mark.r
+@pytest.mark.parametrize(
+    "formula",
+    ["y ~ mri + arm + reader + (1|patient/vu)", "y ~ mri + (1 + mri||patient)"],
+)
+def test_ranef_of_structures_is_lme4s(formula, r_lme4):
+    # conditional modes and SDs of every term in lme4's layout, native vs glmer
+    df = simulate_vu_readers(n_patients=40, seed=5)
+    native = sy.fit(formula, df).ranef()
+    r = sy.fit(formula, df, engine="lme4", tol_pwrss=1e-12).ranef()
+    assert len(native) == len(r)
+    both = native.merge(r, on=["grpvar", "term", "grp"], suffixes=("", "_r"))
+    assert len(both) == len(native)
+    np.testing.assert_allclose(both["condval"], both["condval_r"], atol=1e-4)
+    np.testing.assert_allclose(both["condsd"], both["condsd_r"], atol=1e-4)

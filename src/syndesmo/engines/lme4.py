@@ -32,6 +32,7 @@ import pandas as pd
 from syndesmo.errors import EngineUnavailableError, ModelError
 from syndesmo.fitting.design import Design, resolve_offset
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
+from syndesmo.fitting.random_effects import lme4_grpvar, lme4_level_labels
 from syndesmo.fitting.registry import check_call, name_for
 from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, VarComp
 
@@ -95,6 +96,8 @@ function(df, formula, nAGQ, tolPwrss) {
   re <- as.data.frame(lme4::ranef(fit, condVar = TRUE))
   list(
     re_grp = as.integer(as.character(re$grp)),
+    re_grpvar = as.character(re$grpvar),
+    re_term = as.character(re$term),
     re_condval = as.numeric(re$condval),
     re_condsd = as.numeric(re$condsd),
     beta = unname(lme4::fixef(fit)),
@@ -451,12 +454,29 @@ def _r_error(detail: str) -> str:
 def _ranef(design: Design, res: dict[str, Any]) -> pd.DataFrame | None:
     """R's ranef table with the grouping codes turned back into the data's labels.
 
-    For the one random intercept ``(1 | grp)``; None for other structures (their
-    groups and columns reach R under neutral names that are not mapped back here).
+    Other structures reach R as neutral names (``g0``, ``z0_0``): they are mapped back
+    to the terms' names, columns and level labels as lme4 would write them.
     """
-    if getattr(design, "random", None) is not None:
-        return None
     codes = np.array(list(res["re_grp"]), dtype=np.int64)
+    if design.random is not None:
+        terms = design.random.terms
+        names = [t.name for t in terms]
+        grpvar, term_col, grp = [], [], []
+        for g, z, c in zip(res["re_grpvar"], res["re_term"], codes, strict=True):
+            k = int(g[1:])
+            t = terms[k]
+            grpvar.append(lme4_grpvar(t.name, names))
+            term_col.append(t.columns[int(z.split("_")[1])])
+            grp.append(lme4_level_labels(t)[c])
+        return pd.DataFrame(
+            {
+                "grpvar": grpvar,
+                "term": term_col,
+                "grp": grp,
+                "condval": _floats(res["re_condval"]),
+                "condsd": _floats(res["re_condsd"]),
+            }
+        )
     labels = design.group_labels
     return pd.DataFrame(
         {

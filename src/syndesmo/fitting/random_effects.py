@@ -606,3 +606,50 @@ def build_structure(bars: list[BarTerm], frame: pd.DataFrame) -> ReStructure:
 def structure_from_formula(formula: str, frame: pd.DataFrame) -> ReStructure:
     """Parse the bars of ``formula`` and build their structure on ``frame``."""
     return build_structure(parse_bars(formula), frame)
+
+
+# --------------------------------------------------------------------------------------
+# lme4's names of grouping factors and levels (ranef tables)
+# --------------------------------------------------------------------------------------
+
+
+def lme4_grpvar(name: str, names: list[str]) -> str:
+    """lme4's grouping-factor name of a term: ``patient.1`` (from ``||``) → ``patient``.
+
+    Parameters
+    ----------
+    name : str
+        The term's name in the structure.
+    names : list of str
+        Every term's name.
+
+    Returns
+    -------
+    str
+    """
+    base = re.sub(r"\.\d+$", "", name)
+    return base if base != name and base in names else name
+
+
+def lme4_level_labels(term: ReTerm) -> np.ndarray:
+    """Level labels as lme4 writes them: a level of ``vu:patient`` as ``3:P01``.
+
+    Parameters
+    ----------
+    term : ReTerm
+        A term of a structure.
+
+    Returns
+    -------
+    numpy.ndarray
+        One label (str) per level, in the term's level order.
+    """
+    levels = np.asarray(term.levels, dtype=object)
+    parts = term.name.split(":")
+    if len(term.factors) < 2 or sorted(parts) != sorted(term.factors):
+        return levels.astype(str)
+    order = [term.factors.index(p) for p in parts]
+    split = [str(lv).split(":") for lv in levels]
+    if any(len(s) != len(term.factors) for s in split):
+        return levels.astype(str)
+    return np.array([":".join(s[i] for i in order) for s in split], dtype=object)

@@ -21,7 +21,6 @@ to follow here.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +45,7 @@ from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
 from syndesmo.fitting.profile import Maximum
+from syndesmo.fitting.random_effects import lme4_grpvar, lme4_level_labels
 from syndesmo.fitting.registry import name_for
 from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, VarComp
 
@@ -443,35 +443,16 @@ def _top_term(structure) -> int:
     return factor.terms[0]
 
 
-def _grpvar(name: str, names: list[str]) -> str:
-    """lme4's grouping-factor name of a term: ``patient.1`` (from ``||``) → ``patient``."""
-    base = re.sub(r"\.\d+$", "", name)
-    return base if base != name and base in names else name
-
-
-def _level_labels(term, data: pd.DataFrame | None) -> np.ndarray:
-    """Level labels as lme4 writes them: an interaction ``vu:patient`` as ``3:P01``."""
-    levels = np.asarray(term.levels, dtype=object)
-    parts = term.name.split(":")
-    if len(term.factors) < 2 or sorted(parts) != sorted(term.factors) or data is None:
-        return levels.astype(str)
-    order = [term.factors.index(p) for p in parts]
-    split = [str(lv).split(":") for lv in levels]
-    if any(len(s) != len(term.factors) for s in split):
-        return levels.astype(str)
-    return np.array([":".join(s[i] for i in order) for s in split], dtype=object)
-
-
 def _ranef_frame(structure, modes: dict, data: pd.DataFrame | None) -> pd.DataFrame:
     names = [t.name for t in structure.terms]
     frames = []
     by_factor: dict[str, list] = {}
     for t in structure.terms:
-        by_factor.setdefault(_grpvar(t.name, names), []).append(t)
+        by_factor.setdefault(lme4_grpvar(t.name, names), []).append(t)
     for grpvar, terms in by_factor.items():
         for t in terms:
             _, vals, sds = modes[t.name]
-            labels = _level_labels(t, data)
+            labels = lme4_level_labels(t)
             for j, column in enumerate(t.columns):
                 frames.append(
                     pd.DataFrame(
