@@ -23,6 +23,7 @@ _PUBLIC = {
     "VUPanel": "syndesmo.panel.tables",
     "load_panel": "syndesmo.panel.tables",
     "analysis_frame": "syndesmo.derive.frame",
+    "within_between": "syndesmo.derive.within",
     "CohortSpec": "syndesmo.simulate.cohort",
     "simulate_cohort": "syndesmo.simulate.cohort",
     "fit": "syndesmo.fitting.api",
@@ -69,6 +70,7 @@ __all__ = [
     "power_curve",
     "reliability",
     "simulate_cohort",
+    "within_between",
 ]
 
 
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from syndesmo.analysis.reliability import icc, reliability
     from syndesmo.derive.aframe import AnalysisFrame
     from syndesmo.derive.frame import analysis_frame
+    from syndesmo.derive.within import within_between
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
     from syndesmo.fitting.api import fit, fit_many
     from syndesmo.fitting.registry import available_engines

@@ -1,0 +1,182 @@
+"""Step (e) of the ladder: the within-patient VU effect, and what it says.
+
+The VU-level question of van der Heijde et al. (Ann Rheum Dis 2012;71:369-73) is a
+within-patient one: does a VU with MRI inflammation form new bone more often than the
+*same patient's* other VUs? A random-intercept GLMM answers it only if a patient's
+propensity for new bone is unrelated to how much of their spine is inflamed. Two
+estimators answer it without that assumption (DOMAIN.md, "Within-patient versus
+between-patient"):
+
+* the **hybrid** (within–between) GLMM, ``y ~ mri_within + mri_between + … +
+  (1|patient)`` (Neuhaus & Kalbfleisch, Biometrics 1998;54:638-45): the coefficient of
+  ``mri_within`` is the within-patient log-OR, that of ``mri_between`` the
+  between-patient one; and
+* **conditional logistic regression** with patients as strata (``engine="clogit"``).
+
+A Wald test of within = between (from the hybrid fit's covariance) says whether the
+plain GLMM, which pools both comparisons, may be read as the VU-level effect.
+``within_sentence`` puts that in one sentence for the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from syndesmo.derive.within import BETWEEN_SUFFIX, WITHIN_SUFFIX
+from syndesmo.errors import ModelError
+from syndesmo.fitting import registry
+from syndesmo.fitting.results import FitResult
+from syndesmo.numbers import fmt_p, fmt_ratio
+
+#: The ladder's step of the within-patient estimators, and its label.
+WITHIN_STEP, WITHIN_LABEL = "e", "within-patient"
+#: The exposure column of the ladder and its two parts (``syndesmo.derive.within``).
+EXPOSURE = "mri"
+WITHIN_TERM, BETWEEN_TERM = f"{EXPOSURE}{WITHIN_SUFFIX}", f"{EXPOSURE}{BETWEEN_SUFFIX}"
+#: Below this p-value the report calls the within and between ORs different.
+DIFFER_P = 0.05
+
+
+def within_engines() -> tuple[str, ...]:
+    """Engines that fit within-patient comparisons only (the registry's ``within`` scale)."""
+    return registry.engine_names(scale=registry.WITHIN, family=registry.BINOMIAL)
+
+
+def within_formula(
+    outcome: str,
+    engine: str,
+    terms: Sequence[str] = (),
+    *,
+    group: str = "patient",
+) -> str:
+    """The formula of step (e) for ``engine``.
+
+    A within engine (``clogit``) gets ``outcome ~ mri + terms + (1|group)`` (patient-level
+    terms are not identifiable there and are left out by the engine with a warning);
+    any other engine the hybrid ``outcome ~ mri_within + mri_between + terms + (1|group)``.
+    """
+    exposure = [EXPOSURE] if engine in within_engines() else [WITHIN_TERM, BETWEEN_TERM]
+    return f"{outcome} ~ {' + '.join([*exposure, *terms])} + (1|{group})"
+
+
+def within_term(engine: str) -> str:
+    """The term of a step-(e) fit that carries the within-patient log-OR."""
+    return EXPOSURE if engine in within_engines() else WITHIN_TERM
+
+
+def within_equals_between(
+    fit: FitResult, within: str = WITHIN_TERM, between: str = BETWEEN_TERM
+) -> dict[str, float]:
+    """Wald test of within = between in a hybrid fit.
+
+    Parameters
+    ----------
+    fit : FitResult
+        A fit with both terms (e.g. ``y ~ mri_within + mri_between + (1|patient)``).
+    within, between : str
+        The two terms.
+
+    Returns
+    -------
+    dict
+        ``log_or_between`` and its ``se_between``, ``difference`` (within − between),
+        its ``se`` from the fit's covariance (var_w + var_b − 2 cov), ``z`` and the
+        two-sided ``p``; all NaN when the fit did not converge.
+    """
+    for term in (within, between):
+        if term not in fit.params.index:
+            raise ModelError(f"the fit has no term {term!r}; terms are {list(fit.params.index)}")
+    nan = {k: math.nan for k in ("log_or_between", "se_between", "difference", "se", "z", "p")}
+    if not fit.converged:
+        return nan
+    cov = fit.cov_params()
+    diff = float(fit.params[within] - fit.params[between])
+    var = float(cov.loc[within, within] + cov.loc[between, between] - 2 * cov.loc[within, between])
+    se = math.sqrt(var) if var > 0 else math.nan
+    z = diff / se if np.isfinite(se) else math.nan
+    return {
+        "log_or_between": float(fit.params[between]),
+        "se_between": float(fit.bse[between]),
+        "difference": diff,
+        "se": se,
+        "z": z,
+        "p": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else math.nan,
+    }
+
+
+def _p_words(p: float) -> str:
+    s = fmt_p(p)
+    return f"< {s[1:]}" if s.startswith("<") else f"= {s}"
+
+
+def within_sentence(rows: pd.DataFrame, glmm: str | None = None) -> str:
+    """One sentence: which estimate answers the VU-level question, and why they differ.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Ladder rows (``syndesmo.analysis.ladder``) of one outcome and exposure, with
+        step (e): the hybrid GLMM row (columns ``log_or_between``,
+        ``p_within_between``) and the conditional-logit row.
+    glmm : str, optional
+        The GLMM engine whose plain estimate (the last of steps b–d) is compared;
+        default the engine of the hybrid row.
+
+    Returns
+    -------
+    str
+        The sentence, or ``""`` when the rows have no step (e) estimate.
+    """
+    e = rows[rows["step"].eq(WITHIN_STEP)]
+    hybrid = e[~e["engine"].isin(within_engines())]
+    cl = e[e["engine"].isin(within_engines())]
+    h = hybrid.iloc[0] if len(hybrid) else None
+    c = cl.iloc[0] if len(cl) else None
+    has_h = h is not None and np.isfinite(float(h["OR"]))
+    has_c = c is not None and np.isfinite(float(c["OR"]))
+    if not (has_h or has_c):
+        return ""
+    label = str(rows["exposure_label"].iloc[0])
+    ests = []
+    if has_c:
+        ests.append(f"conditional logistic regression {fmt_ratio(c['OR'], c['lower'], c['upper'])}")
+    if has_h:
+        ests.append(f"hybrid GLMM {fmt_ratio(h['OR'], h['lower'], h['upper'])}")
+    head = (
+        f"For VUs {label}, the within-patient ORs ({'; '.join(ests)}) answer the VU-level "
+        "question, whether an inflamed VU forms new bone more often than the same patient's "
+        "other VUs"
+    )
+    if not has_h or not np.isfinite(float(h["p_within_between"])):
+        return head + "."
+    engine = glmm or str(h["engine"])
+    plain = rows[rows["engine"].eq(engine) & rows["step"].isin(["b", "c", "d"])]
+    plain = plain[pd.to_numeric(plain["OR"], errors="coerce").notna()]
+    plain_words = ""
+    if len(plain):
+        last = plain.sort_values("step").iloc[-1]
+        plain_words = (
+            f" ({fmt_ratio(last['OR'], last['lower'], last['upper'])}, step {last['step']})"
+        )
+    between = math.exp(float(h["log_or_between"]))
+    p = float(h["p_within_between"])
+    if p < DIFFER_P:
+        return (
+            f"{head}; the between-patient OR per unit of the patient's mean exposure was "
+            f"{between:.2f} (within = between: p {_p_words(p)}), so patients with more "
+            "inflammation differ in their risk of new bone beyond the VU's own inflammation "
+            "(e.g. through disease activity), and the plain GLMM"
+            f"{plain_words}, which pools the two comparisons, does not answer the VU-level "
+            "question."
+        )
+    return (
+        f"{head}; the between-patient OR per unit of the patient's mean exposure, "
+        f"{between:.2f}, did not differ detectably from the within-patient one (p "
+        f"{_p_words(p)}), so the plain GLMM{plain_words}, which pools within- and "
+        "between-patient comparisons, answers it too."
+    )
