@@ -128,16 +128,26 @@ def test_within_sentence_names_the_estimate_and_why(confounded):
     text = within_sentence(res.table)
     e = res.table[res.table["step"].eq("e")].set_index("engine")
     assert e.loc["native", "p_within_between"] < 0.05  # confounded: they differ
-    assert text.count(".") >= 1 and text.endswith(".")
-    assert "within-patient ORs" in text and "does not answer the VU-level question" in text
-    assert f"{e.loc['clogit', 'OR']:.2f}" in text and f"{e.loc['native', 'OR']:.2f}" in text
-    d = res.table[res.table["step"].eq("d") & res.table["engine"].eq("native")].iloc[0]
-    assert f"{d['OR']:.2f}" in text
+    assert text.startswith("Within patients (step e)") and text.endswith(".")
+    assert text.count(". ") == 0  # one sentence
+    assert "conditional logistic regression (OR " in text and "hybrid GLMM" in text
+    for engine in ("clogit", "native"):
+        r = e.loc[engine]
+        assert f"{r['OR']:.2f} ({r['lower']:.2f}–{r['upper']:.2f})" in text
+    # between > within here (rho > 0), so the plain GLMM overstates the VU effect
+    assert e.loc["native", "log_or_between"] > e.loc["native", "log_or"]
+    assert "inflamed at baseline the between-patient association differed" in text
+    assert "plain GLMM, which pools both comparisons, overstates" in text
     # without a detectable difference the sentence says the plain GLMM answers it too
     same = res.table.copy()
     same.loc[same["step"].eq("e"), "p_within_between"] = 0.4
-    assert "answers it too" in within_sentence(same)
+    assert "answers it too" in within_sentence(same) and "p = 0.400" in within_sentence(same)
     assert within_sentence(res.table[res.table["step"].ne("e")]) == ""
+    # several exposures: the range of the within ORs
+    two = pd.concat([res.table, res.table.assign(exposure="any", exposure_label="x")])
+    two.loc[two["exposure"].eq("any") & two["step"].eq("e"), "OR"] *= 1.5
+    lo, hi = sorted([e.loc["clogit", "OR"], 1.5 * e.loc["clogit", "OR"]])
+    assert f"conditional logistic regression (OR {lo:.2f} to {hi:.2f})" in within_sentence(two)
 
 
 def test_ladder_without_step_e():

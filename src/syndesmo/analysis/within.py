@@ -109,9 +109,14 @@ def within_equals_between(
     }
 
 
-def _p_words(p: float) -> str:
-    s = fmt_p(p)
-    return f"< {s[1:]}" if s.startswith("<") else f"= {s}"
+def _ors(rows: pd.DataFrame) -> str:
+    """One OR with its CI, or the range of several (finite ones only)."""
+    ok = rows[np.isfinite(pd.to_numeric(rows["OR"], errors="coerce"))]
+    if len(ok) == 1:
+        r = ok.iloc[0]
+        return fmt_ratio(r["OR"], r["lower"], r["upper"])
+    ors = ok["OR"].astype(float)
+    return f"{ors.min():.2f} to {ors.max():.2f}"
 
 
 def within_sentence(rows: pd.DataFrame, glmm: str | None = None) -> str:
@@ -120,63 +125,67 @@ def within_sentence(rows: pd.DataFrame, glmm: str | None = None) -> str:
     Parameters
     ----------
     rows : pandas.DataFrame
-        Ladder rows (``syndesmo.analysis.ladder``) of one outcome and exposure, with
-        step (e): the hybrid GLMM row (columns ``log_or_between``,
-        ``p_within_between``) and the conditional-logit row.
+        Ladder rows (``syndesmo.analysis.ladder``) of one outcome, one or more
+        exposures, with step (e): the hybrid GLMM rows (columns ``log_or_between``,
+        ``p_within_between``) and the conditional-logit rows.
     glmm : str, optional
-        The GLMM engine whose plain estimate (the last of steps b–d) is compared;
-        default the engine of the hybrid row.
+        The GLMM engine of the hybrid rows (default: any engine that is not a
+        within engine).
 
     Returns
     -------
     str
-        The sentence, or ``""`` when the rows have no step (e) estimate.
+        The sentence, or ``""`` when the rows have no step (e) estimate. It names the
+        within-patient ORs (one with its CI, or their range over the exposures), and
+        the exposures whose within and between ORs differ (Wald p < 0.05): there the
+        plain GLMM, which pools both comparisons, over- or understates the VU-level
+        effect; where none differ, the plain GLMM answers the question too.
     """
     e = rows[rows["step"].eq(WITHIN_STEP)]
-    hybrid = e[~e["engine"].isin(within_engines())]
     cl = e[e["engine"].isin(within_engines())]
-    h = hybrid.iloc[0] if len(hybrid) else None
-    c = cl.iloc[0] if len(cl) else None
-    has_h = h is not None and np.isfinite(float(h["OR"]))
-    has_c = c is not None and np.isfinite(float(c["OR"]))
-    if not (has_h or has_c):
-        return ""
-    label = str(rows["exposure_label"].iloc[0])
+    hybrid = e[~e["engine"].isin(within_engines())]
+    if glmm is not None:
+        hybrid = hybrid[hybrid["engine"].eq(glmm)]
+    def has_or(r: pd.DataFrame) -> bool:
+        return bool(np.isfinite(pd.to_numeric(r["OR"], errors="coerce")).any())
+
     ests = []
-    if has_c:
-        ests.append(f"conditional logistic regression {fmt_ratio(c['OR'], c['lower'], c['upper'])}")
-    if has_h:
-        ests.append(f"hybrid GLMM {fmt_ratio(h['OR'], h['lower'], h['upper'])}")
+    if has_or(cl):
+        ests.append(f"conditional logistic regression (OR {_ors(cl)})")
+    if has_or(hybrid):
+        ests.append(f"the hybrid GLMM's within-patient term (OR {_ors(hybrid)})")
+    if not ests:
+        return ""
     head = (
-        f"For VUs {label}, the within-patient ORs ({'; '.join(ests)}) answer the VU-level "
-        "question, whether an inflamed VU forms new bone more often than the same patient's "
-        "other VUs"
+        f"Within patients (step e), {' and '.join(ests)} answer the VU-level question, "
+        "whether an inflamed VU forms new bone more often than the same patient's other VUs"
     )
-    if not has_h or not np.isfinite(float(h["p_within_between"])):
+    p = pd.to_numeric(hybrid["p_within_between"], errors="coerce")
+    tested = hybrid[p.notna()]
+    if tested.empty:
         return head + "."
-    engine = glmm or str(h["engine"])
-    plain = rows[rows["engine"].eq(engine) & rows["step"].isin(["b", "c", "d"])]
-    plain = plain[pd.to_numeric(plain["OR"], errors="coerce").notna()]
-    plain_words = ""
-    if len(plain):
-        last = plain.sort_values("step").iloc[-1]
-        plain_words = (
-            f" ({fmt_ratio(last['OR'], last['lower'], last['upper'])}, step {last['step']})"
-        )
-    between = math.exp(float(h["log_or_between"]))
-    p = float(h["p_within_between"])
-    if p < DIFFER_P:
+    differ = tested[tested["p_within_between"].astype(float) < DIFFER_P]
+    if differ.empty:
+        smallest = float(tested["p_within_between"].min())
         return (
-            f"{head}; the between-patient OR per unit of the patient's mean exposure was "
-            f"{between:.2f} (within = between: p {_p_words(p)}), so patients with more "
-            "inflammation differ in their risk of new bone beyond the VU's own inflammation "
-            "(e.g. through disease activity), and the plain GLMM"
-            f"{plain_words}, which pools the two comparisons, does not answer the VU-level "
-            "question."
+            f"{head}; the between-patient association did not differ detectably from the "
+            f"within-patient one (Wald test of within = between, smallest p "
+            f"{_p_words(smallest)}), so the plain GLMM of steps b-d, which pools both "
+            "comparisons, answers it too."
         )
+    labels = ", ".join(str(x) for x in differ["exposure_label"])
+    higher = (differ["log_or_between"].astype(float) > differ["log_or"].astype(float)).all()
+    lower = (differ["log_or_between"].astype(float) < differ["log_or"].astype(float)).all()
+    how = "overstates" if higher else "understates" if lower else "misstates"
     return (
-        f"{head}; the between-patient OR per unit of the patient's mean exposure, "
-        f"{between:.2f}, did not differ detectably from the within-patient one (p "
-        f"{_p_words(p)}), so the plain GLMM{plain_words}, which pools within- and "
-        "between-patient comparisons, answers it too."
+        f"{head}; for VUs {labels} the between-patient association differed from the "
+        f"within-patient one (Wald test of within = between, p < {DIFFER_P:g}): patients "
+        "with more inflamed VUs differ in their risk of new bone beyond the VU's own "
+        f"inflammation (for instance through disease activity), so there the plain GLMM, which "
+        f"pools both comparisons, {how} the VU-level effect."
     )
+
+
+def _p_words(p: float) -> str:
+    s = fmt_p(p)
+    return f"< {s[1:]}" if s.startswith("<") else f"= {s}"
