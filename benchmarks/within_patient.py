@@ -75,10 +75,7 @@ def main() -> None:
     text = md.read_text(encoding="utf-8")
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
-    note = (
-        f"{args.reps} replicates per correlation, seed {args.seed}, true log-OR "
-        "log 2 = 0.6931."
-    )
+    note = f"{args.reps} replicates per correlation, seed {args.seed}, true log-OR log 2 = 0.6931."
     md.write_text(
         f"{head}{BEGIN}\n{note}\n\n{markdown_table(out, digits=4)}\n{END}{tail}", encoding="utf-8"
     )

@@ -26,8 +26,8 @@ from syndesmo.analysis.marginal import (
 from syndesmo.analysis.patient import patient_frame, patient_level
 from syndesmo.analysis.specs import validate
 from syndesmo.analysis.within import within_term
-from syndesmo.derive.within import within_between
 from syndesmo.derive.vu_tables import spine_profile
+from syndesmo.derive.within import within_between
 from syndesmo.errors import ModelError
 from syndesmo.fitting.api import fit
 from syndesmo.panel.spine import MSASSS_VUS, VU_LABELS

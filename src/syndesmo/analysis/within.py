@@ -146,6 +146,7 @@ def within_sentence(rows: pd.DataFrame, glmm: str | None = None) -> str:
     hybrid = e[~e["engine"].isin(within_engines())]
     if glmm is not None:
         hybrid = hybrid[hybrid["engine"].eq(glmm)]
+
     def has_or(r: pd.DataFrame) -> bool:
         return bool(np.isfinite(pd.to_numeric(r["OR"], errors="coerce")).any())
 

@@ -23,6 +23,7 @@ from scipy import stats
 from syndesmo.checks import as_seed_sequence, check_choice
 from syndesmo.derive.frame import derive_arrays
 from syndesmo.errors import ModelError
+from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit, fit_many
 from syndesmo.simulate.cohort import simulate_arrays, true_parameters
 from syndesmo.simulate.covariates import covariate_values
@@ -132,8 +133,10 @@ def coverage_summary(sims: pd.DataFrame, level: float = 0.95) -> dict[str, float
     }
 
 
+#: The conditional-logit engine (the registry's within-cluster engine).
+WITHIN_ENGINE = registry.engine_names(scale=registry.WITHIN, family=registry.BINOMIAL)[0]
 #: The models ``within_check`` fits, in its output's ``model`` column.
-WITHIN_MODELS = ("glmm", "hybrid", "clogit")
+WITHIN_MODELS = ("glmm", "hybrid", WITHIN_ENGINE)
 
 
 def _group_means(x: np.ndarray, ok: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -192,7 +195,7 @@ def within_check(
         masks.append(ok)
         frame = pd.DataFrame({"y": y[ok], "mri": x[ok], "patient": groups[ok]})
         try:
-            cl = fit("y ~ mri + (1|patient)", frame, engine="clogit")
+            cl = fit("y ~ mri + (1|patient)", frame, engine=WITHIN_ENGINE)
         except (ModelError, ArithmeticError, np.linalg.LinAlgError, ValueError):
             cl = None
         ok_fit = cl is not None and cl.converged
@@ -251,7 +254,7 @@ def within_check(
     cl = pd.DataFrame(clogit_rows)
     out.append(
         table(
-            "clogit",
+            WITHIN_ENGINE,
             cl["log_or"],
             cl["se"],
             sigma=math.nan,
