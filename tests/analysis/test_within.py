@@ -148,6 +148,12 @@ def test_within_sentence_names_the_estimate_and_why(confounded):
     two.loc[two["exposure"].eq("any") & two["step"].eq("e"), "OR"] *= 1.5
     lo, hi = sorted([e.loc["clogit", "OR"], 1.5 * e.loc["clogit", "OR"]])
     assert f"conditional logistic regression (OR {lo:.2f} to {hi:.2f})" in within_sentence(two)
+    # an estimate running off to infinity (separation) is left out of the range, and said
+    two.loc[two["exposure"].eq("any") & two["engine"].eq("clogit"), ["OR", "se"]] = [1e12, 50.0]
+    assert (
+        f"conditional logistic regression (OR {e.loc['clogit', 'OR']:.2f} to "
+        f"{e.loc['clogit', 'OR']:.2f}, 1 with possible separation not counted)"
+    ) in within_sentence(two)
 
 
 def test_ladder_without_step_e():

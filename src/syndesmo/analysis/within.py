@@ -109,14 +109,24 @@ def within_equals_between(
     }
 
 
+#: A standard error above this marks an estimate running off to infinity (separation),
+#: as the ladder's ``fit_row`` notes it; such estimates are left out of a range.
+SEPARATION_SE = 10.0
+
+
 def _ors(rows: pd.DataFrame) -> str:
-    """One OR with its CI, or the range of several (finite ones only)."""
-    ok = rows[np.isfinite(pd.to_numeric(rows["OR"], errors="coerce"))]
-    if len(ok) == 1:
-        r = ok.iloc[0]
+    """One OR with its CI, or the range of several (finite ones, separation left out)."""
+    est = pd.to_numeric(rows["OR"], errors="coerce")
+    se = pd.to_numeric(rows["se"], errors="coerce")
+    finite = rows[np.isfinite(est)]
+    if len(finite) == 1:
+        r = finite.iloc[0]
         return fmt_ratio(r["OR"], r["lower"], r["upper"])
+    ok = rows[np.isfinite(est) & np.isfinite(se) & (se <= SEPARATION_SE)]
     ors = ok["OR"].astype(float)
-    return f"{ors.min():.2f} to {ors.max():.2f}"
+    left = len(finite) - len(ok)
+    text = f"{ors.min():.2f} to {ors.max():.2f}" if len(ok) else "not estimable"
+    return text + (f", {left} with possible separation not counted" if left else "")
 
 
 def within_sentence(rows: pd.DataFrame, glmm: str | None = None) -> str:
