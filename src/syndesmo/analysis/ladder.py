@@ -559,7 +559,10 @@ def ladder_result(
 def _within_row(fitted: FitResult | str, engine: str) -> dict:
     """The row of a step-(e) fit: the within-patient estimate, and for the hybrid GLMM
     the between-patient log-OR and the Wald test of within = between."""
-    row = fit_row(fitted, term=within_term(engine))
+    # conditional logit separates where a patient's VUs split perfectly by exposure: its
+    # upper limit is then e^(huge) = inf, noted by fit_row as possible separation
+    with np.errstate(over="ignore"):
+        row = fit_row(fitted, term=within_term(engine))
     if isinstance(fitted, str) or engine in within_engines():
         return row
     test = within_equals_between(fitted)
