@@ -24,6 +24,7 @@ _PUBLIC = {
     "load_panel": "syndesmo.panel.tables",
     "from_long": "syndesmo.panel.longformat",
     "analysis_frame": "syndesmo.derive.frame",
+    "within_between": "syndesmo.derive.within",
     "CohortSpec": "syndesmo.simulate.cohort",
     "simulate_cohort": "syndesmo.simulate.cohort",
     "fit": "syndesmo.fitting.api",
@@ -73,6 +74,7 @@ __all__ = [
     "power_curve",
     "reliability",
     "simulate_cohort",
+    "within_between",
 ]
 
 
@@ -96,6 +98,7 @@ if TYPE_CHECKING:
     from syndesmo.analysis.reliability import icc, reliability
     from syndesmo.derive.aframe import AnalysisFrame
     from syndesmo.derive.frame import analysis_frame
+    from syndesmo.derive.within import within_between
     from syndesmo.errors import DeriveError, ModelError, PanelError, SpecError, SyndesmoError
     from syndesmo.fitting.anova import anova
     from syndesmo.fitting.api import fit, fit_many

@@ -25,7 +25,9 @@ from syndesmo.analysis.marginal import (
 )
 from syndesmo.analysis.patient import patient_frame, patient_level
 from syndesmo.analysis.specs import validate
+from syndesmo.analysis.within import within_term
 from syndesmo.derive.vu_tables import spine_profile
+from syndesmo.derive.within import within_between
 from syndesmo.errors import ModelError
 from syndesmo.fitting.api import fit
 from syndesmo.panel.spine import MSASSS_VUS, VU_LABELS
@@ -67,6 +69,7 @@ def test_ladder_rows_steps_and_engines(panel):
     table = res.table
     assert list(table.columns) == an.LADDER_COLUMNS
     per_exposure = [("a", "logit")] + [(s, e) for s in "bcd" for e in ("native", "gee")]
+    per_exposure += [("e", "native"), ("e", "clogit")]  # within-patient (test_within.py)
     assert list(zip(table["step"], table["engine"], strict=True)) == per_exposure * 2
     assert table["step_label"].tolist()[:4] == [
         "crude",
@@ -99,8 +102,10 @@ def test_ladder_rows_are_the_fits_of_their_formulas(panel):
     regression (checked against statsmodels' Logit on a frame built here)."""
     table = an.ladder(panel, "new_syndesmophyte", ["w0"], ["region"])
     frame = an.build_frame(panel, "new_syndesmophyte", "w0", covariates=["arm", "region"])
+    frame = within_between(frame, ["mri"])  # step (e): the hybrid GLMM's columns
     for row in table.itertuples():
-        ref = fit(row.formula, frame, engine=row.engine).odds_ratios().loc["mri"]
+        term = within_term(row.engine) if row.step == "e" else "mri"
+        ref = fit(row.formula, frame, engine=row.engine).odds_ratios().loc[term]
         assert row.OR == pytest.approx(ref["OR"], rel=1e-10)
         assert row.lower == pytest.approx(ref["lower"], rel=1e-10)
         assert row.p == pytest.approx(ref["p"], rel=1e-8)
@@ -133,7 +138,12 @@ def test_failed_fit_is_a_noted_row_and_constant_covariate_is_left_out(panel):
     assert math.isnan(d["OR"]) and not d["converged"]
     assert "fit failed" in d["note"] and "rank deficient" in d["note"]
     assert "constant" in d["note"] and "site" in d["note"]
-    assert table[table["step"].ne("d")]["OR"].notna().all()
+    # step (e) has the terms of (d): the hybrid GLMM fails too; clogit leaves the
+    # patient-level arm01 out (constant within patients) and gives its estimate
+    e = table[table["step"].eq("e")].set_index("engine")
+    assert math.isnan(e.loc["native", "OR"]) and "rank deficient" in e.loc["native", "note"]
+    assert np.isfinite(e.loc["clogit", "OR"]) and "arm01" in e.loc["clogit", "note"]
+    assert table[~table["step"].isin(["d", "e"])]["OR"].notna().all()
 
 
 def test_attenuation_table_uses_zeger_factor(panel):
@@ -432,6 +442,7 @@ def test_ladder_with_lme4_beside_native(r_lme4, panel):
     )
     lme4 = table[table["engine"].eq("lme4")].set_index("step")
     native = table[table["engine"].eq("native")].set_index("step")
-    assert list(lme4.index) == ["b", "c", "d"]
+    assert list(lme4.index) == ["b", "c", "d", "e"]  # e: the hybrid GLMM by lme4
+    lme4 = lme4.drop(index="e")
     for col in ("OR", "lower", "upper", "sigma"):
         assert np.allclose(lme4[col], native[col], rtol=1e-4), col

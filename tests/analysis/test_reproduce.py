@@ -106,8 +106,10 @@ def test_reproduce_shipped_cohort(tmp_path, capsys):
 
     ladder = pd.read_csv(out / "ladder.csv")
     assert set(ladder["outcome"]) == {"new_syndesmophyte", "growth"}
-    assert set(ladder["engine"]) == {"logit", "native", "gee"}
-    assert set(ladder["step"]) == {"a", "b", "c", "d"}
+    assert set(ladder["engine"]) == {"logit", "native", "gee", "clogit"}
+    assert set(ladder["step"]) == {"a", "b", "c", "d", "e"}
+    e = ladder[ladder["step"].eq("e")]
+    assert set(e["engine"]) == {"native", "clogit"} and e["p_within_between"].notna().any()
     new_b = ladder[ladder["outcome"].eq("new_syndesmophyte") & ladder["step"].eq("b")]
     assert new_b["OR"].notna().all()
 
@@ -123,6 +125,7 @@ def test_reproduce_shipped_cohort(tmp_path, capsys):
     assert "Zeger, Liang & Albert, Biometrics 1988;44:1049–60" in text
     assert "1/√(1 + 0.346 σ²)" in text
     assert "![Forest plot](forest_plot.png)" in text
+    assert text.count("Within patients (step e), conditional logistic regression") == 2
     assert "nan" not in text.lower().replace("nanmax", "")
     # the numbers in the text are those of the tables
     first = new_b[new_b["engine"].eq("native")].iloc[0]

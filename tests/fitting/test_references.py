@@ -139,6 +139,7 @@ def _glmm(model: str, nagq: int):
 #: Reference folders checked by other test modules (each holds the R script that made it).
 OTHER_SUITES = {
     "clogit": "test_registry.py",
+    "within": "test_within.py",
     "reliability": "test_reliability.py",
     "multilevel": "multilevel_cases.py",
     "reflexes": "test_reflexes.py",

@@ -26,8 +26,17 @@ import pandas as pd
 
 from syndesmo.analysis.marginal import implied_marginal_log_or
 from syndesmo.analysis.patient import patient_exposure_label, patient_level
+from syndesmo.analysis.within import (
+    WITHIN_LABEL,
+    WITHIN_STEP,
+    within_engines,
+    within_equals_between,
+    within_formula,
+    within_term,
+)
 from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.derive.frame import analysis_frame
+from syndesmo.derive.within import within_between
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
@@ -37,12 +46,14 @@ from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import exposure_label, outcome_label
 
 #: Steps of the ladder, as in van der Heijde et al. 2012: crude, multilevel,
-#: + treatment, + confounders.
+#: + treatment, + confounders; then (e) the within-patient estimators with the terms
+#: of the last of (c)/(d) (``syndesmo.analysis.within``).
 STEP_LABELS: dict[str, str] = {
     "a": "crude",
     "b": "+ patient clustering",
     "c": "+ treatment",
     "d": "+ confounders",
+    WITHIN_STEP: WITHIN_LABEL,
 }
 #: The engine of step (a): logistic regression ignoring the clustering.
 CRUDE_ENGINE = registry.CRUDE_ENGINE
@@ -85,6 +96,8 @@ LADDER_COLUMNS = [
     "sigma",
     "icc",
     "log_or_marginal",
+    "log_or_between",
+    "p_within_between",
     "converged",
     "singular",
     "note",
@@ -113,10 +126,15 @@ def step_formula(
     """The formula of one ladder step, e.g. ``new_syndesmophyte ~ mri + arm + (1|patient)``.
 
     ``extra`` terms (e.g. ``C(reader)``) enter every step. Step (a) has no random
-    intercept; (b) adds ``(1|group)``; (c) the treatment; (d) the confounders.
+    intercept; (b) adds ``(1|group)``; (c) the treatment; (d) the confounders; (e)
+    is the hybrid GLMM with the terms of (d) (``within_formula`` gives the formula of
+    a within engine).
     """
     if step not in STEP_LABELS:
         raise ModelError(f"unknown ladder step {step!r}; steps are {', '.join(STEP_LABELS)}")
+    if step == WITHIN_STEP:
+        terms = [*extra, treatment, *confounders]
+        return within_formula(outcome, "", terms, group=group)
     terms = ["mri", *extra]
     if step in ("c", "d"):
         terms.append(treatment)
@@ -129,10 +147,15 @@ def step_formula(
 
 
 def engines_for_step(step: str, engines: Sequence[str]) -> list[str]:
-    """Engines fitted at a step: ``logit`` only at (a), every other engine at (b)-(d)."""
+    """Engines fitted at a step: ``logit`` only at (a), every other engine at (b)-(d);
+    at (e) the first engine (the GLMM, as the hybrid model) and the within engines
+    (``clogit``)."""
     if step == "a":
         return [CRUDE_ENGINE]
-    return [e for e in engines if e != CRUDE_ENGINE]
+    glmms = [e for e in engines if e != CRUDE_ENGINE and e not in within_engines()]
+    if step == WITHIN_STEP:
+        return list(dict.fromkeys([*glmms[:1], *within_engines()]))
+    return glmms
 
 
 def build_frame(
@@ -186,7 +209,8 @@ def constant_columns(frame: pd.DataFrame | AnalysisFrame, columns: Sequence[str]
 
 
 def _step_terms(step: str, treatment: str, confounders: Sequence[str]) -> list[str]:
-    return {"a": [], "b": [], "c": [treatment], "d": [treatment, *confounders]}[step]
+    full = [treatment, *confounders]
+    return {"a": [], "b": [], "c": [treatment], "d": full, WITHIN_STEP: full}[step]
 
 
 def _fill_counts(row: dict, frame: pd.DataFrame | AnalysisFrame, outcome: str) -> None:
@@ -264,6 +288,8 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
             "sigma": math.nan,
             "icc": math.nan,
             "log_or_marginal": math.nan,
+            "log_or_between": math.nan,
+            "p_within_between": math.nan,
             "converged": False,
             "singular": False,
             "note": f"fit failed: {fit}",
@@ -295,6 +321,8 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
         "sigma": float(fit.sigma),
         "icc": float(fit.icc),
         "log_or_marginal": math.nan,
+        "log_or_between": math.nan,
+        "p_within_between": math.nan,
         "converged": bool(fit.converged),
         "singular": bool(fit.singular),
         "note": "; ".join(dict.fromkeys(notes)),
@@ -330,6 +358,7 @@ def ladder(
     strict: bool = False,
     progress: Progress | None = None,
     engines: Sequence[str] | None = None,
+    within: bool = True,
 ) -> pd.DataFrame:
     """The model ladder for each exposure, as one tidy table (see ``LADDER_COLUMNS``).
 
@@ -339,8 +368,13 @@ def ladder(
     Steps: (a) logistic regression ignoring clustering (engine ``logit``); (b) a
     patient random intercept (GLMM ``engine``) — and, beside it, every engine in
     ``engines_beside`` (GEE: exchangeable working correlation within patient); (c)
-    + ``treatment``; (d) + ``confounders`` (left out when there are none). All steps
-    of one exposure use the same VUs (complete cases on every model column).
+    + ``treatment``; (d) + ``confounders`` (left out when there are none); (e), with
+    ``within=True`` (the default), the within-patient estimators with the terms of the
+    last step: the hybrid GLMM ``outcome ~ mri_within + mri_between + … + (1|patient)``
+    by ``engine`` (its row reports the within-patient OR, with ``log_or_between`` and
+    the Wald test of within = between in ``p_within_between``) and conditional
+    logistic regression (``clogit``). All steps of one exposure use the same VUs
+    (complete cases on every model column).
 
     ``reference_arm`` is the arm the treatment term compares against (default the
     placebo-like arm, ``syndesmo.vocabulary.reference_first``).
@@ -372,18 +406,22 @@ def ladder(
         reference_arm=reference_arm,
         strict=strict,
         progress=progress,
+        within=within,
     )
     return res.table
 
 
-def ladder_steps(confounders: Sequence[str]) -> list[str]:
-    """Steps fitted: a-c always, d only when there are confounders."""
-    return ["a", "b", "c", "d"] if confounders else ["a", "b", "c"]
+def ladder_steps(confounders: Sequence[str], within: bool = True) -> list[str]:
+    """Steps fitted: a-c always, d only when there are confounders, e with ``within``."""
+    steps = ["a", "b", "c", "d"] if confounders else ["a", "b", "c"]
+    return [*steps, WITHIN_STEP] if within else steps
 
 
-def n_ladder_fits(n_exposures: int, engines: Sequence[str], confounders: Sequence[str]) -> int:
+def n_ladder_fits(
+    n_exposures: int, engines: Sequence[str], confounders: Sequence[str], within: bool = True
+) -> int:
     """How many models a ladder fits (for progress bars)."""
-    per = sum(len(engines_for_step(s, engines)) for s in ladder_steps(confounders))
+    per = sum(len(engines_for_step(s, engines)) for s in ladder_steps(confounders, within))
     return n_exposures * per
 
 
@@ -403,6 +441,7 @@ def ladder_result(
     strict: bool = False,
     progress: Progress | None = None,
     keep_fits: bool = False,
+    within: bool = True,
 ) -> LadderResult:
     """``ladder`` returning a ``LadderResult``: the table, the ledger of each exposure
     (VUs left out, with the reasons) and, with ``keep_fits=True``, every fit keyed by
@@ -440,7 +479,7 @@ def ladder_result(
     rows: list[dict] = []
     ledgers: dict[str, Ledger] = {}
     fits: dict[tuple[str, str, str, str], FitResult] = {}
-    steps = ladder_steps(confounders)
+    steps = ladder_steps(confounders, within)
     for exposure in exposures:
         frame = build_frame(
             panel,
@@ -452,6 +491,8 @@ def ladder_result(
             reference_arm=reference_arm,
         )
         ledgers[exposure] = frame.ledger
+        if within:
+            frame = within_between(frame, ["mri"], group="patient")
         # per-reader rows: reader as a categorical term (several readers, not a slope)
         extra = ["C(reader)"] if "reader" in frame.columns else []
         problem = check_frame(frame, outcome, exposure)
@@ -469,13 +510,21 @@ def ladder_result(
                 confounders=[c for c in confounders if c not in constant],
                 extra=extra,
             )
-            if treatment in constant and step in ("c", "d"):
+            if treatment in constant and step in ("c", "d", WITHIN_STEP):
                 formula = formula.replace(f" + {treatment}", "", 1)
             for eng in engines_for_step(step, engines):
                 progress(f"{outcome} {exposure} ({step}) {eng}")
+                if step == WITHIN_STEP:
+                    terms = [*extra, treatment, *confounders]
+                    formula = within_formula(outcome, eng, [t for t in terms if t not in constant])
                 if problem:
                     row = fit_row(problem)
                     row["note"] = problem
+                elif step == WITHIN_STEP:
+                    fitted = safe_fit(formula, frame, eng, nagq)
+                    row = _within_row(fitted, eng)
+                    if keep_fits and not isinstance(fitted, str):
+                        fits[(outcome, exposure, step, eng)] = fitted
                 else:
                     fitted = safe_fit(formula, frame, eng, nagq)
                     row = fit_row(fitted)
@@ -505,6 +554,21 @@ def ladder_result(
     for col in ("n_patients", "n_vus", "events"):
         table[col] = table[col].astype("Int64")
     return LadderResult(table=table, ledgers=ledgers, fits=fits)
+
+
+def _within_row(fitted: FitResult | str, engine: str) -> dict:
+    """The row of a step-(e) fit: the within-patient estimate, and for the hybrid GLMM
+    the between-patient log-OR and the Wald test of within = between."""
+    # conditional logit separates where a patient's VUs split perfectly by exposure: its
+    # upper limit is then e^(huge) = inf, noted by fit_row as possible separation
+    with np.errstate(over="ignore"):
+        row = fit_row(fitted, term=within_term(engine))
+    if isinstance(fitted, str) or engine in within_engines():
+        return row
+    test = within_equals_between(fitted)
+    row["log_or_between"] = test["log_or_between"]
+    row["p_within_between"] = test["p"]
+    return row
 
 
 # ---------------------------------------------------------------------------

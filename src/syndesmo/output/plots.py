@@ -93,7 +93,7 @@ def _rows_for_exposures(
     ladder: pd.DataFrame, patient: pd.DataFrame | None, exposures: Sequence[str]
 ) -> list[tuple[str, str, str, str | None]]:
     """Row layout top to bottom: (kind, exposure, label, step or patient outcome)."""
-    steps = [s for s in ("a", "b", "c", "d") if s in set(ladder["step"])]
+    steps = sorted(set(ladder["step"]))
     labels = ladder.drop_duplicates("step").set_index("step")["step_label"].to_dict()
     rows: list[tuple[str, str, str, str | None]] = []
     for exp in exposures:

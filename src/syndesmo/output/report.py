@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from syndesmo.analysis.within import WITHIN_STEP, within_sentence
 from syndesmo.fitting import registry
 from syndesmo.numbers import fmt_p, fmt_ratio
 from syndesmo.output import plots
@@ -200,7 +201,7 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
         f"Ignoring the clustering of VUs within patients (step a, logistic regression), "
         f"{_ors(a['OR'])} ({_n_sig(a)})."
     ]
-    g = sub[sub["engine"].eq(glmm)]
+    g = sub[sub["engine"].eq(glmm) & sub["step"].ne(WITHIN_STEP)]
     b, c, d = (g[g["step"].eq(s)] for s in ("b", "c", "d"))
     if len(b):
         parts.append(
@@ -478,6 +479,8 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
             + ")"
         )
         md += [f"## {title}", "", f"{events}. " + _steps_text(sub, glmm, conf), ""]
+        within = within_sentence(sub, glmm)
+        md += [within, ""] if within else []
         head = rep.headline[rep.headline["outcome"].eq(analysis_label(outcome))]
         md += [markdown_table(head.drop(columns=["outcome"])), ""]
     md += ["![Forest plot](forest_plot.png)", ""]

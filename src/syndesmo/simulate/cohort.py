@@ -7,9 +7,12 @@ a fixed order, so the same seed gives the same cohort on any machine):
    (a random permutation); the others placebo until ``crossover_week``, then
    infliximab (ASSERT's design). A patient is *treated* at MRI week t if on
    infliximab since before t (infliximab arm: t > 0; placebo arm: t > crossover).
-2. **Patient random effects**, independent of each other:
-   syndesmophyte propensity ``u_i ~ N(0, sd_syndesmophyte²)`` (logit scale) and
-   inflammation propensity ``v_i ~ N(0, sd_inflammation²)`` (latent probit scale).
+2. **Patient random effects**: syndesmophyte propensity
+   ``u_i ~ N(0, sd_syndesmophyte²)`` (logit scale) and inflammation propensity
+   ``v_i ~ N(0, sd_inflammation²)`` (latent probit scale), with correlation
+   ``propensity_correlation`` (ρ, default 0: independent). With standard normal
+   draws ``a_i``, ``b_i`` (in that order): ``u = sd_u·a``, ``v = sd_v·(ρ·a + √(1−ρ²)·b)``,
+   so ρ = 0 gives exactly the draws of a cohort without the field.
 3. **Inflammation** (ASspiMRI-a, 0–6): a latent
    ``Z_ivt = m(treated_it) + v_i + √r·w_iv + √(1−r)·ε_ivt`` with ``w``, ``ε`` standard
    normal; ``r = inflammation_persistence`` is the correlation of a VU's latent
@@ -47,7 +50,7 @@ a fixed order, so the same seed gives the same cohort on any machine):
    the sum of the baseline corner scores over the scored corners (the mean of
    readers' sums with two readers).
 
-Why this matters for the analysis layer: ``u`` (which drives new bone) is
+Why this matters for the analysis layer: at ρ = 0 ``u`` (which drives new bone) is
 independent of ``v``, ``w``, ``ε`` and the arm (which drive the exposure), and no
 covariate is a common cause of both. So, at the defaults (arm, region and
 corner-1 ORs 1), a GLMM with a patient random intercept estimates the true
@@ -60,6 +63,18 @@ the intercept and SD, not the within-patient exposure OR). Checked once with R's
 log-OR averaged 0.689 (truth log 2 = 0.693, SE 0.057 each) with no covariates,
 with arm, and with arm + all patient covariates + region + baseline_corner alike;
 the random-intercept SD came out about 1.36 against ``sd_syndesmophyte`` = 1.5.
+
+With ρ ≠ 0 the patient propensity for new bone goes with the patient's share of
+inflamed VUs — both follow disease activity — and a random-intercept GLMM, which
+assumes the random intercept independent of the exposure, mixes the within-patient
+OR with that between-patient association (biased away from the truth for ρ > 0).
+The within-patient estimators (conditional logistic regression, the within–between
+GLMM of ``syndesmo.derive.within``) are not biased by it. Sensitivity, measured by
+``benchmarks/within_patient.py`` (``docs/within_patient.md``): the plain GLMM's bias
+grows with ρ while clogit and the hybrid GLMM stay at the truth. The marginal
+calibrations below do not depend on ρ (they average over ``u`` alone), but the risk
+among *unexposed* VUs does: with ρ > 0 unexposed VUs belong more often to patients
+with a low ``u``, so their observed risk is below ``risk_new``.
 
 Intercepts are calibrated so that the spec's risks are *marginal* (averaged over
 patients) risks at the reference levels (exposure 0, placebo, cervical, no
@@ -149,6 +164,10 @@ FIELD_DOCS: dict[str, str] = {
     "over patients; illustrative, gives a mean baseline mSASSS of about 11 (0-72)",
     "sd_syndesmophyte": "SD of the patient syndesmophyte propensity (logit scale); "
     "illustrative 1.5 (latent ICC 0.41: strong clustering, DOMAIN.md)",
+    "propensity_correlation": "correlation of the patient inflammation and syndesmophyte "
+    "propensities (v, u); 0: independent, so the patient random intercept is unrelated "
+    "to the exposure; > 0 confounds the between-patient association (both follow disease "
+    "activity, DOMAIN.md) - illustrative, see docs/within_patient.md for its effect",
     "sd_inflammation": "SD of the patient inflammation propensity (probit scale); 0.8 "
     "chosen so that, over all 23 VUs, ~93% of patients have an inflamed VU at baseline and "
     "~67% after 2 years of anti-TNF (Baraliakos 2013: 100% and 64% of 22 patients)",
@@ -204,6 +223,7 @@ class CohortSpec:
     syndesmophyte_prevalence: float = 0.2
     sd_syndesmophyte: float = 1.5
     sd_inflammation: float = 0.8
+    propensity_correlation: float = 0.0
     inflammation_prevalence: float = 0.337
     inflammation_prevalence_treated: float = 0.120
     inflammation_persistence: float = 0.5
@@ -397,6 +417,8 @@ def _validate(spec: CohortSpec) -> None:
     for name in ("sd_syndesmophyte", "sd_inflammation"):
         if number(name) < 0:
             raise bad(name, "a standard deviation must be >= 0")
+    if not -1 < number("propensity_correlation") < 1:
+        raise bad("propensity_correlation", "a correlation must be in (-1, 1)")
     for name in ("baseline_extent", "new_extent"):
         ext = getattr(spec, name)
         if (
@@ -505,6 +527,7 @@ def true_parameters(spec: CohortSpec) -> dict[str, Any]:
         "intercept_baseline_syndesmophyte": cal["intercept_baseline_syndesmophyte"],
         "sigma_syndesmophyte": float(spec.sd_syndesmophyte),
         "sigma_inflammation": float(spec.sd_inflammation),
+        "propensity_correlation": float(spec.propensity_correlation),
         "inflammation_mean_untreated": cal["inflammation_mean_untreated"],
         "inflammation_mean_treated": cal["inflammation_mean_treated"],
         "inflammation_treatment_shift": cal["inflammation_mean_treated"]
@@ -570,8 +593,11 @@ def simulate_arrays(
     arm = np.zeros(P, dtype=np.int8)
     arm[rng.permutation(P)[: round(P * spec.p_infliximab)]] = 1
     # 2. patient random effects
-    u = spec.sd_syndesmophyte * rng.standard_normal(P)
-    v = spec.sd_inflammation * rng.standard_normal(P)
+    a = rng.standard_normal(P)
+    b = rng.standard_normal(P)
+    u = spec.sd_syndesmophyte * a
+    rho = float(spec.propensity_correlation)
+    v = spec.sd_inflammation * (b if rho == 0 else rho * a + math.sqrt(1.0 - rho**2) * b)
     # 3. inflammation: latent Z (P, V, W) → ASspiMRI-a score 0-6
     treated = np.where(
         arm[:, None] == 1, mri_weeks[None, :] > 0, mri_weeks[None, :] > spec.crossover_week
