@@ -318,7 +318,7 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
         "n_patients": fit.n_groups,
         "n_vus": fit.n_obs,
         "events": fit.n_events,
-        "sigma": float(fit.sigma),
+        "sigma": _group_sd(fit),
         "icc": float(fit.icc),
         "log_or_marginal": math.nan,
         "log_or_between": math.nan,
@@ -327,6 +327,28 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
         "singular": bool(fit.singular),
         "note": "; ".join(dict.fromkeys(notes)),
     }
+
+
+def _group_sd(fit: FitResult) -> float:
+    """The random-intercept SD of the fit's top grouping factor (the patient): ``sigma``
+    for one random intercept, that term's SD for readings nested in VUs."""
+    if not math.isnan(fit.sigma):
+        return float(fit.sigma)
+    for c in fit.varcomps:
+        if c.grp == fit.group and c.var2 is None:
+            return float(c.sdcor)
+    return math.nan
+
+
+def nest_readings(formula: str, engine: str, per_reader: bool) -> str:
+    """With one row per reading (``readers="per_reader"``), readings within VUs within
+    patients: ``(1|patient)`` → ``(1|patient/vu)`` for an engine that fits nested random
+    effects, so no VU counts twice (GEE keeps patient clusters with reader as a term,
+    the model of Machado et al., Ann Rheum Dis 2016; clogit keeps patient strata)."""
+    info = registry.REGISTRY.get(engine)
+    if not per_reader or info is None or registry.NESTED_INTERCEPTS not in info.random_effects:
+        return formula
+    return formula.replace("(1|patient)", "(1|patient/vu)")
 
 
 # ---------------------------------------------------------------------------
@@ -514,19 +536,23 @@ def ladder_result(
                 formula = formula.replace(f" + {treatment}", "", 1)
             for eng in engines_for_step(step, engines):
                 progress(f"{outcome} {exposure} ({step}) {eng}")
+                eng_formula = formula
                 if step == WITHIN_STEP:
                     terms = [*extra, treatment, *confounders]
-                    formula = within_formula(outcome, eng, [t for t in terms if t not in constant])
+                    eng_formula = within_formula(
+                        outcome, eng, [t for t in terms if t not in constant]
+                    )
+                eng_formula = nest_readings(eng_formula, eng, bool(extra))
                 if problem:
                     row = fit_row(problem)
                     row["note"] = problem
                 elif step == WITHIN_STEP:
-                    fitted = safe_fit(formula, frame, eng, nagq)
+                    fitted = safe_fit(eng_formula, frame, eng, nagq)
                     row = _within_row(fitted, eng)
                     if keep_fits and not isinstance(fitted, str):
                         fits[(outcome, exposure, step, eng)] = fitted
                 else:
-                    fitted = safe_fit(formula, frame, eng, nagq)
+                    fitted = safe_fit(eng_formula, frame, eng, nagq)
                     row = fit_row(fitted)
                     if not isinstance(fitted, str) and eng in conditional_engines():
                         row["log_or_marginal"] = implied_marginal_log_or(fitted, frame)
@@ -546,7 +572,7 @@ def ladder_result(
                         "step_label": STEP_LABELS[step],
                         "engine": eng,
                         "scale": ladder_scale(eng),
-                        "formula": formula,
+                        "formula": eng_formula,
                         **row,
                     }
                 )
@@ -594,7 +620,9 @@ def vu_formula(outcome: str, covariates: Sequence[str], engine: str, per_reader:
     rhs = " + ".join(terms)
     info = registry.REGISTRY.get(engine)
     bar = info is None or info.needs_group
-    return f"{outcome} ~ {rhs}" + (" + (1|patient)" if bar else "")
+    return nest_readings(
+        f"{outcome} ~ {rhs}" + (" + (1|patient)" if bar else ""), engine, per_reader
+    )
 
 
 def spec_patient_level(panel, spec, exposure: str):
