@@ -36,6 +36,9 @@ _PUBLIC = {
     "power": "syndesmo.powersim.api",
     "power_curve": "syndesmo.powersim.api",
     "PowerResult": "syndesmo.powersim.api",
+    "sample_size": "syndesmo.powersim.search",
+    "detectable_effect": "syndesmo.powersim.search",
+    "SearchResult": "syndesmo.powersim.search",
     "SyndesmoError": "syndesmo.errors",
     "PanelError": "syndesmo.errors",
     "DeriveError": "syndesmo.errors",
@@ -52,6 +55,7 @@ __all__ = [
     "ModelError",
     "PanelError",
     "PowerResult",
+    "SearchResult",
     "SpecError",
     "SyndesmoError",
     "VUPanel",
@@ -59,6 +63,7 @@ __all__ = [
     "analysis_frame",
     "available_engines",
     "compare_levels",
+    "detectable_effect",
     "fit",
     "fit_many",
     "icc",
@@ -68,6 +73,7 @@ __all__ = [
     "power",
     "power_curve",
     "reliability",
+    "sample_size",
     "simulate_cohort",
 ]
 
