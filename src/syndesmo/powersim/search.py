@@ -104,9 +104,7 @@ class SearchResult:
     def value(self) -> float | dict[str, float]:
         """The value found: a number for one analysis, else a dict by analysis (NaN where
         the target was not reached)."""
-        vals = {
-            r.analysis: (r.value if r.reached else math.nan) for r in self.table.itertuples()
-        }
+        vals = {r.analysis: (r.value if r.reached else math.nan) for r in self.table.itertuples()}
         return next(iter(vals.values())) if len(vals) == 1 else vals
 
     def summary(self) -> str:
@@ -267,7 +265,11 @@ def _solve(
     t0 = time.perf_counter()
     rows = []
     for a in analyses:
-        hi, lo = _search(lambda k, a=a: _reaches(evaluate(a, grid_value(k)), target), k_start, k_max)
+
+        def reach(k: int, a: str = a) -> bool:
+            return _reaches(evaluate(a, grid_value(k)), target)
+
+        hi, lo = _search(reach, k_start, k_max)
         at = evaluate(a, grid_value(hi if hi is not None else lo))
         below = evaluate(a, grid_value(lo)) if lo is not None and hi is not None else None
         if hi is None:
