@@ -143,3 +143,43 @@ def test_a_spec_whose_fits_fail_reports_the_rate_and_stops_early_with_the_reason
         progress=False,
     )
     assert not ss.table["reached"].iloc[0] and "stopped early" in ss.table["note"].iloc[0]
+
+
+def test_cli_target_writes_the_answer_the_points_and_a_plot(tmp_path, capsys):
+    from syndesmo.cli.app import main
+
+    out = tmp_path / "ss"
+    code = main(
+        [
+            "power",
+            "--target",
+            "0.8",
+            "--odds-ratio",
+            "3",
+            "--sims",
+            "40",
+            "--step",
+            "20",
+            "--max-patients",
+            "100",
+            "--analysis",
+            "vu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    import pandas as pd
+
+    answer = pd.read_csv(out / "search.csv")
+    points = pd.read_csv(out / "power.csv")
+    assert list(answer["analysis"]) == ["vu"] and {"failed_rate", "singular_rate"} <= set(answer)
+    assert set(answer["value"]) <= set(points["n_patients"])
+    assert "failed fits count as non-rejections" in (out / "search.md").read_text()
+    assert "separation_rate" in (out / "power.md").read_text()
+    assert (out / "power.png").stat().st_size > 10_000
+    assert "Smallest number of patients" in capsys.readouterr().out
+    assert main(["power", "--target", "0.8", "--patients", "50,60", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--patients" in err[0]

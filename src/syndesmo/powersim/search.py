@@ -109,7 +109,7 @@ class SearchResult:
 
     def summary(self) -> str:
         """The answer as text, with how it was found."""
-        what = "patients" if self.over == "n_patients" else "conditional OR"
+        what = "number of patients" if self.over == "n_patients" else "conditional OR"
         head = (
             f"Smallest {what} reaching power {self.target:g} (alpha {self.alpha:g}, two-sided "
             f"Wald; {self.n_sims} replicates per point, the same seeds at every point; "
