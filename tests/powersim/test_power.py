@@ -143,11 +143,34 @@ def test_results_identical_in_process_with_workers_and_on_dask():
         on_dask = power(spec, scheduler=client, batch_size=20, **kw)  # two tasks
         by_address = power(spec, scheduler=cluster.scheduler_address, batch_size=10, **kw)
         assert client.status == "running"  # a client passed in is left open for its owner
+        curve_kw = {"n_patients": [30, 50], "n_sims": 20, "analysis": ["vu", "patient"]}
+        curve_dask = power_curve(spec, scheduler=client, seed=4, progress=False, **curve_kw)
+    curve_here = power_curve(spec, seed=4, progress=False, **curve_kw)
+    cols = [c for c in curve_here.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(curve_here[cols], curve_dask[cols], check_exact=True)
     assert base.backend == "in-process" and on_dask.backend.startswith("dask(tcp://127.0.0.1")
     for other in (local, on_dask, by_address):
         pd.testing.assert_frame_equal(base.replicates, other.replicates, check_exact=True)
         cols = [c for c in base.table.columns if c != "seconds"]
         pd.testing.assert_frame_equal(base.table[cols], other.table[cols], check_exact=True)
+
+
+def _pid(_task):
+    import os
+
+    return os.getpid()
+
+
+def test_worker_pool_is_kept_for_the_session_and_shut_down_on_request():
+    from syndesmo.powersim import executors
+
+    first = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    again = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    assert again == first and len(first) <= 2  # the same warm workers
+    executors.shutdown_pools()
+    fresh = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    assert fresh.isdisjoint(first)
+    executors.shutdown_pools()
 
 
 def test_power_curve_seeds_each_grid_point_from_its_own_child():
