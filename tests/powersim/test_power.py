@@ -106,12 +106,22 @@ def test_wilson_interval_and_acceptance_region():
 
 
 def test_type_one_error_of_the_glmm_is_alpha():
-    """OR = 1: the GLMM's rejection rate over 400 studies of 187 patients lies in the exact
-    binomial 99% acceptance region around 0.05 (counts 10…31 of 400); it fails with
-    probability ≤ 1% if the test is exact, more often if it is not."""
+    """OR = 1: the GLMM's and the patient-level test's rejection rates over 400 studies of
+    187 patients lie in the exact binomial 99% acceptance region around 0.05 (counts
+    10…31 of 400); each fails with probability ≤ 1% if the test is exact, more often if
+    it is not."""
     spec = CohortSpec(odds_ratio_new=1.0)
-    res = power(spec, n_sims=400, alpha=0.05, analysis=["vu", "logit"], seed=2024, progress=False)
+    res = power(
+        spec,
+        n_sims=400,
+        alpha=0.05,
+        analysis=["vu", "patient", "logit"],
+        seed=2024,
+        progress=False,
+    )
     lo, hi = binomial_acceptance_region(400, 0.05, 0.99)
+    pat = res.table.set_index("analysis").loc["patient"]  # the patient level too
+    assert pat["failed_rate"] < 0.05 and lo <= pat["rejections"] <= hi, res.summary()
     row = res.table.set_index("analysis").loc["vu"]
     assert row["failed"] == 0
     assert lo <= row["rejections"] <= hi, res.summary()
