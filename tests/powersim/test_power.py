@@ -130,6 +130,28 @@ def test_type_one_error_of_the_glmm_is_alpha():
     assert row["coverage"] == pytest.approx(1 - row["power"])
 
 
+def _pid(_task):
+    import os
+
+    return os.getpid()
+
+
+def test_worker_pool_is_kept_for_the_session_and_shut_down_on_request():
+    """(Before the Dask test, whose threads would make the pool spawn rather than fork.)"""
+    from syndesmo.powersim import executors
+
+    first = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    pool = set(executors.pool_processes(2))
+    assert len(pool) == 2 and first <= pool
+    again = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    assert again <= pool and set(executors.pool_processes(2)) == pool  # the same workers
+    executors.shutdown_pools()
+    assert executors.pool_processes(2) == []
+    fresh = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    assert fresh.isdisjoint(pool)
+    executors.shutdown_pools()
+
+
 # dashboard_address=None still serves Dask's HTTP routes, on another port if 8787 is taken
 @pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning")
 def test_results_identical_in_process_with_workers_and_on_dask():
@@ -163,24 +185,6 @@ def test_results_identical_in_process_with_workers_and_on_dask():
         pd.testing.assert_frame_equal(base.replicates, other.replicates, check_exact=True)
         cols = [c for c in base.table.columns if c != "seconds"]
         pd.testing.assert_frame_equal(base.table[cols], other.table[cols], check_exact=True)
-
-
-def _pid(_task):
-    import os
-
-    return os.getpid()
-
-
-def test_worker_pool_is_kept_for_the_session_and_shut_down_on_request():
-    from syndesmo.powersim import executors
-
-    first = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
-    again = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
-    assert again == first and len(first) <= 2  # the same warm workers
-    executors.shutdown_pools()
-    fresh = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
-    assert fresh.isdisjoint(first)
-    executors.shutdown_pools()
 
 
 def test_power_curve_seeds_each_grid_point_from_its_own_child():

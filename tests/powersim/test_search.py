@@ -16,6 +16,7 @@ import pytest
 import syndesmo as sy
 from syndesmo.powersim.mcstats import binomial_acceptance_region
 from syndesmo.powersim.nested import arm_counts, nested_cohort
+from syndesmo.powersim.plan import FIT_BLOCK
 from syndesmo.powersim.search import crn_power
 from syndesmo.simulate.cohort import CohortSpec
 
@@ -105,7 +106,8 @@ def test_type_one_error_of_the_nested_cohorts_is_alpha():
 
 def test_a_spec_whose_fits_fail_reports_the_rate_and_stops_early_with_the_reason():
     """20 patients and a new-syndesmophyte risk of 1e-4: most replicates have no event,
-    so the fits are refused ('not fitted'); the run stops after the first 20."""
+    so the fits are refused ('not fitted'); the run stops after its first 20 replicates,
+    rounded up to a whole fitting block (50)."""
     spec = CohortSpec(n_patients=20, risk_new=1e-4)
     res = sy.power(
         spec,
@@ -116,7 +118,7 @@ def test_a_spec_whose_fits_fail_reports_the_rate_and_stops_early_with_the_reason
         check_first=20,
         max_failed=0.5,
     )
-    assert res.stopped and res.n_sims == 20
+    assert res.stopped and res.n_sims == FIT_BLOCK == 50
     assert "no events" in res.stopped and "'vu'" in res.stopped
     row = res.table.set_index("analysis").loc["vu"]
     assert row["failed_rate"] > 0.5 and row["not_fitted_rate"] == row["failed_rate"]
@@ -124,11 +126,11 @@ def test_a_spec_whose_fits_fail_reports_the_rate_and_stops_early_with_the_reason
     assert row["failure_rule"] == "failed fits count as non-rejections"
     assert "STOPPED EARLY" in res.summary() and "not_fitted_rate" in res.summary()
     # without the check every replicate runs and the rate is still reported
-    full = sy.power(spec, n_sims=40, analysis="vu", seed=1, progress=False, max_failed=None)
-    assert not full.stopped and full.n_sims == 40
+    full = sy.power(spec, n_sims=60, analysis="vu", seed=1, progress=False, max_failed=None)
+    assert not full.stopped and full.n_sims == 60
     assert full.table["failed_rate"].iloc[0] > 0.5
     # the first 20 replicates are the same either way (stopping changes no result)
-    first = full.replicates.iloc[:20].reset_index(drop=True)
+    first = full.replicates.iloc[:50].reset_index(drop=True)
     again = res.replicates[res.replicates["analysis"] == "vu"].reset_index(drop=True)
     np.testing.assert_array_equal(first["log_or"], again["log_or"])
     # a sample-size search meeting such points counts them as short and says so

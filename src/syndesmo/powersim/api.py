@@ -44,7 +44,8 @@ Definitions used in the tables:
   ``separation_rate`` (the engine reported (possible) separation, converged or
   not; see ``replicates.fit_status``).
 * **stopping early**: with ``check_first = K`` and ``max_failed = f``, the first
-  K replicates (rounded up to a multiple of ``FIT_BLOCK``) run first; if more than
+  K replicates (rounded up to a multiple of ``FIT_BLOCK``, at least one block per
+  worker) run first; if more than
   a share f of them failed for any analysis, the run stops there and
   ``PowerResult.stopped`` (and the table's ``stop_reason``) says why. The table
   then summarises the K replicates run (``n_sims`` = K).
@@ -395,8 +396,9 @@ def run_points(
     """
     total = sum(len(s) for s in seeds)
     size = chunk_size(total, batch_size, workers)
-    first = check_first if max_failed < 1.0 else 0
     lanes = workers if workers and workers > 1 else 1
+    # at least one block per worker, so the check keeps every worker busy
+    first = max(check_first, FIT_BLOCK * lanes) if check_first and max_failed < 1.0 else 0
     first_size = chunk_size(first * len(plans), batch_size, lanes) if first else None
     chunks = [
         cut_chunks(plan, g, s, size, first=first, first_size=first_size)

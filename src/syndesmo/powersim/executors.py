@@ -267,6 +267,13 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         return ex
 
 
+def pool_processes(workers: int) -> list[int]:
+    """Process ids of the session's pool of ``workers`` (empty if none is running)."""
+    with _POOLS_LOCK:
+        ex = _POOLS.get(workers)
+        return sorted(getattr(ex, "_processes", None) or {}) if ex is not None else []
+
+
 def _drop_pool(ex: ProcessPoolExecutor) -> None:
     with _POOLS_LOCK:
         for k, v in list(_POOLS.items()):
