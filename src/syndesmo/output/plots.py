@@ -390,7 +390,11 @@ def power_curve_plot(
             )
             label = labels.get(analysis, analysis)
             health = []
-            for col, word in (("failed_rate", "failed"), ("singular_rate", "singular")):
+            for col, word in (
+                ("failed_rate", "failed"),
+                ("singular_rate", "singular"),
+                ("separation_rate", "separation"),
+            ):
                 if col in table.columns:
                     worst = float(table.loc[table["analysis"] == analysis, col].max())
                     health.append(f"{word} ≤ {100 * worst:.0f}%")
@@ -407,7 +411,7 @@ def power_curve_plot(
                         ax.annotate(
                             f"{100 * fr:.0f}% failed",
                             (xv, pv),
-                            xytext=(3, -9),
+                            xytext=(4, 5),
                             textcoords="offset points",
                             fontsize=_FONT - 2,
                             color=colour,
@@ -451,21 +455,27 @@ def power_curve_plot(
     for ax in axes[::ncols]:
         ax.set_ylabel("power", fontsize=_FONT)
     first = table.iloc[0]
-    note = (
-        f"{int(first['n_sims'])} simulated studies per point; bars and bands: Monte Carlo "
-        f"95% CI ({first.get('ci_method', 'wilson')}); dashed: {target:g} power; dotted: alpha"
-        if target is not None
-        else f"{int(first['n_sims'])} simulated studies per point; bars and bands: Monte "
-        "Carlo 95% CI"
-    )
+    n_sims = int(table["n_sims"].max())
+    lines = [
+        f"up to {n_sims} simulated studies per point; bars and bands: Monte Carlo 95% CI "
+        f"({first.get('ci_method', 'wilson')})"
+    ]
+    marks = [f"dashed: {target:g} power", "dotted: alpha"] if target is not None else []
     if chosen:
-        note += "; vertical lines: the value found"
+        marks.append("vertical lines: the value found")
+    if "stopped_early" in table.columns and table["stopped_early"].any():
+        marks.append("open markers: stopped early (too many failed fits, see stop_reason)")
+    if marks:
+        lines.append("; ".join(marks))
     if "failure_rule" in table.columns:
-        note += f"\n{first['failure_rule']}"
+        lines.append(f"fit health: {first['failure_rule']}")
+    note = "\n".join(lines)
     fig.legend(
         handles=list(handles.values()),
         loc="outside lower center",
-        ncol=len(handles),
+        ncol=1
+        if max((len(h.get_label()) for h in handles.values()), default=0) > 40
+        else len(handles),
         fontsize=_FONT,
         frameon=False,
         title=note,

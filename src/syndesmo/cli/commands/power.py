@@ -406,7 +406,8 @@ def run(args: argparse.Namespace) -> int:
         fig.savefig(tmp / FIGURE, dpi=200)
     print(header.strip())
     for _, r in table[table["stopped_early"]].iterrows():
-        print(f"stopped early: {r['analysis']} at {{g: r[g] for g in grid}}: {r['stop_reason']}")
+        where = ", ".join(f"{g} {r[g]}" for g in grid)
+        print(f"stopped early: {r['analysis']} at {where}: {r['stop_reason']}")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / TABLE_CSV}, {out / TABLE_MD}, {out / FIGURE}")
     return 0
