@@ -185,3 +185,15 @@ def test_cli_target_writes_the_answer_the_points_and_a_plot(tmp_path, capsys):
     assert main(["power", "--target", "0.8", "--patients", "50,60", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--patients" in err[0]
+
+
+def test_sample_size_is_the_same_on_two_workers():
+    """The search's replicates (nested cohorts) depend only on their seeds: two worker
+    processes find the same answer through the same points, exactly."""
+    spec = CohortSpec(n_patients=60, odds_ratio_new=3.0)
+    kw = {"n_sims": 100, "seed": 5, "progress": False, "step": 20, "max_patients": 100}
+    here = sy.sample_size(spec, **kw)
+    there = sy.sample_size(spec, workers=2, **kw)
+    cols = [c for c in here.evaluated.columns if c != "seconds"]
+    assert here.evaluated[cols].equals(there.evaluated[cols])
+    assert here.table.equals(there.table)
