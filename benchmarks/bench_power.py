@@ -1,47 +1,103 @@
-"""Benchmark: a power simulation with the native engine against a loop of R's glmer.
+"""Benchmark: a power simulation, cold and warm, in-process, on 2 workers and on Dask,
+beside a loop of R's glmer extrapolated in the same run.
 
 Not a test. Run from the repository root:
 
-    python benchmarks/bench_power.py                 # 1000 studies, 2 workers, 20 R fits
-    python benchmarks/bench_power.py --sims 200 --lme4-fits 5
+    python benchmarks/bench_power.py                  # 1000 studies, 3 repeats, 20 R fits
+    python benchmarks/bench_power.py --sims 200 --repeats 1 --lme4-fits 5
 
 Design: the default ``CohortSpec`` (187 patients × 12 VUs, OR 2), the VU-level GLMM
-``new_syndesmophyte ~ mri + arm + (1|patient)`` by Laplace. The native run is
-``syndesmo.powersim.api`` with ``workers`` local processes (wall time, including starting
-the pool); its per-stage times (simulate, derive, build the design, fit) are summed
-over the tasks, i.e. CPU-seconds spread over the workers. The lme4 run fits the
-first ``--lme4-fits`` of the *same* replicates one by one through
-``syndesmo.fit(..., engine="lme4")`` and extrapolates to ``--sims``: both the wall
-time per fit seen from Python and R's own ``system.time`` of ``glmer``. The native
-and R estimates of the same replicates are compared as a sanity check.
+``new_syndesmophyte ~ mri + arm + (1|patient)`` by Laplace, ``syndesmo.power(spec,
+n_sims, seed=1)``. Each timing is wall time:
 
-The machine's load average is printed: on a shared machine other jobs slow both sides.
+* **cold**: a fresh interpreter, timed from before ``import syndesmo`` to the end of
+  the first ``power`` call (so it includes importing the package and, with workers,
+  starting the pool);
+* **warm**: a second and third call in the same interpreter (the pool kept alive);
+* **Dask**: a loopback ``LocalCluster`` of 2 single-threaded worker processes,
+  started before the clock (its start time is printed separately); first and
+  second call;
+* **lme4**: the first ``--lme4-fits`` of the *same* replicates, one R ``glmer`` per
+  study through ``syndesmo.fit(..., engine="lme4")``, extrapolated to ``--sims``
+  (wall time seen from Python, and R's own ``system.time``).
+
+Each configuration is repeated ``--repeats`` times and the median is reported, with
+the load average before each run: the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 
+CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+import syndesmo as sy
+sims, workers = {sims}, {workers}
+spec = sy.CohortSpec()
+out = []
+for k in range(3):
+    t = time.perf_counter()
+    res = sy.power(spec, n_sims=sims, seed=1, workers=workers, progress=False)
+    out.append(time.perf_counter() - (t0 if k == 0 else t))
+print(json.dumps({{"times": out, "power": res.power, "cpu": res.timing}}))
+"""
 
-def native_run(spec, sims: int, workers: int, seed: int):
-    from syndesmo.powersim.api import power
 
+def child_run(sims: int, workers: int | None) -> dict:
+    code = CHILD.format(sims=sims, workers=workers)
+    env = dict(os.environ)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def dask_run(sims: int, repeats: int) -> tuple[float, list[list[float]]]:
+    import distributed
+
+    import syndesmo as sy
+
+    spec = sy.CohortSpec()
     t0 = time.perf_counter()
-    res = power(spec, n_sims=sims, analysis="vu", seed=seed, workers=workers, progress=False)
-    return res, time.perf_counter() - t0
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        start = time.perf_counter() - t0
+        runs = []
+        for _ in range(repeats):
+            times = []
+            for _ in range(2):
+                t = time.perf_counter()
+                sy.power(spec, n_sims=sims, seed=1, scheduler=client, progress=False)
+                times.append(time.perf_counter() - t)
+            runs.append(times)
+    return start, runs
 
 
-def lme4_run(spec, n_fits: int, sims: int, seed: int):
+def lme4_run(n_fits: int, sims: int, seed: int = 1):
     """Fit the first ``n_fits`` replicates of ``power(seed=seed)`` with R's glmer."""
     from syndesmo.derive.frame import analysis_frame
     from syndesmo.fitting.api import fit
-    from syndesmo.simulate.cohort import simulate_cohort
+    from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
 
+    spec = CohortSpec()
     kids = np.random.SeedSequence(seed).spawn(sims)[:n_fits]
     walls, r_secs, est = [], [], []
     for kid in kids:
@@ -57,60 +113,58 @@ def lme4_run(spec, n_fits: int, sims: int, seed: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sims", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lme4-fits", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-dask", action="store_true")
     args = parser.parse_args()
 
-    from syndesmo.simulate.cohort import CohortSpec
-
-    spec = CohortSpec()
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load average before: {os.getloadavg()[0]:.2f}"
+        f"Python {platform.python_version()}, numpy {np.__version__}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    res, wall = native_run(spec, args.sims, args.workers, args.seed)
-    t = res.timing
-    row = res.table.iloc[0]
+    rows: dict[str, list[float]] = {}
+    loads = []
+    power = None
+    cpu = {}
+    for r in range(args.repeats):
+        for label, workers in (("in-process", None), ("2 workers", 2)):
+            loads.append(os.getloadavg()[0])
+            got = child_run(args.sims, workers)
+            power, cpu = got["power"], got["cpu"]
+            rows.setdefault(f"{label}, cold (import + first call)", []).append(got["times"][0])
+            rows.setdefault(f"{label}, warm", []).extend(got["times"][1:])
+            print(f"  repeat {r + 1} {label}: {[round(t, 2) for t in got['times']]} s", flush=True)
+    if not args.no_dask:
+        loads.append(os.getloadavg()[0])
+        start, runs = dask_run(args.sims, args.repeats)
+        rows["Dask LocalCluster (2 workers), first call"] = [t[0] for t in runs]
+        rows["Dask LocalCluster (2 workers), warm"] = [t[1] for t in runs]
+        print(f"  Dask cluster start {start:.2f} s; calls {runs}", flush=True)
     print(
-        f"\nnative: {args.sims} replicates of {spec.n_patients} patients x {len(spec.vus)} VUs, "
-        f"{args.workers} workers: {wall:.2f} s wall ({wall / args.sims * 1e3:.1f} ms/replicate)"
+        f"\npower {power:.3f}; CPU seconds of the last run by stage: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
     )
-    print(
-        f"  power {row['power']:.3f} [{row['power_lower']:.3f}, {row['power_upper']:.3f}], "
-        f"failed {int(row['failed'])}, singular {row['singular_rate']:.3f}"
-    )
-    stages = {k: v for k, v in t.items() if k != "wall"}
-    total = sum(stages.values())
-    print("  where the time goes (CPU seconds summed over tasks):")
-    for k, v in stages.items():
-        print(f"    {k:<12} {v:7.2f} s  {100 * v / total:5.1f} %")
-    print(
-        f"  CPU total {total:.2f} s: {total / args.workers:.2f} s of wall time on "
-        f"{args.workers} idle cores, plus starting the pool"
-    )
-    print(f"  load average after: {os.getloadavg()[0]:.2f}")
-
+    print(f"\n| {args.sims} studies | median wall (s) | runs |\n| --- | --- | --- |")
+    for label, times in rows.items():
+        print(
+            f"| {label} | {statistics.median(times):.2f} | {', '.join(f'{t:.2f}' for t in times)} |"
+        )
     if args.lme4_fits > 0:
-        walls, r_secs, est = lme4_run(spec, args.lme4_fits, args.sims, args.seed)
-        native_est = res.replicates["log_or"].to_numpy()[: args.lme4_fits]
-        per_wall, per_r = walls.mean(), np.nanmean(r_secs)
+        walls, r_secs, _ = lme4_run(args.lme4_fits, args.sims)
+        per_wall, per_r = float(np.median(walls)), float(np.nanmedian(r_secs))
         print(
-            f"\nlme4 (glmer, Laplace): {args.lme4_fits} fits timed, one at a time: "
-            f"{per_wall:.3f} s/fit from Python, {per_r:.3f} s/fit in R (system.time)"
+            f"| lme4 loop from Python, {args.lme4_fits} fits extrapolated (1 core) | "
+            f"{per_wall * args.sims:.0f} | median {per_wall:.3f} s/fit |"
         )
         print(
-            f"  extrapolated to {args.sims} fits: {per_wall * args.sims:.0f} s "
-            f"({per_r * args.sims:.0f} s of glmer alone) on one core"
+            f"| lme4, R's own glmer time, extrapolated | {per_r * args.sims:.0f} | "
+            f"median {per_r:.3f} s/fit |"
         )
-        print(
-            f"  speed-up of the native power run: {per_wall * args.sims / wall:.0f}x "
-            f"(vs glmer alone: {per_r * args.sims / wall:.0f}x)"
-        )
-        print(
-            f"  max |log OR native - lme4| on these replicates: "
-            f"{np.max(np.abs(native_est - est)):.1e}"
-        )
+    print(
+        f"\nload average (1 min) before the runs: {', '.join(f'{v:.1f}' for v in loads)}; "
+        f"after: {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

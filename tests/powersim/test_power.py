@@ -106,18 +106,50 @@ def test_wilson_interval_and_acceptance_region():
 
 
 def test_type_one_error_of_the_glmm_is_alpha():
-    """OR = 1: the GLMM's rejection rate over 400 studies of 187 patients lies in the exact
-    binomial 99% acceptance region around 0.05 (counts 10…31 of 400); it fails with
-    probability ≤ 1% if the test is exact, more often if it is not."""
+    """OR = 1: the GLMM's and the patient-level test's rejection rates over 400 studies of
+    187 patients lie in the exact binomial 99% acceptance region around 0.05 (counts
+    10…31 of 400); each fails with probability ≤ 1% if the test is exact, more often if
+    it is not."""
     spec = CohortSpec(odds_ratio_new=1.0)
-    res = power(spec, n_sims=400, alpha=0.05, analysis=["vu", "logit"], seed=2024, progress=False)
+    res = power(
+        spec,
+        n_sims=400,
+        alpha=0.05,
+        analysis=["vu", "patient", "logit"],
+        seed=2024,
+        progress=False,
+    )
     lo, hi = binomial_acceptance_region(400, 0.05, 0.99)
+    pat = res.table.set_index("analysis").loc["patient"]  # the patient level too
+    assert pat["failed_rate"] < 0.05 and lo <= pat["rejections"] <= hi, res.summary()
     row = res.table.set_index("analysis").loc["vu"]
     assert row["failed"] == 0
     assert lo <= row["rejections"] <= hi, res.summary()
     assert row["true_or"] == 1.0
     # under H0 the coverage of the truth is 1 - rejection rate for a Wald test
     assert row["coverage"] == pytest.approx(1 - row["power"])
+
+
+def _pid(_task):
+    import os
+
+    return os.getpid()
+
+
+def test_worker_pool_is_kept_for_the_session_and_shut_down_on_request():
+    """(Before the Dask test, whose threads would make the pool spawn rather than fork.)"""
+    from syndesmo.powersim import executors
+
+    first = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    pool = set(executors.pool_processes(2))
+    assert len(pool) == 2 and first <= pool
+    again = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    assert again <= pool and set(executors.pool_processes(2)) == pool  # the same workers
+    executors.shutdown_pools()
+    assert executors.pool_processes(2) == []
+    fresh = set(executors.run_tasks(_pid, range(4), workers=2, progress=False))
+    assert fresh.isdisjoint(pool)
+    executors.shutdown_pools()
 
 
 # dashboard_address=None still serves Dask's HTTP routes, on another port if 8787 is taken
@@ -143,6 +175,11 @@ def test_results_identical_in_process_with_workers_and_on_dask():
         on_dask = power(spec, scheduler=client, batch_size=20, **kw)  # two tasks
         by_address = power(spec, scheduler=cluster.scheduler_address, batch_size=10, **kw)
         assert client.status == "running"  # a client passed in is left open for its owner
+        curve_kw = {"n_patients": [30, 50], "n_sims": 20, "analysis": ["vu", "patient"]}
+        curve_dask = power_curve(spec, scheduler=client, seed=4, progress=False, **curve_kw)
+    curve_here = power_curve(spec, seed=4, progress=False, **curve_kw)
+    cols = [c for c in curve_here.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(curve_here[cols], curve_dask[cols], check_exact=True)
     assert base.backend == "in-process" and on_dask.backend.startswith("dask(tcp://127.0.0.1")
     for other in (local, on_dask, by_address):
         pd.testing.assert_frame_equal(base.replicates, other.replicates, check_exact=True)

@@ -321,14 +321,22 @@ def power_curve_plot(
     x: str | None = None,
     target: float | None = 0.8,
     title: str | None = None,
+    chosen: dict[str, float] | None = None,
 ) -> Figure:
-    """Power against a design variable, one line per analysis, Monte Carlo CI bands.
+    """Power against a design variable, one line per analysis, Monte Carlo CIs.
 
     ``table`` is ``syndesmo.powersim.api.power_curve``'s tidy table (the grid columns,
-    then ``analysis``, ``power``, ``power_lower``, ``power_upper``, ``alpha``). ``x`` is
-    the grid column on the horizontal axis (default ``n_patients``, else the first
-    grid column); one panel per combination of the other grid columns (e.g. one per
-    true OR). A dashed line marks the ``target`` power and a dotted one ``alpha``.
+    then ``analysis``, ``power``, ``power_lower``, ``power_upper``, ``alpha``) or a
+    search's ``evaluated`` table (``syndesmo.powersim.search``). ``x`` is the grid
+    column on the horizontal axis (default ``n_patients``, else the first grid
+    column); one panel per combination of the other grid columns (e.g. one per true
+    OR). Each point carries its Monte Carlo 95% CI as an error bar (and a band along
+    the line). A dashed line marks the ``target`` power and a dotted one ``alpha``.
+    ``chosen`` (analysis → value, e.g. a sample size found) marks each answer with a
+    vertical line in the analysis' colour, labelled with the value. Fit health: the
+    legend gives each analysis' largest failed and singular rates over its points,
+    and a point where more than 1% of fits failed is labelled with its rate (an
+    open marker where the run stopped early).
     """
     if table.empty:
         raise ValueError("power_curve_plot: the power table is empty")
@@ -367,16 +375,59 @@ def power_curve_plot(
                 alpha=0.18,
                 lw=0,
             )
-            (line,) = ax.plot(
+            ps = lines["power"].to_numpy(dtype=float)
+            ax.errorbar(
                 xs,
-                lines["power"].to_numpy(dtype=float),
-                color=colour,
-                marker=marker,
-                ms=4,
-                lw=1.3,
-                label=labels.get(analysis, analysis),
+                ps,
+                yerr=[
+                    ps - lines["power_lower"].to_numpy(dtype=float),
+                    lines["power_upper"].to_numpy(dtype=float) - ps,
+                ],
+                fmt="none",
+                ecolor=colour,
+                elinewidth=0.8,
+                capsize=2,
             )
+            label = labels.get(analysis, analysis)
+            health = []
+            for col, word in (
+                ("failed_rate", "failed"),
+                ("singular_rate", "singular"),
+                ("separation_rate", "separation"),
+            ):
+                if col in table.columns:
+                    worst = float(table.loc[table["analysis"] == analysis, col].max())
+                    health.append(f"{word} ≤ {100 * worst:.0f}%")
+            if health:
+                label += f" ({', '.join(health)})"
+            (line,) = ax.plot(xs, ps, color=colour, marker=marker, ms=4, lw=1.3, label=label)
             handles.setdefault(analysis, line)
+            if "stopped_early" in lines.columns:
+                stop = lines["stopped_early"].to_numpy(dtype=bool)
+                ax.plot(xs[stop], ps[stop], ls="none", marker=marker, ms=7, mfc="white", mec=colour)
+            if "failed_rate" in lines.columns:
+                for xv, pv, fr in zip(xs, ps, lines["failed_rate"].to_numpy(float), strict=True):
+                    if fr > 0.01:
+                        ax.annotate(
+                            f"{100 * fr:.0f}% failed",
+                            (xv, pv),
+                            xytext=(4, 5),
+                            textcoords="offset points",
+                            fontsize=_FONT - 2,
+                            color=colour,
+                        )
+            if chosen and analysis in chosen and np.isfinite(chosen[analysis]):
+                value = float(chosen[analysis])
+                ax.axvline(value, color=colour, ls=(0, (1, 2)), lw=1.0)
+                ax.annotate(
+                    f"{'n' if x == 'n_patients' else x.replace('odds_ratio_new', 'OR')} = "
+                    f"{value:g}",
+                    (value, 0.02),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    fontsize=_FONT - 1,
+                    color=colour,
+                )
         if target is not None:
             ax.axhline(target, color="#555555", ls="--", lw=0.8)
         if "alpha" in sub.columns:
@@ -404,16 +455,27 @@ def power_curve_plot(
     for ax in axes[::ncols]:
         ax.set_ylabel("power", fontsize=_FONT)
     first = table.iloc[0]
-    note = (
-        f"{int(first['n_sims'])} simulated studies per point; bands: Monte Carlo 95% CI "
-        f"({first.get('ci_method', 'wilson')}); dashed: {target:g} power; dotted: alpha"
-        if target is not None
-        else f"{int(first['n_sims'])} simulated studies per point; bands: Monte Carlo 95% CI"
-    )
+    n_sims = int(table["n_sims"].max())
+    lines = [
+        f"up to {n_sims} simulated studies per point; bars and bands: Monte Carlo 95% CI "
+        f"({first.get('ci_method', 'wilson')})"
+    ]
+    marks = [f"dashed: {target:g} power", "dotted: alpha"] if target is not None else []
+    if chosen:
+        marks.append("vertical lines: the value found")
+    if "stopped_early" in table.columns and table["stopped_early"].any():
+        marks.append("open markers: stopped early (too many failed fits, see stop_reason)")
+    if marks:
+        lines.append("; ".join(marks))
+    if "failure_rule" in table.columns:
+        lines.append(f"fit health: {first['failure_rule']}")
+    note = "\n".join(lines)
     fig.legend(
         handles=list(handles.values()),
         loc="outside lower center",
-        ncol=len(handles),
+        ncol=1
+        if max((len(h.get_label()) for h in handles.values()), default=0) > 40
+        else len(handles),
         fontsize=_FONT,
         frameon=False,
         title=note,

@@ -537,3 +537,78 @@ def analysis_label(outcome: str) -> str:
     """Words for an outcome, as in the headline table."""
 
     return outcome_label(outcome)
+
+
+# --------------------------------------------------------------------------- power tables
+
+#: Columns of a power table shown in Markdown and on screen (after the grid columns):
+#: the power with its Monte Carlo CI, then the fit health of every point.
+POWER_COLUMNS = [
+    "analysis",
+    "power",
+    "power_lower",
+    "power_upper",
+    "mean_or",
+    "median_or",
+    "coverage",
+    "failed_rate",
+    "not_fitted_rate",
+    "nonconverged_rate",
+    "error_rate",
+    "singular_rate",
+    "separation_rate",
+    "stop_reason",
+]
+#: Columns of a sample-size / detectable-effect answer in Markdown and on screen.
+SEARCH_COLUMNS = [
+    "analysis",
+    "value",
+    "power",
+    "power_lower",
+    "power_upper",
+    "below",
+    "power_below",
+    "reached",
+    "failed_rate",
+    "not_fitted_rate",
+    "nonconverged_rate",
+    "singular_rate",
+    "separation_rate",
+    "note",
+]
+
+
+def power_table_columns(table: pd.DataFrame, grid: Sequence[str]) -> list[str]:
+    """The grid columns, then ``POWER_COLUMNS`` present in ``table`` (``stop_reason``
+    only when some point stopped early)."""
+    cols = [*grid, *(c for c in POWER_COLUMNS if c in table.columns)]
+    if "stop_reason" in cols and not table["stop_reason"].astype(bool).any():
+        cols.remove("stop_reason")
+    return cols
+
+
+def power_markdown(table: pd.DataFrame, grid: Sequence[str], header: str) -> str:
+    """A power table (``power_curve`` or a search's points) as Markdown with its header
+    (which should state the failure rule) and a line per point that stopped early."""
+    text = header.rstrip() + "\n\n" + markdown_table(table[power_table_columns(table, grid)])
+    if "stopped_early" in table.columns and table["stopped_early"].any():
+        text += "\n\nStopped early:\n" + "\n".join(
+            f"- {', '.join(f'{g} {r[g]}' for g in grid)}, {r['analysis']}: {r['stop_reason']}"
+            for _, r in table[table["stopped_early"]].iterrows()
+        )
+    return text + "\n"
+
+
+def search_markdown(result) -> str:
+    """A ``SearchResult`` (``syndesmo.powersim.search``) as Markdown: what was searched,
+    how, and the answer per analysis."""
+    words = "number of patients" if result.over == "n_patients" else "conditional OR"
+    head = (
+        f"Smallest {words} reaching power {result.target:g} (alpha {result.alpha:g}, "
+        f"two-sided Wald), {result.n_sims} simulated studies per point with the same seeds "
+        f"at every point (common random numbers); bracketing then bisection, resolution "
+        f"{result.step:g}. 'below' is the value one step less and its power. Monte Carlo "
+        f"95% CI: Wilson. Fit health: {result.table['failure_rule'].iloc[0]}.\n\n"
+    )
+    cols = [c for c in SEARCH_COLUMNS if c in result.table.columns]
+    return head + markdown_table(result.table[cols]) + "\n"

@@ -32,10 +32,23 @@ Definitions used in the tables:
 * **power** = (replicates whose fit converged and rejected H0) / ``n_sims``: a
   replicate whose fit failed (did not converge, no events, separation, a
   rank-deficient design) counts as a non-rejection, so failures lower the power
-  rather than being dropped. Failed and singular (random-intercept SD at 0) rates
-  are reported beside it; a singular GLMM fit is a valid ML fit and its Wald test
-  is used as it is. ``seconds`` is the CPU time of fitting that analysis, summed
-  over the tasks.
+  rather than being dropped (``FAILURE_RULE``, printed with every table). A
+  singular GLMM fit is a valid ML fit and its Wald test is used as it is.
+  ``seconds`` is the CPU time of fitting that analysis, summed over the tasks.
+* **fit health**, never silent, per analysis: ``failed_rate`` (share of replicates
+  without a usable Wald test) = ``not_fitted_rate`` (no events, no non-events, a
+  rank-deficient design: the engine refused the data) + ``nonconverged_rate``
+  (fitted, did not converge, including ``logit_many``'s separation) +
+  ``error_rate`` (the engine raised) + ``no_se_rate`` (converged without a finite
+  positive SE); beside it ``singular_rate`` (random-intercept SD at 0) and
+  ``separation_rate`` (the engine reported (possible) separation, converged or
+  not; see ``replicates.fit_status``).
+* **stopping early**: with ``check_first = K`` and ``max_failed = f``, the first
+  K replicates (rounded up to a multiple of ``FIT_BLOCK``, at least one block per
+  worker) run first; if more than
+  a share f of them failed for any analysis, the run stops there and
+  ``PowerResult.stopped`` (and the table's ``stop_reason``) says why. The table
+  then summarises the K replicates run (``n_sims`` = K).
 * the Monte Carlo interval of the power is the **Wilson score** 95% interval
   (``syndesmo.powersim.mcstats.wilson_interval``);
 * mean / median OR, bias of the log OR and coverage are over the converged fits;
@@ -73,7 +86,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from syndesmo.checks import MAX_SIMS, check_sim_total
+from syndesmo.checks import MAX_SIMS, check_int, check_probability, check_sim_total
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.powersim import executors as power_exec
@@ -81,13 +94,14 @@ from syndesmo.powersim.mcstats import wilson_interval
 from syndesmo.powersim.plan import (
     ANALYSES,
     CRUDE_ANALYSIS,
+    FIT_BLOCK,
     GEE_ANALYSIS,
     Plan,
     check_analyses,
     check_counts,
     chunk_size,
+    cut_chunks,
     grid_points,
-    make_chunks,
     make_plan,
     root_seed,
 )
@@ -95,6 +109,21 @@ from syndesmo.powersim.replicates import run_chunk
 
 #: Method of the Monte Carlo interval of the power.
 CI_METHOD = "wilson"
+#: How a failed fit enters the power (printed with every table).
+FAILURE_RULE = "failed fits count as non-rejections"
+#: Defaults of the early stop: check the first CHECK_FIRST replicates and stop when
+#: more than MAX_FAILED of them failed for an analysis.
+CHECK_FIRST, MAX_FAILED = 50, 0.5
+#: Fit-health columns of the tables (shares of the replicates run).
+HEALTH = [
+    "failed_rate",
+    "not_fitted_rate",
+    "nonconverged_rate",
+    "error_rate",
+    "no_se_rate",
+    "singular_rate",
+    "separation_rate",
+]
 
 _REASONS = {
     1: "thoracic VU (not scored by the mSASSS)",
@@ -128,6 +157,8 @@ class PowerResult:
     ledger: Ledger = field(default_factory=Ledger)
     backend: str = "in-process"
     seed: Any = None
+    #: Why the run stopped after its first replicates ("" when it ran to the end).
+    stopped: str = ""
 
     @property
     def power(self) -> float | dict[str, float]:
@@ -149,16 +180,17 @@ class PowerResult:
             "true_or",
             "bias_log_or",
             "coverage",
-            "failed_rate",
-            "singular_rate",
+            *HEALTH,
             "seconds",
         ]
         head = (
             f"Power by simulation: {self.n_sims} replicates, alpha {self.alpha:g} "
             f"(two-sided Wald), {self.backend}; Monte Carlo 95% CI: {CI_METHOD}.\n"
-            "Failed fits count as non-rejections; OR summaries, bias and coverage are over "
+            f"Fit health: {FAILURE_RULE}; OR summaries, bias and coverage are over "
             "converged fits."
         )
+        if self.stopped:
+            head += f"\nSTOPPED EARLY: {self.stopped}"
         body = self.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
         return head + "\n" + body
 
@@ -219,6 +251,7 @@ def _summarise(
         f = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         est, se = f["estimate"], f["se"]
         conv = f["converged"] & np.isfinite(est) & np.isfinite(se) & (se > 0)
+        status = np.where(f["converged"] & ~conv, "no SE", f["status"])
         with np.errstate(invalid="ignore", divide="ignore"):
             pval = np.where(conv, 2.0 * stats.norm.sf(np.abs(est / se)), np.nan)
         reject = conv & (pval < alpha)
@@ -251,7 +284,13 @@ def _summarise(
                 else math.nan,
                 "failed": n_sims - n_conv,
                 "failed_rate": (n_sims - n_conv) / n_sims,
+                "not_fitted_rate": float(np.mean(status == "not fitted")),
+                "nonconverged_rate": float(np.mean(status == "not converged")),
+                "error_rate": float(np.mean(status == "error")),
+                "no_se_rate": float(np.mean(status == "no SE")),
                 "singular_rate": float(f["singular"].mean()),
+                "separation_rate": float(f["separation"].mean()),
+                "failure_rule": FAILURE_RULE,
                 "mean_n_obs": float(np.mean(f["n_obs"])),
                 "mean_n_events": float(np.mean(f["n_events"])),
                 "seconds": timing.get(f"fit:{analysis}", math.nan),
@@ -269,7 +308,9 @@ def _summarise(
                     "upper": upper,
                     "reject": reject,
                     "converged": conv,
+                    "status": status,
                     "singular": f["singular"],
+                    "separation": f["separation"],
                     "sigma": f["sigma"],
                     "n_obs": f["n_obs"],
                     "n_events": f["n_events"],
@@ -304,6 +345,93 @@ def _engine_label(plan: Plan, analysis: str) -> str:
     }[analysis]
 
 
+def check_stop(check_first: int | None, max_failed: float | None) -> tuple[int, float]:
+    """Validated early-stop arguments: (replicates checked first, largest failed share);
+    ``(0, 1.0)`` when either is None (no early stop)."""
+    if check_first is None or max_failed is None:
+        return 0, 1.0
+    check_int(check_first, "check_first", low=1)
+    check_probability(max_failed, "max_failed", closed=True)
+    return FIT_BLOCK * math.ceil(int(check_first) / FIT_BLOCK), float(max_failed)
+
+
+def _failure_reason(results: list[dict[str, Any]], plan: Plan, max_failed: float) -> str:
+    """The reason to stop when more than ``max_failed`` of these replicates failed for an
+    analysis ("" otherwise), naming the analysis, the share and the commonest message."""
+    for analysis in plan.analyses:
+        fits = [r["fits"][analysis] for r in results]
+        conv = np.concatenate([f["converged"] & np.isfinite(f["se"]) for f in fits])
+        share = 1.0 - float(conv.mean())
+        if share > max_failed:
+            msgs = np.concatenate([f["message"] for f in fits])[~conv]
+            values, counts = np.unique([str(m) or "(no message)" for m in msgs], return_counts=True)
+            common = values[np.argmax(counts)]
+            return (
+                f"{int((~conv).sum())} of the first {len(conv)} fits of analysis "
+                f"{analysis!r} failed ({share:.0%} > max_failed {max_failed:g}); commonest: "
+                f"{common}"
+            )
+    return ""
+
+
+def run_points(
+    plans: Sequence[Plan],
+    seeds: Sequence[Sequence[np.random.SeedSequence]],
+    *,
+    workers: int | None,
+    scheduler: Any,
+    progress: bool,
+    batch_size: int | None,
+    check_first: int,
+    max_failed: float,
+    desc: str,
+) -> list[tuple[list[dict[str, Any]], str]]:
+    """Run the replicates of every point (``plans[g]`` with ``seeds[g]``) and return, per
+    point, the chunk results in replicate order and the reason it stopped early ("").
+
+    With ``check_first > 0`` the first ``check_first`` replicates of every point run
+    first (in chunks that split them over the workers); points where more than
+    ``max_failed`` of them failed for an analysis stop there, the others run the rest.
+    Chunks stay on ``FIT_BLOCK`` boundaries, so the results are those of one pass.
+    """
+    total = sum(len(s) for s in seeds)
+    size = chunk_size(total, batch_size, workers)
+    lanes = workers if workers and workers > 1 else 1
+    # at least one block per worker, so the check keeps every worker busy
+    first = max(check_first, FIT_BLOCK * lanes) if check_first and max_failed < 1.0 else 0
+    first_size = chunk_size(first * len(plans), batch_size, lanes) if first else None
+    chunks = [
+        cut_chunks(plan, g, s, size, first=first, first_size=first_size)
+        for g, (plan, s) in enumerate(zip(plans, seeds, strict=True))
+    ]
+    done: list[dict[int, Any]] = [{} for _ in plans]
+
+    def run(todo: list[Any], label: str) -> None:
+        res = power_exec.run_tasks(
+            run_chunk,
+            todo,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+            desc=label,
+            unit_sizes=[len(c.seeds) for c in todo],
+        )
+        for c, r in zip(todo, res, strict=True):
+            done[c.point][c.start] = r
+
+    reasons = [""] * len(plans)
+    if first:
+        run([c for cs in chunks for c in cs if c.start < first], f"{desc} (first {first})")
+        for g, plan in enumerate(plans):
+            reasons[g] = _failure_reason(list(done[g].values()), plan, max_failed)
+    rest = [
+        c for g, cs in enumerate(chunks) if not reasons[g] for c in cs if c.start not in done[g]
+    ]
+    if rest:
+        run(rest, desc)
+    return [([d[k] for k in sorted(d)], reasons[g]) for g, d in enumerate(done)]
+
+
 def power(
     spec,
     n_sims: int = 1000,
@@ -322,6 +450,8 @@ def power(
     threshold: float | None = None,
     adjust: Sequence[str] = ("arm",),
     max_sims: int = MAX_SIMS,
+    check_first: int | None = CHECK_FIRST,
+    max_failed: float | None = MAX_FAILED,
 ) -> PowerResult:
     """Power of the chosen analyses for cohorts like ``spec``, by simulation.
 
@@ -331,41 +461,55 @@ def power(
     ``threshold`` default to the spec's (the exposure that carries the true OR);
     ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of
     ``batch_size`` replicates (rounded up to a multiple of ``FIT_BLOCK``) in N local
-    processes; ``scheduler`` (an address or a ``dask.distributed.Client``) runs them
-    on a Dask cluster. More than ``max_sims`` replicates are refused before anything
-    runs. See the module docstring for the definitions and the seeding.
+    processes (a pool kept alive for the session, see ``executors``); ``scheduler``
+    (an address or a ``dask.distributed.Client``) runs them on a Dask cluster. More
+    than ``max_sims`` replicates are refused before anything runs. The first
+    ``check_first`` replicates run first; if more than ``max_failed`` of them failed
+    for an analysis the run stops with the reason in ``PowerResult.stopped``
+    (``None`` for either turns the check off). See the module docstring for the
+    definitions, the fit-health rates and the seeding.
     """
     check_counts(n_sims, alpha, batch_size)
     check_sim_total(n_sims, 1, max_sims)
     power_exec.check_backend(workers, scheduler)
+    first, max_share = check_stop(check_first, max_failed)
     analyses = check_analyses(analysis)
     plan = make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq)
     root = root_seed(seed)
-    chunks = make_chunks(plan, 0, root, int(n_sims), chunk_size(int(n_sims), batch_size, workers))
     t0 = time.perf_counter()
-    results = power_exec.run_tasks(
-        run_chunk,
-        chunks,
+    [(results, stopped)] = run_points(
+        [plan],
+        [root.spawn(int(n_sims))],
         workers=workers,
         scheduler=scheduler,
         progress=progress,
+        batch_size=batch_size,
+        check_first=first,
+        max_failed=max_share,
         desc="power",
-        unit_sizes=[len(c.seeds) for c in chunks],
     )
     wall = time.perf_counter() - t0
-    table, reps, timing, ledger = _summarise(results, plan, int(n_sims), float(alpha))
+    return _result(spec, plan, results, stopped, float(alpha), wall, workers, scheduler, root)
+
+
+def _result(spec, plan, results, stopped, alpha, wall, workers, scheduler, root) -> PowerResult:
+    n_run = sum(len(r["fits"][plan.analyses[0]]["converged"]) for r in results)
+    table, reps, timing, ledger = _summarise(results, plan, n_run, alpha)
+    table["stopped_early"] = bool(stopped)
+    table["stop_reason"] = stopped
     timing["wall"] = wall
     return PowerResult(
         spec=spec,
-        n_sims=int(n_sims),
-        alpha=float(alpha),
-        analyses=analyses,
+        n_sims=n_run,
+        alpha=alpha,
+        analyses=plan.analyses,
         table=table,
         replicates=reps,
         timing=timing,
         ledger=ledger,
         backend=power_exec.backend_name(workers, scheduler),
         seed=root,
+        stopped=stopped,
     )
 
 
@@ -387,6 +531,8 @@ def power_curve(
     threshold: float | None = None,
     adjust: Sequence[str] = ("arm",),
     max_sims: int = MAX_SIMS,
+    check_first: int | None = CHECK_FIRST,
+    max_failed: float | None = MAX_FAILED,
     **grid: Sequence[Any],
 ) -> pd.DataFrame:
     """Power over a grid of spec values: ``power_curve(spec, n_patients=[50, 100],
@@ -395,13 +541,17 @@ def power_curve(
     Every other keyword that names a ``CohortSpec`` field is a grid axis (a list of
     values; for tuple fields such as ``mri_weeks`` a list of tuples). Returns a tidy
     table: the grid columns (in the order given), then the columns of
-    ``PowerResult.table``, one row per grid point × analysis. Grid point ``g``
+    ``PowerResult.table`` (the fit-health rates, ``stopped_early`` and
+    ``stop_reason`` included), one row per grid point × analysis. Grid point ``g``
     (row-major order) uses child ``g`` of ``SeedSequence(seed).spawn(n_grid)``. All
-    chunks of all points run in one pool. More than ``max_sims`` studies in all
-    (replicates × grid points) are refused before anything runs.
+    chunks of all points run in one pool. A grid point whose first ``check_first``
+    replicates failed more than ``max_failed`` stops there (the others go on). More
+    than ``max_sims`` studies in all (replicates × grid points) are refused before
+    anything runs.
     """
     check_counts(n_sims, alpha, batch_size)
     power_exec.check_backend(workers, scheduler)
+    first, max_share = check_stop(check_first, max_failed)
     analyses = check_analyses(analysis)
     points = grid_points(spec, grid)
     check_sim_total(n_sims, len(points), max_sims)
@@ -419,23 +569,23 @@ def power_curve(
         for pt in points
     ]
     roots = root_seed(seed).spawn(len(points))
-    size = chunk_size(int(n_sims) * len(points), batch_size, workers)
-    chunks = [
-        c for g, plan in enumerate(plans) for c in make_chunks(plan, g, roots[g], int(n_sims), size)
-    ]
-    results = power_exec.run_tasks(
-        run_chunk,
-        chunks,
+    runs = run_points(
+        plans,
+        [r.spawn(int(n_sims)) for r in roots],
         workers=workers,
         scheduler=scheduler,
         progress=progress,
+        batch_size=batch_size,
+        check_first=first,
+        max_failed=max_share,
         desc=f"power curve ({len(points)} points)",
-        unit_sizes=[len(c.seeds) for c in chunks],
     )
     tables = []
-    for g, (pt, plan) in enumerate(zip(points, plans, strict=True)):
-        mine = [r for c, r in zip(chunks, results, strict=True) if c.point == g]
-        table = _summarise(mine, plan, int(n_sims), float(alpha))[0]
+    for pt, plan, (mine, stopped) in zip(points, plans, runs, strict=True):
+        n_run = sum(len(r["fits"][analyses[0]]["converged"]) for r in mine)
+        table = _summarise(mine, plan, n_run, float(alpha))[0]
+        table["stopped_early"] = bool(stopped)
+        table["stop_reason"] = stopped
         for j, (key, value) in enumerate(pt.items()):
             table.insert(j, key, [value] * len(table))
         tables.append(table)

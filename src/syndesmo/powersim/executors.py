@@ -5,11 +5,16 @@ results in task order, whatever backend ran them:
 
 * in-process (default): a plain loop, nothing to start;
 * ``workers=N`` (N > 1): a ``concurrent.futures.ProcessPoolExecutor`` with N worker
-  processes. It is in the standard library, starts in well under a second and
-  needs no optional extra, whereas a Dask ``LocalCluster`` takes a few seconds to
-  start (scheduler, nannies, workers) and brings nothing a single machine needs
-  here: the tasks are independent, coarse (one chunk of replicates each) and
-  return small arrays, so there is no data to share between them;
+  processes, **kept alive for the session**: the first call with N workers starts
+  the pool, later calls reuse its warm workers (their imports, caches and
+  calibrations), and an ``atexit`` hook shuts it down when the interpreter exits
+  (``shutdown_pools`` does it at once). A pool that broke or was stopped by Ctrl-C is
+  dropped and a new one starts on the next call. The pool is in the standard
+  library, starts in well under a second and needs no optional extra, whereas a
+  Dask ``LocalCluster`` takes a few seconds to start (scheduler, nannies, workers)
+  and brings nothing a single machine needs here: the tasks are independent,
+  coarse (one chunk of replicates each) and return small arrays, so there is no
+  data to share between them;
 * ``scheduler="tcp://host:port"`` or a ``dask.distributed.Client``: the tasks run
   as Dask tasks on that cluster (its workers must have ``syndesmo`` installed).
   A client made here from an address is closed here; a client passed in is left
@@ -17,7 +22,9 @@ results in task order, whatever backend ran them:
 
 Worker processes are forked where the platform allows it and the calling process
 runs no other thread at that moment (the pool is started before the progress bar,
-whose monitor is a thread); otherwise they are started with ``spawn``, as Dask's
+whose monitor is a thread, and no bar is made at all when progress is off); a forked
+worker starts in milliseconds because it inherits the imported package. Otherwise
+they are started with ``spawn``, as Dask's
 nannies are, because forking a process that runs threads (a Dask client, a
 progress monitor) can deadlock. Forking lets a plain script call ``power(...,
 workers=2)`` without an ``if __name__ == "__main__":`` guard; under ``spawn`` (and
@@ -28,6 +35,7 @@ not depend on the backend, the start method or how many workers there are.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -230,11 +238,53 @@ def start_method() -> str:
     return "spawn"
 
 
+#: The session's worker pools, by number of workers (see the module docstring).
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shutdown_pools() -> None:
+    """Shut down the session's worker pools (also run at interpreter exit)."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for ex in pools:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_pools)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """The session's pool of ``workers`` processes, started on first use."""
+    with _POOLS_LOCK:
+        ex = _POOLS.get(workers)
+        if ex is not None and not getattr(ex, "_broken", False):
+            return ex
+        context = multiprocessing.get_context(start_method())
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        _POOLS[workers] = ex
+        return ex
+
+
+def pool_processes(workers: int) -> list[int]:
+    """Process ids of the session's pool of ``workers`` (empty if none is running)."""
+    with _POOLS_LOCK:
+        ex = _POOLS.get(workers)
+        return sorted(getattr(ex, "_processes", None) or {}) if ex is not None else []
+
+
+def _drop_pool(ex: ProcessPoolExecutor) -> None:
+    with _POOLS_LOCK:
+        for k, v in list(_POOLS.items()):
+            if v is ex:
+                del _POOLS[k]
+
+
 def _run_processes(fn, tasks, workers: int, sizes, progress: bool, desc: str) -> list[Any]:
-    context = multiprocessing.get_context(start_method())
     saved = {k: os.environ.get(k) for k in _SINGLE_THREAD_ENV}
-    os.environ.update(_SINGLE_THREAD_ENV)  # read by spawned interpreters at start
-    ex = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context)
+    os.environ.update(_SINGLE_THREAD_ENV)  # read by workers as they start
+    ex = _pool(workers)
     try:
         # submitting starts the workers; only then the progress bar (a thread)
         futures = {ex.submit(fn, task): i for i, task in enumerate(tasks)}
@@ -244,11 +294,12 @@ def _run_processes(fn, tasks, workers: int, sizes, progress: bool, desc: str) ->
                 i = futures[fut]
                 results[i] = fut.result()
                 bar.update(sizes[i])
-        ex.shutdown(wait=True)
         return results
     except BaseException:
         # Ctrl-C or a failed task: drop the queued tasks and stop the running ones
-        # instead of waiting for them (shutdown(wait=True) would finish the queue).
+        # instead of waiting for them (shutdown(wait=True) would finish the queue);
+        # the next call starts a fresh pool.
+        _drop_pool(ex)
         _stop_pool(ex)
         raise
     finally:
@@ -318,7 +369,24 @@ def _run_dask(fn, tasks, scheduler, sizes, progress: bool, desc: str) -> list[An
             client.close(timeout=CONNECT_TIMEOUT)
 
 
+class _NoBar:
+    """What the loops need of a progress bar, doing nothing."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
 def _progress_bar(enabled: bool, total: int, desc: str):
+    """A tqdm bar, or an inert stand-in when progress is off (tqdm starts its monitor
+    thread even for a disabled bar, which would rule out forking workers later)."""
+    if not enabled:
+        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="rep", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit="rep", leave=False)

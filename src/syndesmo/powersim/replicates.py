@@ -14,8 +14,18 @@ the chunk's ``R`` replicates → per analysis:
   at once.
 
 Each analysis comes back as per-replicate arrays (``estimate``, ``se``,
-``converged``, ``singular``, ``sigma``, ``n_obs``, ``n_events``, ``message``) that
-``syndesmo.powersim.api`` summarises. Each replicate's result depends only on its own data.
+``converged``, ``singular``, ``sigma``, ``n_obs``, ``n_events``, ``message``,
+``status``, ``separation``) that ``syndesmo.powersim.api`` summarises. ``status``
+says what became of the fit (``fit_status``): ``"ok"``, ``"not fitted"`` (no events,
+no non-events or a rank-deficient design on the replicate's rows), ``"not
+converged"`` or ``"error"`` (the engine raised); ``separation`` flags a fit whose
+engine reported (possible) separation, converged or not. Each replicate's result
+depends only on its own data.
+
+With ``plan.nested`` set (``sample_size``), a replicate's cohort is
+``syndesmo.powersim.nested.nested_cohort``: the first patients of an unbounded
+sequence of blocks, so cohorts of n and n' > n patients from the same seed share
+their first patients (common random numbers over the number of patients).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
 from syndesmo.fitting.design import Design
+from syndesmo.powersim.nested import nested_cohort
 from syndesmo.powersim.plan import (
     CRUDE_ANALYSIS,
     FIT_BLOCK,
@@ -53,7 +64,10 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
     plan = chunk.plan
     timing: dict[str, float] = {}
     t0 = time.process_time()
-    sims = [simulate_arrays(plan.spec, np.random.default_rng(s)) for s in chunk.seeds]
+    if plan.nested:
+        sims = [nested_cohort(plan.spec, s, plan.nested) for s in chunk.seeds]
+    else:
+        sims = [simulate_arrays(plan.spec, np.random.default_rng(s)) for s in chunk.seeds]
     t1 = time.process_time()
     derived = [derive_arrays(a, plan.outcome, plan.exposure, plan.threshold, "mean") for a in sims]
     t2 = time.process_time()
@@ -81,8 +95,38 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
             fits = _from_logit(logit_many(pat["X"], pat["Y"], pat["mask"]), pat["names"])
             fits["excluded"] = pat["excluded"]
         timing[f"fit:{analysis}"] = time.process_time() - t
+        fits["status"], fits["separation"] = fit_status(fits["converged"], fits["message"])
         out["fits"][analysis] = fits
     return out
+
+
+#: What became of one fit (``fit_status``); every status but ``"ok"`` is a failed fit.
+STATUSES = ("ok", "not fitted", "not converged", "error")
+_NOT_FITTED = ("not fitted", "no events", "no non-events", "rank-deficient", "rank deficient")
+
+
+def fit_status(converged: np.ndarray, message: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Classify fits from the engines' ``converged`` flags and messages.
+
+    ``"ok"``: converged; ``"error"``: the engine raised (the message is the
+    exception, ``"Name: text"``, written by ``_fit_each``); ``"not fitted"``: the
+    engine refused the data before fitting (no events, no non-events, a
+    rank-deficient design: the messages of ``fit_many`` and ``logit_many``); else
+    ``"not converged"``. ``separation`` is True where the message names
+    (possible) separation: ``logit_many`` then marks the fit failed, while
+    ``fit_many`` keeps a converged GLMM and appends the warning.
+    """
+    msg = np.array([str(m).lower() for m in message], dtype=object)
+    status = np.full(len(msg), "not converged", dtype=object)
+    status[[any(k in m for k in _NOT_FITTED) for m in msg]] = "not fitted"
+    status[[m.startswith(ERROR_PREFIX.lower()) for m in msg]] = "error"
+    status[np.asarray(converged, dtype=bool)] = "ok"
+    separation = np.array(["separation" in m for m in msg], dtype=bool)
+    return status, separation
+
+
+#: Messages of fits whose engine raised start with this (``_fit_each``).
+ERROR_PREFIX = "error: "
 
 
 def _vu_design(sims, derived, adjust: Sequence[str]) -> dict[str, Any]:
@@ -243,7 +287,7 @@ def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarr
             else:
                 fit = _fit_frame(vu, r, plan, formula, engine)
         except (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:
-            out["message"][r] = f"{type(exc).__name__}: {exc}"
+            out["message"][r] = f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
             continue
         est = float(fit.params[TERM])
         out["estimate"][r] = est

@@ -675,9 +675,12 @@ def simulate_arrays(
     # 8. missing images, per patient and week
     mri_miss = rng.random((P, W)) < spec.mri_missing_rate
     xray_miss = rng.random((P, X)) < spec.xray_missing_rate
-    mri_obs[np.broadcast_to(mri_miss[:, None, None, :], mri_obs.shape)] = np.nan
-    xmask = xray_miss[:, None, None, None, :] | ~scored[None, :, None, None, None]
-    corners_obs[np.broadcast_to(xmask, corners_obs.shape)] = np.nan
+    # (masks applied only where they mask something: the same arrays, less work)
+    if mri_miss.any():
+        mri_obs[np.broadcast_to(mri_miss[:, None, None, :], mri_obs.shape)] = np.nan
+    if xray_miss.any() or not scored.all():
+        xmask = xray_miss[:, None, None, None, :] | ~scored[None, :, None, None, None]
+        corners_obs[np.broadcast_to(xmask, corners_obs.shape)] = np.nan
 
     totals = np.nansum(corners_obs[..., 0][:, scored], axis=(1, 3))  # P × R
     msasss = totals.mean(axis=1)

@@ -17,8 +17,23 @@ Simulate many cohorts from a cohort spec (the data-generating model of
 syndesmo.simulate.cohort) for every point of a grid of designs, fit the chosen analyses
 to the same simulated cohorts, and report the power: the share of simulated
 studies that reject H0: OR = 1 for the MRI exposure (two-sided Wald test at
---alpha), with a Monte Carlo 95% interval (Wilson). A fit that fails counts as a
-non-rejection; failed and singular fits are reported beside the power.
+--alpha), with a Monte Carlo 95% interval (Wilson).
+
+Fit health is never silent: a fit that fails counts as a non-rejection, and every
+row reports the share of fits that failed (not fitted: no events, no non-events or a
+rank-deficient design; not converged; the engine raised), were singular (random-
+intercept SD 0) or met separation. The first --check-first studies of each point
+run first; if more than --max-failed of them failed for an analysis, that point
+stops there and the reason is printed and written (stop_reason).
+
+With --target P the command answers the planner's question instead: the smallest
+number of patients (--solve n, the default) or the smallest conditional OR
+(--solve or, at --patients) whose power reaches P, for each --analysis side by side.
+The search uses the same studies (seeds) at every point (common random numbers;
+over the number of patients, the cohort of n patients is the first n of a larger
+one), brackets the answer by halving or doubling from the spec's value and bisects
+down to --step. It reports the answer, its power with the Monte Carlo CI, the power
+one step below, and every point evaluated.
 
 analyses (--analysis, comma separated):
   vu       VU-level GLMM: new_syndesmophyte ~ mri + arm + (1|patient)
@@ -32,35 +47,29 @@ FIELD=V1,V2 (FIELD a key of the cohort spec). Replicate i of grid point g uses
 SeedSequence(seed).spawn(n_points)[g].spawn(sims)[i], so the same --seed gives
 the same numbers with any --workers, --scheduler or --batch-size.
 
-Writes to --out: power.csv (one row per grid point x analysis), power.md (the
-same as a Markdown table) and power.png (power against the number of patients,
-one panel per true OR, one line per analysis, with Monte Carlo bands). The three
-files appear together; files of these names are replaced only if syndesmo wrote
-them. More than --max-sims studies in all (default 1,000,000) is refused before
-anything runs. Ctrl-C stops the workers and exits.
+Writes to --out: power.csv (one row per grid point x analysis, with the fit-health
+rates), power.md (the same as a Markdown table) and power.png (power against the
+number of patients, one panel per true OR, one line per analysis, with Monte Carlo
+CIs; with --target the points evaluated, the target and the answers marked). With
+--target also search.csv and search.md (the answer per analysis). The files appear
+together; files of these names are replaced only if syndesmo wrote them. More than
+--max-sims studies in all (default 1,000,000) is refused before anything runs.
+Ctrl-C stops the workers and exits.
 
 examples:
   syndesmo power --patients 50,100,200 --odds-ratio 1.5,2 --sims 500 --analysis vu,patient
   syndesmo power --spec data/synthetic/assert_like.toml --patients 100,187 --workers 2 --out power/
   syndesmo power --patients 187 --odds-ratio 1 --analysis vu,logit --sims 1000   # type I error
   syndesmo power --patients 187 --scheduler tcp://10.0.0.5:8786 --sims 5000
+  syndesmo power --target 0.8 --analysis vu,patient --sims 500 --step 10   # sample size
+  syndesmo power --target 0.8 --solve or --patients 120 --step 0.05        # detectable OR
 """
 
 #: Files written in --out.
 TABLE_CSV, TABLE_MD, FIGURE = "power.csv", "power.md", "power.png"
+SEARCH_CSV, SEARCH_MD = "search.csv", "search.md"
 OUTPUTS = (TABLE_CSV, TABLE_MD, FIGURE)
-#: Columns printed and written to Markdown.
-SHOWN = [
-    "analysis",
-    "power",
-    "power_lower",
-    "power_upper",
-    "mean_or",
-    "median_or",
-    "coverage",
-    "failed_rate",
-    "singular_rate",
-]
+SEARCH_OUTPUTS = (*OUTPUTS, SEARCH_CSV, SEARCH_MD)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +159,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="studies per task (default: up to 100); does not change the results",
     )
+    parser.add_argument(
+        "--check-first",
+        type=int,
+        default=50,
+        metavar="N",
+        help="studies of each point run first to check fit health (default: 50)",
+    )
+    parser.add_argument(
+        "--max-failed",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="stop a point when more than this share of its first studies failed for an "
+        "analysis (default: 0.5; 1 never stops)",
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        metavar="POWER",
+        help="find the smallest number of patients (or OR, --solve or) reaching this power",
+    )
+    parser.add_argument(
+        "--solve",
+        choices=("n", "or"),
+        default="n",
+        help="with --target: search the number of patients (n, default) or the smallest "
+        "detectable conditional OR at --patients (or)",
+    )
+    parser.add_argument(
+        "--step",
+        type=float,
+        default=None,
+        metavar="STEP",
+        help="with --target: resolution of the answer (default: 10 patients; OR 0.05)",
+    )
+    parser.add_argument(
+        "--max-patients",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="with --target: largest number of patients tried (default: 2000)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="root seed (default: 0)")
     parser.add_argument(
         "--out",
@@ -218,11 +270,85 @@ def _grid(args: argparse.Namespace, spec) -> dict[str, list[Any]]:
     return grid
 
 
+def _one(text: str | None, what: str, kind: type, default: Any) -> Any:
+    from syndesmo.errors import SpecError
+
+    if not text:
+        return default
+    values = _numbers(text, what, kind)
+    if len(values) != 1:
+        raise SpecError(f"{what}: give one value with --target, got {text!r}")
+    return values[0]
+
+
+def _search(args: argparse.Namespace, spec, adjust: list[str], out: Path) -> int:
+    from syndesmo.errors import SpecError
+    from syndesmo.output.atomic import atomic_files, check_files
+    from syndesmo.output.plots import power_curve_plot
+    from syndesmo.output.report import power_markdown, search_markdown
+    from syndesmo.powersim.search import detectable_effect, sample_size
+
+    check_files(out, SEARCH_OUTPUTS)
+    if args.grid:
+        raise SpecError("--grid cannot be combined with --target (the search sets the grid)")
+    if args.sims > args.max_sims:
+        raise SpecError(f"--sims {args.sims} is more than --max-sims {args.max_sims}")
+    spec = spec.replace(
+        odds_ratio_new=_one(args.odds_ratio, "--odds-ratio", float, spec.odds_ratio_new),
+        n_patients=_one(args.patients, "--patients", int, spec.n_patients),
+    )
+    kw = {
+        "target": args.target,
+        "analysis": args.analysis,
+        "n_sims": args.sims,
+        "alpha": args.alpha,
+        "engine": args.engine,
+        "nagq": args.nagq,
+        "seed": args.seed,
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "progress": not args.no_progress,
+        "batch_size": args.batch_size,
+        "adjust": adjust,
+        "max_sims": args.max_sims,
+        "check_first": args.check_first,
+        "max_failed": None if args.max_failed >= 1 else args.max_failed,
+    }
+    if args.solve == "n":
+        step = 10 if args.step is None else args.step
+        if step != int(step):
+            raise SpecError(f"--step must be a whole number of patients, got {args.step}")
+        res = sample_size(spec, step=int(step), max_patients=args.max_patients, **kw)
+    else:
+        res = detectable_effect(spec, step=0.05 if args.step is None else args.step, **kw)
+    chosen = {r.analysis: r.value for r in res.table.itertuples() if r.reached}
+    fig = power_curve_plot(res.evaluated, x=res.over, target=res.target, chosen=chosen)
+    header = (
+        f"Points the search evaluated: {res.n_sims} studies each, the same seeds at every "
+        f"point, seed {args.seed}. Monte Carlo 95% CI: Wilson. Fit health: failed fits count "
+        "as non-rejections."
+    )
+    with atomic_files(out, SEARCH_OUTPUTS) as tmp:
+        res.evaluated.to_csv(tmp / TABLE_CSV, index=False)
+        res.table.to_csv(tmp / SEARCH_CSV, index=False)
+        (tmp / TABLE_MD).write_text(
+            power_markdown(res.evaluated, [res.over], header), encoding="utf-8"
+        )
+        (tmp / SEARCH_MD).write_text(search_markdown(res), encoding="utf-8")
+        fig.savefig(tmp / FIGURE, dpi=200)
+    print(res.summary())
+    print(
+        f"wrote {out / SEARCH_CSV}, {out / SEARCH_MD}, {out / TABLE_CSV}, {out / TABLE_MD}, "
+        f"{out / FIGURE}"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from syndesmo.errors import SpecError
     from syndesmo.output.atomic import atomic_files, check_files
     from syndesmo.output.plots import power_curve_plot
-    from syndesmo.output.report import markdown_table
+    from syndesmo.output.report import power_markdown, power_table_columns
     from syndesmo.powersim.api import power_curve
     from syndesmo.simulate.cohort import CohortSpec
 
@@ -236,6 +362,9 @@ def run(args: argparse.Namespace) -> int:
     if args.sims < 1:
         raise SpecError(f"--sims must be at least 1, got {args.sims}")
     out = Path(args.out)
+    adjust = [c.strip() for c in args.adjust.split(",") if c.strip()]
+    if args.target is not None:
+        return _search(args, spec, adjust, out)
     check_files(out, OUTPUTS)  # before simulating: a foreign power.csv fails at once
     grid = _grid(args, spec)
     n_points = math.prod(len(v) for v in grid.values())
@@ -246,7 +375,6 @@ def run(args: argparse.Namespace) -> int:
             f"more than the ceiling of {args.max_sims:,}; give --max-sims {total} if you "
             "mean it"
         )
-    adjust = [c.strip() for c in args.adjust.split(",") if c.strip()]
     table = power_curve(
         spec,
         n_sims=args.sims,
@@ -261,22 +389,25 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         adjust=adjust,
         max_sims=args.max_sims,
+        check_first=args.check_first,
+        max_failed=None if args.max_failed >= 1 else args.max_failed,
         **grid,
     )
-    columns = [*grid, *SHOWN]
+    columns = power_table_columns(table, list(grid))
     header = (
         f"Power by simulation: {args.sims} studies per point, alpha {args.alpha:g} "
-        f"(two-sided Wald), seed {args.seed}. Monte Carlo 95% CI: Wilson. Failed fits "
-        "count as non-rejections.\n\n"
+        f"(two-sided Wald), seed {args.seed}. Monte Carlo 95% CI: Wilson. Fit health: "
+        "failed fits count as non-rejections.\n\n"
     )
     fig = power_curve_plot(table, x="n_patients")
     with atomic_files(out, OUTPUTS) as tmp:
         table.to_csv(tmp / TABLE_CSV, index=False)
-        (tmp / TABLE_MD).write_text(
-            header + markdown_table(table[columns]) + "\n", encoding="utf-8"
-        )
+        (tmp / TABLE_MD).write_text(power_markdown(table, list(grid), header), encoding="utf-8")
         fig.savefig(tmp / FIGURE, dpi=200)
     print(header.strip())
+    for _, r in table[table["stopped_early"]].iterrows():
+        where = ", ".join(f"{g} {r[g]}" for g in grid)
+        print(f"stopped early: {r['analysis']} at {where}: {r['stop_reason']}")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / TABLE_CSV}, {out / TABLE_MD}, {out / FIGURE}")
     return 0
