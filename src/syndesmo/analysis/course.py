@@ -896,3 +896,20 @@ def mri_course(
         level=level,
         notes=notes,
     )
+
+
+def reproduction_course(panel: Any, threshold: float = 1, readers: str = "mean") -> CourseResult:
+    """The MRI course for ``syndesmo reproduce``'s report: the native fits only.
+
+    ``readers`` rules the course does not take (``"per_reader"``) fall back to
+    ``"mean"``; lme4 is left out to keep the reproduction fast (``syndesmo course``
+    fits it beside). A panel with one MRI week gets no model.
+    """
+    rule = readers if readers in COURSE_READERS else "mean"
+    return mri_course(
+        panel,
+        threshold=threshold,
+        readers=rule,
+        lme4=False,
+        model=len(panel.mri_weeks) > 1,
+    )

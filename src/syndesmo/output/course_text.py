@@ -12,7 +12,7 @@ from syndesmo.output.course_plots import course_figure
 from syndesmo.output.report import markdown_table
 
 #: File name of the figure.
-FIGURE = "course.png"
+FIGURE = "prevalence.png"
 _MEASURE_WORDS = {"inflammation": "inflamed", "active erosion": "active erosion"}
 
 

@@ -40,7 +40,7 @@ or more readers, --readers mean takes each VU's mean score, --readers agree
 counts a VU inflamed only when every reader does.
 
 Writes into --out (default course_out/): every table as <table>.csv (full
-precision) and <table>.md, course.png (prevalence by week and arm with CIs) and
+precision) and <table>.md, prevalence.png (prevalence by week and arm with CIs) and
 course.md (all tables), all at once: the directory appears only when everything
 succeeded, and it is replaced only if it is empty or was written by syndesmo.
 Prints course.md.
