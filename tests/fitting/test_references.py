@@ -141,6 +141,7 @@ OTHER_SUITES = {
     "clogit": "test_registry.py",
     "reliability": "test_reliability.py",
     "multilevel": "multilevel_cases.py",
+    "course": "test_course.py",
 }
 
 

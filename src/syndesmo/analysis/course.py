@@ -488,10 +488,11 @@ def paired_status(long: pd.DataFrame, week: int, baseline: int) -> pd.DataFrame:
     and ``total_0`` / ``total_1`` (ASspiMRI-a sums over the same VUs); patients with
     no VU scored at both weeks are not in it.
     """
-    a = long[long["week"].eq(baseline).to_numpy()].set_index(["patient", "vu"])
-    b = long[long["week"].eq(week).to_numpy()].set_index(["patient", "vu"])
-    both = a.join(b, how="inner", lsuffix="_0", rsuffix="_1")
-    g = both.groupby(level="patient", sort=True, observed=True)
+    a = long[long["week"].eq(baseline).to_numpy()]
+    b = long[long["week"].eq(week).to_numpy()].drop(columns=[ARM])
+    both = a.merge(b, on=["patient", "vu"], how="inner", suffixes=("_0", "_1"))
+    both = both.rename(columns={ARM: f"{ARM}_0"})
+    g = both.groupby("patient", sort=True, observed=True)
     return pd.DataFrame(
         {
             "arm": g[f"{ARM}_0"].first(),
