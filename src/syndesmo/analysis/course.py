@@ -682,8 +682,10 @@ def fit_course(
                 "note": "" if res.converged else str(res.convergence.message),
             }
         )
-        if not res.converged:
-            continue  # never a number from a fit that did not converge
+        if not res.converged:  # never a number from a fit that did not converge
+            message = " ".join(str(res.convergence.message).split())
+            notes.append(f"{label} did not converge ({message}): its estimates are left out.")
+            continue
         ci = res.conf_int(level)
         for term in res.params.index:
             model_rows.append(

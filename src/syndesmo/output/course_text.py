@@ -98,7 +98,7 @@ def display_tables(course) -> dict[str, pd.DataFrame]:
         }
     )
     fits = course.fits_table[
-        ["fit", "converged", "loglik", "sd_patient", "sd_vu_in_patient", "n_obs", "seconds"]
+        ["fit", "converged", "loglik", "sd_patient", "sd_vu_in_patient", "n_obs", "seconds", "note"]
     ]
     return {
         "vu_prevalence": _prevalence_text(course.vu_prevalence, "vu"),
