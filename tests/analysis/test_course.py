@@ -81,6 +81,11 @@ def test_vu_prevalence_is_a_direct_count(panel, course):
                 assert int(row["n_vus"].iloc[0]) == n
                 assert row["prevalence"].iloc[0] == pytest.approx(k / n, abs=1e-15)
                 assert row["ci_low"].iloc[0] <= k / n <= row["ci_high"].iloc[0]
+    vp0 = vp[vp["measure"].eq("inflammation") & vp["arm"].eq("infliximab")]
+    counts_at = vp0.set_index("week")["prevalence"]
+    assert course.reduction("inflammation", "infliximab") == pytest.approx(
+        1 - counts_at[102] / counts_at[0]
+    )
 
 
 def test_patient_prevalence_is_a_direct_count_with_wilson_intervals(panel, course):

@@ -529,7 +529,7 @@ def mcnemar_test(before: np.ndarray, after: np.ndarray) -> dict:
         "pos_to_neg": int(table[0, 1]),
         "neg_to_pos": int(table[1, 0]),
         "statistic": float(res.statistic),
-        "p": float(res.pvalue) if discordant else 1.0,
+        "p": float(res.pvalue),
         "test": "McNemar exact (binomial)" if exact else "McNemar χ², continuity-corrected",
     }
 
