@@ -89,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_const",
         const=False,
         default=None,
-        help="do not fit lme4 beside the native engine (default: fit it when R is installed)",
+        help="do not fit lme4 beside the native engine (default: fit it when R is installed; "
+        "about 30 s on the shipped cohort)",
     )
     lme4.add_argument(
         "--lme4",
