@@ -34,6 +34,8 @@ _PUBLIC = {
     "ladder": "syndesmo.analysis.ladder",
     "patient_level": "syndesmo.analysis.patient",
     "compare_levels": "syndesmo.analysis.levels",
+    "mri_course": "syndesmo.analysis.course",
+    "CourseResult": "syndesmo.analysis.course",
     "icc": "syndesmo.analysis.reliability",
     "reliability": "syndesmo.analysis.reliability",
     "power": "syndesmo.powersim.api",
@@ -52,6 +54,7 @@ _PUBLIC = {
 __all__ = [
     "AnalysisFrame",
     "CohortSpec",
+    "CourseResult",
     "DeriveError",
     "FitResult",
     "Ledger",
@@ -74,6 +77,7 @@ __all__ = [
     "icc",
     "ladder",
     "load_panel",
+    "mri_course",
     "patient_level",
     "power",
     "power_curve",
@@ -98,6 +102,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from syndesmo.analysis.course import CourseResult, mri_course
     from syndesmo.analysis.ladder import ladder
     from syndesmo.analysis.levels import compare_levels
     from syndesmo.analysis.patient import patient_level

@@ -143,6 +143,7 @@ OTHER_SUITES = {
     "reliability": "test_reliability.py",
     "multilevel": "multilevel_cases.py",
     "reflexes": "test_reflexes.py",
+    "course": "test_course.py",
 }
 
 

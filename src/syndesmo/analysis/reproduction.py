@@ -20,6 +20,7 @@ import pandas as pd
 
 from syndesmo.analysis import describe
 from syndesmo.analysis import ladder as analysis
+from syndesmo.analysis.course import reproduction_course
 from syndesmo.analysis.describe import ALL_ARMS, CountTable
 from syndesmo.analysis.marginal import attenuation_table
 from syndesmo.analysis.specs import ModelSpec
@@ -60,6 +61,7 @@ class Reproduction:
     headline: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    course: Any = None  # the MRI course (syndesmo.analysis.course.CourseResult)
 
 
 def panel_summary(panel) -> dict[str, Any]:
@@ -290,6 +292,7 @@ def run_reproduction(
         spine=spine_profile(panel, threshold=threshold, readers=readers),
         ledger=pd.concat(ledger_rows, ignore_index=True) if ledger_rows else _empty(LEDGER_COLS),
         headline=headline_table(ladder),
+        course=reproduction_course(panel, threshold, readers),
         settings={
             "engine": engine or (vu_specs[0].engine if vu_specs else ""),
             "nagq": nagq or (vu_specs[0].nagq if vu_specs else 1),

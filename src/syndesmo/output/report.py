@@ -138,6 +138,8 @@ def write_reproduction(rep, out: str | os.PathLike, *, dpi: int = 200) -> list[P
         spine = plots.spine_map(rep.spine, threshold=rep.settings.get("threshold", 1))
         spine.savefig(tmp / FIGURES["spine"], dpi=dpi)
         written += [tmp / f for f in FIGURES.values()]
+        if getattr(rep, "course", None) is not None:  # the MRI course: its own module
+            written += _course_text().write_course(rep.course, tmp, prefix="course_", dpi=dpi)
         (tmp / "report.md").write_text(render_report(rep, tables), encoding="utf-8")
         written.append(tmp / "report.md")
     return [out / p.name for p in written]
@@ -522,6 +524,8 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
             ]
         ]
         md += [markdown_table(lv), ""]
+    if getattr(rep, "course", None) is not None:
+        md += _course_text().report_section(rep.course, prefix="course_")
     md += ["## VUs and patients left out", "", _ledger_text(rep), ""]
     read = [*ps.get("input_left_out", []), *ps.get("input_notes", [])]
     if read:
@@ -531,6 +535,13 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
     md += [f"- `{f}`" for f in FIGURES.values()]
     md += ["", "Specs: " + ", ".join(f"`{s.name}`" for s in rep.specs), ""]
     return "\n".join(md)
+
+
+def _course_text():
+    """``syndesmo.output.course_text``, imported on use: it imports ``markdown_table`` from here."""
+    from syndesmo.output import course_text
+
+    return course_text
 
 
 def analysis_label(outcome: str) -> str:
