@@ -220,11 +220,28 @@ def _r_formula(design: Design, use_intercept: bool, counts: bool, offset: bool) 
     if design.random is None:
         bars = ["(1 | grp)"]
     else:
-        bars = [
-            f"(0 + {' + '.join(f'z{k}_{j}' for j in range(term.q))} | g{k})"
-            for k, term in enumerate(design.random.terms)
-        ]
+        bars = [_r_bar(k, term) for k, term in enumerate(design.random.terms)]
     return f"{lhs} ~ {' + '.join(terms)} + {' + '.join(bars)}"
+
+
+def _r_bar(k: int, term) -> str:
+    """One term for glmer: its columns ``z<k>_<j>`` and codes ``g<k>``; an intercept
+    column is written ``1``, as a user would, so lme4 sees the same model terms."""
+    cols = ["1" if _is_intercept(term, j) else f"z{k}_{j}" for j in range(term.q)]
+    if "1" not in cols:
+        cols.insert(0, "0")
+    return f"({' + '.join(cols)} | g{k})"
+
+
+def _is_intercept(term, j: int) -> bool:
+    return term.columns[j] == "(Intercept)" and bool(np.all(term.Z[:, j] == 1.0))
+
+
+def _r_column(term, k: int, r_name: str) -> str:
+    """A random-effect column's name in R (``(Intercept)``, ``z0_1``) → the term's."""
+    if r_name == "(Intercept)":
+        return "(Intercept)"
+    return term.columns[int(r_name.split("_")[1])]
 
 
 def _varcomps(design: Design, res: dict) -> tuple[VarComp, ...]:
@@ -466,7 +483,7 @@ def _ranef(design: Design, res: dict[str, Any]) -> pd.DataFrame | None:
             k = int(g[1:])
             t = terms[k]
             grpvar.append(lme4_grpvar(t.name, names))
-            term_col.append(t.columns[int(z.split("_")[1])])
+            term_col.append(_r_column(t, k, z))
             grp.append(lme4_level_labels(t)[c])
         return pd.DataFrame(
             {
