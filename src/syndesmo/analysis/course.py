@@ -618,11 +618,12 @@ def course_formula(n_arms: int) -> str:
 
 
 def _fit_plan(nagq: int, lme4: bool | None) -> list[tuple[str, str, int, dict]]:
-    plan = [("native Laplace", "native", 1, {})]
+    native, reference = registry.DEFAULT_ENGINE, registry.REFERENCE_ENGINE
+    plan = [(f"{native} Laplace", native, 1, {})]
     if nagq > 1:
-        plan.append((f"native AGQ {nagq}", "native", nagq, {}))
+        plan.append((f"{native} AGQ {nagq}", native, nagq, {}))
     if lme4 is not False:
-        plan.append(("lme4 Laplace", "lme4", 1, {"tol_pwrss": 1e-12}))
+        plan.append((f"{reference} Laplace", reference, 1, {"tol_pwrss": 1e-12}))
     return plan
 
 
@@ -660,7 +661,7 @@ def fit_course(
         try:
             res = fit_model(formula, data, engine=engine, nagq=k, **options)
         except (EngineUnavailableError, ImportError, ModelError) as exc:
-            if engine == "lme4" and lme4 is None:
+            if engine == registry.REFERENCE_ENGINE and lme4 is None:
                 notes.append(f"lme4 not fitted: {' '.join(str(exc).split())}")
                 continue
             raise
@@ -853,7 +854,9 @@ def mri_course(
     """
     threshold = check_threshold(threshold)
     level = _check_level(level)
-    nagq = check_nagq(nagq, registry.get_engine("native").nagq_max or 1, error=DeriveError)
+    nagq = check_nagq(
+        nagq, registry.get_engine(registry.DEFAULT_ENGINE).nagq_max or 1, error=DeriveError
+    )
     long, ledger = course_frame(panel, threshold=threshold, readers=readers)
     if long.empty:
         raise DeriveError("the panel has no ASspiMRI-a score at any MRI week")

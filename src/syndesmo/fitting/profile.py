@@ -179,22 +179,40 @@ def profile_sigma_conf_int(fit: FitResult, level: float = 0.95) -> pd.DataFrame:
 
 
 def sd_rows(fit: FitResult) -> list[tuple[str, int]]:
-    """Labels of the random-effect SDs that are model parameters, and their indices.
+    """Labels of the random-effect SDs and their indices on the SD/correlation scale.
 
-    For scalar random-effect terms (random intercepts, nested or crossed) the model's
-    parameter after the fixed effects is the term's SD (θ of lme4 for a binomial
-    GLMM). Vector terms (correlated slopes) are parameterised by the elements of a
-    Cholesky factor, which are not SDs: ModelError.
+    The parameters after the fixed effects are the rows of ``fit.varcorr`` (SDs and
+    correlations, lme4's order). For scalar random-effect terms (random intercepts,
+    nested or crossed) they are also the model's own parameters (θ of lme4 for a
+    binomial GLMM); for vector terms the model offers them through ``sd_scale()``.
     """
     p = len(fit.params)
-    comps = list(fit.varcomps)
-    if any(not c.is_sd for c in comps):
+    return [(f"sd {c.grp} {c.var1}", p + j) for j, c in enumerate(fit.varcomps) if c.is_sd]
+
+
+def sd_scale_model(fit: FitResult) -> tuple[ProfileModel, np.ndarray]:
+    """The fit's model with the SDs and correlations as its parameters, and the estimates.
+
+    For scalar structures that is the model itself. Otherwise the model's
+    ``sd_scale()`` (a :class:`ProfileModel` whose parameters are the fixed effects then
+    the ``fit.varcorr`` rows) and its ``to_sd_scale(params)``.
+
+    Raises
+    ------
+    ModelError
+        When the model has no such parameterisation.
+    """
+    model = _model_of(fit)
+    if all(c.is_sd for c in fit.varcomps):
+        return model, fit.model_params()
+    scale = getattr(model, "sd_scale", None)
+    if scale is None:
         raise ModelError(
-            "intervals of the SDs of correlated random effects are not available (their "
-            "model parameters are the elements of a Cholesky factor, θ); fit.details "
-            "holds θ and its SEs"
+            f"the model of engine {fit.engine!r} cannot be profiled on the SD/correlation "
+            "scale of its correlated random effects"
         )
-    return [(f"sd {c.grp} {c.var1}", p + j) for j, c in enumerate(comps)]
+    sd_model = scale()
+    return sd_model, sd_model.to_sd_scale(fit.model_params())
 
 
 def profile_sd_conf_int(fit: FitResult, level: float = 0.95) -> pd.DataFrame:
@@ -220,7 +238,8 @@ def profile_sd_conf_int(fit: FitResult, level: float = 0.95) -> pd.DataFrame:
         Without a model object, for vector random effects, or when a refit fails.
     """
     rows = sd_rows(fit)
-    profiler = _Profiler(fit)
+    model, start = sd_scale_model(fit)
+    profiler = _Profiler(fit, model=model, start=start)
     table = pd.DataFrame(
         [profiler.interval(k, level) for _, k in rows],
         index=[label for label, _ in rows],
@@ -297,8 +316,13 @@ def _signed_root(delta: float, b: float, est: float) -> float:
 class _Profiler:
     """Profiles of one fit's log-likelihood through its model object."""
 
-    def __init__(self, fit: FitResult) -> None:
-        self.model = _model_of(fit)
+    def __init__(
+        self,
+        fit: FitResult,
+        model: ProfileModel | None = None,
+        start: np.ndarray | None = None,
+    ) -> None:
+        self.model = _model_of(fit) if model is None else model
         names = tuple(self.model.param_names)
         p = len(fit.params)
         if names[:p] != tuple(fit.params.index):
@@ -306,7 +330,8 @@ class _Profiler:
                 f"the model's parameters {list(names)} do not start with the fit's terms "
                 f"{list(fit.params.index)}"
             )
-        start = fit.model_params()
+        on_model = start is None
+        start = fit.model_params() if start is None else np.asarray(start, dtype=float)
         if len(names) != start.size:
             raise ModelError(
                 f"the model has {len(names)} parameters but the fit {p} fixed effects and "
@@ -316,11 +341,12 @@ class _Profiler:
         self.bounds = np.asarray(self.model.lower_bounds, dtype=float)
         self.hat = self.model.maximise(start=start)
         theta_se = getattr(fit.details, "theta_se", None)
-        se_var = (
-            np.atleast_1d(np.asarray(theta_se, dtype=float))
-            if theta_se is not None and np.ndim(theta_se) > 0
-            else [fit.sigma_se] * (start.size - p)
-        )
+        if not on_model:  # another parameterisation: no SEs, start from the estimate
+            se_var = [math.nan] * (start.size - p)
+        elif theta_se is not None and np.ndim(theta_se) > 0:
+            se_var = np.atleast_1d(np.asarray(theta_se, dtype=float))
+        else:
+            se_var = [fit.sigma_se] * (start.size - p)
         se = np.r_[fit.bse.to_numpy(float), se_var]
         self.se = np.where(np.isfinite(se) & (se > 0), se, np.nan)
 

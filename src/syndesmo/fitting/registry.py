@@ -325,6 +325,8 @@ REGISTRY: dict[str, Engine] = {
 
 #: The default engine of ``sy.fit`` and of VU-level analyses: the native GLMM.
 DEFAULT_ENGINE = "native"
+#: The reference engine every other likelihood engine is checked against (R's glmer).
+REFERENCE_ENGINE = "lme4"
 #: The crude model (step a of the ladder; patient-level 0/1 outcomes).
 CRUDE_ENGINE = "logit"
 #: The population-averaged model fitted beside the GLMM by default.

@@ -536,7 +536,7 @@ class FitResult:
         return table.copy()
 
     def sd_conf_int(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
-        """Confidence intervals of every random-effect SD (nested, crossed or one).
+        """Confidence intervals of every random-effect SD (one, nested, crossed or slopes).
 
         Parameters
         ----------
@@ -544,8 +544,10 @@ class FitResult:
             Coverage, between 0 and 1.
         method : str, optional
             ``"wald"`` (default): SD ± z·SE with the SE from the Hessian over (fixed
-            effects, θ), cut at 0, NaN where the SD is at 0. ``"profile"``: the
-            profile-likelihood interval (lme4's ``confint(m, parm = "theta_")``).
+            effects, θ) (by the delta method for correlated terms), cut at 0, NaN
+            where the SD is at 0. ``"profile"``: the profile-likelihood interval
+            (lme4's ``confint(m, parm = "theta_")``), on the SD/correlation scale for
+            correlated terms.
 
         Returns
         -------
@@ -556,34 +558,44 @@ class FitResult:
         Raises
         ------
         ModelError
-            For correlated random effects (whose parameters are not SDs), an engine
-            without SEs of the SDs, or a method not offered.
+            For an engine without a model to profile, or a method not offered.
         """
         _check_level(level)
         method = self._interval_method(method)
         rows = sd_rows(self)
-        estimate = [c.sdcor for c in self.varcomps]
+        estimate = [c.sdcor for c in self.varcomps if c.is_sd]
+        labels = [r for r, _ in rows]
         if not self.converged:
-            ci = pd.DataFrame(np.nan, index=[r for r, _ in rows], columns=["lower", "upper"])
+            ci = pd.DataFrame(np.nan, index=labels, columns=["lower", "upper"])
         elif method == "profile":
             key = ("sd", method, float(level))
             if key not in self._cache:
                 self._cache[key] = profile_sd_conf_int(self, level)
             ci = self._cache[key].copy()
         else:
-            theta_se = getattr(self.details, "theta_se", None)
-            if theta_se is not None and np.ndim(theta_se) > 0:
-                se = np.asarray(theta_se, dtype=float)
-            else:
-                se = np.array([self.sigma_se] * len(rows))
+            se = self._sd_se()
             z = stats.norm.ppf(0.5 + level / 2.0)
             est = np.asarray(estimate, dtype=float)
             ci = pd.DataFrame(
-                {"lower": np.maximum(est - z * se, 0.0), "upper": est + z * se},
-                index=[r for r, _ in rows],
+                {"lower": np.maximum(est - z * se, 0.0), "upper": est + z * se}, index=labels
             )
         ci.insert(0, "estimate", estimate)
         return ci
+
+    def _sd_se(self) -> np.ndarray:
+        """SEs of the SDs: from θ's SEs for scalar terms, by the delta method from the
+        Hessian over (β, θ) for vector terms; NaN where there are none."""
+        n_sd = sum(c.is_sd for c in self.varcomps)
+        theta_se = getattr(self.details, "theta_se", None)
+        if all(c.is_sd for c in self.varcomps):
+            if theta_se is not None and np.ndim(theta_se) > 0:
+                return np.asarray(theta_se, dtype=float)
+            return np.array([self.sigma_se] * n_sd)
+        hessian = getattr(self.details, "hessian", None)
+        scale = getattr(self.model, "sd_scale", None)
+        if hessian is None or scale is None:
+            return np.full(n_sd, np.nan)
+        return scale().sd_standard_errors(self.model_params(), hessian)
 
     def odds_ratios(self, level: float = 0.95, method: str | None = None) -> pd.DataFrame:
         """Odds ratios with their confidence interval and p-value, one row per term.

@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lme4 = parser.add_mutually_exclusive_group()
     lme4.add_argument(
         "--no-lme4",
-        dest="lme4",
+        dest="fit_lme4",
         action="store_const",
         const=False,
         default=None,
@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     lme4.add_argument(
         "--lme4",
-        dest="lme4",
+        dest="fit_lme4",
         action="store_const",
         const=True,
         help="fit lme4 beside the native engine, an error without R and lme4",
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         readers=args.readers,
         nagq=args.nagq,
-        lme4=args.lme4,
+        lme4=args.fit_lme4,
         level=args.level,
     )
     files = f"{vu_path}" + (f" + {patients_path}" if patients_path else "")

@@ -235,6 +235,10 @@ class MultilevelModel:
             raise ModelError(f"the constrained maximisation failed: {out['message']}")
         return Maximum(out["psi"], float(out["value"] + self._logc), out["hess"], obj.u)
 
+    def sd_scale(self) -> SdScaleModel:
+        """This model with the SDs and correlations as parameters (profiles of SDs)."""
+        return SdScaleModel(self)
+
     # -- conditional modes ---------------------------------------------------------------
 
     def ranef(self, params: Sequence[float] | np.ndarray) -> pd.DataFrame:
@@ -305,6 +309,192 @@ class MultilevelModel:
             data=self.data,
         )
         return _result(self, ml)
+
+
+class SdScaleModel:
+    """A :class:`MultilevelModel` parameterised by its SDs and correlations.
+
+    The parameters are the fixed effects, then the rows of ``varcorr`` in lme4's order
+    (per term: the SDs, then the correlations (1,2), (1,3), …, (2,3), …), so the SD of a
+    random slope can be held fixed and profiled, as lme4's ``profile`` does on its
+    ``.sig``/``.cor`` scale. ``Λ = diag(sd) · chol(R)`` (R the correlation matrix) is
+    lower triangular with ``ΛΛᵀ = Σ``, so θ follows from the SDs and correlations, an
+    SD of 0 included. Constrained maxima are found by L-BFGS-B (SDs ≥ 0, correlations
+    in (−1, 1)) on the exact Laplace gradient carried through the Jacobian of θ.
+    Follows :class:`~syndesmo.fitting.profile.ProfileModel`.
+    """
+
+    CORR_BOUND = 1.0 - 1e-8
+
+    def __init__(self, model: MultilevelModel) -> None:
+        self.model = model
+        self.structure = model.structure
+        self._p = model._p
+        self._rows = []  # per term: (kind, a, b) for each varcorr row
+        for t in self.structure.terms:
+            rows = [("sd", a, a) for a in range(t.q)]
+            rows += [("cor", a, b) for a in range(t.q) for b in range(a + 1, t.q)]
+            self._rows.append(rows)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Fixed effects, then ``sd <grp> <var>`` and ``cor <grp> <var1>:<var2>``."""
+        names = list(self.model.design.names)
+        for t, rows in zip(self.structure.terms, self._rows, strict=True):
+            for kind, a, b in rows:
+                if kind == "sd":
+                    names.append(f"sd {t.name} {t.columns[a]}")
+                else:
+                    names.append(f"cor {t.name} {t.columns[a]}:{t.columns[b]}")
+        return tuple(names)
+
+    @property
+    def lower_bounds(self) -> tuple[float, ...]:
+        """``-inf`` for fixed effects, 0 for SDs, −1 for correlations."""
+        out = [-math.inf] * self._p
+        for rows in self._rows:
+            out += [0.0 if kind == "sd" else -1.0 for kind, _, _ in rows]
+        return tuple(out)
+
+    def _bounds(self) -> list[tuple[float | None, float | None]]:
+        out: list[tuple[float | None, float | None]] = [(None, None)] * self._p
+        for rows in self._rows:
+            out += [
+                (0.0, None) if kind == "sd" else (-self.CORR_BOUND, self.CORR_BOUND)
+                for kind, _, _ in rows
+            ]
+        return out
+
+    def to_theta(self, phi: np.ndarray) -> np.ndarray:
+        """θ (lme4's order) from the SDs and correlations of ``phi`` (after the β)."""
+        phi = np.asarray(phi, dtype=float)
+        pos = self._p
+        lambdas = []
+        for t, rows in zip(self.structure.terms, self._rows, strict=True):
+            sd = np.zeros(t.q)
+            corr = np.eye(t.q)
+            for kind, a, b in rows:
+                if kind == "sd":
+                    sd[a] = phi[pos]
+                else:
+                    corr[a, b] = corr[b, a] = phi[pos]
+                pos += 1
+            lambdas.append(np.diag(sd) @ np.linalg.cholesky(corr))
+        return np.array([lambdas[k][r, c] for k, r, c in self.structure.theta_index])
+
+    def to_sd_scale(self, params: np.ndarray) -> np.ndarray:
+        """The fixed effects then SDs and correlations, from β then θ."""
+        params = np.asarray(params, dtype=float)
+        out = list(params[: self._p])
+        for lam, rows in zip(self.structure.lambdas(params[self._p :]), self._rows, strict=True):
+            cov = lam @ lam.T
+            sd = np.sqrt(np.diag(cov))
+            for kind, a, b in rows:
+                if kind == "sd":
+                    out.append(sd[a])
+                else:
+                    den = sd[a] * sd[b]
+                    out.append(float(cov[a, b] / den) if den > 0 else 0.0)
+        return np.array(out)
+
+    def _psi(self, phi: np.ndarray) -> np.ndarray:
+        return np.r_[phi[: self._p], self.to_theta(phi)]
+
+    def _jacobian(self, phi: np.ndarray) -> np.ndarray:
+        """d θ / d (SDs, correlations) by central differences of the closed map."""
+        k = phi.size - self._p
+        jac = np.empty((self.structure.n_theta, k))
+        for j in range(k):
+            h = 1e-7 * max(1.0, abs(phi[self._p + j]))
+            up, down = phi.copy(), phi.copy()
+            up[self._p + j] += h
+            down[self._p + j] -= h
+            jac[:, j] = (self.to_theta(up) - self.to_theta(down)) / (2 * h)
+        return jac
+
+    def sd_standard_errors(self, params: np.ndarray, hessian: np.ndarray) -> np.ndarray:
+        """SEs of the SDs by the delta method from the Hessian over (β, θ)."""
+        p = self._p
+        try:
+            cov = np.linalg.inv(-np.asarray(hessian, dtype=float))
+        except np.linalg.LinAlgError:
+            return np.full(sum(k == "sd" for rows in self._rows for k, _, _ in rows), np.nan)
+        theta = np.asarray(params, dtype=float)[p:]
+        k = theta.size
+        grads = np.empty((len(self.param_names) - p, k))
+        for j in range(k):
+            h = 1e-7 * max(1.0, abs(theta[j]))
+            up, down = theta.copy(), theta.copy()
+            up[j] += h
+            down[j] -= h
+            grads[:, j] = (
+                self.to_sd_scale(np.r_[params[:p], up])[p:]
+                - self.to_sd_scale(np.r_[params[:p], down])[p:]
+            ) / (2 * h)
+        var = np.einsum("ij,jk,ik->i", grads, cov[p:, p:], grads)
+        is_sd = [kind == "sd" for rows in self._rows for kind, _, _ in rows]
+        return np.sqrt(np.clip(var, 0.0, None))[is_sd]
+
+    def loglik(self, params: Sequence[float] | np.ndarray) -> float:
+        """Log-likelihood at the fixed effects, SDs and correlations ``params``."""
+        return self.model.loglik(self._psi(np.asarray(params, dtype=float)))
+
+    def maximise(
+        self,
+        fixed: Mapping[int, float] | None = None,
+        start: Sequence[float] | np.ndarray | None = None,
+        *,
+        warm: Maximum | None = None,
+    ) -> Maximum:
+        """Maximise over all parameters but the ``fixed`` ones (L-BFGS-B, exact gradient).
+
+        Raises
+        ------
+        ModelError
+            When the optimiser does not converge.
+        """
+        from scipy import optimize
+
+        phi = (
+            self.to_sd_scale(np.r_[_glm_start(self.model), self.structure.theta_start()])
+            if start is None
+            else np.asarray(start, dtype=float).copy()
+        )
+        free = np.ones(phi.size, dtype=bool)
+        for k, value in (fixed or {}).items():
+            phi[int(k)] = float(value)
+            free[int(k)] = False
+        bounds = [b for b, f in zip(self._bounds(), free, strict=True) if f]
+        lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
+        hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
+        phi[free] = np.clip(phi[free], lo, hi)
+        obj = Objective(self.model.data, self.model.nagq)
+        if warm is not None and warm.state is not None:
+            obj.u = warm.state
+        logc = self.model._logc
+        p = self._p
+
+        def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
+            full = phi.copy()
+            full[free] = x
+            value, grad = obj.value_grad(self._psi(full))
+            if not np.isfinite(value):
+                return math.inf, np.zeros_like(x)
+            g = np.r_[grad[:p], grad[p:] @ self._jacobian(full)]
+            return -value, -g[free]
+
+        res = optimize.minimize(
+            negative,
+            phi[free],
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 500, "ftol": 1e-14, "gtol": 1e-9},
+        )
+        if not (res.success or "ABNORMAL" in str(res.message)) or not np.isfinite(res.fun):
+            raise ModelError(f"the constrained maximisation failed: {res.message}")
+        phi[free] = res.x
+        return Maximum(phi, float(-res.fun + logc), None, obj.u)
 
 
 def fit_structured(
@@ -468,4 +658,10 @@ def _ranef_frame(structure, modes: dict, data: pd.DataFrame | None) -> pd.DataFr
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["MAX_NAGQ", "MultilevelDetails", "MultilevelModel", "fit_structured"]
+__all__ = [
+    "MAX_NAGQ",
+    "MultilevelDetails",
+    "MultilevelModel",
+    "SdScaleModel",
+    "fit_structured",
+]
