@@ -249,17 +249,21 @@ def forest_plot(
     data = forest_table(ladder, patient, outcomes=outcomes, exposures=exposures)
     n = len(rows)
     fig = Figure(figsize=(10.5, 1.1 + 0.27 * n), layout="constrained")
-    axes = fig.subplots(1, len(outcomes), sharey=True, squeeze=False)[0]
+    grid = fig.subplots(
+        1, 2 * len(outcomes), sharey=True, squeeze=False, width_ratios=[3, 1.45] * len(outcomes)
+    )[0]
+    axes, text_axes = grid[0::2], grid[1::2]
     engines_seen: list[str] = []
-    for ax, outcome in zip(axes, outcomes, strict=True):
+    for ax, tax, outcome in zip(axes, text_axes, outcomes, strict=True):
+        tax.set_xlim(0, 1)
+        tax.axis("off")
         sub = data[data["outcome"].eq(outcome)]
         ok = sub[sub["estimable"]]
         ticks, xlim = _spanning_limits(
             ok["lower"].to_numpy(dtype=float), ok["upper"].to_numpy(dtype=float)
         )
-        text_kw = {"xycoords": ("axes fraction", "data"), "va": "center", "annotation_clip": False}
-        ax.annotate("OR (95% CI)", (1.03, n - 0.4), fontsize=_FONT, fontweight="bold", **text_kw)
-        ax.annotate("N/events", (1.5, n - 0.4), fontsize=_FONT, fontweight="bold", **text_kw)
+        tax.text(0.02, n - 1, "OR (95% CI)", fontsize=_FONT, fontweight="bold", va="center")
+        tax.text(0.70, n - 1, "N/events", fontsize=_FONT, fontweight="bold", va="center")
         for i, (kind, _exp, _label, _key) in enumerate(rows):
             y = n - 1 - i
             if kind == "header":
@@ -283,16 +287,17 @@ def forest_plot(
                         style="italic",
                         va="center",
                     )
-                ax.annotate(r.text, (1.03, y - off), fontsize=_FONT - 1.5, color=colour, **text_kw)
+                tax.text(0.02, y - off, r.text, fontsize=_FONT - 1.5, color=colour, va="center")
                 if r.engine not in engines_seen:
                     engines_seen.append(r.engine)
             if m:
                 counts = cell.iloc[0]
-                ax.annotate(
+                tax.text(
+                    0.70,
+                    y,
                     f"{int(counts['n'])}/{int(counts['events'])}",
-                    (1.5, y),
                     fontsize=_FONT - 1.5,
-                    **text_kw,
+                    va="center",
                 )
         ax.set_xscale("log")
         ax.set_xlim(*xlim)
@@ -310,7 +315,7 @@ def forest_plot(
     for tick, r in zip(axes[0].get_yticklabels(), rows, strict=True):
         if r[0] == "header":
             tick.set_fontweight("bold")
-    for ax in axes[1:]:
+    for ax in grid[1:]:
         ax.tick_params(axis="y", length=0)
     handles = [
         Line2D([], [], color=colour, marker=marker, lw=1.1, ms=5, label=label)

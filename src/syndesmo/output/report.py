@@ -735,8 +735,8 @@ def fits_to_note(ladder: pd.DataFrame) -> pd.DataFrame:
             problem, reason = "not estimable", _short_reason(r.note) or "no estimate"
         elif not np.isfinite(estimate).all() or estimate.iloc[0] > 1e3 or estimate.iloc[0] < 1e-3:
             problem = "not estimable"
-            reason = "estimate or interval not finite (separation: no events or no non-events "
-            reason += "in a group that carries the information)"
+            reason = "estimate or interval not finite or beyond 1/1000–1000: the data do not "
+            reason += "bound it (e.g. no events or no non-events where the information is)"
         elif is_singular(r):
             problem = "singular"
             reason = "the random-intercept SD is estimated at 0"

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             spec_notes=spec_notes,
             patients_path=str(patients_path) if patients_path else None,
         )
-        rep.settings["command"] = command_line()
+        rep.settings["command"] = command_line(getattr(args, "argv", None))
         bar.set_postfix_str("writing tables, figures and report.md", refresh=True)
         written = report.write_reproduction(rep, out, formats=formats)
         bar.update(1)
