@@ -369,3 +369,51 @@ def test_figure_formats_checked():
     assert report.check_formats("png,svg") == ("png", "svg")
     with pytest.raises(ValueError, match="tiff"):
         report.check_formats("png,tiff")
+
+
+def test_spine_map_by_arm_draws_the_12_scored_vus(shipped_run):
+    from syndesmo.panel.spine import MSASSS_VUS
+
+    out, _ = shipped_run
+    panel = load_panel(
+        REPO / "data" / "synthetic" / "vu.csv", REPO / "data" / "synthetic" / "patients.csv"
+    )
+    profiles = reproduction.spine_by_arm(panel, threshold=1, readers="mean")
+    assert list(pd.unique(profiles["arm"])) == ["placebo", "infliximab"]
+    # per arm, the new syndesmophytes at risk add up to the pooled profile's
+    pooled = pd.read_csv(out / "spine_profile.csv").set_index("vu")
+    summed = profiles.groupby("vu")[["new", "at_risk"]].sum()
+    assert (
+        (summed.loc[list(MSASSS_VUS)] == pooled.loc[list(MSASSS_VUS), ["new", "at_risk"]])
+        .all()
+        .all()
+    )
+    fig = plots.spine_map_by_arm(profiles)
+    assert len(fig.axes) == 4  # inflammation and new bone, one column per arm
+    for ax in fig.axes[2:]:
+        assert [t.get_text() for t in ax.get_xticklabels()] == list(MSASSS_VUS)
+    assert [ax.get_title() for ax in fig.axes[:2]] == [
+        "placebo (52 patients)",
+        "infliximab (135 patients)",
+    ]
+
+
+def test_reproduce_writes_the_formats_asked_for(tmp_path, small_cohort):
+    out = tmp_path / "rep"
+    specs = spec_dir(tmp_path, '["w0"]')
+    argv = ["reproduce", "--vu", str(small_cohort[0]), "--patients", str(small_cohort[1])]
+    argv += ["--specs", str(specs), "--out", str(out), "--format", "svg", "--quiet"]
+    assert main(argv) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"forest_plot.svg", "spine_map.svg"} <= names
+    assert not any(n.endswith((".png", ".pdf")) for n in names)
+    assert (out / "forest_plot.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    text = (out / "report.md").read_text(encoding="utf-8")
+    assert "synthetic data" not in text  # nothing says these files were simulated
+    assert "- `forest_plot.svg`" in text
+
+
+def test_reproduce_refuses_an_unknown_format(tmp_path, capsys):
+    assert main(["reproduce", "--out", str(tmp_path / "r"), "--format", "png,tiff"]) == 2
+    err = one_line_error(capsys, "reproduce")
+    assert "tiff" in err and not (tmp_path / "r").exists()
