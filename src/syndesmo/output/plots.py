@@ -113,16 +113,17 @@ def _rows_for_exposures(
     return rows
 
 
-#: An estimate outside these bounds (or with an infinite interval) is "not estimable".
+#: An estimate or interval limit outside these bounds (or not finite) is "not estimable":
+#: the data do not bound it (e.g. separation).
 ESTIMABLE_RANGE = (1e-3, 1e3)
 NOT_ESTIMABLE = "not estimable"
 
 
-def _estimable(est: float, lo: float, hi: float) -> bool:
+def estimable(est: float, lo: float, hi: float) -> bool:
+    """Whether an OR and its interval are finite and inside ``ESTIMABLE_RANGE``."""
     vals = np.array([est, lo, hi], dtype=float)
-    return bool(
-        np.isfinite(vals).all() and ESTIMABLE_RANGE[0] < est < ESTIMABLE_RANGE[1] and lo > 0
-    )
+    lo_ok, hi_ok = ESTIMABLE_RANGE
+    return bool(np.isfinite(vals).all() and (vals > lo_ok).all() and (vals < hi_ok).all())
 
 
 def _forest_setup(ladder, patient, outcomes, exposures):
@@ -187,7 +188,7 @@ def forest_table(
                 continue
             for engine, est, lo, hi, n_units, events in draw:
                 est, lo, hi = (float(v) if v is not None else np.nan for v in (est, lo, hi))
-                ok = _estimable(est, lo, hi)
+                ok = estimable(est, lo, hi)
                 out.append(
                     {
                         "outcome": outcome,
@@ -213,7 +214,8 @@ def _spanning_limits(lower: np.ndarray, upper: np.ndarray) -> tuple[list[float],
     vals = np.concatenate([lower, upper, [1.0]])
     vals = vals[np.isfinite(vals) & (vals > 0)]
     lo, hi = min(vals.min(), 0.8), max(vals.max(), 1.25)
-    grid = [m * 10.0**e for e in range(-4, 5) for m in (1, 2, 5)]
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    grid = [m * 10.0**e for e in decades for m in (1, 2, 5)]
     first = max(t for t in grid if t <= lo * (1 + 1e-9))
     last = min(t for t in grid if t >= hi * (1 - 1e-9))
     ticks = [t for t in grid if first <= t <= last]

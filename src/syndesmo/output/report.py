@@ -733,7 +733,7 @@ def fits_to_note(ladder: pd.DataFrame) -> pd.DataFrame:
         estimate = pd.to_numeric(pd.Series([r.OR, r.lower, r.upper]), errors="coerce")
         if not np.isfinite(estimate.iloc[0]):
             problem, reason = "not estimable", _short_reason(r.note) or "no estimate"
-        elif not np.isfinite(estimate).all() or estimate.iloc[0] > 1e3 or estimate.iloc[0] < 1e-3:
+        elif not plots.estimable(*estimate):
             problem = "not estimable"
             reason = "estimate or interval not finite or beyond 1/1000–1000: the data do not "
             reason += "bound it (e.g. no events or no non-events where the information is)"
