@@ -417,3 +417,24 @@ def test_reproduce_refuses_an_unknown_format(tmp_path, capsys):
     assert main(["reproduce", "--out", str(tmp_path / "r"), "--format", "png,tiff"]) == 2
     err = one_line_error(capsys, "reproduce")
     assert "tiff" in err and not (tmp_path / "r").exists()
+
+
+def test_a_real_singular_fit_is_named_in_the_report(tmp_path):
+    # almost no between-patient variation: glmer-like ML puts the patient SD at 0
+    panel = simulate_cohort(CohortSpec(n_patients=60, sd_syndesmophyte=0.05), seed=1)
+    vu, patients = write_cohort(panel, tmp_path / "cohort")
+    out = tmp_path / "rep"
+    argv = ["reproduce", "--vu", str(vu), "--patients", str(patients), "--quiet"]
+    argv += ["--specs", str(spec_dir(tmp_path, '["w0"]')), "--out", str(out)]
+    assert main(argv) == 0
+    ladder = pd.read_csv(out / "ladder.csv")
+    glmm = ladder[ladder["engine"].eq("native")]
+    assert glmm["singular"].any() and (glmm.loc[glmm["singular"], "sigma"] < 1e-6).all()
+    text = (out / "report.md").read_text(encoding="utf-8")
+    for r in glmm[glmm["singular"]].itertuples():
+        line = f"VUs inflamed at baseline, step {r.step} (native): singular: the random-intercept"
+        assert line in text
+    assert "random-intercept SD 0.00" not in text
+    assert "singular: estimated at 0 in every fit" in text or "fit(s) singular" in text
+    notes = pd.read_csv(out / "fits_to_note.csv")
+    assert (notes["problem"] == "singular").sum() == int(glmm["singular"].sum())
