@@ -351,7 +351,7 @@ def test_singular_fit_is_named_not_shown_as_zero(shipped_run):
     text = "\n".join(report.fits_text(ladder))
     assert "step b (native): singular: the random-intercept SD is estimated at 0" in text
     words = report._sigma_words(ladder[pick])
-    assert words == "singular: estimated at 0 in every fit" and "0.00" not in words
+    assert words == "estimated at 0 in every fit (singular)" and "0.00" not in words
 
 
 def test_forest_ticks_span_every_interval(shipped_run):
@@ -435,6 +435,6 @@ def test_a_real_singular_fit_is_named_in_the_report(tmp_path):
         line = f"VUs inflamed at baseline, step {r.step} (native): singular: the random-intercept"
         assert line in text
     assert "random-intercept SD 0.00" not in text
-    assert "singular: estimated at 0 in every fit" in text or "fit(s) singular" in text
+    assert "SD estimated at 0 in every fit (singular)" in text
     notes = pd.read_csv(out / "fits_to_note.csv")
     assert (notes["problem"] == "singular").sum() == int(glmm["singular"].sum())

@@ -301,10 +301,10 @@ def _sigma_words(rows: pd.DataFrame) -> str:
     """The random-intercept SDs of GLMM fits; singular fits are named, not shown as 0.00."""
     singular = np.array([is_singular(r) for r in rows.itertuples(index=False)], dtype=bool)
     if singular.all():
-        return "singular: estimated at 0 in every fit"
+        return "estimated at 0 in every fit (singular)"
     text = _range(rows.loc[~singular, "sigma"])
     if singular.any():
-        text += f"; {int(singular.sum())} fit(s) singular: the SD estimated at 0"
+        text += f"; estimated at 0 in {int(singular.sum())} more fit(s) (singular)"
     return text
 
 
