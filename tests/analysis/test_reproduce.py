@@ -434,7 +434,8 @@ def test_a_real_singular_fit_is_named_in_the_report(tmp_path):
     for r in glmm[glmm["singular"]].itertuples():
         line = f"VUs inflamed at baseline, step {r.step} (native): singular: the random-intercept"
         assert line in text
-    assert "random-intercept SD 0.00" not in text
+    assert "random-intercept SD 0.00" not in text and "σ = 0.00" not in text
+    assert "latent ICC 0.00" not in text
     assert "SD estimated at 0 in every fit (singular)" in text
     notes = pd.read_csv(out / "fits_to_note.csv")
     assert (notes["problem"] == "singular").sum() == int(glmm["singular"].sum())

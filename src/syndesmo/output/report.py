@@ -259,7 +259,7 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     if len(b):
         parts.append(
             f"With a patient random intercept (step b; random-intercept SD "
-            f"{_sigma_words(b)}, latent ICC {_range(b['icc'])}) "
+            f"{_sigma_words(b)}{_icc_words(b)}) "
             f"{_ors(b['OR'], 'GLMM ')} ({_n_sig(b)})"
         )
     if len(c):
@@ -306,6 +306,12 @@ def _sigma_words(rows: pd.DataFrame) -> str:
     if singular.any():
         text += f"; estimated at 0 in {int(singular.sum())} more fit(s) (singular)"
     return text
+
+
+def _icc_words(rows: pd.DataFrame) -> str:
+    """``, latent ICC 0.29 to 0.34`` over the fits that are not singular (none if all are)."""
+    keep = [not is_singular(r) for r in rows.itertuples(index=False)]
+    return f", latent ICC {_range(rows.loc[keep, 'icc'])}" if any(keep) else ""
 
 
 #: How the report describes a model, by the scale of its engine's coefficients
@@ -387,7 +393,7 @@ def _attenuation_text(rep) -> str:
     if len(new):
         r = new.iloc[0]
         lines.append(
-            f"Here the random-intercept SD for new syndesmophytes was σ = {r['sigma']:.2f} "
+            f"Here the random-intercept SD for new syndesmophytes was {_sigma_value(r['sigma'])} "
             f"(step b, VUs {r['exposure_label']}), so the approximate factor is "
             f"{r['factor_predicted']:.2f}: the GLMM OR of {r['OR_glmm']:.2f} corresponds to a "
             f"population-averaged OR of about {r['OR_predicted_marginal']:.2f} by the "
@@ -427,6 +433,13 @@ def _attenuation_text(rep) -> str:
             "singled out; the table `gee_vs_glmm` compares them all."
         )
     return " ".join(lines)
+
+
+def _sigma_value(sigma: float) -> str:
+    """``σ = 1.24``; a singular fit's SD is named, not shown as 0.00."""
+    if np.isfinite(sigma) and sigma < 1e-4:
+        return "σ = 0 (singular: the random-intercept SD is estimated at 0)"
+    return f"σ = {sigma:.2f}"
 
 
 def _patient_text(rep) -> str:
