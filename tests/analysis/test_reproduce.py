@@ -439,3 +439,17 @@ def test_a_real_singular_fit_is_named_in_the_report(tmp_path):
     assert "SD estimated at 0 in every fit (singular)" in text
     notes = pd.read_csv(out / "fits_to_note.csv")
     assert (notes["problem"] == "singular").sum() == int(glmm["singular"].sum())
+
+
+def test_lme4_engine_puts_r_and_lme4_in_the_versions_line(tmp_path, r_lme4):
+    panel = simulate_cohort(CohortSpec(n_patients=60, sd_syndesmophyte=0.05), seed=1)
+    vu, patients = write_cohort(panel, tmp_path / "cohort")
+    out = tmp_path / "rep"
+    argv = ["reproduce", "--vu", str(vu), "--patients", str(patients), "--quiet"]
+    argv += ["--specs", str(spec_dir(tmp_path, '["w0"]')), "--engine", "lme4", "--out", str(out)]
+    assert main(argv) == 0
+    text = (out / "report.md").read_text(encoding="utf-8")
+    software = next(line for line in text.splitlines() if line.startswith("Software: "))
+    assert ", R 4." in software and ", lme4 1." in software
+    # glmer finds the same boundary: its singular fits are named too
+    assert "step b (lme4): singular: the random-intercept SD is estimated at 0" in text

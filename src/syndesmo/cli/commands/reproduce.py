@@ -37,6 +37,7 @@ else is refused). Prints the headline table.
 examples:
   syndesmo reproduce
   syndesmo reproduce --vu vu.csv --patients patients.csv --out results/ --nagq 10
+  syndesmo reproduce --engine lme4 --format png,svg --out results_lme4/
 """
 
 
