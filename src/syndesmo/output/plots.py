@@ -219,7 +219,7 @@ def _spanning_limits(lower: np.ndarray, upper: np.ndarray) -> tuple[list[float],
     first = max(t for t in grid if t <= lo * (1 + 1e-9))
     last = min(t for t in grid if t >= hi * (1 - 1e-9))
     ticks = [t for t in grid if first <= t <= last]
-    if len(ticks) > 7:  # thin to decades (keeping the ends and 1)
+    if len(ticks) > 9:  # thin to decades (keeping the ends and 1)
         ticks = [t for t in ticks if t in (first, last) or math.log10(t).is_integer()]
     return ticks, (first / 1.12, last * 1.12)
 
