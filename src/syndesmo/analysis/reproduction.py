@@ -20,9 +20,11 @@ import pandas as pd
 
 from syndesmo.analysis import describe
 from syndesmo.analysis import ladder as analysis
+from syndesmo.analysis.baseline import baseline_table
 from syndesmo.analysis.course import reproduction_course
 from syndesmo.analysis.describe import ALL_ARMS, CountTable
 from syndesmo.analysis.marginal import attenuation_table
+from syndesmo.analysis.provenance import OBSERVED, Provenance, data_provenance
 from syndesmo.analysis.specs import ModelSpec
 from syndesmo.derive.frame import (
     COUNT_EXPOSURES,
@@ -35,6 +37,7 @@ from syndesmo.errors import DeriveError, SpecError
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.numbers import fmt_ratio
+from syndesmo.panel.tables import VUPanel
 from syndesmo.vocabulary import (
     VU_OUTCOMES,
     exposure_label,
@@ -62,6 +65,10 @@ class Reproduction:
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     course: Any = None  # the MRI course (syndesmo.analysis.course.CourseResult)
+    # the manuscript: Table 1, where the data came from, the spine map by arm
+    baseline: pd.DataFrame = field(default_factory=pd.DataFrame)
+    provenance: Provenance = field(default_factory=lambda: Provenance(OBSERVED))
+    spine_by_arm: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def panel_summary(panel) -> dict[str, Any]:
@@ -233,11 +240,14 @@ def run_reproduction(
     nagq: int | None = None,
     progress: analysis.Progress | None = None,
     spec_notes: Sequence[str] = (),
+    patients_path: str | None = None,
 ) -> Reproduction:
     """Run every spec on ``panel`` and assemble the tables of a results section.
 
     ``engine``/``nagq`` override the GLMM engine and quadrature of the VU-level
-    specs. ``spec_notes`` (what ``adapt_specs`` changed) go into ``settings``. An
+    specs. ``spec_notes`` (what ``adapt_specs`` changed) go into ``settings``.
+    ``patients_path`` (the patient file, when the panel was read from two files)
+    helps recognise the shipped synthetic cohort (``data_provenance``). An
     exposure that does not vary, or an outcome without events, raises
     ``ModelError`` naming them (a reproduction with a silent hole is worse than
     none); a single fit that fails is kept as a row with its reason in ``note``.
@@ -300,8 +310,49 @@ def run_reproduction(
             "readers": readers,
             "spec_notes": list(spec_notes),
         },
+        **manuscript_parts(panel, specs, threshold, readers, patients_path),
         seconds=time.perf_counter() - start,
     )
+
+
+# ---------------------------------------------------------------------------
+# the manuscript's parts: Table 1, the data's provenance, the spine map by arm
+
+
+def manuscript_parts(
+    panel, specs: Sequence[ModelSpec], threshold: float, readers: str, patients_path=None
+) -> dict[str, Any]:
+    """Table 1 by arm, where the data came from, and the spine profile of each arm.
+
+    Returns the ``baseline``, ``provenance`` and ``spine_by_arm`` fields of
+    ``Reproduction``. The arms are in model order (the reference arm first, as the
+    first spec chooses it).
+    """
+    reference = next((s.reference_arm for s in specs if s.reference_arm is not None), None)
+    return {
+        "baseline": baseline_table(panel, reference),
+        "provenance": data_provenance(panel, patients_path),
+        "spine_by_arm": spine_by_arm(panel, threshold, readers, reference),
+    }
+
+
+def spine_by_arm(panel, threshold: float, readers: str, reference_arm=None) -> pd.DataFrame:
+    """``spine_profile`` of each arm's patients, stacked with an ``arm`` column first."""
+    frames, counts = [], {}
+    for arm in reference_first(panel.patients["arm"].dropna(), reference_arm):
+        ids = panel.patients.loc[panel.patients["arm"].eq(arm), "patient"]
+        sub = VUPanel(
+            panel.vu[panel.vu["patient"].isin(ids)].reset_index(drop=True),
+            panel.patients[panel.patients["patient"].isin(ids)].reset_index(drop=True),
+            source=panel.source,
+        )
+        prof = spine_profile(sub, threshold=threshold, readers=readers)
+        prof.insert(0, "arm", str(arm))
+        frames.append(prof)
+        counts[str(arm)] = len(ids)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out.attrs["n_patients"] = counts
+    return out
 
 
 LEDGER_COLS = ["analysis", "exposure", "step", "reason", "n_rows", "n_patients"]

@@ -175,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc.prog, f"{exc} (see '{exc.prog} --help')")
     except SystemExit as exc:  # --help and --version exit here
         return int(exc.code or 0)
+    args.argv = ["syndesmo", *argv]  # the command as typed, for reports that name it
     if args.command is None:
         return _fail(PROG, f"choose a command: {', '.join(commands)} (see '{PROG} --help')")
     prog = f"{PROG} {args.command}"

@@ -17,6 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from syndesmo.fitting import registry
+from syndesmo.numbers import fmt_ratio
+from syndesmo.panel.spine import MSASSS_VUS
 from syndesmo.vocabulary import VU_OUTCOMES, outcome_label
 
 #: How an engine's estimates are drawn, by the scale of its coefficients
@@ -111,6 +113,117 @@ def _rows_for_exposures(
     return rows
 
 
+#: An estimate or interval limit outside these bounds (or not finite) is "not estimable":
+#: the data do not bound it (e.g. separation).
+ESTIMABLE_RANGE = (1e-3, 1e3)
+NOT_ESTIMABLE = "not estimable"
+
+
+def estimable(est: float, lo: float, hi: float) -> bool:
+    """Whether an OR and its interval are finite and inside ``ESTIMABLE_RANGE``."""
+    vals = np.array([est, lo, hi], dtype=float)
+    lo_ok, hi_ok = ESTIMABLE_RANGE
+    return bool(np.isfinite(vals).all() and (vals > lo_ok).all() and (vals < hi_ok).all())
+
+
+def _forest_setup(ladder, patient, outcomes, exposures):
+    order = {o: i for i, o in enumerate(VU_OUTCOMES)}
+    outcomes = list(
+        outcomes or sorted(pd.unique(ladder["outcome"]), key=lambda o: order.get(o, len(order)))
+    )
+    exposures = list(exposures or pd.unique(ladder["exposure"]))
+    if patient is not None:
+        keep = patient["measure"].eq("OR")
+        if "summary" in patient:
+            keep &= patient["summary"].eq("any")
+        patient = patient[keep]
+    # the patient level goes beside the VU level of new syndesmophytes
+    beside = "new_syndesmophyte" if "new_syndesmophyte" in outcomes else outcomes[0]
+    return outcomes, exposures, patient, beside
+
+
+def forest_table(
+    ladder: pd.DataFrame,
+    patient: pd.DataFrame | None = None,
+    *,
+    outcomes: Sequence[str] | None = None,
+    exposures: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The rows a forest plot draws, top to bottom, one per outcome × row × engine.
+
+    Parameters
+    ----------
+    ladder, patient, outcomes, exposures
+        As for ``forest_plot``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``outcome``, ``row`` (position from the top), ``label``, ``exposure``,
+        ``engine``, ``OR``, ``lower``, ``upper``, ``estimable`` (a finite estimate and
+        interval inside ``ESTIMABLE_RANGE``), ``text`` (``OR (95% CI)`` or ``not
+        estimable``), ``n`` (VUs at risk, or patients at the patient level) and
+        ``events``.
+    """
+    outcomes, exposures, patient, beside = _forest_setup(ladder, patient, outcomes, exposures)
+    rows = _rows_for_exposures(ladder, patient, exposures)
+    out = []
+    for outcome in outcomes:
+        sub = ladder[ladder["outcome"].eq(outcome)]
+        pts = patient if patient is not None and outcome == beside else None
+        for i, (kind, exp, label, key) in enumerate(rows):
+            if kind == "step":
+                cell = sub[sub["exposure"].eq(exp) & sub["step"].eq(key)]
+                draw = [
+                    (r.engine, r.OR, r.lower, r.upper, r.n_vus, r.events)
+                    for r in cell.itertuples(index=False)
+                ]
+            elif kind == "patient" and pts is not None:
+                cell = pts[pts["exposure"].eq(exp) & pts["outcome"].eq(key)]
+                draw = [
+                    ("patient", r.estimate, r.lower, r.upper, r.n_patients, r.events)
+                    for r in cell.itertuples(index=False)
+                ]
+            else:
+                continue
+            for engine, est, lo, hi, n_units, events in draw:
+                est, lo, hi = (float(v) if v is not None else np.nan for v in (est, lo, hi))
+                ok = estimable(est, lo, hi)
+                out.append(
+                    {
+                        "outcome": outcome,
+                        "row": i,
+                        "label": label,
+                        "exposure": exp,
+                        "engine": engine,
+                        "OR": est,
+                        "lower": lo,
+                        "upper": hi,
+                        "estimable": ok,
+                        "text": fmt_ratio(est, lo, hi) if ok else NOT_ESTIMABLE,
+                        "n": n_units,
+                        "events": events,
+                    }
+                )
+    return pd.DataFrame(out)
+
+
+def _spanning_limits(lower: np.ndarray, upper: np.ndarray) -> tuple[list[float], tuple]:
+    """Ticks on a 1-2-5 log grid whose first is at or below every lower limit and whose
+    last is at or above every upper limit (and 1 inside); the axis spans them."""
+    vals = np.concatenate([lower, upper, [1.0]])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    lo, hi = min(vals.min(), 0.8), max(vals.max(), 1.25)
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    grid = [m * 10.0**e for e in decades for m in (1, 2, 5)]
+    first = max(t for t in grid if t <= lo * (1 + 1e-9))
+    last = min(t for t in grid if t >= hi * (1 - 1e-9))
+    ticks = [t for t in grid if first <= t <= last]
+    if len(ticks) > 9:  # thin to decades (keeping the ends and 1)
+        ticks = [t for t in ticks if t in (first, last) or math.log10(t).is_integer()]
+    return ticks, (first / 1.12, last * 1.12)
+
+
 def forest_plot(
     ladder: pd.DataFrame,
     patient: pd.DataFrame | None = None,
@@ -125,83 +238,100 @@ def forest_plot(
     diamond), slightly offset so they do not overlap. ``patient`` (rows of
     ``compare_levels``/``PatientLevel.to_frame`` with ``level == 'patient'``) adds
     the patient-level OR of each exposure beside the VU-level rows of the
-    new-syndesmophyte panel. Log-scale OR axis with a line at 1.
+    new-syndesmophyte panel. Log-scale OR axis with a line at 1, its ticks spanning
+    every interval drawn. Right of each panel: the OR (95% CI) of every estimate (in
+    its engine's colour) and N/events of the row (VUs at risk, or patients); an
+    estimate that could not be made (``forest_table``'s ``estimable``) is marked
+    "not estimable" in the panel and in the text column, never left out.
     """
     if ladder.empty:
         raise ValueError("forest_plot: the ladder table is empty")
-    order = {o: i for i, o in enumerate(VU_OUTCOMES)}
-    outcomes = list(
-        outcomes or sorted(pd.unique(ladder["outcome"]), key=lambda o: order.get(o, len(order)))
-    )
-    exposures = list(exposures or pd.unique(ladder["exposure"]))
-    if patient is not None:
-        keep = patient["measure"].eq("OR")
-        if "summary" in patient:
-            keep &= patient["summary"].eq("any")
-        patient = patient[keep]
-    # the patient level goes beside the VU level of new syndesmophytes
-    beside = "new_syndesmophyte" if "new_syndesmophyte" in outcomes else outcomes[0]
+    outcomes, exposures, patient, _ = _forest_setup(ladder, patient, outcomes, exposures)
     rows = _rows_for_exposures(ladder, patient, exposures)
+    data = forest_table(ladder, patient, outcomes=outcomes, exposures=exposures)
     n = len(rows)
-    fig = Figure(figsize=(7.2, 0.9 + 0.155 * n), layout="constrained")
-    axes = fig.subplots(1, len(outcomes), sharey=True, squeeze=False)[0]
+    fig = Figure(figsize=(10.5, 1.1 + 0.27 * n), layout="constrained")
+    grid = fig.subplots(
+        1, 2 * len(outcomes), sharey=True, squeeze=False, width_ratios=[3, 1.45] * len(outcomes)
+    )[0]
+    axes, text_axes = grid[0::2], grid[1::2]
     engines_seen: list[str] = []
-    for ax, outcome in zip(axes, outcomes, strict=True):
-        sub = ladder[ladder["outcome"].eq(outcome)]
-        pts = patient if patient is not None and outcome == beside else None
-        vals = [sub["lower"], sub["upper"], sub["OR"]]
-        if pts is not None:
-            vals = [
-                pd.concat([v, pts[c]])
-                for v, c in zip(vals, ("lower", "upper", "estimate"), strict=True)
-            ]
-        xlim = _x_limits(*(np.asarray(v, dtype=float) for v in vals))
-        for i, (kind, exp, _label, key) in enumerate(rows):
+    for ax, tax, outcome in zip(axes, text_axes, outcomes, strict=True):
+        tax.set_xlim(0, 1)
+        tax.axis("off")
+        sub = data[data["outcome"].eq(outcome)]
+        ok = sub[sub["estimable"]]
+        ticks, xlim = _spanning_limits(
+            ok["lower"].to_numpy(dtype=float), ok["upper"].to_numpy(dtype=float)
+        )
+        tax.text(0.02, n - 1, "OR (95% CI)", fontsize=_FONT, fontweight="bold", va="center")
+        tax.text(0.70, n - 1, "N/events", fontsize=_FONT, fontweight="bold", va="center")
+        for i, (kind, _exp, _label, _key) in enumerate(rows):
             y = n - 1 - i
             if kind == "header":
                 ax.axhspan(y - 0.5, y + 0.5, color="#f0f0f0", zorder=0, lw=0)
                 continue
-            if kind == "step":
-                cell = sub[sub["exposure"].eq(exp) & sub["step"].eq(key)]
-                draw = [(r.engine, r.OR, r.lower, r.upper) for r in cell.itertuples(index=False)]
-            elif pts is not None:
-                cell = pts[pts["exposure"].eq(exp) & pts["outcome"].eq(key)]
-                draw = [("patient", r.estimate, r.lower, r.upper) for r in cell.itertuples()]
-            else:
-                draw = []
-            m = len(draw)
-            for j, (engine, est, lo, hi) in enumerate(draw):
-                off = 0.0 if m == 1 else 0.36 * (j / (m - 1) - 0.5)
-                _, colour, marker = engine_style(engine)
-                _draw_interval(ax, y - off, est, lo, hi, xlim, colour, marker)
-                if engine not in engines_seen and np.isfinite(est):
-                    engines_seen.append(engine)
+            cell = sub[sub["row"].eq(i)]
+            m = len(cell)
+            for j, r in enumerate(cell.itertuples(index=False)):
+                off = 0.0 if m == 1 else 0.5 * (j / (m - 1) - 0.5)
+                _, colour, marker = engine_style(r.engine)
+                if r.estimable:
+                    _draw_interval(ax, y - off, r.OR, r.lower, r.upper, xlim, colour, marker)
+                else:
+                    ax.plot([xlim[0] * 1.08], [y - off], marker="x", color=colour, ms=4, zorder=3)
+                    ax.text(
+                        xlim[0] * 1.2,
+                        y - off,
+                        NOT_ESTIMABLE,
+                        color=colour,
+                        fontsize=_FONT - 1.5,
+                        style="italic",
+                        va="center",
+                    )
+                tax.text(0.02, y - off, r.text, fontsize=_FONT - 1.5, color=colour, va="center")
+                if r.engine not in engines_seen:
+                    engines_seen.append(r.engine)
+            if m:
+                counts = cell.iloc[0]
+                tax.text(
+                    0.70,
+                    y,
+                    f"{int(counts['n'])}/{int(counts['events'])}",
+                    fontsize=_FONT - 1.5,
+                    va="center",
+                )
         ax.set_xscale("log")
         ax.set_xlim(*xlim)
         ax.axvline(1.0, color="black", lw=0.8, zorder=1)
         ax.set_ylim(-0.6, n - 0.4)
-        ax.set_title(_outcome_title(outcome), fontsize=_FONT + 1)
+        ax.set_title(_outcome_title(outcome), fontsize=_FONT + 1, loc="left")
         ax.set_xlabel("odds ratio (95% CI), log scale", fontsize=_FONT)
         ax.tick_params(axis="both", labelsize=_FONT)
-        _log_ticks(ax, xlim)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter("")
         ax.grid(axis="x", which="major", color="#dddddd", lw=0.5, zorder=0)
     axes[0].set_yticks(range(n - 1, -1, -1))
     axes[0].set_yticklabels([r[2] for r in rows], fontsize=_FONT)
     for tick, r in zip(axes[0].get_yticklabels(), rows, strict=True):
         if r[0] == "header":
             tick.set_fontweight("bold")
-    for ax in axes[1:]:
+    for ax in grid[1:]:
         ax.tick_params(axis="y", length=0)
     handles = [
         Line2D([], [], color=colour, marker=marker, lw=1.1, ms=5, label=label)
         for label, colour, marker in map(engine_style, engines_seen)
     ]
+    handles.append(Line2D([], [], color="#444444", marker="x", lw=0, ms=5, label=NOT_ESTIMABLE))
     fig.legend(
         handles=handles,
         loc="outside lower center",
         ncol=min(len(handles), 3),
         fontsize=_FONT,
         frameon=False,
+        title="N/events: VUs at risk (patients at the patient level) and events of the row",
+        title_fontsize=_FONT - 0.5,
     )
     if title:
         fig.suptitle(title, fontsize=_FONT + 2)
@@ -310,6 +440,77 @@ def spine_map(profile: pd.DataFrame, *, threshold: float = 1, title: str | None 
     bottom.set_xticklabels(vus, rotation=90, fontsize=_FONT)
     bottom.set_xlim(-0.6, len(vus) - 0.4)
     bottom.set_xlabel("vertebral unit (cranial → caudal)", fontsize=_FONT)
+    if title:
+        fig.suptitle(title, fontsize=_FONT + 2)
+    return fig
+
+
+def spine_map_by_arm(
+    profiles: pd.DataFrame, *, threshold: float = 1, title: str | None = None
+) -> Figure:
+    """Inflammation and new bone at the 12 scored VUs, one column of panels per arm.
+
+    ``profiles`` is ``syndesmo.analysis.reproduction.spine_by_arm``: ``spine_profile``
+    rows with an ``arm`` column. Only the VUs the mSASSS scores (C2/3 … C7/T1,
+    T12/L1 … L5/S1) are drawn, side by side with a gap and a line between the
+    cervical and the lumbar spine (no empty thoracic slots). Top: VUs inflamed at
+    each MRI week (%); bottom: new syndesmophytes among VUs at risk (%), each bar
+    labelled new/at risk. Panels of a row share their vertical axis.
+    """
+    arms = list(pd.unique(profiles["arm"]))
+    weeks = [c for c in profiles.columns if c.startswith("inflamed_w")]
+    fig = Figure(figsize=(7.2, 4.4), layout="constrained")
+    axes = fig.subplots(2, len(arms), sharey="row", squeeze=False, height_ratios=[1.1, 1])
+    scored = profiles[profiles["vu"].isin(MSASSS_VUS)]
+    top_max = 100 * np.nanmax(scored[weeks].to_numpy(dtype=float)) if weeks else 0.0
+    rate_max = 100 * np.nanmax(scored["new_rate"].to_numpy(dtype=float))
+    ymax = max(2.0, (rate_max if np.isfinite(rate_max) else 0) * 1.35)
+    width = 0.8 / max(len(weeks), 1)
+    for k, arm in enumerate(arms):
+        prof = scored[scored["arm"].eq(arm)].set_index("vu").reindex(list(MSASSS_VUS))
+        vus = list(prof.index)
+        cervical = sum(v.startswith("C") for v in vus)
+        x = np.arange(len(vus)) + (np.arange(len(vus)) >= cervical) * 0.6
+        top, bottom = axes[0, k], axes[1, k]
+        for w, col in enumerate(weeks):
+            week = col.removeprefix("inflamed_w")
+            top.bar(
+                x - 0.4 + width * (w + 0.5),
+                100 * prof[col].to_numpy(dtype=float),
+                width=width,
+                color=WEEK_COLOURS[w % len(WEEK_COLOURS)],
+                label="baseline" if week == "0" else f"week {week}",
+            )
+        rate = 100 * prof["new_rate"].to_numpy(dtype=float)
+        bottom.bar(x, np.nan_to_num(rate), width=0.6, color="#1f4e9c")
+        for xi, r, new, risk in zip(x, rate, prof["new"], prof["at_risk"], strict=True):
+            bottom.text(
+                xi,
+                (r if np.isfinite(r) else 0) + ymax * 0.02,
+                f"{int(new)}/{int(risk)}",
+                ha="center",
+                va="bottom",
+                fontsize=_FONT - 2,
+                rotation=90,
+            )
+        n_patients = profiles.attrs.get("n_patients", {}).get(arm)
+        top.set_title(
+            f"{arm}" + (f" ({n_patients} patients)" if n_patients else ""), fontsize=_FONT + 1
+        )
+        top.set_ylim(0, max(5.0, top_max * 1.3))
+        bottom.set_ylim(0, ymax)
+        for ax in (top, bottom):
+            ax.axvline(cervical - 0.2, color="#999999", lw=0.6, ls=":")
+            ax.tick_params(labelsize=_FONT)
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.set_xticks(x)
+            ax.set_xlim(x[0] - 0.6, x[-1] + 0.6)
+        top.set_xticklabels([])
+        bottom.set_xticklabels(vus, rotation=90, fontsize=_FONT)
+        bottom.set_xlabel("VU (cervical | lumbar; thoracic not scored)", fontsize=_FONT)
+    axes[0, 0].set_ylabel(f"VUs inflamed (%)\nASspiMRI-a ≥ {threshold:g}", fontsize=_FONT)
+    axes[1, 0].set_ylabel("new syndesmophyte (%)\nof VUs at risk", fontsize=_FONT)
+    axes[0, -1].legend(fontsize=_FONT, frameon=False, ncol=len(weeks), loc="upper right")
     if title:
         fig.suptitle(title, fontsize=_FONT + 2)
     return fig

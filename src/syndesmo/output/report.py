@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from syndesmo.analysis.provenance import CITATION_2012, PUBLISHED_2012, SHIPPED
 from syndesmo.analysis.within import WITHIN_STEP, within_sentence
 from syndesmo.fitting import registry
 from syndesmo.numbers import fmt_p, fmt_ratio
@@ -33,7 +34,8 @@ from syndesmo.output.atomic import (  # noqa: F401
     check_destination,
     check_files,
 )
-from syndesmo.vocabulary import outcome_label
+from syndesmo.output.software import software_versions, versions_line
+from syndesmo.vocabulary import exposure_label, outcome_label
 
 
 def _cell(v, digits: int) -> str:
@@ -117,15 +119,24 @@ def write_table(
 # the reproduction on disk
 
 #: Tables written by ``write_reproduction``: file name → (attribute or descriptive key, title).
-FIGURES = {"forest": "forest_plot.png", "spine": "spine_map.png"}
+FIGURES = {"forest": "forest_plot", "spine": "spine_map"}
+#: Figure formats ``write_reproduction`` writes unless told otherwise.
+DEFAULT_FORMATS = ("png", "pdf")
+#: Formats a figure can be written in (matplotlib's back ends for them).
+FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
-def write_reproduction(rep, out: str | os.PathLike, *, dpi: int = 200) -> list[Path]:
+def write_reproduction(
+    rep, out: str | os.PathLike, *, dpi: int = 200, formats: Sequence[str] = DEFAULT_FORMATS
+) -> list[Path]:
     """Write every table (CSV + Markdown), the figures and ``report.md`` into ``out``.
 
     All-or-nothing: files go to a temporary directory renamed into place at the end
-    (``atomic_output_dir``). Returns the paths written, relative to ``out``.
+    (``atomic_output_dir``). Each figure is written in every format of ``formats``
+    (``FIGURE_FORMATS``). Returns the paths written, relative to ``out``.
     """
+    formats = check_formats(formats)
+    rep.settings["formats"] = list(formats)
 
     tables = reproduction_tables(rep)
     written: list[Path] = []
@@ -133,11 +144,7 @@ def write_reproduction(rep, out: str | os.PathLike, *, dpi: int = 200) -> list[P
     with atomic_output_dir(out) as tmp:
         for name, (_title, df) in tables.items():
             written += write_table(df, tmp, name)
-        forest = plots.forest_plot(rep.ladder, rep.patient if not rep.patient.empty else None)
-        forest.savefig(tmp / FIGURES["forest"], dpi=dpi)
-        spine = plots.spine_map(rep.spine, threshold=rep.settings.get("threshold", 1))
-        spine.savefig(tmp / FIGURES["spine"], dpi=dpi)
-        written += [tmp / f for f in FIGURES.values()]
+        written += _write_figures(rep, tmp, dpi, formats)
         if getattr(rep, "course", None) is not None:  # the MRI course: its own module
             written += _course_text().write_course(rep.course, tmp, prefix="course_", dpi=dpi)
         (tmp / "report.md").write_text(render_report(rep, tables), encoding="utf-8")
@@ -145,9 +152,45 @@ def write_reproduction(rep, out: str | os.PathLike, *, dpi: int = 200) -> list[P
     return [out / p.name for p in written]
 
 
+def check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
+    """Figure formats from ``"png,pdf"`` or a sequence; an unknown one raises ``ValueError``."""
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    out = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in formats if f.strip()))
+    bad = [f for f in out if f not in FIGURE_FORMATS]
+    if bad or not out:
+        raise ValueError(
+            f"figure format(s) {', '.join(bad) or '(none)'} not known; "
+            f"choose from {', '.join(FIGURE_FORMATS)}"
+        )
+    return out
+
+
+def _write_figures(rep, tmp: Path, dpi: int, formats: Sequence[str]) -> list[Path]:
+    """The forest plot and the spine map (by arm when known) in every format."""
+    forest = plots.forest_plot(rep.ladder, rep.patient if not rep.patient.empty else None)
+    by_arm = getattr(rep, "spine_by_arm", None)
+    threshold = rep.settings.get("threshold", 1)
+    spine = (
+        plots.spine_map_by_arm(by_arm, threshold=threshold)
+        if by_arm is not None and not by_arm.empty
+        else plots.spine_map(rep.spine, threshold=threshold)
+    )
+    written = []
+    for key, fig in (("forest", forest), ("spine", spine)):
+        for ext in formats:
+            path = tmp / f"{FIGURES[key]}.{ext}"
+            fig.savefig(path, dpi=dpi, format=ext)
+            written.append(path)
+    return written
+
+
 def reproduction_tables(rep) -> dict[str, tuple[str, pd.DataFrame]]:
     """File stem → (title, table) for everything a reproduction writes."""
     tables: dict[str, tuple[str, pd.DataFrame]] = {}
+    baseline = getattr(rep, "baseline", None)
+    if baseline is not None and not baseline.empty:
+        tables["table1_baseline"] = ("Table 1: baseline characteristics by arm", baseline)
     for key, counts in rep.descriptives.items():
         tables[f"descriptive_{key}"] = (counts.title or key.replace("_", " "), counts.table)
     tables["headline"] = ("Odds ratios (95% CI) at each step of the ladder", rep.headline)
@@ -157,6 +200,16 @@ def reproduction_tables(rep) -> dict[str, tuple[str, pd.DataFrame]]:
     tables["vu_vs_patient"] = ("VU level beside patient level", rep.levels)
     tables["spine_profile"] = ("Inflammation and new syndesmophytes per VU", rep.spine)
     tables["excluded"] = ("VUs and patients left out, by analysis and reason", rep.ledger)
+    tables["fits_to_note"] = (
+        "Singular fits and fits that could not be made, with the reason",
+        fits_to_note(rep.ladder) if len(rep.ladder) else pd.DataFrame(),
+    )
+    tables["forest_plot_data"] = (
+        "The forest plot's rows: OR (95% CI) text, N and events, estimable or not",
+        plots.forest_table(rep.ladder, rep.patient if not rep.patient.empty else None)
+        if len(rep.ladder)
+        else pd.DataFrame(),
+    )
     return tables
 
 
@@ -208,7 +261,7 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     if len(b):
         parts.append(
             f"With a patient random intercept (step b; random-intercept SD "
-            f"{_range(b['sigma'])}, latent ICC {_range(b['icc'])}) "
+            f"{_sigma_words(b)}{_icc_words(b)}) "
             f"{_ors(b['OR'], 'GLMM ')} ({_n_sig(b)})"
         )
     if len(c):
@@ -244,6 +297,23 @@ def _steps_text(sub: pd.DataFrame, glmm: str, confounders: list[str]) -> str:
     elif len(notes):
         text += f" {len(notes)} fit(s) carry a warning in the `note` column of ladder.csv."
     return text
+
+
+def _sigma_words(rows: pd.DataFrame) -> str:
+    """The random-intercept SDs of GLMM fits; singular fits are named, not shown as 0.00."""
+    singular = np.array([is_singular(r) for r in rows.itertuples(index=False)], dtype=bool)
+    if singular.all():
+        return "estimated at 0 in every fit (singular)"
+    text = _range(rows.loc[~singular, "sigma"])
+    if singular.any():
+        text += f"; estimated at 0 in {int(singular.sum())} more fit(s) (singular)"
+    return text
+
+
+def _icc_words(rows: pd.DataFrame) -> str:
+    """``, latent ICC 0.29 to 0.34`` over the fits that are not singular (none if all are)."""
+    keep = [not is_singular(r) for r in rows.itertuples(index=False)]
+    return f", latent ICC {_range(rows.loc[keep, 'icc'])}" if any(keep) else ""
 
 
 #: How the report describes a model, by the scale of its engine's coefficients
@@ -325,7 +395,7 @@ def _attenuation_text(rep) -> str:
     if len(new):
         r = new.iloc[0]
         lines.append(
-            f"Here the random-intercept SD for new syndesmophytes was σ = {r['sigma']:.2f} "
+            f"Here the random-intercept SD for new syndesmophytes was {_sigma_value(r['sigma'])} "
             f"(step b, VUs {r['exposure_label']}), so the approximate factor is "
             f"{r['factor_predicted']:.2f}: the GLMM OR of {r['OR_glmm']:.2f} corresponds to a "
             f"population-averaged OR of about {r['OR_predicted_marginal']:.2f} by the "
@@ -365,6 +435,13 @@ def _attenuation_text(rep) -> str:
             "singled out; the table `gee_vs_glmm` compares them all."
         )
     return " ".join(lines)
+
+
+def _sigma_value(sigma: float) -> str:
+    """``σ = 1.24``; a singular fit's SD is named, not shown as 0.00."""
+    if np.isfinite(sigma) and sigma < 1e-4:
+        return "σ = 0 (singular: the random-intercept SD is estimated at 0)"
+    return f"σ = {sigma:.2f}"
 
 
 def _patient_text(rep) -> str:
@@ -448,16 +525,16 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
         f"Models: {_models_text(rep, str(st.get('engine')), method)}. Wald 95% confidence "
         f"intervals. Run time {rep.seconds:.1f} s.",
         "",
-        "## Patients and vertebral units",
-        "",
     ]
+    md += _manuscript_opening(rep)
+    md += ["## Patients and vertebral units", ""]
     for key, counts in rep.descriptives.items():
         title = counts.title or key.replace("_", " ")
         md += [f"**{title}**", ""]
         if counts.text:
             md += [counts.text, ""]
         md += [markdown_table(counts.table), ""]
-    md += ["![Spine map](spine_map.png)", ""]
+    md += ["![Spine map by arm](spine_map.png)", ""]
     for outcome, title in (
         ("new_syndesmophyte", "New syndesmophytes at the VU level"),
         ("growth", "Growth of existing syndesmophytes at the VU level"),
@@ -483,9 +560,8 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
         md += [f"## {title}", "", f"{events}. " + _steps_text(sub, glmm, conf), ""]
         within = within_sentence(sub, glmm)
         md += [within, ""] if within else []
-        head = rep.headline[rep.headline["outcome"].eq(analysis_label(outcome))]
-        md += [markdown_table(head.drop(columns=["outcome"])), ""]
-    md += ["![Forest plot](forest_plot.png)", ""]
+        md += [markdown_table(comparison_table(rep, outcome)), ""]
+    md += _manuscript_results(rep)
     md += ["## GEE beside GLMM", "", _attenuation_text(rep), ""]
     if rep.attenuation is not None and not rep.attenuation.empty:
         att = rep.attenuation[rep.attenuation["step"].eq("b")][
@@ -532,8 +608,10 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
         md += ["While reading the input files:", "", *(f"- {n}" for n in read), ""]
     md += ["## Files", ""]
     md += [f"- `{name}.csv` / `{name}.md`: {title}" for name, (title, _df) in tables.items()]
-    md += [f"- `{f}`" for f in FIGURES.values()]
+    formats = rep.settings.get("formats") or DEFAULT_FORMATS
+    md += [f"- `{stem}.{ext}`" for stem in FIGURES.values() for ext in formats]
     md += ["", "Specs: " + ", ".join(f"`{s.name}`" for s in rep.specs), ""]
+    md += ["## Software", "", *software_text(rep), ""]
     return "\n".join(md)
 
 
@@ -542,6 +620,36 @@ def _course_text():
     from syndesmo.output import course_text
 
     return course_text
+
+
+def _manuscript_opening(rep) -> list[str]:
+    """The data statement (synthetic data and their truth) and Table 1."""
+    md = []
+    statement = data_statement(rep)
+    if statement:
+        md += [statement, ""]
+    baseline = getattr(rep, "baseline", None)
+    if baseline is not None and not baseline.empty:
+        md += [
+            "## Table 1. Baseline characteristics by arm",
+            "",
+            "Binary and categorical characteristics as n (%) of the patients with the value "
+            "recorded; continuous ones as median [interquartile range] (column `statistic`). "
+            "Also in `table1_baseline.csv` / `.md`.",
+            "",
+            markdown_table(baseline, numeric=[False] * baseline.shape[1]),
+            "",
+        ]
+    return md
+
+
+def _manuscript_results(rep) -> list[str]:
+    """After the ladders: what the 2012 column means, the forest plot, fits to note."""
+    outcomes = [o for o in PUBLISHED_2012 if rep.ladder["outcome"].eq(o).any()]
+    md = [published_note(outcomes), ""] if outcomes else []
+    md += ["![Forest plot](forest_plot.png)", ""]
+    md += ["## Singular fits and fits that could not be made", "", *fits_text(rep.ladder), ""]
+    return md
 
 
 def analysis_label(outcome: str) -> str:
@@ -623,3 +731,163 @@ def search_markdown(result) -> str:
     )
     cols = [c for c in SEARCH_COLUMNS if c in result.table.columns]
     return head + markdown_table(result.table[cols]) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# the manuscript: data provenance, the published ORs, fits to note, software
+
+#: Column of the comparison tables with the 2012 abstract's ORs.
+PUBLISHED_COLUMN = "2012 published (abstract)"
+#: Column with the data-generating model's true conditional OR (synthetic data).
+TRUTH_COLUMN = "true OR (simulation)"
+
+
+def data_statement(rep) -> str:
+    """A sentence on where the data came from; for synthetic data, its true values."""
+    prov = getattr(rep, "provenance", None)
+    if prov is None or not prov.synthetic:
+        return ""
+    t = prov.truth
+    what = (
+        "**These are synthetic data: the shipped synthetic cohort** (no real patient; "
+        if prov.kind == SHIPPED
+        else "**These are synthetic data, simulated by syndesmo** ("
+    )
+    what += f"{prov.evidence}"
+    if t.get("spec_file"):
+        what += f"; spec `{Path(t['spec_file']).name}`"
+    if t.get("seed") is not None:
+        what += f", seed {t['seed']}"
+    what += ")."
+    if "or_new" not in t:
+        return what
+    exposure = exposure_label(t["exposure"]) if t.get("exposure") else "the exposure"
+    words = (
+        f" The data-generating model's true values: conditional OR {t['or_new']:g} for a new "
+        f"syndesmophyte in VUs {exposure} (ASspiMRI-a ≥ {t.get('threshold', 1):g}), "
+        f"OR {t['or_growth']:g} for growth"
+    )
+    if "or_arm_new" in t:
+        words += (
+            f", direct OR of infliximab {t['or_arm_new']:g} (new) and "
+            f"{t['or_arm_growth']:g} (growth)"
+        )
+    if "sd_patient" in t:
+        words += f", patient random-intercept SD {t['sd_patient']:g} (logit scale)"
+    words += (
+        ". Other exposures have no effect of their own in the model; their ORs reflect "
+        "how they go with the true exposure. The ORs estimated here are set beside these "
+        "true values and beside the published ones of the analysis this cohort imitates "
+        f"({CITATION_2012})."
+    )
+    return what + words
+
+
+def comparison_table(rep, outcome: str) -> pd.DataFrame:
+    """The headline rows of ``outcome`` with the true OR (synthetic data) and the 2012
+    abstract's published ORs beside them (``PUBLISHED_2012``)."""
+    head = rep.headline[rep.headline["outcome"].eq(analysis_label(outcome))]
+    head = head.drop(columns=["outcome"]).reset_index(drop=True)
+    prov = getattr(rep, "provenance", None)
+    if prov is not None and prov.synthetic and "or_new" in prov.truth:
+        t = prov.truth
+        true_or = t["or_new"] if outcome == "new_syndesmophyte" else t.get("or_growth")
+        label = exposure_label(t["exposure"]) if t.get("exposure") else ""
+        head[TRUTH_COLUMN] = [
+            f"{true_or:g}" if true_or is not None and e == label else "no own effect"
+            for e in head["exposure"]
+        ]
+    lo, hi, words = PUBLISHED_2012.get(outcome, (None, None, "not reported"))
+    head[PUBLISHED_COLUMN] = f"{lo:.2f}–{hi:.2f}" if lo is not None else words
+    return head
+
+
+def published_note(outcomes) -> str:
+    """What the 2012 column means, once, under the tables."""
+    parts = [f"{outcome_label(o)}: {PUBLISHED_2012[o][2]}" for o in outcomes if o in PUBLISHED_2012]
+    return (
+        f"The column *{PUBLISHED_COLUMN}* gives what the abstract of {CITATION_2012} reports "
+        "for the ASSERT trial (" + "; ".join(parts) + "); the abstract gives a range, not one "
+        "OR per exposure, so the same range stands beside every exposure."
+    )
+
+
+def is_singular(row) -> bool:
+    """A GLMM fit whose random-intercept SD is estimated at 0 (on the boundary)."""
+    singular = getattr(row, "singular", False)
+    sigma = pd.to_numeric(pd.Series([getattr(row, "sigma", np.nan)]), errors="coerce").iloc[0]
+    return bool(singular is True or (singular is not None and singular == 1)) or (
+        getattr(row, "scale", "") == registry.CONDITIONAL and np.isfinite(sigma) and sigma < 1e-4
+    )
+
+
+def fits_to_note(ladder: pd.DataFrame) -> pd.DataFrame:
+    """The fits a reader must know about: singular fits and fits that gave no estimate.
+
+    Returns one row per such fit: ``outcome``, ``exposure``, ``step``, ``engine``,
+    ``problem`` (``singular`` or ``not estimable``) and ``reason``.
+    """
+    rows = []
+    for r in ladder.itertuples(index=False):
+        estimate = pd.to_numeric(pd.Series([r.OR, r.lower, r.upper]), errors="coerce")
+        if not np.isfinite(estimate.iloc[0]):
+            problem, reason = "not estimable", _short_reason(r.note) or "no estimate"
+        elif not plots.estimable(*estimate):
+            problem = "not estimable"
+            reason = "estimate or interval not finite or beyond 1/1000–1000: the data do not "
+            reason += "bound it (e.g. no events or no non-events where the information is)"
+        elif is_singular(r):
+            problem = "singular"
+            reason = "the random-intercept SD is estimated at 0"
+        else:
+            continue
+        rows.append(
+            {
+                "outcome": outcome_label(r.outcome),
+                "exposure": r.exposure_label,
+                "step": r.step,
+                "engine": r.engine,
+                "problem": problem,
+                "reason": reason,
+            }
+        )
+    cols = ["outcome", "exposure", "step", "engine", "problem", "reason"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def fits_text(ladder: pd.DataFrame) -> list[str]:
+    """The report's lines on singular fits and fits that could not be made."""
+    notes = fits_to_note(ladder)
+    if notes.empty:
+        return ["Every fit gave an estimate, and no GLMM fit was singular."]
+    lines = []
+    for r in notes.itertuples(index=False):
+        head = (
+            "singular: the random-intercept SD is estimated at 0"
+            if r.problem == "singular"
+            else f"not estimable: {r.reason}"
+        )
+        lines.append(f"- {r.outcome}, VUs {r.exposure}, step {r.step} ({r.engine}): {head}")
+    return [
+        "Fits named here are marked in the tables (— for no estimate) and in the forest plot "
+        "(“not estimable”); a singular fit's OR equals the logistic regression's without "
+        "the random intercept.",
+        "",
+        *lines,
+    ]
+
+
+def software_text(rep) -> list[str]:
+    """The report's last lines: software versions and the command that made it."""
+    engines = list(rep.ladder.get("engine", pd.Series(dtype=str)).dropna().unique())
+    if rep.patient is not None and not rep.patient.empty and "engine" in rep.patient:
+        engines += list(rep.patient["engine"].dropna().unique())
+    command = rep.settings.get("command") or (
+        "Python: syndesmo.analysis.reproduction.run_reproduction, then "
+        "syndesmo.output.report.write_reproduction"
+    )
+    return [
+        f"Software: {versions_line(software_versions(engines))}.",
+        "",
+        f"Made by: `{command}`",
+    ]

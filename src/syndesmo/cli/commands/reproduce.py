@@ -25,13 +25,19 @@ every MRI week of the panel gets its single-week exposure, and covariates the
 panel lacks are left out; each change is printed as a note.
 
 Writes into --out (default reproduce_out/): every table as CSV and Markdown,
-forest_plot.png, spine_map.png and report.md (a results section with the numbers
-filled in), all at once: the directory appears only when everything succeeded,
-and an existing syndesmo output directory is replaced. Prints the headline table.
+the figures forest_plot and spine_map (by arm) in each --format (default PNG and
+PDF) and report.md: Table 1 (baseline characteristics by arm), the results with
+the numbers filled in beside the 2012 abstract's ORs (and the true ORs when the
+data are the shipped or a simulated cohort), singular fits and fits that could not
+be made named with the reason, and the software versions and this command at the
+end. All at once: the directory appears only when everything succeeded, and an
+existing directory is replaced only if syndesmo wrote every file in it (anything
+else is refused). Prints the headline table.
 
 examples:
   syndesmo reproduce
   syndesmo reproduce --vu vu.csv --patients patients.csv --out results/ --nagq 10
+  syndesmo reproduce --engine lme4 --format png,svg --out results_lme4/
 """
 
 
@@ -69,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the arm that arm terms compare against in every spec, matched "
         "case-insensitively (default: each spec's reference_arm, else the placebo-like arm)",
     )
+    parser.add_argument(
+        "--format",
+        default="png,pdf",
+        metavar="FMT",
+        help="figure formats, comma separated, from png, pdf, svg (default: png,pdf)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_input_options(parser)
 
@@ -83,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.patients and not args.vu:
         raise UsageError(f"{NAME}", "--patients needs --vu")
+    from syndesmo.output.software import command_line
+
+    try:
+        formats = report.check_formats(args.format)
+    except ValueError as exc:
+        raise UsageError(f"{NAME}", f"--format: {exc}") from None
     out = report.check_destination(args.out)
     specs = load_specs(args.specs or default_spec_dir())
     vu_path, patients_path = (args.vu, args.patients) if args.vu else default_cohort()
@@ -106,13 +124,20 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(message, refresh=False)
             bar.update(1)
 
-        rep = reproduction.run_reproduction(panel, specs, progress=progress, spec_notes=spec_notes)
+        rep = reproduction.run_reproduction(
+            panel,
+            specs,
+            progress=progress,
+            spec_notes=spec_notes,
+            patients_path=str(patients_path) if patients_path else None,
+        )
+        rep.settings["command"] = command_line(getattr(args, "argv", None))
         bar.set_postfix_str("writing tables, figures and report.md", refresh=True)
-        written = report.write_reproduction(rep, out)
+        written = report.write_reproduction(rep, out, formats=formats)
         bar.update(1)
     print(report.markdown_table(rep.headline))
     print(
-        f"\n{len(written)} files written to {out}/ (report.md, forest_plot.png, spine_map.png, "
-        f"tables) in {rep.seconds:.1f} s",
+        f"\n{len(written)} files written to {out}/ (report.md, forest_plot and spine_map as "
+        f"{', '.join(formats)}, tables) in {rep.seconds:.1f} s",
     )
     return 0
