@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -163,8 +164,15 @@ def report_section(course, prefix: str = "course_") -> list[str]:
     return md
 
 
-def write_course(course, directory: str | Path, prefix: str = "", dpi: int = 200) -> list[Path]:
-    """Every table as ``<prefix><name>.csv`` (full precision) and ``.md``, and the figure.
+def write_course(
+    course,
+    directory: str | Path,
+    prefix: str = "",
+    dpi: int = 200,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Every table as ``<prefix><name>.csv`` (full precision) and ``.md``, and the figure
+    in each of ``formats`` (``png``, ``pdf``, ``svg``).
 
     ``directory`` is a directory the caller is writing atomically (e.g. inside
     ``atomic_output_dir``); returns the paths written.
@@ -186,7 +194,9 @@ def write_course(course, directory: str | Path, prefix: str = "", dpi: int = 200
         threshold=course.threshold,
         level=course.level,
     )
-    png = directory / f"{prefix}{FIGURE}"
-    fig.savefig(png, dpi=dpi)
-    written.append(png)
+    stem = Path(FIGURE).stem
+    for ext in formats:
+        path = directory / f"{prefix}{stem}.{ext}"
+        fig.savefig(path, dpi=dpi, format=ext)
+        written.append(path)
     return written

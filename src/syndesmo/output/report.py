@@ -146,7 +146,9 @@ def write_reproduction(
             written += write_table(df, tmp, name)
         written += _write_figures(rep, tmp, dpi, formats)
         if getattr(rep, "course", None) is not None:  # the MRI course: its own module
-            written += _course_text().write_course(rep.course, tmp, prefix="course_", dpi=dpi)
+            written += _course_text().write_course(
+                rep.course, tmp, prefix="course_", dpi=dpi, formats=formats
+            )
         (tmp / "report.md").write_text(render_report(rep, tables), encoding="utf-8")
         written.append(tmp / "report.md")
     return [out / p.name for p in written]
