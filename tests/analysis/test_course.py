@@ -339,7 +339,7 @@ def test_cli_writes_tables_and_figure(cohort_files, tmp_path, capsys):
     names = {p.name for p in out.iterdir()}
     for t in ("vu_prevalence", "patient_prevalence", "mcnemar", "wilcoxon", "model", "ledger"):
         assert {f"{t}.csv", f"{t}.md"} <= names
-    assert {"prevalence.png", "course.md", report.MARKER} <= names
+    assert {"prevalence.png", "prevalence.pdf", "course.md", report.MARKER} <= names
     vp = pd.read_csv(out / "vu_prevalence.csv")
     assert len(vp) == 2 * 3 * 3
     # a directory of someone else's files is refused, one line, nothing written

@@ -275,6 +275,7 @@ def test_cli_writes_table_markdown_and_plot(tmp_path, capsys):
     assert len(table) == 4 and set(table["analysis"]) == {"vu", "patient"}
     assert (out / "power.md").read_text().count("\n| ") >= 5
     assert (out / "power.png").stat().st_size > 10_000
+    assert (out / "power.pdf").read_bytes().startswith(b"%PDF")
     assert "power" in capsys.readouterr().out
     assert main(["power", "--patients", "4x", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

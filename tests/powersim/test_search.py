@@ -181,6 +181,7 @@ def test_cli_target_writes_the_answer_the_points_and_a_plot(tmp_path, capsys):
     assert "failed fits count as non-rejections" in (out / "search.md").read_text()
     assert "separation_rate" in (out / "power.md").read_text()
     assert (out / "power.png").stat().st_size > 10_000
+    assert (out / "power.pdf").read_bytes().startswith(b"%PDF")
     assert "Smallest number of patients" in capsys.readouterr().out
     assert main(["power", "--target", "0.8", "--patients", "50,60", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

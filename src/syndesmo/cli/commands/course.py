@@ -40,7 +40,8 @@ or more readers, --readers mean takes each VU's mean score, --readers agree
 counts a VU inflamed only when every reader does.
 
 Writes into --out (default course_out/): every table as <table>.csv (full
-precision) and <table>.md, prevalence.png (prevalence by week and arm with CIs) and
+precision) and <table>.md, prevalence.png and prevalence.pdf (prevalence by week and
+arm with CIs) and
 course.md (all tables), all at once: the directory appears only when everything
 succeeded, and it is replaced only if it is empty or was written by syndesmo.
 Prints course.md.
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     text = render(course, header)
     print(text, end="")
     with atomic_output_dir(out) as tmp:
-        written = write_course(course, tmp)
+        written = write_course(course, tmp, formats=("png", "pdf"))
         (tmp / "course.md").write_text(text, encoding="utf-8")
         written.append(tmp / "course.md")
     print(f"wrote {len(written)} files to {Path(out)}")

@@ -48,7 +48,7 @@ SeedSequence(seed).spawn(n_points)[g].spawn(sims)[i], so the same --seed gives
 the same numbers with any --workers, --scheduler or --batch-size.
 
 Writes to --out: power.csv (one row per grid point x analysis, with the fit-health
-rates), power.md (the same as a Markdown table) and power.png (power against the
+rates), power.md (the same as a Markdown table) and power.png / power.pdf (power against the
 number of patients, one panel per true OR, one line per analysis, with Monte Carlo
 CIs; with --target the points evaluated, the target and the answers marked). With
 --target also search.csv and search.md (the answer per analysis). The files appear
@@ -67,8 +67,9 @@ examples:
 
 #: Files written in --out.
 TABLE_CSV, TABLE_MD, FIGURE = "power.csv", "power.md", "power.png"
+FIGURE_PDF = "power.pdf"
 SEARCH_CSV, SEARCH_MD = "search.csv", "search.md"
-OUTPUTS = (TABLE_CSV, TABLE_MD, FIGURE)
+OUTPUTS = (TABLE_CSV, TABLE_MD, FIGURE, FIGURE_PDF)
 SEARCH_OUTPUTS = (*OUTPUTS, SEARCH_CSV, SEARCH_MD)
 
 
@@ -207,7 +208,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default=".",
         metavar="DIR",
-        help="directory for power.csv, power.md and power.png (default: .); files of "
+        help="directory for power.csv, power.md, power.png and power.pdf (default: .); files of "
         "these names are replaced only if syndesmo wrote them",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -336,10 +337,11 @@ def _search(args: argparse.Namespace, spec, adjust: list[str], out: Path) -> int
         )
         (tmp / SEARCH_MD).write_text(search_markdown(res), encoding="utf-8")
         fig.savefig(tmp / FIGURE, dpi=200)
+        fig.savefig(tmp / FIGURE_PDF)
     print(res.summary())
     print(
         f"wrote {out / SEARCH_CSV}, {out / SEARCH_MD}, {out / TABLE_CSV}, {out / TABLE_MD}, "
-        f"{out / FIGURE}"
+        f"{out / FIGURE}, {out / FIGURE_PDF}"
     )
     return 0
 
@@ -404,10 +406,11 @@ def run(args: argparse.Namespace) -> int:
         table.to_csv(tmp / TABLE_CSV, index=False)
         (tmp / TABLE_MD).write_text(power_markdown(table, list(grid), header), encoding="utf-8")
         fig.savefig(tmp / FIGURE, dpi=200)
+        fig.savefig(tmp / FIGURE_PDF)
     print(header.strip())
     for _, r in table[table["stopped_early"]].iterrows():
         where = ", ".join(f"{g} {r[g]}" for g in grid)
         print(f"stopped early: {r['analysis']} at {where}: {r['stop_reason']}")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {out / TABLE_CSV}, {out / TABLE_MD}, {out / FIGURE}")
+    print(f"wrote {out / TABLE_CSV}, {out / TABLE_MD}, {out / FIGURE}, {out / FIGURE_PDF}")
     return 0
