@@ -8,10 +8,13 @@ import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 
+from syndesmo.fitting import registry
+
 #: Python packages every reproduction runs on, in the order the report names them.
 PACKAGES = ("syndesmo", "numpy", "scipy", "pandas", "statsmodels", "matplotlib")
-#: Engines that run in R (their R packages are named in the versions line).
-R_ENGINES = {"lme4": ("lme4",)}
+#: Engines that run in R and the R packages named in the versions line (the reference
+#: engine runs R's package of the same name).
+R_ENGINES = {registry.REFERENCE_ENGINE: (registry.REFERENCE_ENGINE,)}
 
 
 def _version(package: str) -> str:
