@@ -337,8 +337,9 @@ def manuscript_parts(
 
 
 def spine_by_arm(panel, threshold: float, readers: str, reference_arm=None) -> pd.DataFrame:
-    """``spine_profile`` of each arm's patients, stacked with an ``arm`` column first."""
-    frames, counts = [], {}
+    """``spine_profile`` of each arm's patients, stacked with ``arm`` and ``arm_patients``
+    (the arm's number of patients) columns first."""
+    frames = []
     for arm in reference_first(panel.patients["arm"].dropna(), reference_arm):
         ids = panel.patients.loc[panel.patients["arm"].eq(arm), "patient"]
         sub = VUPanel(
@@ -348,11 +349,9 @@ def spine_by_arm(panel, threshold: float, readers: str, reference_arm=None) -> p
         )
         prof = spine_profile(sub, threshold=threshold, readers=readers)
         prof.insert(0, "arm", str(arm))
+        prof.insert(1, "arm_patients", len(ids))
         frames.append(prof)
-        counts[str(arm)] = len(ids)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    out.attrs["n_patients"] = counts
-    return out
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 LEDGER_COLS = ["analysis", "exposure", "step", "reason", "n_rows", "n_patients"]

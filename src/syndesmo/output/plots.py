@@ -451,11 +451,12 @@ def spine_map_by_arm(
     """Inflammation and new bone at the 12 scored VUs, one column of panels per arm.
 
     ``profiles`` is ``syndesmo.analysis.reproduction.spine_by_arm``: ``spine_profile``
-    rows with an ``arm`` column. Only the VUs the mSASSS scores (C2/3 … C7/T1,
-    T12/L1 … L5/S1) are drawn, side by side with a gap and a line between the
-    cervical and the lumbar spine (no empty thoracic slots). Top: VUs inflamed at
-    each MRI week (%); bottom: new syndesmophytes among VUs at risk (%), each bar
-    labelled new/at risk. Panels of a row share their vertical axis.
+    rows with an ``arm`` column (and ``arm_patients``, shown in the panel titles).
+    Only the VUs the mSASSS scores (C2/3 … C7/T1, T12/L1 … L5/S1) are drawn, side by
+    side with a gap and a line between the cervical and the lumbar spine (no empty
+    thoracic slots). Top: VUs inflamed at each MRI week (%); bottom: new
+    syndesmophytes among VUs at risk (%), each bar labelled new/at risk. Panels of a
+    row share their vertical axis.
     """
     arms = list(pd.unique(profiles["arm"]))
     weeks = [c for c in profiles.columns if c.startswith("inflamed_w")]
@@ -493,7 +494,8 @@ def spine_map_by_arm(
                 fontsize=_FONT - 2,
                 rotation=90,
             )
-        n_patients = profiles.attrs.get("n_patients", {}).get(arm)
+        known = prof["arm_patients"].dropna() if "arm_patients" in prof else pd.Series()
+        n_patients = int(known.iloc[0]) if len(known) else None
         top.set_title(
             f"{arm}" + (f" ({n_patients} patients)" if n_patients else ""), fontsize=_FONT + 1
         )
