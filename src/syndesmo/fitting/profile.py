@@ -80,6 +80,28 @@ class Maximum:
     state: Any = None
 
 
+def parameter_vector(params: Sequence[float] | np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """``params`` as a flat float array of one finite number per name, else ModelError.
+
+    Parameters
+    ----------
+    params : array-like
+        All parameters of a model.
+    names : sequence of str
+        The model's parameter names (``param_names``).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    psi = np.asarray(params, dtype=float).reshape(-1)
+    if psi.size != len(names) or not np.all(np.isfinite(psi)):
+        raise ModelError(
+            f"parameters must be {len(names)} finite numbers ({', '.join(names)}), got {psi.size}"
+        )
+    return psi
+
+
 @runtime_checkable
 class ProfileModel(Protocol):
     """What profiling needs of a model object (``fit.model``).

@@ -33,7 +33,7 @@ from syndesmo.engines.native.quadrature import loglik_and_grad
 from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
-from syndesmo.fitting.profile import Maximum
+from syndesmo.fitting.profile import Maximum, parameter_vector
 from syndesmo.fitting.registry import name_for
 from syndesmo.fitting.results import (
     Convergence,
@@ -256,13 +256,7 @@ class NativeModel:
         return (-math.inf,) * len(self.design.names) + (0.0,)
 
     def _params(self, params: Sequence[float] | np.ndarray) -> np.ndarray:
-        psi = np.asarray(params, dtype=float).reshape(-1)
-        if psi.size != len(self.param_names) or not np.all(np.isfinite(psi)):
-            raise ModelError(
-                f"parameters must be {len(self.param_names)} finite numbers "
-                f"({', '.join(self.param_names)}), got {psi.size}"
-            )
-        return psi
+        return parameter_vector(params, self.param_names)
 
     def _scale(self, value: float, marginal: bool) -> float:
         """From the approximation without binomial coefficients to lme4's scale."""

@@ -44,7 +44,7 @@ from syndesmo.engines.native.multilevel.laplace import evaluate
 from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.diagnostics import check_rank, separated_terms
-from syndesmo.fitting.profile import Maximum
+from syndesmo.fitting.profile import Maximum, parameter_vector
 from syndesmo.fitting.random_effects import lme4_grpvar, lme4_level_labels
 from syndesmo.fitting.registry import name_for
 from syndesmo.fitting.results import Convergence, EngineDetails, FitResult, VarComp
@@ -151,13 +151,7 @@ class MultilevelModel:
         return (-math.inf,) * self._p + tuple(float(b) for b in self.structure.theta_lower())
 
     def _params(self, params: Sequence[float] | np.ndarray) -> np.ndarray:
-        psi = np.asarray(params, dtype=float).reshape(-1)
-        if psi.size != len(self.param_names) or not np.all(np.isfinite(psi)):
-            raise ModelError(
-                f"parameters must be {len(self.param_names)} finite numbers "
-                f"({', '.join(self.param_names)}), got {psi.size}"
-            )
-        return psi
+        return parameter_vector(params, self.param_names)
 
     def loglik(self, params: Sequence[float] | np.ndarray) -> float:
         """Log-likelihood at ``params`` (fixed effects then θ), with this ``nagq``.
