@@ -23,7 +23,7 @@ def test_a_copy_of_the_shipped_cohort_is_recognised_with_its_truth(tmp_path):
         spec = CohortSpec.from_toml(SHIPPED_DIR / "assert_like.toml")
         assert prov.kind == SHIPPED and prov.synthetic
         assert prov.truth["or_new"] == spec.odds_ratio_new == 2.0
-        assert prov.truth["exposure"] == "w0" and prov.truth["seed"] == 2012
+        assert prov.truth["exposure"] == "w0" and prov.truth["seed"] == spec.seed == 2019
 
 
 def test_an_edited_cohort_is_not_called_shipped(tmp_path):

@@ -141,8 +141,10 @@ def test_calibration_equations_hold_by_independent_quadrature():
     assert grow / syn == pytest.approx(spec.risk_growth, abs=1e-9)
     scale = math.sqrt(1 + spec.sd_inflammation**2)
     m0, m1 = t["inflammation_mean_untreated"], t["inflammation_mean_treated"]
-    assert stats.norm.cdf(m0 / scale) == pytest.approx(0.337, abs=1e-12)
-    assert stats.norm.cdf(m1 / scale) == pytest.approx(0.120, abs=1e-12)
+    assert stats.norm.cdf(m0 / scale) == pytest.approx(spec.inflammation_prevalence, abs=1e-12)
+    assert stats.norm.cdf(m1 / scale) == pytest.approx(
+        spec.inflammation_prevalence_treated, abs=1e-12
+    )
     c = t["mri_cutpoints"]
     assert c[0] == 0 and np.all(np.diff(c) > 0) and len(c) == 6
     erosive = stats.norm.sf((c[3] - m0) / scale) / stats.norm.sf(-m0 / scale)
@@ -164,14 +166,15 @@ def test_large_cohort_crude_rates_match_the_spec(big_arrays):
     arm = a["arm"] == 1
     assert a["patient_arm"].sum() == round(n * 201 / 279)
     every = np.ones(len(pid), dtype=bool)
-    # inflammation prevalence by week and arm: untreated 0.337, treated 0.12 (closed form)
+    # inflammation prevalence by week and arm: untreated and treated shares (closed form)
+    off, on = spec.inflammation_prevalence, spec.inflammation_prevalence_treated
     implied = {
-        (0, False): 0.337,
-        (0, True): 0.337,
-        (1, False): 0.337,  # week 24: placebo still untreated
-        (1, True): 0.120,
-        (2, False): 0.120,  # week 102: both arms on infliximab
-        (2, True): 0.120,
+        (0, False): off,
+        (0, True): off,
+        (1, False): off,  # week 24: placebo still untreated
+        (1, True): on,
+        (2, False): on,  # week 102: both arms on infliximab
+        (2, True): on,
     }
     for (j, inf), p in implied.items():
         num, den = per_patient(a["mri"][:, j] >= 1, every & (arm == inf), pid, n)

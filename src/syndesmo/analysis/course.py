@@ -792,7 +792,7 @@ def mri_course(
     """The course of MRI inflammation and active erosions over a panel's MRI weeks.
 
     As Baraliakos et al. (J Rheumatol 2013;40:1891–6) report it for two years of TNF
-    blockade (33.7% → 12.0% of VUs inflamed, 100% → 64% of patients), for any MRI
+    blockade (33.7% → 12.0% of all 23 VUs inflamed, 100% → 64% of patients), for any MRI
     weeks and by arm.
 
     **Status.** A VU is *inflamed* at a week when its ASspiMRI-a is ≥ ``threshold``

@@ -169,12 +169,21 @@ FIELD_DOCS: dict[str, str] = {
     "to the exposure; > 0 confounds the between-patient association (both follow disease "
     "activity, DOMAIN.md) - illustrative, see docs/within_patient.md for its effect",
     "sd_inflammation": "SD of the patient inflammation propensity (probit scale); 0.8 "
-    "chosen so that, over all 23 VUs, ~93% of patients have an inflamed VU at baseline and "
-    "~67% after 2 years of anti-TNF (Baraliakos 2013: 100% and 64% of 22 patients)",
-    "inflammation_prevalence": "share of VUs inflamed when untreated: 33.7% "
-    "(Baraliakos et al. J Rheumatol 2013;40:1891-6)",
-    "inflammation_prevalence_treated": "share of VUs inflamed on anti-TNF: 12.0% after "
-    "2 years (Baraliakos 2013)",
+    "chosen so that, at 33.7% of all 23 VUs, ~93% of patients have an inflamed VU at "
+    "baseline and ~67% after 2 years of anti-TNF (Baraliakos 2013: 100% and 64% of 22 "
+    "patients); over the 12 mSASSS VUs at 15.8% that is ~64% at baseline and ~34% after 2 years",
+    "inflammation_prevalence": "share of the 12 mSASSS VUs (cervical and lumbar) inflamed "
+    "when untreated: 15.8%, the cervical vertebral bodies (C2-C7) with bone marrow edema "
+    "in Baraliakos et al. J Rheumatol 2016;43:2131-5 (38 of 240, in 34 RA and 6 AS "
+    "patients with neck pain: the only regional count at hand). The 33.7% of Baraliakos "
+    "et al. J Rheumatol 2013;40:1891-6 is over all 23 VUs, the 11 thoracic ones (not "
+    "scored by the mSASSS) included: 15.8% here implies ~53% there. An OR of 2 with 33.7% "
+    "would put "
+    "only about half of the new syndesmophytes in non-inflamed VUs, against 'the large "
+    "majority' of van der Heijde et al. Ann Rheum Dis 2012;71:369-73; thoracic VUs, if "
+    "simulated, get the same share",
+    "inflammation_prevalence_treated": "share of the 12 mSASSS VUs inflamed on anti-TNF: "
+    "5.63%, the 2-year fall of Baraliakos 2013 (33.7% -> 12.0%, to 35.6%) applied to 15.8%",
     "inflammation_persistence": "correlation of a VU's latent inflammation between two "
     "weeks given the patient; illustrative 0.5",
     "erosive_share": "share of inflamed VUs scoring 4-6 (inflammation with erosion) when "
@@ -224,8 +233,8 @@ class CohortSpec:
     sd_syndesmophyte: float = 1.5
     sd_inflammation: float = 0.8
     propensity_correlation: float = 0.0
-    inflammation_prevalence: float = 0.337
-    inflammation_prevalence_treated: float = 0.120
+    inflammation_prevalence: float = 0.158
+    inflammation_prevalence_treated: float = 0.0563
     inflammation_persistence: float = 0.5
     erosive_share: float = 0.264
     corner1_prevalence: float = 0.10

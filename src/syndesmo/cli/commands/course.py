@@ -12,7 +12,7 @@ HELP = "the MRI course: inflammation and active erosions by week and arm, paired
 DESCRIPTION = """\
 The course of spinal MRI inflammation over the MRI weeks of a VU panel, as
 Baraliakos et al. report it for two years of TNF blockade (J Rheumatol
-2013;40:1891-6: 33.7% -> 12.0% of VUs inflamed, 100% -> 64% of patients):
+2013;40:1891-6: 33.7% -> 12.0% of all 23 VUs inflamed, 100% -> 64% of patients):
 
   vu_prevalence       VUs inflamed (ASspiMRI-a >= --threshold) and VUs with an
                       active erosion (ASspiMRI-a 4-6) at each MRI week, by arm
