@@ -15,18 +15,22 @@ def fmt_p(p: float) -> str:
 
 
 def fmt_ratio(est: float, lower: float, upper: float, digits: int = 2) -> str:
-    """``1.85 (1.21–2.83)``; ``—`` when the estimate is missing."""
+    """``1.85 (1.21–2.83)``; ``—`` when the estimate is missing, ``>999 (no CI)`` when
+    the interval is."""
     if est is None or not np.isfinite(est):
         return "—"
+    if lower is None or upper is None or np.isnan(lower) or np.isnan(upper):
+        return f"{one_value(est, digits)} (no CI)"
+    return f"{one_value(est, digits)} ({one_value(lower, digits)}–{one_value(upper, digits)})"
 
-    def one(v: float) -> str:
-        if not np.isfinite(v):
-            return "∞" if v > 0 else "—"
-        if v >= 1000:
-            return ">999"
-        return f"{v:.{digits}f}"
 
-    return f"{one(est)} ({one(lower)}–{one(upper)})"
+def one_value(v: float, digits: int = 2) -> str:
+    """One ratio of ``fmt_ratio``: ``1.85``, ``>999``, ``∞``."""
+    if not np.isfinite(v):
+        return "∞" if v > 0 else "—"
+    if v >= 1000:
+        return ">999"
+    return f"{v:.{digits}f}"
 
 
 def fmt_pct(num: float, den: float, digits: int = 1) -> str:

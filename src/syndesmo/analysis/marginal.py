@@ -146,11 +146,17 @@ def attenuation_table(table: pd.DataFrame, glmm_engine: str | None = None) -> pd
             "glmm_engine": merged["engine"],
             "OR_glmm": merged["OR_glmm"],
             "sigma": merged["sigma"],
-            "OR_predicted_marginal": np.exp(merged["log_or_glmm"].to_numpy(dtype=float) * factor),
-            "OR_implied_marginal": np.exp(merged["log_or_marginal"].to_numpy(dtype=float)),
+            "OR_predicted_marginal": _odds_ratio(merged["log_or_glmm"].to_numpy(float) * factor),
+            "OR_implied_marginal": _odds_ratio(merged["log_or_marginal"].to_numpy(float)),
             "OR_gee": merged["OR_gee"],
             "factor_predicted": factor,
             "factor_observed": merged["log_or_gee"] / merged["log_or_glmm"],
         }
     )
     return out.reset_index(drop=True)
+
+
+def _odds_ratio(log_or: np.ndarray) -> np.ndarray:
+    """exp of a log OR; inf beyond float range (a fit the data do not bound), no warning."""
+    with np.errstate(over="ignore"):
+        return np.exp(log_or)

@@ -442,8 +442,13 @@ class FitResult:
 
     @property
     def bse(self) -> pd.Series:
-        """Standard errors of ``params`` (square root of the diagonal of ``vcov``)."""
-        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.params.index)
+        """Standard errors of ``params`` (square root of the diagonal of ``vcov``); NaN
+        where that variance is negative or not finite (a fit without usable information)."""
+        var = np.diag(self.vcov.to_numpy()).astype(float)
+        se = np.full(var.shape, np.nan)
+        usable = np.isfinite(var) & (var >= 0)
+        se[usable] = np.sqrt(var[usable])
+        return pd.Series(se, index=self.params.index)
 
     @property
     def tvalues(self) -> pd.Series:
