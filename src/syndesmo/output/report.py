@@ -613,6 +613,10 @@ def render_report(rep, tables: dict[str, tuple[str, pd.DataFrame]] | None = None
     formats = rep.settings.get("formats") or DEFAULT_FORMATS
     md += [f"- `{stem}.{ext}`" for stem in FIGURES.values() for ext in formats]
     md += ["", "Specs: " + ", ".join(f"`{s.name}`" for s in rep.specs), ""]
+    adapted = rep.settings.get("spec_notes") or []
+    if adapted:
+        md += ["The shipped specs were adapted to this panel:", ""]
+        md += [*(f"- {n}" for n in adapted), ""]
     md += ["## Software", "", *software_text(rep), ""]
     return "\n".join(md)
 
