@@ -619,14 +619,15 @@ class FitResult:
             NaN where the engine reports none).
         """
         ci = self.conf_int(level, method=method)
-        return pd.DataFrame(
-            {
-                "OR": np.exp(self.params),
-                "lower": np.exp(ci["lower"]),
-                "upper": np.exp(ci["upper"]),
-                "p": self.pvalues,
-            }
-        )
+        with np.errstate(over="ignore"):  # beyond float range is inf: the data do not bound it
+            return pd.DataFrame(
+                {
+                    "OR": np.exp(self.params),
+                    "lower": np.exp(ci["lower"]),
+                    "upper": np.exp(ci["upper"]),
+                    "p": self.pvalues,
+                }
+            )
 
     # -- hooks of the interval methods (subclasses with other methods override them) --
 
