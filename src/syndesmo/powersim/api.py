@@ -90,12 +90,16 @@ from syndesmo.checks import MAX_SIMS, check_int, check_probability, check_sim_to
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.powersim import executors as power_exec
+from syndesmo.powersim.designs import course_week
 from syndesmo.powersim.mcstats import wilson_interval
 from syndesmo.powersim.plan import (
     ANALYSES,
+    CLOGIT_ANALYSIS,
+    COURSE_ANALYSIS,
     CRUDE_ANALYSIS,
     FIT_BLOCK,
     GEE_ANALYSIS,
+    HYBRID_ANALYSIS,
     Plan,
     check_analyses,
     check_counts,
@@ -201,22 +205,36 @@ class PowerResult:
 def _true_log_or(spec, plan: Plan, analysis: str) -> tuple[float, str]:
     """The true log OR an analysis estimates and what it is (NaN and "" when unknown).
 
-    The GLMM estimates the data-generating conditional OR. For the other analyses
-    the target is a population-averaged or patient-level OR among the VUs / patients
-    at risk, which the selection of VUs at risk by the patient propensity moves away
-    from the Zeger et al. (1988) attenuation formula, so it is not known in closed
-    form — except under the null: when the exposure has no effect given the patient
-    propensity, and the propensity is independent of the exposure (as in the
-    data-generating model), every analysis targets OR = 1. A data-generating effect
-    other than the exposure's (arm, region, baseline corner 1) that the analysis
-    does not adjust for makes the target unknown too (confounding by arm for
-    post-baseline exposures, non-collapsibility otherwise).
+    * ``"vu"`` estimates the data-generating conditional OR — also under a
+      correlation of the patient propensities (``propensity_correlation``), where
+      its estimate is biased, as its coverage then shows.
+    * ``"hybrid"`` and ``"clogit"`` estimate the within-patient OR, which is the
+      data-generating conditional OR whatever the correlation of the propensities.
+    * For ``"gee"``, ``"logit"`` and ``"patient"`` the target is a population-averaged
+      or patient-level OR among the VUs / patients at risk, which the selection of VUs
+      at risk by the patient propensity moves away from the Zeger et al. (1988)
+      attenuation formula, so it is not known in closed form — except under the null
+      with independent propensities: when the exposure has no effect given the
+      patient propensity and the propensity is independent of the exposure, every
+      analysis targets OR = 1.
+    * ``"course"`` estimates the arm's OR on inflammation at the course week, known
+      only under the null (``inflammation_prevalence_treated ==
+      inflammation_prevalence``): 1.
+
+    A data-generating effect other than the exposure's (arm, region, baseline corner
+    1) that the analysis does not adjust for makes the target unknown (confounding
+    by arm for post-baseline exposures, non-collapsibility otherwise); ``"clogit"``
+    needs no adjustment for the arm, a patient-level term its strata absorb. With
+    several readers the exposure and outcome are read with error, which attenuates
+    the OR by an amount not known in closed form, so the target is known only under
+    the null (OR 1). It is unknown when the analysed exposure or threshold differs
+    from the spec's.
     """
-    if (
-        plan.exposure != spec.exposure
-        or float(plan.threshold) != float(spec.threshold)
-        or int(spec.n_readers) != 1
-    ):
+    if analysis == COURSE_ANALYSIS:
+        if float(spec.inflammation_prevalence_treated) == float(spec.inflammation_prevalence):
+            return 0.0, "null (treatment does not change inflammation)"
+        return math.nan, ""
+    if plan.exposure != spec.exposure or float(plan.threshold) != float(spec.threshold):
         return math.nan, ""
     if plan.outcome == "new_syndesmophyte":
         ratio = spec.odds_ratio_new
@@ -228,12 +246,22 @@ def _true_log_or(spec, plan: Plan, analysis: str) -> tuple[float, str]:
     else:
         ratio = spec.odds_ratio_growth
         others = {"arm": spec.odds_ratio_arm_growth}
+    if analysis == CLOGIT_ANALYSIS:
+        others.pop("arm")
     if any(value != 1.0 and cov not in plan.adjust for cov, value in others.items()):
+        return math.nan, ""
+    conditional = analysis in ("vu", HYBRID_ANALYSIS, CLOGIT_ANALYSIS)
+    independent = float(spec.propensity_correlation) == 0.0
+    if ratio == 1.0 and (conditional or independent):
+        return 0.0, "null (no association given the patient)" if not independent else (
+            "null (no association at any level)"
+        )
+    if int(spec.n_readers) != 1:
         return math.nan, ""
     if analysis == "vu":
         return math.log(ratio), "conditional (data-generating)"
-    if ratio == 1.0:
-        return 0.0, "null (no association at any level)"
+    if conditional:
+        return math.log(ratio), "within-patient = conditional (data-generating)"
     return math.nan, ""
 
 
@@ -324,6 +352,14 @@ def _summarise(
         ledger.add(
             "power (VU level)", f"{text}; total over {n_sims} replicates", int(reasons[code])
         )
+    if COURSE_ANALYSIS in plan.analyses:
+        excl = sum(int(res["fits"][COURSE_ANALYSIS]["excluded"].sum()) for res in point_results)
+        ledger.add(
+            "power (MRI course)",
+            f"VU without an MRI at baseline or week {course_week(plan.spec)}; total over "
+            f"{n_sims} replicates",
+            excl,
+        )
     if "patient" in plan.analyses:
         excl = sum(int(res["fits"]["patient"]["excluded"].sum()) for res in point_results)
         ledger.add(
@@ -335,11 +371,15 @@ def _summarise(
 
 
 def _engine_label(plan: Plan, analysis: str) -> str:
-    if analysis == "vu":
-        return plan.engine + (f" (nAGQ={plan.nagq})" if plan.nagq > 1 else "")
+    quad = f" (nAGQ={plan.nagq})" if plan.nagq > 1 else ""
+    if analysis == "vu" and int(plan.spec.n_readers) > 1:
+        return f"{plan.engine}, readings nested (1|patient/vu){quad}"
+    if analysis in ("vu", HYBRID_ANALYSIS, COURSE_ANALYSIS):
+        return plan.engine + quad
     batched = f"{registry.CRUDE_ENGINE} (batched)"
     return {
         GEE_ANALYSIS: f"{registry.MARGINAL_ENGINE} (statsmodels)",
+        CLOGIT_ANALYSIS: f"{CLOGIT_ANALYSIS} (statsmodels)",
         "patient": batched,
         CRUDE_ANALYSIS: batched,
     }[analysis]
