@@ -137,6 +137,7 @@ def test_type_one_error_of_the_within_patient_estimators_and_the_course():
     assert t.loc["vu", "rejections"] > hi, res.summary()
 
 
+@pytest.mark.slow  # about 45 s: one conditional-logit fit per study
 def test_within_patient_estimators_cover_the_true_or_under_correlated_propensities():
     """OR 2, propensity correlation 0.5, 300 studies of 100 patients: the Wald CIs of
     hybrid and clogit cover log 2 a number of times inside the exact binomial 99% region
@@ -155,7 +156,7 @@ def test_within_patient_estimators_cover_the_true_or_under_correlated_propensiti
     assert round(t.loc["vu", "coverage"] * n) < binomial_acceptance_region(n, 0.95, 0.99)[0]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # about 60 s: one nested fit per study
 def test_type_one_error_of_the_nested_reader_design():
     """OR 1, two readers (reader error 0.1): the nested GLMM of the readings rejects a
     number of 200 studies of 50 patients inside the exact binomial 99% region around
@@ -179,7 +180,7 @@ def test_sample_size_searches_the_new_analyses_on_common_random_numbers():
     """The course's sample size (CRN over nested cohorts) is the first crossing of a
     brute-force grid of the same curve; detectable_effect refuses the course, which
     does not test the exposure."""
-    spec = CohortSpec(n_patients=40, inflammation_prevalence_treated=0.25)
+    spec = CohortSpec(n_patients=40, inflammation_prevalence_treated=0.2)
     kw = {"n_sims": 100, "seed": 4, "progress": False}
     res = sy.sample_size(spec, target=0.8, analysis="course", step=10, max_patients=200, **kw)
     row = res.table.iloc[0]

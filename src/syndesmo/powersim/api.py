@@ -21,6 +21,30 @@ Analyses (all of ``new_syndesmophyte`` or ``growth`` on the VU exposure):
 * ``"logit"``: the crude VU-level logistic regression that ignores clustering (to
   show how that inflates the type I error when both the exposure and the outcome
   cluster within patients).
+* ``"hybrid"``: the within–between GLMM ``outcome ~ mri_within + mri_between +
+  adjust + (1|patient)`` (batched ``fit_many``), testing ``mri_within``;
+* ``"clogit"``: conditional logistic regression within patient (the registry's
+  within-cluster engine, one statsmodels fit per replicate; the patient-level
+  covariates and the patients without both outcomes drop out of its likelihood).
+  These two estimate the within-patient OR, which a correlation of the patient
+  propensities (``CohortSpec.propensity_correlation``) does not bias — unlike
+  ``"vu"``, whose bias and coverage then show it;
+* ``"course"``: the MRI course — does treatment lower VU inflammation? The arm's
+  log OR in ``inflamed at week w ~ arm + inflamed at baseline + (1|patient)``, ``w``
+  the last MRI week at or before the crossover (``designs.course_design`` says why
+  this model rather than the three-level ``C(week) * arm`` GLMM of ``sy.mri_course``).
+
+**Readers.** With ``spec.n_readers >= 2`` the ``"vu"`` analysis fits every reading
+as a row, nested in its VU: ``outcome ~ mri + adjust + C(reader) +
+(1|patient/vu)`` (``fit_many_structured``, one nested fit per replicate; ``sy.fit``
+per replicate for another engine). The readings of one VU share its true state, so
+the per-reading model with ``(1|patient)`` alone is anti-conservative (coverage
+0.615 in ``benchmarks/coverage_readers_results.md``); the nested model is what
+``"vu"`` means with several readers, not a separate analysis. The other analyses
+take the mean of the readers' scores (``derive``'s ``"mean"`` rule).
+
+**MRI weeks.** Any ``spec.mri_weeks`` work, with any exposure defined on them
+(``"w0"``, ``"w12_or_w52"``, …).
 
 ``"patient"`` and ``"logit"`` are plain logistic regressions, fitted for all
 replicates of a chunk at once by a batched Newton–Raphson
@@ -52,11 +76,12 @@ Definitions used in the tables:
 * the Monte Carlo interval of the power is the **Wilson score** 95% interval
   (``syndesmo.powersim.mcstats.wilson_interval``);
 * mean / median OR, bias of the log OR and coverage are over the converged fits;
-  the true OR is the data-generating conditional OR for ``"vu"``; for ``"gee"``,
-  ``"logit"`` and ``"patient"`` it is known only under the null (OR = 1), see
-  ``_true_log_or``; it is unknown (NaN) for all when the analysed exposure or
-  threshold differs from the spec's, or with several readers (reader error
-  attenuates the OR).
+  the true OR is the data-generating conditional OR for ``"vu"``, ``"hybrid"`` and
+  ``"clogit"``; for ``"gee"``, ``"logit"`` and ``"patient"`` it is known only under
+  the null (OR = 1) with independent propensities, for ``"course"`` only under its
+  null (equal prevalences), see ``_true_log_or``; it is unknown (NaN) when the
+  analysed exposure or threshold differs from the spec's, and with several readers
+  except under the null (reader error attenuates the OR).
 
 Seeding: replicate ``i`` draws its cohort from
 ``numpy.random.SeedSequence(seed).spawn(n_sims)[i]``; ``power_curve`` first takes
@@ -495,8 +520,9 @@ def power(
 ) -> PowerResult:
     """Power of the chosen analyses for cohorts like ``spec``, by simulation.
 
-    ``analysis``: one of ``"vu"``, ``"gee"``, ``"patient"``, ``"logit"`` or a list
-    (all fitted to the same replicates). ``engine``/``nagq`` fit the ``"vu"`` GLMM
+    ``analysis``: one of ``"vu"``, ``"gee"``, ``"patient"``, ``"logit"``,
+    ``"hybrid"``, ``"clogit"``, ``"course"`` or a list (all fitted to the same
+    replicates). ``engine``/``nagq`` fit the ``"vu"`` GLMM
     (``native`` vectorised, or ``lme4`` one R fit per replicate). ``exposure`` and
     ``threshold`` default to the spec's (the exposure that carries the true OR);
     ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of

@@ -12,6 +12,11 @@ the chunk's ``R`` replicates → per analysis:
 * ``"gee"``: one ``syndesmo.engines.gee`` fit per replicate;
 * ``"patient"`` and ``"logit"``: ``syndesmo.engines.logit_many``, all replicates
   at once.
+* ``"vu"`` with two or more readers: the per-reading stack of
+  ``designs.reader_design`` and one nested ``fit_many_structured`` fit per replicate;
+* ``"hybrid"`` and ``"course"``: the stacks of ``designs.hybrid_design`` and
+  ``designs.course_design``, by ``fit_many`` as ``"vu"``;
+* ``"clogit"``: one ``syndesmo.engines.clogit`` fit per replicate of the VU stack.
 
 Each analysis comes back as per-replicate arrays (``estimate``, ``se``,
 ``converged``, ``singular``, ``sigma``, ``n_obs``, ``n_events``, ``message``,
