@@ -29,6 +29,7 @@ COLS = [
     "coverage",
     "failed_rate",
     "singular_rate",
+    "separation_rate",
     "seconds",
 ]
 
@@ -58,6 +59,13 @@ SCENARIOS = [
         "vu",
         200,
         17,
+    ),
+    (
+        "OR 1, two readers (MRI reader error 0.1), 120 patients: readings nested in VUs",
+        sy.CohortSpec(n_patients=120, n_readers=2, reader_mri_error=0.1, odds_ratio_new=1.0),
+        "vu",
+        200,
+        18,
     ),
     (
         "ASSERT-like defaults (187 patients, OR 2, MRI weeks 0/24/102): course at week 24",

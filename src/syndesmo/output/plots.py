@@ -38,6 +38,11 @@ OTHER_STYLE: dict[str, tuple[str, str, str]] = {
     "patient": ("patient level, logistic", "#8e3a9c", "P"),
 }
 _UNKNOWN_STYLE = ("#444444", "X")
+#: Power analyses that are not named after an engine (besides "vu" and "patient").
+POWER_STYLE: dict[str, tuple[str, str]] = {
+    "hybrid": ("#2a9d8f", "h"),
+    "course": ("#c0392b", "*"),
+}
 WEEK_COLOURS = ("#c0392b", "#e8a33d", "#5d8aa8", "#6b6b6b")
 _FONT = 7.5
 
@@ -558,16 +563,23 @@ def power_curve_plot(
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     # the power analyses "gee" and the crude one are named after their engines
     colour_of = {"vu": registry.DEFAULT_ENGINE}
+    within = registry.engine_names(scale=registry.WITHIN, family=registry.BINOMIAL)[0]
     labels = {
         "vu": "VU level, GLMM",
         registry.MARGINAL_ENGINE: "VU level, GEE",
         "patient": "patient level, logistic",
         registry.CRUDE_ENGINE: "VU level, crude logistic",
+        "hybrid": "VU level, within-between GLMM",
+        within: "VU level, conditional logistic",
+        "course": "MRI course (arm on inflammation)",
     }
     handles: dict[str, Line2D] = {}
     for ax, (key, sub) in zip(axes, groups, strict=False):
         for analysis, lines in sub.groupby("analysis", sort=False):
-            _, colour, marker = engine_style(colour_of.get(analysis, analysis))
+            if analysis in POWER_STYLE:
+                colour, marker = POWER_STYLE[analysis]
+            else:
+                _, colour, marker = engine_style(colour_of.get(analysis, analysis))
             lines = lines.sort_values(x)
             xs = lines[x].to_numpy(dtype=float)
             ax.fill_between(

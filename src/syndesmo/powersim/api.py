@@ -522,7 +522,8 @@ def power(
 
     ``analysis``: one of ``"vu"``, ``"gee"``, ``"patient"``, ``"logit"``,
     ``"hybrid"``, ``"clogit"``, ``"course"`` or a list (all fitted to the same
-    replicates). ``engine``/``nagq`` fit the ``"vu"`` GLMM
+    replicates). ``engine``/``nagq`` fit the GLMMs (``"vu"`` — nested with
+    several readers —, ``"hybrid"``, ``"course"``)
     (``native`` vectorised, or ``lme4`` one R fit per replicate). ``exposure`` and
     ``threshold`` default to the spec's (the exposure that carries the true OR);
     ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of

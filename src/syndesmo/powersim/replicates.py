@@ -46,6 +46,7 @@ import pandas as pd
 from syndesmo.derive.frame import derive_arrays
 from syndesmo.engines.logit_many import logit_many
 from syndesmo.engines.native.multilevel.many import fit_many_structured
+from syndesmo.engines.native.multilevel.model import SEPARATION_BETA
 from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
@@ -396,7 +397,9 @@ def reader_stack(sims, plan: Plan) -> dict[str, Any]:
 def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
     """The ``"vu"`` analysis with several readers: every reading a row, readings nested
     in VUs in patients, by the native engine's ``fit_many_structured`` (one nested fit
-    per replicate) or, for another engine, ``syndesmo.fit`` per replicate."""
+    per replicate) or, for another engine, ``syndesmo.fit`` per replicate. ``sigma`` is
+    the SD of the first variance component in lme4's order (VU within patient);
+    ``singular`` flags a fit with any variance component at 0."""
     design = reader_stack(sims, plan)
     names = design["names"]
     if plan.engine != registry.DEFAULT_ENGINE:
@@ -407,7 +410,8 @@ def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
             out["n_obs"][r] = int(design["mask"][r].sum())
             out["n_events"][r] = int(design["Y"][r].sum())
             try:
-                res = fit(formula, reader_frame(design, r, plan.outcome), engine=plan.engine)
+                frame = reader_frame(design, r, plan.outcome)
+                res = fit(formula, frame, engine=plan.engine, nagq=plan.nagq)
             except _FIT_ERRORS as exc:
                 out["message"][r] = f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
                 continue
@@ -423,6 +427,14 @@ def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
         names=names,
     )
     j = names.index(TERM)
+    message = np.array(many.messages or [""] * len(many), dtype=object)
+    # as fit_many and sy.fit do: an estimate beyond SEPARATION_BETA flags separation
+    with np.errstate(invalid="ignore"):
+        huge = np.nanmax(np.abs(many.params), axis=1, initial=0.0) > SEPARATION_BETA
+    for r in np.flatnonzero(huge):
+        message[r] = (
+            f"{message[r]}; " if message[r] else ""
+        ) + f"an estimate exceeds {SEPARATION_BETA:g} in absolute value (possible separation)"
     return {
         "estimate": many.params[:, j],
         "se": many.bse[:, j],
@@ -432,5 +444,5 @@ def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
         "sigma": many.sigma,
         "n_obs": np.asarray(many.n_obs),
         "n_events": np.asarray(many.n_events).astype(int),
-        "message": np.array(many.messages or [""] * len(many), dtype=object),
+        "message": message,
     }
