@@ -130,6 +130,7 @@ def test_every_analysis_runs_on_other_mri_weeks():
         power(CohortSpec(crossover_week=10), n_sims=2, analysis="course", progress=False)
 
 
+@pytest.mark.slow  # about 20-25 s: one conditional-logit fit per study
 def test_type_one_error_of_the_within_patient_estimators_and_the_course():
     """OR 1 with correlated propensities (0.5) and a treatment that leaves inflammation
     unchanged: over 300 studies of 60 patients the rejections of hybrid, clogit and

@@ -9,6 +9,7 @@ Every function takes a table and returns a ``matplotlib.figure.Figure`` built wi
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -649,13 +650,12 @@ def power_curve_plot(
             ax.axhline(float(sub["alpha"].iloc[0]), color="#555555", ls=":", lw=0.8)
         key = key if isinstance(key, tuple) else (key,)
         words = {"odds_ratio_new": "true OR", "n_patients": "patients"}
-        ax.set_title(
-            ", ".join(
-                f"{words.get(f, f)} {v:g}" if isinstance(v, (int, float)) else f"{f} {v}"
-                for f, v in zip(facets, key, strict=True)
-            ),
-            fontsize=_FONT + 0.5,
+        heading = ", ".join(
+            f"{words.get(f, f)} {v:g}" if isinstance(v, (int, float)) else f"{f} {v}"
+            for f, v in zip(facets, key, strict=True)
         )
+        # several grid fields make long headings: wrap them to the panel's width
+        ax.set_title(textwrap.fill(heading, 100 // ncols), fontsize=_FONT + 0.5)
         ax.set_ylim(0, 1.02)
         ticks = np.unique(sub[x].to_numpy(dtype=float))
         if len(ticks) <= 8:  # label the designs simulated, not round numbers between them
