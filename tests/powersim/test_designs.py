@@ -212,6 +212,23 @@ def test_sample_size_searches_the_new_analyses_on_common_random_numbers():
         sy.detectable_effect(spec, analysis="course", **kw)
 
 
+def test_detectable_effect_of_the_hybrid_glmm_and_nested_readers_on_crn_cohorts():
+    """The hybrid GLMM's detectable OR reaches 0.8 and OR - step does not, and the powers
+    at both equal sy.power's at those ORs with the same seed (common random numbers);
+    the nested reader design runs on the sample-size search's nested cohorts."""
+    spec = CohortSpec(n_patients=80)
+    kw = {"n_sims": 60, "seed": 9, "progress": False}
+    res = sy.detectable_effect(spec, target=0.8, analysis="hybrid", step=0.5, **kw)
+    row = res.table.iloc[0]
+    assert row["reached"] and row["power"] >= 0.8 and row["power_below"] < 0.8
+    for odds, p in ((row["value"], row["power"]), (row["below"], row["power_below"])):
+        again = sy.power(spec.replace(odds_ratio_new=float(odds)), analysis="hybrid", **kw)
+        assert again.power == p
+    two = CohortSpec(n_patients=30, n_readers=2)
+    grid = crn_power(two, "n_patients", [30], "vu", n_sims=2, seed=1, progress=False)
+    assert grid.loc[0, "failed"] == 0 and "nested" in grid.loc[0, "engine"]
+
+
 def test_cli_accepts_the_new_analyses_and_tuple_grids(tmp_path):
     from syndesmo.cli.app import main
 
