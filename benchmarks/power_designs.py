@@ -25,6 +25,7 @@ COLS = [
     "power_upper",
     "true_or",
     "mean_or",
+    "median_or",
     "bias_log_or",
     "coverage",
     "failed_rate",

@@ -46,11 +46,12 @@ import pandas as pd
 from syndesmo.derive.frame import derive_arrays
 from syndesmo.engines.logit_many import logit_many
 from syndesmo.engines.native.multilevel.many import fit_many_structured
-from syndesmo.engines.native.multilevel.model import SEPARATION_BETA
+from syndesmo.engines.native.multilevel.model import SEPARATION_BETA, SEPARATION_SE
 from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
 from syndesmo.fitting.design import Design
+from syndesmo.fitting.diagnostics import separated_terms
 from syndesmo.powersim.designs import (
     ARM_TERM,
     READER_BARS,
@@ -428,13 +429,22 @@ def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
     )
     j = names.index(TERM)
     message = np.array(many.messages or [""] * len(many), dtype=object)
-    # as fit_many and sy.fit do: an estimate beyond SEPARATION_BETA flags separation
+    # as sy.fit does for a multilevel model: an estimate or SE beyond the engine's
+    # bounds (or no convergence) triggers the check, which names the separated terms
     with np.errstate(invalid="ignore"):
-        huge = np.nanmax(np.abs(many.params), axis=1, initial=0.0) > SEPARATION_BETA
-    for r in np.flatnonzero(huge):
-        message[r] = (
-            f"{message[r]}; " if message[r] else ""
-        ) + f"an estimate exceeds {SEPARATION_BETA:g} in absolute value (possible separation)"
+        suspect = (
+            ~many.converged
+            | (np.nanmax(np.abs(many.params), axis=1, initial=0.0) > SEPARATION_BETA)
+            | np.any(~np.isfinite(many.bse) | (many.bse > SEPARATION_SE), axis=1)
+        )
+    for r in np.flatnonzero(suspect & (np.asarray(many.n_obs) > 0)):
+        rows = design["mask"][r]
+        y = design["Y"][r, rows]
+        sep = separated_terms(design["X"][r, rows], y, np.ones_like(y), names)
+        if sep:
+            words = ", ".join(f"'{t}'" for t in sep)
+            note = f"complete or quasi-complete separation along {words}"
+            message[r] = f"{message[r]}; {note}" if message[r] else note
     return {
         "estimate": many.params[:, j],
         "se": many.bse[:, j],
