@@ -11,6 +11,14 @@ outcomes (``derive_arrays``) of one chunk's ``R`` replicates into one model stac
   correlated beyond the patient; the per-reading model with ``(1|patient)`` alone
   treats them as independent and its Wald CI is too narrow (coverage 0.615 against
   0.95 in ``benchmarks/coverage_readers_results.md``).
+  In ``CohortSpec``'s reader model a reading is the true score moved by one step with
+  a small probability (``reader_mri_error``, ``reader_corner_error``), so two
+  readings of a VU nearly always agree on the outcome: the VU-within-patient SD is
+  large and poorly determined (often estimated at a boundary), and the fixed effects
+  are on the scale conditional on that VU effect, larger in magnitude than the
+  patient-conditional OR of the spec. So with several readers the true OR of the
+  fit is known only under the null (OR 1), where the test holds its size
+  (``benchmarks/power_designs_results.md``).
 * :func:`hybrid_design` — the **within–between GLMM** (Neuhaus & Kalbfleisch,
   Biometrics 1998;54:638–45; ``syndesmo.derive.within``):
   ``y ~ mri_within + mri_between + arm + (1|patient)``, the patient means taken over

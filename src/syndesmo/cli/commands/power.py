@@ -53,8 +53,10 @@ analyses (--analysis, comma separated):
 
 With several readers the analyses other than vu use the mean of the readers'
 scores. The true OR (for bias and coverage) is the spec's conditional OR for vu,
-hybrid and clogit (the vu GLMM is biased when propensity_correlation is not 0, and
-its coverage shows it), known for the others only under the null.
+hybrid and clogit with one reader (the vu GLMM is biased when
+propensity_correlation is not 0, and its coverage shows it); with several readers
+and for the other analyses it is known only under the null. --solve or does not
+take course (it tests the arm, not the exposure).
 
 The grid is the cartesian product of --patients, --odds-ratio and any --grid
 FIELD=V1,V2 (FIELD a key of the cohort spec). Replicate i of grid point g uses
