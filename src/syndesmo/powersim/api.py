@@ -41,7 +41,9 @@ per replicate for another engine). The readings of one VU share its true state, 
 the per-reading model with ``(1|patient)`` alone is anti-conservative (coverage
 0.615 in ``benchmarks/coverage_readers_results.md``); the nested model is what
 ``"vu"`` means with several readers, not a separate analysis. The other analyses
-take the mean of the readers' scores (``derive``'s ``"mean"`` rule).
+take the mean of the readers' scores (``derive``'s ``"mean"`` rule). On the
+simulator's near-copy readings the nested model's VU SD is large and its Wald test
+conservative (``designs`` gives the numbers).
 
 **MRI weeks.** Any ``spec.mri_weeks`` work, with any exposure defined on them
 (``"w0"``, ``"w12_or_w52"``, …).
