@@ -9,6 +9,7 @@ Every function takes a table and returns a ``matplotlib.figure.Figure`` built wi
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,11 @@ OTHER_STYLE: dict[str, tuple[str, str, str]] = {
     "patient": ("patient level, logistic", "#8e3a9c", "P"),
 }
 _UNKNOWN_STYLE = ("#444444", "X")
+#: Power analyses that are not named after an engine (besides "vu" and "patient").
+POWER_STYLE: dict[str, tuple[str, str]] = {
+    "hybrid": ("#2a9d8f", "h"),
+    "course": ("#c0392b", "*"),
+}
 WEEK_COLOURS = ("#c0392b", "#e8a33d", "#5d8aa8", "#6b6b6b")
 _FONT = 7.5
 
@@ -558,16 +564,23 @@ def power_curve_plot(
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     # the power analyses "gee" and the crude one are named after their engines
     colour_of = {"vu": registry.DEFAULT_ENGINE}
+    within = registry.engine_names(scale=registry.WITHIN, family=registry.BINOMIAL)[0]
     labels = {
         "vu": "VU level, GLMM",
         registry.MARGINAL_ENGINE: "VU level, GEE",
         "patient": "patient level, logistic",
         registry.CRUDE_ENGINE: "VU level, crude logistic",
+        "hybrid": "VU level, within-between GLMM",
+        within: "VU level, conditional logistic",
+        "course": "MRI course (arm on inflammation)",
     }
     handles: dict[str, Line2D] = {}
     for ax, (key, sub) in zip(axes, groups, strict=False):
         for analysis, lines in sub.groupby("analysis", sort=False):
-            _, colour, marker = engine_style(colour_of.get(analysis, analysis))
+            if analysis in POWER_STYLE:
+                colour, marker = POWER_STYLE[analysis]
+            else:
+                _, colour, marker = engine_style(colour_of.get(analysis, analysis))
             lines = lines.sort_values(x)
             xs = lines[x].to_numpy(dtype=float)
             ax.fill_between(
@@ -637,13 +650,12 @@ def power_curve_plot(
             ax.axhline(float(sub["alpha"].iloc[0]), color="#555555", ls=":", lw=0.8)
         key = key if isinstance(key, tuple) else (key,)
         words = {"odds_ratio_new": "true OR", "n_patients": "patients"}
-        ax.set_title(
-            ", ".join(
-                f"{words.get(f, f)} {v:g}" if isinstance(v, (int, float)) else f"{f} {v}"
-                for f, v in zip(facets, key, strict=True)
-            ),
-            fontsize=_FONT + 0.5,
+        heading = ", ".join(
+            f"{words.get(f, f)} {v:g}" if isinstance(v, (int, float)) else f"{f} {v}"
+            for f, v in zip(facets, key, strict=True)
         )
+        # several grid fields make long headings: wrap them to the panel's width
+        ax.set_title(textwrap.fill(heading, 100 // ncols), fontsize=_FONT + 0.5)
         ax.set_ylim(0, 1.02)
         ticks = np.unique(sub[x].to_numpy(dtype=float))
         if len(ticks) <= 8:  # label the designs simulated, not round numbers between them

@@ -21,6 +21,32 @@ Analyses (all of ``new_syndesmophyte`` or ``growth`` on the VU exposure):
 * ``"logit"``: the crude VU-level logistic regression that ignores clustering (to
   show how that inflates the type I error when both the exposure and the outcome
   cluster within patients).
+* ``"hybrid"``: the within–between GLMM ``outcome ~ mri_within + mri_between +
+  adjust + (1|patient)`` (batched ``fit_many``), testing ``mri_within``;
+* ``"clogit"``: conditional logistic regression within patient (the registry's
+  within-cluster engine, one statsmodels fit per replicate; the patient-level
+  covariates and the patients without both outcomes drop out of its likelihood).
+  These two estimate the within-patient OR, which a correlation of the patient
+  propensities (``CohortSpec.propensity_correlation``) does not bias — unlike
+  ``"vu"``, whose bias and coverage then show it;
+* ``"course"``: the MRI course — does treatment lower VU inflammation? The arm's
+  log OR in ``inflamed at week w ~ arm + inflamed at baseline + (1|patient)``, ``w``
+  the last MRI week at or before the crossover (``designs.course_design`` says why
+  this model rather than the three-level ``C(week) * arm`` GLMM of ``sy.mri_course``).
+
+**Readers.** With ``spec.n_readers >= 2`` the ``"vu"`` analysis fits every reading
+as a row, nested in its VU: ``outcome ~ mri + adjust + C(reader) +
+(1|patient/vu)`` (``fit_many_structured``, one nested fit per replicate; ``sy.fit``
+per replicate for another engine). The readings of one VU share its true state, so
+the per-reading model with ``(1|patient)`` alone is anti-conservative (coverage
+0.615 in ``benchmarks/coverage_readers_results.md``); the nested model is what
+``"vu"`` means with several readers, not a separate analysis. The other analyses
+take the mean of the readers' scores (``derive``'s ``"mean"`` rule). On the
+simulator's near-copy readings the nested model's VU SD is large and its Wald test
+conservative (``designs`` gives the numbers).
+
+**MRI weeks.** Any ``spec.mri_weeks`` work, with any exposure defined on them
+(``"w0"``, ``"w12_or_w52"``, …).
 
 ``"patient"`` and ``"logit"`` are plain logistic regressions, fitted for all
 replicates of a chunk at once by a batched Newton–Raphson
@@ -52,11 +78,12 @@ Definitions used in the tables:
 * the Monte Carlo interval of the power is the **Wilson score** 95% interval
   (``syndesmo.powersim.mcstats.wilson_interval``);
 * mean / median OR, bias of the log OR and coverage are over the converged fits;
-  the true OR is the data-generating conditional OR for ``"vu"``; for ``"gee"``,
-  ``"logit"`` and ``"patient"`` it is known only under the null (OR = 1), see
-  ``_true_log_or``; it is unknown (NaN) for all when the analysed exposure or
-  threshold differs from the spec's, or with several readers (reader error
-  attenuates the OR).
+  the true OR is the data-generating conditional OR for ``"vu"``, ``"hybrid"`` and
+  ``"clogit"``; for ``"gee"``, ``"logit"`` and ``"patient"`` it is known only under
+  the null (OR = 1) with independent propensities, for ``"course"`` only under its
+  null (equal prevalences), see ``_true_log_or``; it is unknown (NaN) when the
+  analysed exposure or threshold differs from the spec's, and with several readers
+  except under the null (reader error attenuates the OR).
 
 Seeding: replicate ``i`` draws its cohort from
 ``numpy.random.SeedSequence(seed).spawn(n_sims)[i]``; ``power_curve`` first takes
@@ -90,12 +117,16 @@ from syndesmo.checks import MAX_SIMS, check_int, check_probability, check_sim_to
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.powersim import executors as power_exec
+from syndesmo.powersim.designs import course_week
 from syndesmo.powersim.mcstats import wilson_interval
 from syndesmo.powersim.plan import (
     ANALYSES,
+    CLOGIT_ANALYSIS,
+    COURSE_ANALYSIS,
     CRUDE_ANALYSIS,
     FIT_BLOCK,
     GEE_ANALYSIS,
+    HYBRID_ANALYSIS,
     Plan,
     check_analyses,
     check_counts,
@@ -201,22 +232,36 @@ class PowerResult:
 def _true_log_or(spec, plan: Plan, analysis: str) -> tuple[float, str]:
     """The true log OR an analysis estimates and what it is (NaN and "" when unknown).
 
-    The GLMM estimates the data-generating conditional OR. For the other analyses
-    the target is a population-averaged or patient-level OR among the VUs / patients
-    at risk, which the selection of VUs at risk by the patient propensity moves away
-    from the Zeger et al. (1988) attenuation formula, so it is not known in closed
-    form — except under the null: when the exposure has no effect given the patient
-    propensity, and the propensity is independent of the exposure (as in the
-    data-generating model), every analysis targets OR = 1. A data-generating effect
-    other than the exposure's (arm, region, baseline corner 1) that the analysis
-    does not adjust for makes the target unknown too (confounding by arm for
-    post-baseline exposures, non-collapsibility otherwise).
+    * ``"vu"`` estimates the data-generating conditional OR — also under a
+      correlation of the patient propensities (``propensity_correlation``), where
+      its estimate is biased, as its coverage then shows.
+    * ``"hybrid"`` and ``"clogit"`` estimate the within-patient OR, which is the
+      data-generating conditional OR whatever the correlation of the propensities.
+    * For ``"gee"``, ``"logit"`` and ``"patient"`` the target is a population-averaged
+      or patient-level OR among the VUs / patients at risk, which the selection of VUs
+      at risk by the patient propensity moves away from the Zeger et al. (1988)
+      attenuation formula, so it is not known in closed form — except under the null
+      with independent propensities: when the exposure has no effect given the
+      patient propensity and the propensity is independent of the exposure, every
+      analysis targets OR = 1.
+    * ``"course"`` estimates the arm's OR on inflammation at the course week, known
+      only under the null (``inflammation_prevalence_treated ==
+      inflammation_prevalence``): 1.
+
+    A data-generating effect other than the exposure's (arm, region, baseline corner
+    1) that the analysis does not adjust for makes the target unknown (confounding
+    by arm for post-baseline exposures, non-collapsibility otherwise); ``"clogit"``
+    needs no adjustment for the arm, a patient-level term its strata absorb. With
+    several readers the exposure and outcome are read with error, which attenuates
+    the OR by an amount not known in closed form, so the target is known only under
+    the null (OR 1). It is unknown when the analysed exposure or threshold differs
+    from the spec's.
     """
-    if (
-        plan.exposure != spec.exposure
-        or float(plan.threshold) != float(spec.threshold)
-        or int(spec.n_readers) != 1
-    ):
+    if analysis == COURSE_ANALYSIS:
+        if float(spec.inflammation_prevalence_treated) == float(spec.inflammation_prevalence):
+            return 0.0, "null (treatment does not change inflammation)"
+        return math.nan, ""
+    if plan.exposure != spec.exposure or float(plan.threshold) != float(spec.threshold):
         return math.nan, ""
     if plan.outcome == "new_syndesmophyte":
         ratio = spec.odds_ratio_new
@@ -228,12 +273,22 @@ def _true_log_or(spec, plan: Plan, analysis: str) -> tuple[float, str]:
     else:
         ratio = spec.odds_ratio_growth
         others = {"arm": spec.odds_ratio_arm_growth}
+    if analysis == CLOGIT_ANALYSIS:
+        others.pop("arm")
     if any(value != 1.0 and cov not in plan.adjust for cov, value in others.items()):
+        return math.nan, ""
+    conditional = analysis in ("vu", HYBRID_ANALYSIS, CLOGIT_ANALYSIS)
+    independent = float(spec.propensity_correlation) == 0.0
+    if ratio == 1.0 and (conditional or independent):
+        return 0.0, "null (no association given the patient)" if not independent else (
+            "null (no association at any level)"
+        )
+    if int(spec.n_readers) != 1:
         return math.nan, ""
     if analysis == "vu":
         return math.log(ratio), "conditional (data-generating)"
-    if ratio == 1.0:
-        return 0.0, "null (no association at any level)"
+    if conditional:
+        return math.log(ratio), "within-patient = conditional (data-generating)"
     return math.nan, ""
 
 
@@ -324,6 +379,14 @@ def _summarise(
         ledger.add(
             "power (VU level)", f"{text}; total over {n_sims} replicates", int(reasons[code])
         )
+    if COURSE_ANALYSIS in plan.analyses:
+        excl = sum(int(res["fits"][COURSE_ANALYSIS]["excluded"].sum()) for res in point_results)
+        ledger.add(
+            "power (MRI course)",
+            f"VU without an MRI at baseline or week {course_week(plan.spec)}; total over "
+            f"{n_sims} replicates",
+            excl,
+        )
     if "patient" in plan.analyses:
         excl = sum(int(res["fits"]["patient"]["excluded"].sum()) for res in point_results)
         ledger.add(
@@ -335,11 +398,15 @@ def _summarise(
 
 
 def _engine_label(plan: Plan, analysis: str) -> str:
-    if analysis == "vu":
-        return plan.engine + (f" (nAGQ={plan.nagq})" if plan.nagq > 1 else "")
+    quad = f" (nAGQ={plan.nagq})" if plan.nagq > 1 else ""
+    if analysis == "vu" and int(plan.spec.n_readers) > 1:
+        return f"{plan.engine}, readings nested (1|patient/vu){quad}"
+    if analysis in ("vu", HYBRID_ANALYSIS, COURSE_ANALYSIS):
+        return plan.engine + quad
     batched = f"{registry.CRUDE_ENGINE} (batched)"
     return {
         GEE_ANALYSIS: f"{registry.MARGINAL_ENGINE} (statsmodels)",
+        CLOGIT_ANALYSIS: f"{CLOGIT_ANALYSIS} (statsmodels)",
         "patient": batched,
         CRUDE_ANALYSIS: batched,
     }[analysis]
@@ -455,8 +522,10 @@ def power(
 ) -> PowerResult:
     """Power of the chosen analyses for cohorts like ``spec``, by simulation.
 
-    ``analysis``: one of ``"vu"``, ``"gee"``, ``"patient"``, ``"logit"`` or a list
-    (all fitted to the same replicates). ``engine``/``nagq`` fit the ``"vu"`` GLMM
+    ``analysis``: one of ``"vu"``, ``"gee"``, ``"patient"``, ``"logit"``,
+    ``"hybrid"``, ``"clogit"``, ``"course"`` or a list (all fitted to the same
+    replicates). ``engine``/``nagq`` fit the GLMMs (``"vu"`` — nested with
+    several readers —, ``"hybrid"``, ``"course"``)
     (``native`` vectorised, or ``lme4`` one R fit per replicate). ``exposure`` and
     ``threshold`` default to the spec's (the exposure that carries the true OR);
     ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of

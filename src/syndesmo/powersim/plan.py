@@ -27,20 +27,30 @@ from syndesmo.checks import (
 from syndesmo.derive.frame import OUTCOMES, check_threshold, needed_weeks
 from syndesmo.errors import ModelError, SpecError
 from syndesmo.fitting import registry
+from syndesmo.powersim.designs import course_week
 from syndesmo.vocabulary import COVARIATES
 from syndesmo.vocabulary import PATIENT_COVARIATES as _PATIENT_NAMES
 from syndesmo.vocabulary import VU_COVARIATES as _VU_NAMES
 
-#: The VU-level analysis by GEE and the crude one are named after their engines.
+#: The VU-level analysis by GEE, the crude one and conditional logistic regression are
+#: named after their engines.
 GEE_ANALYSIS = registry.MARGINAL_ENGINE
 CRUDE_ANALYSIS = registry.CRUDE_ENGINE
+CLOGIT_ANALYSIS = registry.engine_names(scale=registry.WITHIN, family=registry.BINOMIAL)[0]
+#: The within–between GLMM and the MRI course.
+HYBRID_ANALYSIS, COURSE_ANALYSIS = "hybrid", "course"
 #: The analyses ``power`` can run, with a short label for tables and plots.
 ANALYSES: dict[str, str] = {
-    "vu": "VU level, GLMM (1|patient)",
+    "vu": "VU level, GLMM (1|patient); per reading (1|patient/vu) + reader with 2+ readers",
     GEE_ANALYSIS: "VU level, GEE exchangeable",
     "patient": "patient level, logistic",
     CRUDE_ANALYSIS: "VU level, crude logistic",
+    HYBRID_ANALYSIS: "VU level, within-between GLMM (1|patient), within-patient OR",
+    CLOGIT_ANALYSIS: "VU level, conditional logistic within patient",
+    COURSE_ANALYSIS: "MRI course: inflamed at week w ~ arm + inflamed at baseline + (1|patient)",
 }
+#: Analyses whose tested term is not the exposure: the arm's effect on inflammation.
+NOT_EXPOSURE = (COURSE_ANALYSIS,)
 #: Engines that fit the ``"vu"`` GLMM: random-intercept models by quadrature.
 VU_ENGINES = registry.engine_names(scale=registry.CONDITIONAL, takes_nagq=True)
 #: VU-level covariates an analysis may adjust for (besides patient covariates).
@@ -125,6 +135,8 @@ def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq
             f"{CRUDE_ANALYSIS!r})"
         )
     nagq = registry.check_nagq(engine, nagq)
+    if COURSE_ANALYSIS in analyses:
+        course_week(spec)  # raises when no MRI week compares the arms
     return Plan(spec, analyses, outcome, exposure, float(threshold), adjust, engine, int(nagq))
 
 

@@ -12,6 +12,11 @@ the chunk's ``R`` replicates → per analysis:
 * ``"gee"``: one ``syndesmo.engines.gee`` fit per replicate;
 * ``"patient"`` and ``"logit"``: ``syndesmo.engines.logit_many``, all replicates
   at once.
+* ``"vu"`` with two or more readers: the per-reading stack of
+  ``designs.reader_design`` and one nested ``fit_many_structured`` fit per replicate;
+* ``"hybrid"`` and ``"course"``: the stacks of ``designs.hybrid_design`` and
+  ``designs.course_design``, by ``fit_many`` as ``"vu"``;
+* ``"clogit"``: one ``syndesmo.engines.clogit`` fit per replicate of the VU stack.
 
 Each analysis comes back as per-replicate arrays (``estimate``, ``se``,
 ``converged``, ``singular``, ``sigma``, ``n_obs``, ``n_events``, ``message``,
@@ -40,15 +45,29 @@ import pandas as pd
 
 from syndesmo.derive.frame import derive_arrays
 from syndesmo.engines.logit_many import logit_many
+from syndesmo.engines.native.multilevel.many import fit_many_structured
+from syndesmo.engines.native.multilevel.model import SEPARATION_BETA, SEPARATION_SE
 from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
 from syndesmo.fitting.design import Design
+from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.powersim.designs import (
+    ARM_TERM,
+    READER_BARS,
+    WITHIN_TERM,
+    course_design,
+    hybrid_design,
+    reader_design,
+)
 from syndesmo.powersim.nested import nested_cohort
 from syndesmo.powersim.plan import (
+    CLOGIT_ANALYSIS,
+    COURSE_ANALYSIS,
     CRUDE_ANALYSIS,
     FIT_BLOCK,
     GEE_ANALYSIS,
+    HYBRID_ANALYSIS,
     PATIENT_COVARIATES,
     TERM,
     Chunk,
@@ -77,19 +96,31 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
     reasons = np.stack([np.bincount(d["reason"], minlength=5) for d in derived])
     out: dict[str, Any] = {"timing": timing, "reasons": reasons.sum(axis=0), "fits": {}}
     vu = None
-    if any(a in plan.analyses for a in ("vu", GEE_ANALYSIS, CRUDE_ANALYSIS)):
+    readers = int(plan.spec.n_readers)
+    needs_vu = (GEE_ANALYSIS, CRUDE_ANALYSIS, HYBRID_ANALYSIS, CLOGIT_ANALYSIS)
+    if any(a in plan.analyses for a in needs_vu) or ("vu" in plan.analyses and readers == 1):
         t = time.process_time()
         vu = _vu_design(sims, derived, plan.adjust)
         timing["design"] = time.process_time() - t
         out["no_covariate"] = int(vu["no_covariate"].sum())
     for analysis in plan.analyses:
         t = time.process_time()
-        if analysis == "vu":
-            fits = _fit_vu(vu, plan)
+        if analysis == "vu" and readers > 1:
+            fits = _fit_readers(sims, plan)
+        elif analysis == "vu":
+            fits = _fit_batched(vu, plan, TERM)
         elif analysis == GEE_ANALYSIS:
             fits = _fit_each(vu, plan, registry.MARGINAL_ENGINE)
         elif analysis == CRUDE_ANALYSIS:
             fits = _from_logit(logit_many(vu["X"], vu["Y"], vu["mask"]), vu["names"])
+        elif analysis == HYBRID_ANALYSIS:
+            fits = _fit_batched(hybrid_design(vu), plan, WITHIN_TERM)
+        elif analysis == CLOGIT_ANALYSIS:
+            fits = _fit_each(vu, plan, CLOGIT_ANALYSIS)
+        elif analysis == COURSE_ANALYSIS:
+            course = course_design(sims, plan.spec, plan.threshold)
+            fits = _fit_batched(course, plan, ARM_TERM)
+            fits["excluded"] = course["excluded"]
         else:
             pat = _patient_design(sims, derived, plan.adjust)
             fits = _from_logit(logit_many(pat["X"], pat["Y"], pat["mask"]), pat["names"])
@@ -215,12 +246,15 @@ def _from_logit(res: dict[str, np.ndarray], names: list[str]) -> dict[str, np.nd
     }
 
 
-def _fit_vu(vu: dict[str, Any], plan: Plan) -> dict[str, np.ndarray]:
+def _fit_batched(vu: dict[str, Any], plan: Plan, term: str) -> dict[str, np.ndarray]:
+    """A random-intercept GLMM ``(1|patient)`` on a stack, reporting ``term``: by the
+    engine's batched ``fit_many`` in blocks of ``FIT_BLOCK`` replicates, or one fit
+    per replicate for an engine without one (``lme4``)."""
     if registry.get_engine(plan.engine).batch_entry is None:
-        return _fit_each(vu, plan, plan.engine)
+        return _fit_each(vu, plan, plan.engine, term)
     fit_many = registry.load_batch_engine(plan.engine)
 
-    j = vu["names"].index(TERM)
+    j = vu["names"].index(term)
     parts = []
     for lo in range(0, vu["Y"].shape[0], FIT_BLOCK):  # chunks start on a block boundary
         block = slice(lo, lo + FIT_BLOCK)
@@ -247,13 +281,8 @@ def _fit_vu(vu: dict[str, Any], plan: Plan) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarray]:
-    """One fit per replicate through the package's engines: those with quadrature
-    (``lme4``) from a data frame through ``syndesmo.fit``, the others (``gee``) from
-    the replicate's design directly."""
-
-    R = vu["Y"].shape[0]
-    out = {
+def _empty_fits(R: int) -> dict[str, np.ndarray]:
+    return {
         "estimate": np.full(R, np.nan),
         "se": np.full(R, np.nan),
         "converged": np.zeros(R, dtype=bool),
@@ -263,8 +292,37 @@ def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarr
         "n_events": np.zeros(R, dtype=int),
         "message": np.array([""] * R, dtype=object),
     }
+
+
+def _record(out: dict[str, np.ndarray], r: int, fit: Any, term: str) -> None:
+    """Put replicate ``r``'s fit of ``term`` into the per-replicate arrays."""
+    est = float(fit.params[term])
+    out["estimate"][r] = est
+    out["se"][r] = float(fit.bse[term])
+    out["converged"][r] = bool(fit.converged) and math.isfinite(est)
+    out["singular"][r] = bool(fit.singular)
+    out["sigma"][r] = float(fit.sigma)
+    out["message"][r] = fit.convergence_message
+
+
+#: Exceptions of one replicate's fit that count as a failed fit (status "error").
+_FIT_ERRORS = (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError)
+
+
+def _fit_each(
+    vu: dict[str, Any], plan: Plan, engine: str, term: str = TERM
+) -> dict[str, np.ndarray]:
+    """One fit per replicate through the package's engines: those with quadrature
+    (``lme4``) from a data frame through ``syndesmo.fit``, the others (``gee``,
+    ``clogit``) from the replicate's design directly. ``clogit`` leaves out the
+    columns constant within every informative patient (``arm``) and the patients
+    without variation in the outcome, which contribute nothing to its likelihood."""
+
+    R = vu["Y"].shape[0]
+    out = _empty_fits(R)
     names = vu["names"]
-    formula = f"{plan.outcome} ~ {' + '.join(names[1:])} + (1|patient)"
+    response = plan.outcome if term != ARM_TERM else "inflamed"
+    formula = f"{response} ~ {' + '.join(names[1:])} + (1|patient)"
     for r in range(R):
         keep = vu["mask"][r]
         y = vu["Y"][r, keep]
@@ -275,7 +333,7 @@ def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarr
                 _, groups = np.unique(vu["groups"][keep], return_inverse=True)
                 design = Design(
                     formula=formula,
-                    response=plan.outcome,
+                    response=response,
                     y=y,
                     trials=np.ones_like(y),
                     X=vu["X"][r, keep],
@@ -285,25 +343,116 @@ def _fit_each(vu: dict[str, Any], plan: Plan, engine: str) -> dict[str, np.ndarr
                 )
                 fit = registry.load_engine(engine)(design)
             else:
-                fit = _fit_frame(vu, r, plan, formula, engine)
-        except (SyndesmoError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:
+                fit = _fit_frame(vu, r, plan, formula, engine, response)
+        except _FIT_ERRORS as exc:
             out["message"][r] = f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
             continue
-        est = float(fit.params[TERM])
-        out["estimate"][r] = est
-        out["se"][r] = float(fit.bse[TERM])
-        out["converged"][r] = bool(fit.converged) and math.isfinite(est)
-        out["singular"][r] = bool(fit.singular)
-        out["sigma"][r] = float(fit.sigma)
-        out["message"][r] = fit.convergence_message
+        _record(out, r, fit, term)
     return out
 
 
-def _fit_frame(vu: dict[str, Any], r: int, plan: Plan, formula: str, engine: str):
+def _fit_frame(vu: dict[str, Any], r: int, plan: Plan, formula: str, engine: str, response: str):
     """Replicate ``r`` as a data frame through ``syndesmo.fit`` (e.g. R's glmer)."""
 
     keep = vu["mask"][r]
     frame = pd.DataFrame(vu["X"][r, keep, 1:], columns=vu["names"][1:])
-    frame.insert(0, plan.outcome, vu["Y"][r, keep].astype(int))
+    frame.insert(0, response, vu["Y"][r, keep].astype(int))
     frame.insert(0, "patient", vu["groups"][keep])
     return fit(formula, frame, engine=engine, nagq=plan.nagq)
+
+
+def reader_frame(design: dict[str, Any], r: int, outcome: str) -> pd.DataFrame:
+    """Replicate ``r`` of a reader stack (``designs.reader_design``) as a data frame
+    with ``patient``, ``vu``, ``reader`` (1, 2, …), the outcome, ``mri`` and the
+    covariates: what ``sy.fit`` takes with ``reader_formula``."""
+    keep = design["mask"][r]
+    names = design["names"]
+    dummies = [k for k, n in enumerate(names) if n.startswith("C(reader)")]
+    covs = [n for k, n in enumerate(names[1:], start=1) if k not in dummies]
+    frame = pd.DataFrame(design["X"][r, keep][:, 1 : 1 + len(covs)], columns=covs)
+    reader = np.ones(int(keep.sum()), dtype=int)
+    for j, k in enumerate(dummies, start=2):
+        reader[design["X"][r, keep, k] == 1.0] = j
+    frame.insert(0, outcome, design["Y"][r, keep].astype(int))
+    frame.insert(0, "reader", reader)
+    frame.insert(0, "vu", design["groups"]["vu"].to_numpy()[keep])
+    frame.insert(0, "patient", design["groups"]["patient"].to_numpy()[keep])
+    return frame
+
+
+def reader_formula(outcome: str, design: dict[str, Any]) -> str:
+    """The nested reader model's formula: ``outcome ~ mri + covariates + C(reader) +
+    (1|patient/vu)``."""
+    covs = [n for n in design["names"][1:] if not n.startswith("C(reader)")]
+    return f"{outcome} ~ {' + '.join(covs)} + C(reader) + {READER_BARS}"
+
+
+def reader_stack(sims, plan: Plan) -> dict[str, Any]:
+    """The per-reading stack of a chunk's cohorts (``derive``'s ``"per_reader"`` rule)."""
+    derived = [
+        derive_arrays(a, plan.outcome, plan.exposure, plan.threshold, "per_reader") for a in sims
+    ]
+    return reader_design(sims, derived, plan.adjust, int(plan.spec.n_readers))
+
+
+def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
+    """The ``"vu"`` analysis with several readers: every reading a row, readings nested
+    in VUs in patients, by the native engine's ``fit_many_structured`` (one nested fit
+    per replicate) or, for another engine, ``syndesmo.fit`` per replicate. ``sigma`` is
+    the SD of the first variance component in lme4's order (VU within patient);
+    ``singular`` flags a fit with any variance component at 0."""
+    design = reader_stack(sims, plan)
+    names = design["names"]
+    if plan.engine != registry.DEFAULT_ENGINE:
+        R = design["Y"].shape[0]
+        out = _empty_fits(R)
+        formula = reader_formula(plan.outcome, design)
+        for r in range(R):
+            out["n_obs"][r] = int(design["mask"][r].sum())
+            out["n_events"][r] = int(design["Y"][r].sum())
+            try:
+                frame = reader_frame(design, r, plan.outcome)
+                res = fit(formula, frame, engine=plan.engine, nagq=plan.nagq)
+            except _FIT_ERRORS as exc:
+                out["message"][r] = f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
+                continue
+            _record(out, r, res, TERM)
+        return out
+    many = fit_many_structured(
+        design["X"],
+        design["Y"],
+        design["groups"],
+        READER_BARS,
+        mask=design["mask"],
+        nagq=plan.nagq,
+        names=names,
+    )
+    j = names.index(TERM)
+    message = np.array(many.messages or [""] * len(many), dtype=object)
+    # as sy.fit does for a multilevel model: an estimate or SE beyond the engine's
+    # bounds (or no convergence) triggers the check, which names the separated terms
+    with np.errstate(invalid="ignore"):
+        suspect = (
+            ~many.converged
+            | (np.nanmax(np.abs(many.params), axis=1, initial=0.0) > SEPARATION_BETA)
+            | np.any(~np.isfinite(many.bse) | (many.bse > SEPARATION_SE), axis=1)
+        )
+    for r in np.flatnonzero(suspect & (np.asarray(many.n_obs) > 0)):
+        rows = design["mask"][r]
+        y = design["Y"][r, rows]
+        sep = separated_terms(design["X"][r, rows], y, np.ones_like(y), names)
+        if sep:
+            words = ", ".join(f"'{t}'" for t in sep)
+            note = f"complete or quasi-complete separation along {words}"
+            message[r] = f"{message[r]}; {note}" if message[r] else note
+    return {
+        "estimate": many.params[:, j],
+        "se": many.bse[:, j],
+        "converged": many.converged & np.isfinite(many.params[:, j]),
+        # singular: any variance component (patient or VU within patient) at 0
+        "singular": many.singular,
+        "sigma": many.sigma,
+        "n_obs": np.asarray(many.n_obs),
+        "n_events": np.asarray(many.n_events).astype(int),
+        "message": message,
+    }

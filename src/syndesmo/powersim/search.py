@@ -4,7 +4,13 @@
 simulated power reaches ``target``; ``detectable_effect(spec, n_patients=…,
 target=0.8)`` the smallest conditional OR of the exposure (> 1) that reaches it.
 Both answer for every analysis asked (e.g. the VU-level GLMM beside the
-patient-level logistic regression), each with its own search.
+patient-level logistic regression), each with its own search. Every analysis of
+``powersim.plan.ANALYSES`` can be searched over the number of patients — the
+within-patient estimators (``hybrid``, ``clogit``), the readings nested in VUs
+(``vu`` with ``n_readers >= 2``: nested cohorts keep each patient's VU × reader
+rows together) and the MRI course (``course``) included; over the OR every
+analysis of the exposure (``course`` tests the arm, not the exposure, and is
+refused there).
 
 **Common random numbers.** Every evaluation of a search uses the *same* replicate
 seeds (``SeedSequence(seed).spawn(n_sims)``, spawned once), so the simulated power
@@ -67,6 +73,7 @@ from syndesmo.powersim.api import (
 from syndesmo.powersim.nested import DEFAULT_BLOCK
 from syndesmo.powersim.plan import (
     ANALYSES,
+    NOT_EXPOSURE,
     check_analyses,
     check_counts,
     make_plan,
@@ -482,6 +489,13 @@ def detectable_effect(
     """
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
         raise ModelError(f"step must be a positive number, got {step!r}")
+    for a in check_analyses(analysis):
+        if a in NOT_EXPOSURE:
+            raise ModelError(
+                f"analysis {a!r} tests the arm's effect on inflammation, not the exposure OR: "
+                "search it with sample_size, or vary inflammation_prevalence_treated with "
+                "power_curve"
+            )
     if not max_odds_ratio > 1 + step:
         raise ModelError(f"max_odds_ratio must exceed 1 + step, got {max_odds_ratio!r}")
     if n_patients is not None:

@@ -36,11 +36,27 @@ down to --step. It reports the answer, its power with the Monte Carlo CI, the po
 one step below, and every point evaluated.
 
 analyses (--analysis, comma separated):
-  vu       VU-level GLMM: new_syndesmophyte ~ mri + arm + (1|patient)
+  vu       VU-level GLMM: new_syndesmophyte ~ mri + arm + (1|patient); with 2 or more
+           readers (n_readers in the spec) every reading is a row, nested in its VU:
+           ~ mri + arm + C(reader) + (1|patient/vu) (one nested fit per study)
   gee      the same model by GEE (exchangeable within patient; slower)
   patient  patient-level logistic: any new syndesmophyte ~ any inflamed VU + arm
   logit    crude VU-level logistic ignoring clustering (anti-conservative when
            exposure and outcome both cluster within patients)
+  hybrid   within-between GLMM: ~ mri_within + mri_between + arm + (1|patient); the
+           within-patient OR (mri_within), unbiased under propensity_correlation
+  clogit   conditional logistic regression within patient (the within-patient OR;
+           patients without both outcomes add nothing; slower)
+  course   the MRI course: does treatment lower VU inflammation? inflamed at the
+           last MRI week before the crossover ~ arm + inflamed at baseline +
+           (1|patient); the arm's OR is tested (--odds-ratio does not change it)
+
+With several readers the analyses other than vu use the mean of the readers'
+scores. The true OR (for bias and coverage) is the spec's conditional OR for vu,
+hybrid and clogit with one reader (the vu GLMM is biased when
+propensity_correlation is not 0, and its coverage shows it); with several readers
+and for the other analyses it is known only under the null. --solve or does not
+take course (it tests the arm, not the exposure).
 
 The grid is the cartesian product of --patients, --odds-ratio and any --grid
 FIELD=V1,V2 (FIELD a key of the cohort spec). Replicate i of grid point g uses
@@ -60,6 +76,9 @@ examples:
   syndesmo power --patients 50,100,200 --odds-ratio 1.5,2 --sims 500 --analysis vu,patient
   syndesmo power --spec data/synthetic/assert_like.toml --patients 100,187 --workers 2 --out power/
   syndesmo power --patients 187 --odds-ratio 1 --analysis vu,logit --sims 1000   # type I error
+  syndesmo power --grid propensity_correlation=0,0.5 --analysis vu,hybrid,clogit --sims 200
+  syndesmo power --grid n_readers=2 --patients 100 --sims 100        # readings nested in VUs
+  syndesmo power --grid mri_weeks=0/12/52 --analysis course,vu --sims 500
   syndesmo power --patients 187 --scheduler tcp://10.0.0.5:8786 --sims 5000
   syndesmo power --target 0.8 --analysis vu,patient --sims 500 --step 10   # sample size
   syndesmo power --target 0.8 --solve or --patients 120 --step 0.05        # detectable OR
@@ -94,7 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FIELD=V1,V2",
-        help="another spec field to vary, e.g. --grid inflammation_prevalence=0.2,0.337 "
+        help="another spec field to vary, e.g. --grid inflammation_prevalence=0.2,0.337; "
+        "a tuple field's items are joined by slashes, e.g. --grid mri_weeks=0/12/52,0/24/102 "
         "(repeatable)",
     )
     parser.add_argument(
@@ -121,7 +141,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--analysis",
         default="vu",
         metavar="A1,A2",
-        help="analyses: vu, gee, patient, logit, comma separated (default: vu)",
+        help="analyses: vu, gee, patient, logit, hybrid, clogit, course, comma separated "
+        "(default: vu)",
     )
     parser.add_argument(
         "--engine",
@@ -258,10 +279,14 @@ def _grid(args: argparse.Namespace, spec) -> dict[str, list[Any]]:
         if key in grid:
             raise SpecError(f"--grid {key}: this field is already varied")
         if isinstance(getattr(spec, key, None), tuple):
-            raise SpecError(
-                f"--grid {key}: tuple-valued fields cannot be varied from the command line"
-            )
-        grid[key] = [_scalar(v.strip()) for v in values.split(",") if v.strip()]
+            # a tuple field's values are written with slashes: mri_weeks=0/12/52,0/24/102
+            grid[key] = [
+                tuple(_scalar(p.strip()) for p in v.split("/") if p.strip())
+                for v in values.split(",")
+                if v.strip()
+            ]
+        else:
+            grid[key] = [_scalar(v.strip()) for v in values.split(",") if v.strip()]
         if not grid[key]:
             raise SpecError(f"--grid {key}: no values")
     if "n_patients" not in grid:
