@@ -31,11 +31,11 @@ NESTED = "new_syndesmophyte ~ mri + arm + C(reader) + (1|patient/vu)"
 
 
 def test_nested_reader_fit_equals_sy_fit_on_the_replicates_frame():
-    """Two readers: the 'vu' analysis fits every reading nested in its VU; replicate r's
+    """Two readers: the 'readers' analysis fits every reading nested in its VU; replicate r's
     estimate and SE equal sy.fit's of the nested model on replicate r's frame (the
     panel simulate_cohort writes, read per reader by analysis_frame) to 1e-6."""
     spec = CohortSpec(n_patients=40, n_readers=2, reader_mri_error=0.1)
-    res = power(spec, n_sims=2, analysis="vu", seed=3, progress=False, check_first=None)
+    res = power(spec, n_sims=2, analysis="readers", seed=3, progress=False, check_first=None)
     row = res.table.iloc[0]
     assert "nested" in row["engine"] and row["failed"] == 0
     for r, kid in enumerate(np.random.SeedSequence(3).spawn(2)):
@@ -52,9 +52,11 @@ def test_nested_reader_fit_equals_sy_fit_on_the_replicates_frame():
 def test_nested_reader_power_by_lme4_agrees_with_native(r_lme4):
     """Two readers, engine lme4: one glmer of the nested model per study (through the
     replicate's frame) gives the native nested fit's estimates to 1e-3 (glmer's default
-    optimiser stops a few 1e-4 short of the optimum)."""
-    spec = CohortSpec(n_patients=40, n_readers=2, reader_mri_error=0.1)
-    kw = {"n_sims": 2, "analysis": "vu", "seed": 3, "progress": False, "check_first": None}
+    optimiser stops a few 1e-4 short of the optimum). Readers who disagree on a corner
+    15% of the time keep the VU SD moderate; on near-copy readings (5%) glmer can stop
+    far short (seen: log OR 0.76 vs 0.65, its logLik 0.16 below the native optimum)."""
+    spec = CohortSpec(n_patients=40, n_readers=2, reader_mri_error=0.1, reader_corner_error=0.15)
+    kw = {"n_sims": 2, "analysis": "readers", "seed": 3, "progress": False, "check_first": None}
     native = power(spec, engine="native", **kw).replicates
     lme4 = power(spec, engine="lme4", **kw).replicates
     assert native["converged"].all() and lme4["converged"].all(), lme4["message"].tolist()
@@ -110,18 +112,21 @@ def test_every_analysis_runs_on_other_mri_weeks():
     w12_or_w52, one reader and two (readings nested); the course compares week 12."""
     for readers, exposure in ((1, "w0"), (1, "w12_or_w52"), (2, "w0")):
         spec = CohortSpec(n_patients=50, mri_weeks=(0, 12, 52), n_readers=readers)
+        analyses = [a for a in ANALYSES if readers > 1 or a != "readers"]
         res = power(
             spec,
             n_sims=3,
-            analysis=list(ANALYSES),
+            analysis=analyses,
             exposure=exposure,
             seed=1,
             progress=False,
             check_first=None,
         )
         table = res.table.set_index("analysis")
-        assert list(table.index) == list(ANALYSES)
-        for a in ("vu", "hybrid", "clogit", "course", "gee", "logit"):
+        assert list(table.index) == analyses
+        for a in analyses:
+            if a == "patient":
+                continue
             assert table.loc[a, "failed"] == 0, (readers, exposure, res.summary())
     assert course_week(spec) == 12
     assert course_week(CohortSpec()) == 24  # ASSERT: at week 102 both arms are treated
@@ -140,7 +145,7 @@ def test_type_one_error_of_the_within_patient_estimators_and_the_course():
         n_patients=60,
         odds_ratio_new=1.0,
         propensity_correlation=0.5,
-        inflammation_prevalence_treated=0.337,
+        inflammation_prevalence_treated=CohortSpec().inflammation_prevalence,
     )
     res = power(spec, n_sims=300, analysis="vu,hybrid,clogit,course", seed=21, progress=False)
     lo, hi = binomial_acceptance_region(300, 0.05, 0.99)
@@ -183,7 +188,7 @@ def test_type_one_error_of_the_nested_reader_design_is_at_most_alpha():
     (measured: 4/200 rejections at 50 patients, 1/200 at 120 patients — below the
     two-sided region's lower end; adaptive quadrature, nAGQ 5, does not change it)."""
     spec = CohortSpec(n_patients=50, n_readers=2, reader_mri_error=0.1, odds_ratio_new=1.0)
-    res = power(spec, n_sims=200, analysis="vu", seed=17, progress=False)
+    res = power(spec, n_sims=200, analysis="readers", seed=17, progress=False)
     _, hi = binomial_acceptance_region(200, 0.05, 0.99)
     row = res.table.iloc[0]
     assert row["failed_rate"] < 0.05, res.summary()
@@ -193,15 +198,20 @@ def test_type_one_error_of_the_nested_reader_design_is_at_most_alpha():
 
 def test_true_or_with_readers_is_unknown_off_the_null():
     spec = CohortSpec(n_patients=30, n_readers=2, odds_ratio_new=2.0)
-    res = power(spec, n_sims=1, analysis="vu,hybrid", seed=1, progress=False, check_first=None)
+    kw = {"n_sims": 1, "seed": 1, "progress": False, "check_first": None}
+    res = power(spec, analysis="vu,readers,hybrid", **kw)
     assert res.table["true_or"].isna().all()
+    with pytest.raises(ModelError, match="needs a spec with n_readers >= 2"):
+        power(spec.replace(n_readers=1), analysis="readers", **kw)
 
 
 def test_sample_size_searches_the_new_analyses_on_common_random_numbers():
     """The course's sample size (CRN over nested cohorts) is the first crossing of a
     brute-force grid of the same curve; detectable_effect refuses the course, which
     does not test the exposure."""
-    spec = CohortSpec(n_patients=40, inflammation_prevalence_treated=0.2)
+    spec = CohortSpec(
+        n_patients=40, inflammation_prevalence=0.337, inflammation_prevalence_treated=0.2
+    )
     kw = {"n_sims": 100, "seed": 4, "progress": False}
     res = sy.sample_size(spec, target=0.8, analysis="course", step=10, max_patients=200, **kw)
     row = res.table.iloc[0]
@@ -231,7 +241,7 @@ def test_detectable_effect_of_the_hybrid_glmm_and_nested_readers_on_crn_cohorts(
         again = sy.power(spec.replace(odds_ratio_new=float(odds)), analysis="hybrid", **kw)
         assert again.power == p
     two = CohortSpec(n_patients=30, n_readers=2)
-    grid = crn_power(two, "n_patients", [30], "vu", n_sims=2, seed=1, progress=False)
+    grid = crn_power(two, "n_patients", [30], "readers", n_sims=2, seed=1, progress=False)
     assert grid.loc[0, "failed"] == 0 and "nested" in grid.loc[0, "engine"]
 
 

@@ -34,16 +34,15 @@ Analyses (all of ``new_syndesmophyte`` or ``growth`` on the VU exposure):
   the last MRI week at or before the crossover (``designs.course_design`` says why
   this model rather than the three-level ``C(week) * arm`` GLMM of ``sy.mri_course``).
 
-**Readers.** With ``spec.n_readers >= 2`` the ``"vu"`` analysis fits every reading
-as a row, nested in its VU: ``outcome ~ mri + adjust + C(reader) +
-(1|patient/vu)`` (``fit_many_structured``, one nested fit per replicate; ``sy.fit``
-per replicate for another engine). The readings of one VU share its true state, so
-the per-reading model with ``(1|patient)`` alone is anti-conservative (coverage
-0.615 in ``benchmarks/coverage_readers_results.md``); the nested model is what
-``"vu"`` means with several readers, not a separate analysis. The other analyses
-take the mean of the readers' scores (``derive``'s ``"mean"`` rule). On the
-simulator's near-copy readings the nested model's VU SD is large and its Wald test
-conservative (``designs`` gives the numbers).
+**Readers.** With ``spec.n_readers >= 2``, ``"vu"`` and the other VU-level analyses
+take the mean of the readers' scores (``derive``'s ``"mean"`` rule, the default of
+``reproduce``), and ``"readers"`` fits every reading as a row, nested in its VU:
+``outcome ~ mri + adjust + C(reader) + (1|patient/vu)`` (``fit_many_structured``;
+``sy.fit`` per replicate for another engine). The readings of one VU share its true
+state, so a per-reading model with ``(1|patient)`` alone is anti-conservative
+(coverage 0.615 in ``benchmarks/coverage_readers_results.md``). On the simulator's
+near-copy readings the nested model's VU SD is large and its Wald test conservative
+(``designs`` gives the numbers): its power is a lower bound.
 
 **MRI weeks.** Any ``spec.mri_weeks`` work, with any exposure defined on them
 (``"w0"``, ``"w12_or_w52"``, …).
@@ -127,6 +126,7 @@ from syndesmo.powersim.plan import (
     FIT_BLOCK,
     GEE_ANALYSIS,
     HYBRID_ANALYSIS,
+    READERS_ANALYSIS,
     Plan,
     check_analyses,
     check_counts,
@@ -277,7 +277,7 @@ def _true_log_or(spec, plan: Plan, analysis: str) -> tuple[float, str]:
         others.pop("arm")
     if any(value != 1.0 and cov not in plan.adjust for cov, value in others.items()):
         return math.nan, ""
-    conditional = analysis in ("vu", HYBRID_ANALYSIS, CLOGIT_ANALYSIS)
+    conditional = analysis in ("vu", READERS_ANALYSIS, HYBRID_ANALYSIS, CLOGIT_ANALYSIS)
     independent = float(spec.propensity_correlation) == 0.0
     if ratio == 1.0 and (conditional or independent):
         return 0.0, "null (no association given the patient)" if not independent else (
@@ -399,7 +399,7 @@ def _summarise(
 
 def _engine_label(plan: Plan, analysis: str) -> str:
     quad = f" (nAGQ={plan.nagq})" if plan.nagq > 1 else ""
-    if analysis == "vu" and int(plan.spec.n_readers) > 1:
+    if analysis == READERS_ANALYSIS:
         return f"{plan.engine}, readings nested (1|patient/vu){quad}"
     if analysis in ("vu", HYBRID_ANALYSIS, COURSE_ANALYSIS):
         return plan.engine + quad

@@ -37,11 +37,12 @@ from syndesmo.vocabulary import VU_COVARIATES as _VU_NAMES
 GEE_ANALYSIS = registry.MARGINAL_ENGINE
 CRUDE_ANALYSIS = registry.CRUDE_ENGINE
 CLOGIT_ANALYSIS = registry.engine_names(scale=registry.WITHIN, family=registry.BINOMIAL)[0]
-#: The within–between GLMM and the MRI course.
-HYBRID_ANALYSIS, COURSE_ANALYSIS = "hybrid", "course"
+#: The within–between GLMM, the MRI course and the readings nested in VUs.
+HYBRID_ANALYSIS, COURSE_ANALYSIS, READERS_ANALYSIS = "hybrid", "course", "readers"
 #: The analyses ``power`` can run, with a short label for tables and plots.
 ANALYSES: dict[str, str] = {
-    "vu": "VU level, GLMM (1|patient); per reading (1|patient/vu) + reader with 2+ readers",
+    "vu": "VU level, GLMM (1|patient); the readers' mean with 2+ readers",
+    READERS_ANALYSIS: "VU level, every reading a row: GLMM (1|patient/vu) + reader",
     GEE_ANALYSIS: "VU level, GEE exchangeable",
     "patient": "patient level, logistic",
     CRUDE_ANALYSIS: "VU level, crude logistic",
@@ -137,6 +138,11 @@ def make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq
     nagq = registry.check_nagq(engine, nagq)
     if COURSE_ANALYSIS in analyses:
         course_week(spec)  # raises when no MRI week compares the arms
+    if READERS_ANALYSIS in analyses and int(spec.n_readers) < 2:
+        raise ModelError(
+            f"analysis {READERS_ANALYSIS!r} nests readings in VUs and needs a spec with "
+            f"n_readers >= 2, got n_readers = {spec.n_readers}"
+        )
     return Plan(spec, analyses, outcome, exposure, float(threshold), adjust, engine, int(nagq))
 
 

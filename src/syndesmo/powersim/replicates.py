@@ -12,8 +12,9 @@ the chunk's ``R`` replicates → per analysis:
 * ``"gee"``: one ``syndesmo.engines.gee`` fit per replicate;
 * ``"patient"`` and ``"logit"``: ``syndesmo.engines.logit_many``, all replicates
   at once.
-* ``"vu"`` with two or more readers: the per-reading stack of
-  ``designs.reader_design`` and one nested ``fit_many_structured`` fit per replicate;
+* ``"readers"`` (two or more readers): the per-reading stack of
+  ``designs.reader_design`` and the nested ``fit_many_structured`` fit (``"vu"`` and
+  the other VU-level analyses use the mean of the readers' scores);
 * ``"hybrid"`` and ``"course"``: the stacks of ``designs.hybrid_design`` and
   ``designs.course_design``, by ``fit_many`` as ``"vu"``;
 * ``"clogit"``: one ``syndesmo.engines.clogit`` fit per replicate of the VU stack.
@@ -69,6 +70,7 @@ from syndesmo.powersim.plan import (
     GEE_ANALYSIS,
     HYBRID_ANALYSIS,
     PATIENT_COVARIATES,
+    READERS_ANALYSIS,
     TERM,
     Chunk,
     Plan,
@@ -96,16 +98,15 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
     reasons = np.stack([np.bincount(d["reason"], minlength=5) for d in derived])
     out: dict[str, Any] = {"timing": timing, "reasons": reasons.sum(axis=0), "fits": {}}
     vu = None
-    readers = int(plan.spec.n_readers)
-    needs_vu = (GEE_ANALYSIS, CRUDE_ANALYSIS, HYBRID_ANALYSIS, CLOGIT_ANALYSIS)
-    if any(a in plan.analyses for a in needs_vu) or ("vu" in plan.analyses and readers == 1):
+    needs_vu = ("vu", GEE_ANALYSIS, CRUDE_ANALYSIS, HYBRID_ANALYSIS, CLOGIT_ANALYSIS)
+    if any(a in plan.analyses for a in needs_vu):
         t = time.process_time()
         vu = _vu_design(sims, derived, plan.adjust)
         timing["design"] = time.process_time() - t
         out["no_covariate"] = int(vu["no_covariate"].sum())
     for analysis in plan.analyses:
         t = time.process_time()
-        if analysis == "vu" and readers > 1:
+        if analysis == READERS_ANALYSIS:
             fits = _fit_readers(sims, plan)
         elif analysis == "vu":
             fits = _fit_batched(vu, plan, TERM)
@@ -396,7 +397,7 @@ def reader_stack(sims, plan: Plan) -> dict[str, Any]:
 
 
 def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
-    """The ``"vu"`` analysis with several readers: every reading a row, readings nested
+    """The ``"readers"`` analysis: every reading a row, readings nested
     in VUs in patients, by the native engine's ``fit_many_structured`` (one nested fit
     per replicate) or, for another engine, ``syndesmo.fit`` per replicate. ``sigma`` is
     the SD of the first variance component in lme4's order (VU within patient);

@@ -7,8 +7,8 @@ Both answer for every analysis asked (e.g. the VU-level GLMM beside the
 patient-level logistic regression), each with its own search. Every analysis of
 ``powersim.plan.ANALYSES`` can be searched over the number of patients — the
 within-patient estimators (``hybrid``, ``clogit``), the readings nested in VUs
-(``vu`` with ``n_readers >= 2``: nested cohorts keep each patient's VU × reader
-rows together) and the MRI course (``course``) included; over the OR every
+(``readers``, with ``n_readers >= 2``: nested cohorts keep each patient's VU ×
+reader rows together) and the MRI course (``course``) included; over the OR every
 analysis of the exposure (``course`` tests the arm, not the exposure, and is
 refused there).
 

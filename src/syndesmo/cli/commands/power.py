@@ -36,9 +36,12 @@ down to --step. It reports the answer, its power with the Monte Carlo CI, the po
 one step below, and every point evaluated.
 
 analyses (--analysis, comma separated):
-  vu       VU-level GLMM: new_syndesmophyte ~ mri + arm + (1|patient); with 2 or more
-           readers (n_readers in the spec) every reading is a row, nested in its VU:
-           ~ mri + arm + C(reader) + (1|patient/vu) (one nested fit per study)
+  vu       VU-level GLMM: new_syndesmophyte ~ mri + arm + (1|patient) (with 2 or more
+           readers on the mean of the readers' scores, as reproduce fits it)
+  readers  with 2 or more readers (n_readers in the spec): every reading a row, nested
+           in its VU: ~ mri + arm + C(reader) + (1|patient/vu) (one nested fit per
+           study; on the simulator's near-copy readings its Wald test is
+           conservative, so its power is a lower bound)
   gee      the same model by GEE (exchangeable within patient; slower)
   patient  patient-level logistic: any new syndesmophyte ~ any inflamed VU + arm
   logit    crude VU-level logistic ignoring clustering (anti-conservative when
@@ -51,8 +54,8 @@ analyses (--analysis, comma separated):
            last MRI week before the crossover ~ arm + inflamed at baseline +
            (1|patient); the arm's OR is tested (--odds-ratio does not change it)
 
-With several readers the analyses other than vu use the mean of the readers'
-scores. The true OR (for bias and coverage) is the spec's conditional OR for vu,
+With several readers the analyses other than readers use the mean of the
+readers' scores. The true OR (for bias and coverage) is the spec's conditional OR for vu,
 hybrid and clogit with one reader (the vu GLMM is biased when
 propensity_correlation is not 0, and its coverage shows it); with several readers
 and for the other analyses it is known only under the null. --solve or does not
@@ -77,7 +80,7 @@ examples:
   syndesmo power --spec data/synthetic/assert_like.toml --patients 100,187 --workers 2 --out power/
   syndesmo power --patients 187 --odds-ratio 1 --analysis vu,logit --sims 1000   # type I error
   syndesmo power --grid propensity_correlation=0,0.5 --analysis vu,hybrid,clogit --sims 200
-  syndesmo power --grid n_readers=2 --patients 100 --sims 100        # readings nested in VUs
+  syndesmo power --grid n_readers=2 --analysis vu,readers --patients 100 --sims 100
   syndesmo power --grid mri_weeks=0/12/52 --analysis course,vu --sims 500
   syndesmo power --patients 187 --scheduler tcp://10.0.0.5:8786 --sims 5000
   syndesmo power --target 0.8 --analysis vu,patient --sims 500 --step 10   # sample size
