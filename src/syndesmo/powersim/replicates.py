@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from syndesmo.derive.frame import derive_arrays
+from syndesmo.derive.frame import derive_many
 from syndesmo.engines.logit_many import logit_many
 from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
@@ -54,7 +54,7 @@ from syndesmo.powersim.plan import (
     Chunk,
     Plan,
 )
-from syndesmo.simulate.cohort import simulate_arrays
+from syndesmo.simulate.cohort import simulate_many
 from syndesmo.simulate.covariates import covariate_values
 
 
@@ -67,9 +67,9 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
     if plan.nested:
         sims = [nested_cohort(plan.spec, s, plan.nested) for s in chunk.seeds]
     else:
-        sims = [simulate_arrays(plan.spec, np.random.default_rng(s)) for s in chunk.seeds]
+        sims = simulate_many(plan.spec, [np.random.default_rng(s) for s in chunk.seeds])
     t1 = time.process_time()
-    derived = [derive_arrays(a, plan.outcome, plan.exposure, plan.threshold, "mean") for a in sims]
+    derived = derive_many(sims, plan.outcome, plan.exposure, plan.threshold, "mean")
     t2 = time.process_time()
     timing["simulate"] = t1 - t0
     timing["derive"] = t2 - t1
