@@ -68,37 +68,43 @@ def compress_stacked(
     Each replicate is merged on its own; every group then gets as many rows as the
     replicate with the most distinct rows in it (the others are padded with rows of
     zero trials), so that row ``i`` belongs to the same group in every replicate.
-    Rows masked out (``M = 0``) are dropped before merging.
+    Rows masked out (``M = 0``) are dropped before merging. All replicates are
+    merged in one lexicographic sort on (replicate, group, covariate row).
     """
     R, _, p = X.shape
     G = int(groups.max()) + 1
-    per_rep = []
-    counts = np.zeros((R, G), dtype=np.int64)
-    for r in range(R):
-        keep = M[r] > 0
-        uniq, inv = _patterns(groups[keep], X[r, keep])
-        y = np.bincount(inv, Y[r, keep], minlength=uniq.shape[0])
-        m = np.bincount(inv, M[r, keep], minlength=uniq.shape[0])
-        g = uniq[:, 0].astype(np.int64)
-        counts[r] = np.bincount(g, minlength=G)
-        per_rep.append((uniq[:, 1:], y, m, g))
+    rep, row = np.nonzero(M > 0)
+    cell = rep * G + np.asarray(groups, dtype=np.int64)[row]  # sorts as (replicate, group)
+    xr = X[rep, row]  # (rows kept, p)
+    # columns equal on every row (the intercept) neither order nor split the rows
+    varies = np.flatnonzero(np.any(xr != xr[:1], axis=0)) if xr.size else np.zeros(0, int)
+    order = np.lexsort((*xr[:, varies].T[::-1], cell))
+    cell, row, rep, xr = cell[order], row[order], rep[order], xr[order]
+    new = np.ones(cell.size, dtype=bool)
+    new[1:] = cell[1:] != cell[:-1]
+    for j in varies:
+        new[1:] |= xr[1:, j] != xr[:-1, j]
+    pattern = np.cumsum(new) - 1
+    first = np.flatnonzero(new)
+    y = np.bincount(pattern, Y[rep, row])
+    m = np.bincount(pattern, M[rep, row])
+    cell, px = cell[first], xr[first]
+    prep, pg = cell // G, cell % G
+    counts = np.bincount(cell, minlength=R * G).reshape(R, G)
     width = counts.max(axis=0)
     present = np.flatnonzero(width > 0)
     width = width[present]
     offset = np.full(G, -1, dtype=np.int64)
     offset[present] = np.r_[0, np.cumsum(width)[:-1]]
     total = int(width.sum())
+    cell_start = np.r_[0, np.cumsum(counts.ravel())[:-1]]
+    rank = np.arange(cell.size) - cell_start[cell]
+    pos = offset[pg] + rank
     Xc = np.zeros((R, total, p))
     yc = np.zeros((R, total))
     mc = np.zeros((R, total))
-    for r, (xp, y, m, g) in enumerate(per_rep):
-        if g.size == 0:
-            continue
-        first = _starts(g)
-        rank = np.arange(g.size) - np.repeat(first, np.diff(np.r_[first, g.size]))
-        pos = offset[g] + rank
-        Xc[r, pos] = xp
-        yc[r, pos] = y
-        mc[r, pos] = m
+    Xc[prep, pos] = px
+    yc[prep, pos] = y
+    mc[prep, pos] = m
     gid = np.repeat(np.arange(present.size), width)
     return Layout(Xc, yc, mc, gid), present

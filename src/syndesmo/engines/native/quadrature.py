@@ -111,7 +111,7 @@ class Layout:
                 self._outer = (self.X[:, None] * self.X[None, :]).reshape(p * p, *self.X.shape[1:])
         if self.shared:
             return (w.T @ self._outer).reshape(-1, p, p)
-        return np.einsum("knb,nb->bk", self._outer[:, :, rep], w).reshape(-1, p, p)
+        return np.einsum("knb,nb->bk", self._outer[:, :, columns(rep)], w).reshape(-1, p, p)
 
     def eta(self, Xb: np.ndarray, beta: np.ndarray) -> np.ndarray:
         """Linear predictor ``X β`` (plus the offset) for a batch: (n, B)."""
@@ -120,7 +120,17 @@ class Layout:
 
     def design(self, rep: np.ndarray) -> np.ndarray:
         """Design for batch element ``b`` on replicate ``rep[b]``: (n, p) or (p, n, B)."""
-        return self.X if self.shared else self.X[:, :, rep]
+        return self.X if self.shared else self.X[:, :, columns(rep)]
+
+
+def columns(rep: np.ndarray) -> slice | np.ndarray:
+    """Index of the replicates ``rep`` along a last axis: a slice (a view, no copy) when
+    they are a run ``a, a + 1, …, b`` (as when every replicate is still iterating),
+    else ``rep`` itself."""
+    n = rep.size
+    if n and rep[-1] - rep[0] == n - 1 and (n < 3 or bool(np.all(np.diff(rep) == 1))):
+        return slice(int(rep[0]), int(rep[-1]) + 1)
+    return rep
 
 
 def linear_predictor(Xb: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -186,10 +196,11 @@ def solve_modes(
     same reason).
     """
     gid = layout.gid
-    y = layout.y[:, rep]
-    m = layout.m[:, rep]
-    ys = layout.ysum[:, rep]
-    a = theta * (ys - layout.msum[:, rep])
+    cols = columns(rep)
+    y = layout.y[:, cols]
+    m = layout.m[:, cols]
+    ys = layout.ysum[:, cols]
+    a = theta * (ys - layout.msum[:, cols])
     b = theta * ys
     lo = np.minimum(a, b)
     hi = np.maximum(a, b)
@@ -243,8 +254,9 @@ def loglik_and_grad(
     theta = psi[:, -1]
     eta0 = layout.eta(Xb, beta)
     st = solve_modes(layout, eta0, theta, rep, u0)
-    y = layout.y[:, rep]
-    m = layout.m[:, rep]
+    cols = columns(rep)
+    y = layout.y[:, cols]
+    m = layout.m[:, cols]
     s = 1.0 / np.sqrt(st.H)
     # h(û) per group: the Laplace term, and the reference for the quadrature sums
     lp0 = y * st.eta - m * (np.maximum(st.eta, 0.0) + np.log1p(np.exp(-np.abs(st.eta))))
