@@ -60,6 +60,47 @@ def compress_shared(
     return Layout(Xc, y, m, gid.reshape(-1), off), codes
 
 
+def _grid_patterns(
+    X: np.ndarray, Y: np.ndarray, M: np.ndarray, groups: np.ndarray, G: int
+) -> tuple[np.ndarray, ...] | None:
+    """The distinct (replicate, group, covariate row) patterns of the rows in use, in
+    the order of a lexicographic sort, from one integer key per cell of the (R, n)
+    grid — when every covariate holds small whole numbers ≥ 0 on those rows (binary
+    exposures, an arm); ``None`` otherwise. Returns each pattern's cell
+    (replicate × G + group), covariate row and summed successes and trials.
+    """
+    R, n, p = X.shape
+    keep = M > 0
+    if not keep.any():
+        return None
+    key = (np.arange(R)[:, None] * G + np.asarray(groups, dtype=np.int64)).astype(np.int64)
+    span = R * G
+    for j in range(p):
+        xj = X[:, :, j]
+        lo = float(np.min(xj, where=keep, initial=np.inf))
+        hi = float(np.max(xj, where=keep, initial=-np.inf))
+        if lo == hi:
+            continue  # the same on every row in use (the intercept): orders nothing
+        if lo < 0 or hi > 2**20 or np.any((xj != np.floor(xj)) & keep):
+            return None
+        width = int(hi) + 1
+        span *= width
+        if span >= 2**62:
+            return None
+        key = key * width + np.where(keep, xj, 0.0).astype(np.int64)
+    key = np.where(keep, key, np.iinfo(np.int64).max).ravel()
+    order = np.argsort(key, kind="stable")[: int(keep.sum())]  # rows come nearly sorted
+    key = key[order]
+    new = np.ones(key.size, dtype=bool)
+    new[1:] = key[1:] != key[:-1]
+    pattern = np.cumsum(new) - 1
+    y = np.bincount(pattern, Y.ravel()[order])
+    m = np.bincount(pattern, M.ravel()[order])
+    at = order[new]
+    rep, row = at // n, at % n
+    return rep * G + np.asarray(groups, dtype=np.int64)[row], X[rep, row], y, m
+
+
 def compress_stacked(
     X: np.ndarray, Y: np.ndarray, M: np.ndarray, groups: np.ndarray
 ) -> tuple[Layout, np.ndarray]:
@@ -73,22 +114,22 @@ def compress_stacked(
     """
     R, _, p = X.shape
     G = int(groups.max()) + 1
-    rep, row = np.nonzero(M > 0)
-    cell = rep * G + np.asarray(groups, dtype=np.int64)[row]  # sorts as (replicate, group)
-    xr = X[rep, row]  # (rows kept, p)
-    # columns equal on every row (the intercept) neither order nor split the rows
-    varies = np.flatnonzero(np.any(xr != xr[:1], axis=0)) if xr.size else np.zeros(0, int)
-    order = np.lexsort((*xr[:, varies].T[::-1], cell))
-    cell, row, rep, xr = cell[order], row[order], rep[order], xr[order]
-    new = np.ones(cell.size, dtype=bool)
-    new[1:] = cell[1:] != cell[:-1]
-    for j in varies:
-        new[1:] |= xr[1:, j] != xr[:-1, j]
-    pattern = np.cumsum(new) - 1
-    first = np.flatnonzero(new)
-    y = np.bincount(pattern, Y[rep, row])
-    m = np.bincount(pattern, M[rep, row])
-    cell, px = cell[first], xr[first]
+    grid = _grid_patterns(X, Y, M, groups, G)
+    if grid is None:
+        rep, row = np.nonzero(M > 0)
+        cell = rep * G + np.asarray(groups, dtype=np.int64)[row]  # sorts as (replicate, group)
+        xr = X[rep, row]  # (rows kept, p)
+        order = np.lexsort((*xr.T[::-1], cell))
+        cell, row, rep, xr = cell[order], row[order], rep[order], xr[order]
+        new = np.ones(cell.size, dtype=bool)
+        new[1:] = (cell[1:] != cell[:-1]) | np.any(xr[1:] != xr[:-1], axis=1)
+        pattern = np.cumsum(new) - 1
+        first = np.flatnonzero(new)
+        y = np.bincount(pattern, Y[rep, row])
+        m = np.bincount(pattern, M[rep, row])
+        cell, px = cell[first], xr[first]
+    else:
+        cell, px, y, m = grid
     prep, pg = cell // G, cell % G
     counts = np.bincount(cell, minlength=R * G).reshape(R, G)
     width = counts.max(axis=0)
