@@ -94,7 +94,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
+from scipy import special
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -446,6 +446,8 @@ _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
 
 def _solve(target: float, mean_of: Any) -> float:
     """The intercept ``a`` with ``mean_of(a) == target`` (``mean_of`` increasing in a)."""
+    from scipy import optimize  # imported when first needed: a power run's cold start
+
     return float(optimize.brentq(lambda a: mean_of(a) - target, -40.0, 40.0, xtol=1e-13))
 
 
@@ -462,11 +464,11 @@ def _calibrate_cached(key: tuple) -> dict[str, Any]:
     w_gr = w_gr / w_gr.sum()
     a_growth = _solve(risk_growth, lambda a: w_gr @ special.expit(a + u))
     scale = math.sqrt(1.0 + sd_v**2)
-    m0 = float(stats.norm.ppf(p_inf0)) * scale
-    m1 = float(stats.norm.ppf(p_inf1)) * scale
+    m0 = float(special.ndtri(p_inf0)) * scale
+    m1 = float(special.ndtri(p_inf1)) * scale
     # cut-point of score 4 so that P(score >= 4) = erosive_share * P(score >= 1) when
     # untreated; the others evenly spaced from 0 (illustrative spacing)
-    c4 = m0 + scale * float(stats.norm.isf(erosive * p_inf0))
+    c4 = m0 + scale * float(-special.ndtri(erosive * p_inf0))
     cut = tuple(float(k * c4 / 3.0) for k in range(6))
     return {
         "intercept_baseline_syndesmophyte": a_syn,

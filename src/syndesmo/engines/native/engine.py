@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from syndesmo.checks import check_nagq
 from syndesmo.engines.native.core import constants, fit_core, lme4_loglik
@@ -186,12 +185,16 @@ class ManyFit:
 
     def pvalues(self) -> np.ndarray:
         """Two-sided Wald p-values, (R, p)."""
+        from scipy import stats  # lazy: not loaded by power runs
+
         return 2.0 * stats.norm.sf(np.abs(self.tvalues))
 
     def conf_int(self, level: float = 0.95) -> np.ndarray:
         """Wald intervals, (R, p, 2) with lower and upper bounds on the link scale."""
         if not 0.0 < level < 1.0:
             raise ValueError(f"confidence level must be between 0 and 1, got {level}")
+        from scipy import stats  # lazy: not loaded by power runs
+
         z = stats.norm.ppf(0.5 + level / 2.0)
         return np.stack([self.params - z * self.bse, self.params + z * self.bse], axis=-1)
 
