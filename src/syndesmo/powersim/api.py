@@ -105,7 +105,7 @@ from syndesmo.powersim.plan import (
     make_plan,
     root_seed,
 )
-from syndesmo.powersim.replicates import run_chunk
+from syndesmo.powersim.replicates import prepare, run_chunk
 
 #: Method of the Monte Carlo interval of the power.
 CI_METHOD = "wilson"
@@ -405,6 +405,9 @@ def run_points(
         for g, (plan, s) in enumerate(zip(plans, seeds, strict=True))
     ]
     done: list[dict[int, Any]] = [{} for _ in plans]
+    if scheduler is None and lanes > 1:
+        for plan in plans:  # loaded once here, inherited by the forked workers
+            prepare(plan)
 
     def run(todo: list[Any], label: str) -> None:
         res = power_exec.run_tasks(

@@ -54,7 +54,7 @@ from syndesmo.powersim.plan import (
     Chunk,
     Plan,
 )
-from syndesmo.simulate.cohort import simulate_many
+from syndesmo.simulate.cohort import calibrate, simulate_many
 from syndesmo.simulate.covariates import covariate_values
 
 
@@ -98,6 +98,16 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
         fits["status"], fits["separation"] = fit_status(fits["converged"], fits["message"])
         out["fits"][analysis] = fits
     return out
+
+
+def prepare(plan: Plan) -> None:
+    """Load in this process what every chunk of ``plan`` needs first: the spec's
+    calibration (and scipy.optimize with it) and the batch engine's modules. Called
+    before worker processes are forked, so that they inherit these instead of each
+    loading them again on its first chunk."""
+    calibrate(plan.spec)
+    if "vu" in plan.analyses and registry.get_engine(plan.engine).batch_entry is not None:
+        registry.load_batch_engine(plan.engine)
 
 
 #: What became of one fit (``fit_status``); every status but ``"ok"`` is a failed fit.

@@ -45,7 +45,6 @@ def laplace_hessian(layout: Layout, rep: np.ndarray, psi: np.ndarray, st: ModeSt
     """
     Xb = layout.design(rep)
     p = layout.p
-    gid = layout.gid
     th = psi[:, -1]
     th2, th3 = th * th, th * th * th
     u, H, W, R = st.u, st.H, st.W, st.R
@@ -80,7 +79,7 @@ def laplace_hessian(layout: Layout, rep: np.ndarray, psi: np.ndarray, st: ModeSt
     hess += _inner(c2[..., None] * d, d)
 
     # Terms with second derivatives in ψ of h, H and h_u (h_ψψ', H_ψψ', h_uψψ').
-    omega = -v - (0.5 * th2 / H)[gid] * v2 - (kappa * th)[gid] * v1
+    omega = -v - layout.expand(0.5 * th2 / H) * v2 - layout.expand(kappa * th) * v1
     hess[:, :p, :p] += layout.gram(rep, omega)
     uc = u[..., None]
     bt = (

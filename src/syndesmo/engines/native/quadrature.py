@@ -79,6 +79,13 @@ class Layout:
         self.gid = np.asarray(gid, dtype=np.int64)
         n = self.gid.size
         self.n_groups = int(self.gid.max()) + 1
+        # rows sorted by group (as the layouts of ``layout`` are): rows per group, so a
+        # group quantity is spread to its rows by ``np.repeat`` instead of a gather
+        self._runs = (
+            np.bincount(self.gid, minlength=self.n_groups)
+            if n and np.all(self.gid[1:] >= self.gid[:-1])
+            else None
+        )
         self.Z = sp.csr_matrix((np.ones(n), (self.gid, np.arange(n))), shape=(self.n_groups, n))
         self.p = int(self.X.shape[1] if self.shared else self.X.shape[0])
         self.n_reps = int(self.y.shape[1])
@@ -96,6 +103,13 @@ class Layout:
         if a.ndim == 2:
             return self.Z @ a
         return (self.Z @ a.reshape(a.shape[0], -1)).reshape((self.n_groups, *a.shape[1:]))
+
+    def expand(self, a: np.ndarray) -> np.ndarray:
+        """A group quantity on the rows of each group: ``(G, ...) -> (n, ...)``
+        (``a[gid]``)."""
+        if self._runs is None:
+            return a[self.gid]
+        return np.repeat(a, self._runs, axis=0)
 
     def gram(self, rep: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``Xᵀ diag(w_b) X`` for batch element ``b`` on replicate ``rep[b]``: (B, p, p).
@@ -153,14 +167,18 @@ def logistic(eta: np.ndarray, with_softplus: bool = True):
     scipy's ``expit`` and numpy's ``logaddexp`` are an order of magnitude slower than
     ``exp`` on large arrays; this is exact to rounding for any ``eta``.
     """
-    e = np.exp(-np.abs(eta))
-    inv = 1.0 / (1.0 + e)
-    ei = e * inv
+    e = np.abs(eta)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    inv = np.add(e, 1.0)
+    np.divide(1.0, inv, out=inv)
+    ei = np.multiply(e, inv)
     mu = np.where(eta >= 0, inv, ei)
-    var = ei * inv
+    var = np.multiply(ei, inv, out=ei)
     if not with_softplus:
         return mu, var, None
-    return mu, var, np.maximum(eta, 0.0) + np.log1p(e)
+    np.log1p(e, out=e)
+    return mu, var, np.maximum(eta, 0.0) + e
 
 
 @dataclass
@@ -195,7 +213,6 @@ def solve_modes(
     for groups whose responses are all 1 or all 0; lme4 halves PIRLS steps for the
     same reason).
     """
-    gid = layout.gid
     cols = columns(rep)
     y = layout.y[:, cols]
     m = layout.m[:, cols]
@@ -209,7 +226,7 @@ def solve_modes(
     th2 = theta * theta
     done = False
     for _ in range(MODE_MAXITER):
-        eta = eta0 + (theta * u)[gid]
+        eta = eta0 + layout.expand(theta * u)
         mu, var, _ = logistic(eta, with_softplus=False)
         r = y - m * mu
         v = m * var
@@ -284,8 +301,7 @@ def loglik_and_grad(
     # beta: dû/dβ = −θ Σ v x / H ; dH/dβ = θ² Σ v' x + θ³ T dû/dβ
     c1 = (D + q * th2 * theta * T) * (-theta / H)
     c2 = q * th2
-    gid = layout.gid
-    omega = rho + c1[gid] * st.v + c2[gid] * vp
+    omega = rho + layout.expand(c1) * st.v + layout.expand(c2) * vp
     g_beta = cross(Xb, omega)
     # theta: dû/dθ = (R − θ û W)/H ; dH/dθ = 2θW + θ²(T û + θ T dû/dθ)
     du_dth = (st.R - theta * st.u * st.W) / H
