@@ -32,6 +32,11 @@ def _patterns(groups: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return sk[new], inv
 
 
+def distinct_rows(groups: np.ndarray, X: np.ndarray) -> int:
+    """How many distinct ``(group, covariate row)`` rows there are: the rows of a layout."""
+    return int(_patterns(groups, X)[0].shape[0])
+
+
 def _starts(gcodes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, gcodes[1:] != gcodes[:-1]])
 
