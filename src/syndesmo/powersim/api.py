@@ -443,7 +443,7 @@ def power(
     engine: str = registry.DEFAULT_ENGINE,
     nagq: int = 1,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
-    workers: int | None = None,
+    workers: int | str | None = "auto",
     scheduler: Any = None,
     progress: bool = True,
     batch_size: int | None = None,
@@ -465,7 +465,11 @@ def power(
     ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of
     ``batch_size`` replicates (rounded up to a multiple of ``FIT_BLOCK``) in N local
     processes (a pool kept alive for the session, see ``executors``); ``scheduler``
-    (an address or a ``dask.distributed.Client``) runs them on a Dask cluster. More
+    (an address or a ``dask.distributed.Client``) runs them on a Dask cluster.
+    ``workers="auto"`` (the default) forks one worker per CPU for runs of at least
+    ``executors.AUTO_MIN_SIMS`` replicates with the native engine when it can fork,
+    else runs in-process (``executors.resolve_workers``); ``None`` or 1 run
+    in-process. The results are the same either way. More
     than ``max_sims`` replicates are refused before anything runs. The first
     ``check_first`` replicates run first; if more than ``max_failed`` of them failed
     for an analysis the run stops with the reason in ``PowerResult.stopped``
@@ -478,6 +482,9 @@ def power(
     first, max_share = check_stop(check_first, max_failed)
     analyses = check_analyses(analysis)
     plan = make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq)
+    if plan.engine != registry.DEFAULT_ENGINE:  # R in forked workers: not by default
+        workers = None if workers == power_exec.AUTO else workers
+    workers = power_exec.resolve_workers(workers, scheduler, int(n_sims))
     root = root_seed(seed)
     t0 = time.perf_counter()
     [(results, stopped)] = run_points(
