@@ -149,19 +149,18 @@ def _vu_design(sims, derived, adjust: Sequence[str]) -> dict[str, Any]:
     names = ["Intercept", TERM, *adjust]
     R = len(sims)
     X = np.empty((R, n, len(names)))
-    Y = np.empty((R, n))
-    mask = np.empty((R, n), dtype=bool)
-    no_covariate = np.zeros(R, dtype=int)
+    X[:, :, 0] = 1.0
+    X[:, :, 1] = np.stack([d["x"] for d in derived])
     for r, (a, d) in enumerate(zip(sims, derived, strict=True)):
-        X[r, :, 0] = 1.0
-        X[r, :, 1] = d["x"]
         for j, cov in enumerate(adjust, start=2):
             X[r, :, j] = covariate_values(cov, a, d)
-        keep = d["eligible"] & np.all(np.isfinite(X[r]), axis=1)
-        no_covariate[r] = int((d["eligible"] & ~keep).sum())
-        mask[r] = keep
-        Y[r] = np.where(keep, d["y"], 0.0)
-        X[r][~keep] = 0.0
+    eligible = np.stack([d["eligible"] for d in derived])
+    mask = eligible.copy()
+    for j in range(1, len(names)):  # column by column: rows with every value finite
+        mask &= np.isfinite(X[:, :, j])
+    no_covariate = (eligible & ~mask).sum(axis=1).astype(int)
+    Y = np.where(mask, np.stack([d["y"] for d in derived]), 0.0)
+    X[~mask] = 0.0
     return {
         "X": X,
         "Y": Y,
