@@ -149,8 +149,10 @@ def exposure_values(
             f"MRI scores must have one column per MRI week {weeks}, got shape {mri.shape}"
         )
     cols = [weeks.index(w) for w in need]
-    missing = _any_column(np.isnan(mri[:, cols]))
     kind = parsed.kind
+    if kind == "week":  # one column: the others need not be read
+        return inflamed(mri[:, cols[0]], threshold)
+    missing = _any_column(np.isnan(mri[:, cols]))
     if kind == "max_score":
         out = mri.max(axis=1)
     else:

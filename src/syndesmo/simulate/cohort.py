@@ -625,7 +625,10 @@ def simulate_many(
     r = spec.inflammation_persistence
     z = m[:, :, None, :] + v[:, :, None, None] + math.sqrt(r) * d["persistent"][..., None]
     z += math.sqrt(1.0 - r) * d["transient"]
-    mri_true = np.searchsorted(np.asarray(cal["mri_cutpoints"]), z, side="left").astype(np.int8)
+    # the number of cut-points below Z (np.searchsorted(cuts, z, side="left")), counted
+    mri_true = np.zeros(z.shape, dtype=np.int8)
+    for cut in cal["mri_cutpoints"]:
+        mri_true += z > cut
 
     # 4. baseline syndesmophytes: state 0 none, 1 one corner, 2 both corners, 3 bridge
     has_syn = d["has_syn"] < special.expit(cal["intercept_baseline_syndesmophyte"] + u)[..., None]
@@ -670,9 +673,10 @@ def simulate_many(
     )
     last = np.maximum(last, base)  # no regression in the DGM
     when = d["when"] * xray_weeks[-1]  # time of the change
-    after = (xray_weeks >= when[..., None]) & (xray_weeks > 0)  # B, P, V, X
-    corners_true = np.stack(  # B, P, V, 2, X
-        [np.where(after[..., j, None], last, base) for j in range(X)], axis=-1
+    # a change shows at x-ray weeks after it (week 0 is baseline): B, P, V, 2, X
+    corners_true = np.stack(
+        [np.where(((week >= when) & (week > 0))[..., None], last, base) for week in xray_weeks],
+        axis=-1,
     )
 
     # 9. patient covariates (drawn before readers and missingness)
@@ -704,7 +708,9 @@ def simulate_many(
 
     # (the sums of whole scores before the missing x-rays are masked: a patient whose
     # baseline x-ray is missing gets NaN below, as nansum of all-NaN rows did)
-    totals = reader_corners[..., 0][:, :, scored].sum(axis=(2, 4), dtype=np.int64)  # B, P, R
+    first_xray = reader_corners[..., 0]  # B, P, V, R, corner
+    vu_total = first_xray[..., 0] + first_xray[..., 1]  # at most 6: int8 holds it
+    totals = vu_total[:, :, scored].sum(axis=2, dtype=np.int64)  # B, P, R
     msasss = totals.astype(float).mean(axis=2)
     msasss[xray_miss[..., 0]] = np.nan
 
