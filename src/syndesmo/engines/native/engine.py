@@ -252,7 +252,7 @@ def _many_inputs(X, Y, groups, trials, mask):
         m = np.where(mask, m, 0.0)
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Y[m > 0]))):
         raise ModelError("X and Y must be finite on the rows in the analysis")
-    if np.any((Y < 0) | (Y > m) | (Y != np.round(Y))) and mask is None:
+    if mask is None and np.any((Y < 0) | (Y > m) | (Y != np.round(Y))):
         raise ModelError("Y must count successes between 0 and trials (0/1 when binary)")
     Y = np.where(m > 0, Y, 0.0)
     if np.any((Y < 0) | (Y > m) | (Y != np.round(Y))):
