@@ -14,6 +14,8 @@ n_sims, seed=1)``. Each timing is wall time:
   the first ``power`` call (so it includes importing the package and, with workers,
   starting the pool);
 * **warm**: a second and third call in the same interpreter (the pool kept alive);
+* in-process (``workers=None``), 2 worker processes, and the default
+  ``workers="auto"`` (forked workers, one per CPU, for 400+ studies);
 * **Dask**: a loopback ``LocalCluster`` of 2 single-threaded worker processes,
   started before the clock (its start time is printed separately); first and
   second call;
@@ -42,7 +44,7 @@ CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
 import syndesmo as sy
-sims, workers = {sims}, {workers}
+sims, workers = {sims}, {workers!r}
 spec = sy.CohortSpec()
 out = []
 for k in range(3):
@@ -53,7 +55,7 @@ print(json.dumps({{"times": out, "power": res.power, "cpu": res.timing}}))
 """
 
 
-def child_run(sims: int, workers: int | None) -> dict:
+def child_run(sims: int, workers: int | str | None) -> dict:
     code = CHILD.format(sims=sims, workers=workers)
     env = dict(os.environ)
     done = subprocess.run(
@@ -128,13 +130,21 @@ def main() -> None:
     power = None
     cpu = {}
     for r in range(args.repeats):
-        for label, workers in (("in-process", None), ("2 workers", 2)):
+        for label, workers in (
+            ("in-process", None),
+            ("2 workers", 2),
+            ("default (workers='auto')", "auto"),
+        ):
             loads.append(os.getloadavg()[0])
             got = child_run(args.sims, workers)
             power, cpu = got["power"], got["cpu"]
             rows.setdefault(f"{label}, cold (import + first call)", []).append(got["times"][0])
             rows.setdefault(f"{label}, warm", []).extend(got["times"][1:])
-            print(f"  repeat {r + 1} {label}: {[round(t, 2) for t in got['times']]} s", flush=True)
+            print(
+                f"  repeat {r + 1} {label}: {[round(t, 2) for t in got['times']]} s; CPU by "
+                f"stage, last call: {', '.join(f'{k} {v:.2f}' for k, v in cpu.items())}",
+                flush=True,
+            )
     if not args.no_dask:
         loads.append(os.getloadavg()[0])
         start, runs = dask_run(args.sims, args.repeats)

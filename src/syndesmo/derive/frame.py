@@ -149,8 +149,10 @@ def exposure_values(
             f"MRI scores must have one column per MRI week {weeks}, got shape {mri.shape}"
         )
     cols = [weeks.index(w) for w in need]
-    missing = np.isnan(mri[:, cols]).any(axis=1)
     kind = parsed.kind
+    if kind == "week":  # one column: the others need not be read
+        return inflamed(mri[:, cols[0]], threshold)
+    missing = _any_column(np.isnan(mri[:, cols]))
     if kind == "max_score":
         out = mri.max(axis=1)
     else:
@@ -195,18 +197,29 @@ def corner_outcome(
     check_choice(outcome, OUTCOMES, "outcome", error=DeriveError)
     b = np.asarray(baseline, dtype=float)
     f = np.asarray(followup, dtype=float)
-    b_known = ~np.isnan(b).any(axis=1)
-    f_known = ~np.isnan(f).any(axis=1)
+    b_known = ~_any_column(np.isnan(b))
+    f_known = ~_any_column(np.isnan(f))
     with np.errstate(invalid="ignore"):
         s_b, br_b = b >= SYNDESMOPHYTE, b >= BRIDGE
         s_f, br_f = f >= SYNDESMOPHYTE, f >= BRIDGE
     if outcome == "new_syndesmophyte":
-        at_risk = ~s_b.any(axis=1)
-        event = s_f.any(axis=1)
+        at_risk = ~_any_column(s_b)
+        event = _any_column(s_f)
     else:
         at_risk = s_b.any(axis=1) & ~br_b.all(axis=1)
         event = ((s_b & ~br_b & br_f) | (~s_b & s_f)).any(axis=1)
     return b_known, at_risk & b_known, f_known, event & b_known & f_known
+
+
+def _any_column(flags: np.ndarray) -> np.ndarray:
+    """``flags.any(axis=1)`` for the few columns of a score table, column by column
+    (numpy's reduction over a short last axis is several times slower)."""
+    if flags.shape[1] == 0:
+        return np.zeros(flags.shape[0], dtype=bool)
+    out = flags[:, 0].copy()
+    for j in range(1, flags.shape[1]):
+        out |= flags[:, j]
+    return out
 
 
 # --------------------------------------------------------------------------- readers
@@ -254,7 +267,7 @@ def combine_readers(arrays: Mapping[str, np.ndarray], readers: str = "mean") -> 
     rule = check_readers(readers)
     n = len(arrays["patient"])
     reader = arrays.get("reader")
-    single = reader is None or len(np.unique(reader)) <= 1
+    single = reader is None or len(reader) == 0 or np.min(reader) == np.max(reader)
     if rule == "per_reader" or single:
         rows = np.arange(n)
         out = {k: np.asarray(arrays[k]) for k in ("patient", "vu", "region", "mri", "corners")}
@@ -339,7 +352,7 @@ def derive_arrays(
     eligible = reason == ELIGIBLE
     y = np.where(eligible, event.astype(float), np.nan)
     with np.errstate(invalid="ignore"):
-        base_corner = np.max(baseline, axis=1)
+        base_corner = np.maximum(baseline[:, 0], baseline[:, 1])  # NaN if either is
     out = {
         "patient": np.asarray(units["patient"]),
         "vu": np.asarray(units["vu"]),
@@ -354,6 +367,67 @@ def derive_arrays(
     if "reader" in units:
         out["reader"] = units["reader"]
     return out
+
+
+def derive_many(
+    many: Sequence[Mapping[str, np.ndarray]],
+    outcome: str = "new_syndesmophyte",
+    exposure: str = "w0",
+    threshold: float = 1.0,
+    readers: str = "mean",
+) -> list[dict[str, np.ndarray]]:
+    """``[derive_arrays(a, outcome, exposure, threshold, readers) for a in many]``.
+
+    Cohorts with the same rows (the same ``patient``, ``vu``, ``region``,
+    ``reader`` arrays and weeks, as the replicates of one spec from
+    ``simulate_many``) are derived in one call on their stacked rows, each
+    cohort's patients kept apart; the rules are row by row (or per VU across its
+    readers), so every result equals that of ``derive_arrays`` on the cohort alone.
+    Other lists are derived one cohort at a time.
+    """
+    many = list(many)
+    if len(many) < 2 or not _same_rows(many):
+        return [derive_arrays(a, outcome, exposure, threshold, readers) for a in many]
+    first = many[0]
+    B, n = len(many), len(first["patient"])
+    patient = np.asarray(first["patient"], dtype=np.int64)
+    shift = int(patient.max()) + 1 if n else 1
+    stacked = {
+        "patient": (patient + shift * np.arange(B)[:, None]).ravel(),
+        "vu": np.tile(np.asarray(first["vu"]), B),
+        "region": np.tile(np.asarray(first["region"]), B),
+        "mri": np.concatenate([np.asarray(a["mri"], dtype=float) for a in many]),
+        "corners": np.concatenate([np.asarray(a["corners"], dtype=float) for a in many]),
+        "mri_weeks": first["mri_weeks"],
+        "xray_weeks": first["xray_weeks"],
+    }
+    if first.get("reader") is not None:
+        stacked["reader"] = np.tile(np.asarray(first["reader"]), B)
+    both = derive_arrays(stacked, outcome, exposure, threshold, readers)
+    k = len(both["patient"]) // B
+    out = []
+    for i in range(B):
+        one = {key: val[i * k : (i + 1) * k] for key, val in both.items()}
+        one["patient"] = one["patient"] - i * shift
+        one["row"] = one["row"] - i * n
+        out.append(one)
+    return out
+
+
+def _same_rows(many: Sequence[Mapping[str, np.ndarray]]) -> bool:
+    """True if every cohort has the first one's row arrays and weeks."""
+    first = many[0]
+    keys = ("patient", "vu", "region", "reader", "mri_weeks", "xray_weeks")
+    if any(k != "reader" and k not in first for k in keys):
+        return False
+    for a in many[1:]:
+        for k in keys:
+            x, y = first.get(k), a.get(k)
+            if x is y:
+                continue
+            if x is None or y is None or not np.array_equal(x, y):
+                return False
+    return True
 
 
 # --------------------------------------------------------------------------- panel → arrays

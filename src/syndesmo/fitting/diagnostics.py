@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import qr
-from scipy.optimize import linprog
 
 from syndesmo.errors import ModelError
 
@@ -50,6 +49,8 @@ def separated_terms(
     b_ub = np.concatenate([np.zeros(signed.shape[0]), [-1.0]])  # and sum |x·d| >= 1
     A_eq = np.hstack([Xs[mixed], -Xs[mixed]]) if mixed.any() else None
     b_eq = np.zeros(int(mixed.sum())) if mixed.any() else None
+    from scipy.optimize import linprog  # lazy: not loaded by power runs
+
     res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
     if res.status != 0:  # infeasible: no direction of separation, the MLE exists
         return []

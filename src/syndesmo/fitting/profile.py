@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
 from syndesmo.errors import ModelError, warn_user
 
@@ -324,6 +323,8 @@ def _endpoint(
         if fb * prev_f <= 0.0:
             if fb == 0.0:
                 return b
+            from scipy import optimize  # lazy: not loaded by power runs
+
             return float(optimize.brentq(f, min(prev_b, b), max(prev_b, b), xtol=XTOL))
         if b == lower_bound:
             return lower_bound
@@ -387,6 +388,8 @@ class _Profiler:
 
     def interval(self, k: int, level: float) -> tuple[float, float]:
         """Profile interval of parameter ``k`` of the model."""
+        from scipy import stats  # lazy: not loaded by power runs
+
         z = math.sqrt(stats.chi2.ppf(level, 1))
         est = float(self.hat.params[k])
         bound = float(self.bounds[k])

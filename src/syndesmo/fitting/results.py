@@ -33,7 +33,6 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from syndesmo.errors import ModelError
 from syndesmo.fitting import predict as _predict
@@ -458,6 +457,8 @@ class FitResult:
     @property
     def pvalues(self) -> pd.Series:
         """Two-sided Wald p-values (z test), as lme4's ``summary`` reports for glmer."""
+        from scipy import stats  # lazy: not loaded by power runs
+
         return pd.Series(2.0 * stats.norm.sf(np.abs(self.tvalues)), index=self.params.index)
 
     @property
@@ -579,6 +580,8 @@ class FitResult:
             ci = self._cache[key].copy()
         else:
             se = self._sd_se()
+            from scipy import stats  # lazy: not loaded by power runs
+
             z = stats.norm.ppf(0.5 + level / 2.0)
             est = np.asarray(estimate, dtype=float)
             ci = pd.DataFrame(
@@ -650,6 +653,8 @@ class FitResult:
             return pd.DataFrame({"lower": self.params, "upper": self.params})
         if method == "profile":
             return profile_conf_int(self, level)
+        from scipy import stats  # lazy: not loaded by power runs
+
         z = stats.norm.ppf(0.5 + level / 2.0)
         se = self.bse
         return pd.DataFrame({"lower": self.params - z * se, "upper": self.params + z * se})
@@ -662,6 +667,8 @@ class FitResult:
         if math.isnan(self.sigma):
             raise ModelError(f"engine {self.engine!r} has no random-intercept SD")
         se = self.sigma_se
+        from scipy import stats  # lazy: not loaded by power runs
+
         z = stats.norm.ppf(0.5 + level / 2.0)
         lower = max(self.sigma - z * se, 0.0) if not math.isnan(se) else math.nan
         return pd.DataFrame({"lower": [lower], "upper": [self.sigma + z * se]}, index=["sigma"])

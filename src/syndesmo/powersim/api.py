@@ -110,7 +110,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from syndesmo.checks import MAX_SIMS, check_int, check_probability, check_sim_total
 from syndesmo.fitting import registry
@@ -136,7 +136,7 @@ from syndesmo.powersim.plan import (
     make_plan,
     root_seed,
 )
-from syndesmo.powersim.replicates import run_chunk
+from syndesmo.powersim.replicates import prepare, run_chunk
 
 #: Method of the Monte Carlo interval of the power.
 CI_METHOD = "wilson"
@@ -295,7 +295,7 @@ def _true_log_or(spec, plan: Plan, analysis: str) -> tuple[float, str]:
 def _summarise(
     point_results: list[dict[str, Any]], plan: Plan, n_sims: int, alpha: float, level: float = 0.95
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float], Ledger]:
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = special.ndtri(0.5 + level / 2.0)  # the normal quantile (scipy.stats is not loaded)
     rows, reps = [], []
     timing: dict[str, float] = {}
     for res in point_results:
@@ -308,7 +308,7 @@ def _summarise(
         conv = f["converged"] & np.isfinite(est) & np.isfinite(se) & (se > 0)
         status = np.where(f["converged"] & ~conv, "no SE", f["status"])
         with np.errstate(invalid="ignore", divide="ignore"):
-            pval = np.where(conv, 2.0 * stats.norm.sf(np.abs(est / se)), np.nan)
+            pval = np.where(conv, 2.0 * special.ndtr(-np.abs(est / se)), np.nan)
         reject = conv & (pval < alpha)
         lower, upper = est - z * se, est + z * se
         truth, truth_kind = _true_log_or(plan.spec, plan, analysis)
@@ -472,6 +472,9 @@ def run_points(
         for g, (plan, s) in enumerate(zip(plans, seeds, strict=True))
     ]
     done: list[dict[int, Any]] = [{} for _ in plans]
+    if scheduler is None and lanes > 1:
+        for plan in plans:  # loaded once here, inherited by the forked workers
+            prepare(plan)
 
     def run(todo: list[Any], label: str) -> None:
         res = power_exec.run_tasks(
@@ -507,7 +510,7 @@ def power(
     engine: str = registry.DEFAULT_ENGINE,
     nagq: int = 1,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
-    workers: int | None = None,
+    workers: int | str | None = "auto",
     scheduler: Any = None,
     progress: bool = True,
     batch_size: int | None = None,
@@ -531,7 +534,11 @@ def power(
     ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of
     ``batch_size`` replicates (rounded up to a multiple of ``FIT_BLOCK``) in N local
     processes (a pool kept alive for the session, see ``executors``); ``scheduler``
-    (an address or a ``dask.distributed.Client``) runs them on a Dask cluster. More
+    (an address or a ``dask.distributed.Client``) runs them on a Dask cluster.
+    ``workers="auto"`` (the default) forks one worker per CPU for runs of at least
+    ``executors.AUTO_MIN_SIMS`` replicates with the native engine when it can fork,
+    else runs in-process (``executors.resolve_workers``); ``None`` or 1 run
+    in-process. The results are the same either way. More
     than ``max_sims`` replicates are refused before anything runs. The first
     ``check_first`` replicates run first; if more than ``max_failed`` of them failed
     for an analysis the run stops with the reason in ``PowerResult.stopped``
@@ -544,6 +551,9 @@ def power(
     first, max_share = check_stop(check_first, max_failed)
     analyses = check_analyses(analysis)
     plan = make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq)
+    if plan.engine != registry.DEFAULT_ENGINE:  # R in forked workers: not by default
+        workers = None if workers == power_exec.AUTO else workers
+    workers = power_exec.resolve_workers(workers, scheduler, int(n_sims))
     root = root_seed(seed)
     t0 = time.perf_counter()
     [(results, stopped)] = run_points(

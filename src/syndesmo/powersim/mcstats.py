@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats
+from scipy import special
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion ``k / n`` (Wilson, JASA 1927)."""
     if n <= 0:
         return (math.nan, math.nan)
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = special.ndtri(0.5 + level / 2.0)  # normal quantile
     p = k / n
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -33,6 +33,8 @@ def binomial_acceptance_region(n: int, p: float, level: float = 0.99) -> tuple[i
     For a type I error check: with ``n`` replicates at nominal ``alpha = p``, a
     rejection count outside ``[lo, hi]`` has probability at most ``1 - level``.
     """
+    from scipy import stats  # only here: importing scipy.stats costs a cold power run
+
     tail = (1.0 - level) / 2.0
     lo = int(stats.binom.ppf(tail, n, p))
     hi = int(stats.binom.isf(tail, n, p))

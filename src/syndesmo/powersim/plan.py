@@ -61,8 +61,10 @@ VU_COVARIATES = _VU_NAMES
 PATIENT_COVARIATES: dict[str, str] = {n: COVARIATES[n].simulated for n in _PATIENT_NAMES}
 #: Name of the exposure term in every model (as in ``analysis_frame``).
 TERM = "mri"
-#: Default number of replicates per task (chunk).
-DEFAULT_BATCH = 100
+#: Default number of replicates per task (chunk): one fit block, so the tasks of a run
+#: spread evenly over the workers (1000 replicates: 18 tasks after the first 100, 9 per
+#: worker of 2; chunks of 100 left one worker 100 replicates behind the other).
+DEFAULT_BATCH = 50
 #: The native engine fits replicates in blocks of this many, aligned on the replicate
 #: index. ``fit_many`` iterates the replicates of one call together, which moves the
 #: last digits (~1e-12) of an estimate with the company it is fitted in; fixed,

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from syndesmo.derive.frame import derive_arrays
+from syndesmo.derive.frame import derive_many
 from syndesmo.engines.logit_many import logit_many
 from syndesmo.engines.native.multilevel.many import fit_many_structured
 from syndesmo.engines.native.multilevel.model import SEPARATION_BETA, SEPARATION_SE
@@ -75,7 +75,7 @@ from syndesmo.powersim.plan import (
     Chunk,
     Plan,
 )
-from syndesmo.simulate.cohort import simulate_arrays
+from syndesmo.simulate.cohort import calibrate, simulate_many
 from syndesmo.simulate.covariates import covariate_values
 
 
@@ -88,9 +88,9 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
     if plan.nested:
         sims = [nested_cohort(plan.spec, s, plan.nested) for s in chunk.seeds]
     else:
-        sims = [simulate_arrays(plan.spec, np.random.default_rng(s)) for s in chunk.seeds]
+        sims = simulate_many(plan.spec, [np.random.default_rng(s) for s in chunk.seeds])
     t1 = time.process_time()
-    derived = [derive_arrays(a, plan.outcome, plan.exposure, plan.threshold, "mean") for a in sims]
+    derived = derive_many(sims, plan.outcome, plan.exposure, plan.threshold, "mean")
     t2 = time.process_time()
     timing["simulate"] = t1 - t0
     timing["derive"] = t2 - t1
@@ -132,6 +132,16 @@ def run_chunk(chunk: Chunk) -> dict[str, Any]:
     return out
 
 
+def prepare(plan: Plan) -> None:
+    """Load in this process what every chunk of ``plan`` needs first: the spec's
+    calibration (and scipy.optimize with it) and the batch engine's modules. Called
+    before worker processes are forked, so that they inherit these instead of each
+    loading them again on its first chunk."""
+    calibrate(plan.spec)
+    if "vu" in plan.analyses and registry.get_engine(plan.engine).batch_entry is not None:
+        registry.load_batch_engine(plan.engine)
+
+
 #: What became of one fit (``fit_status``); every status but ``"ok"`` is a failed fit.
 STATUSES = ("ok", "not fitted", "not converged", "error")
 _NOT_FITTED = ("not fitted", "no events", "no non-events", "rank-deficient", "rank deficient")
@@ -171,19 +181,18 @@ def _vu_design(sims, derived, adjust: Sequence[str]) -> dict[str, Any]:
     names = ["Intercept", TERM, *adjust]
     R = len(sims)
     X = np.empty((R, n, len(names)))
-    Y = np.empty((R, n))
-    mask = np.empty((R, n), dtype=bool)
-    no_covariate = np.zeros(R, dtype=int)
+    X[:, :, 0] = 1.0
+    X[:, :, 1] = np.stack([d["x"] for d in derived])
     for r, (a, d) in enumerate(zip(sims, derived, strict=True)):
-        X[r, :, 0] = 1.0
-        X[r, :, 1] = d["x"]
         for j, cov in enumerate(adjust, start=2):
             X[r, :, j] = covariate_values(cov, a, d)
-        keep = d["eligible"] & np.all(np.isfinite(X[r]), axis=1)
-        no_covariate[r] = int((d["eligible"] & ~keep).sum())
-        mask[r] = keep
-        Y[r] = np.where(keep, d["y"], 0.0)
-        X[r][~keep] = 0.0
+    eligible = np.stack([d["eligible"] for d in derived])
+    mask = eligible.copy()
+    for j in range(1, len(names)):  # column by column: rows with every value finite
+        mask &= np.isfinite(X[:, :, j])
+    no_covariate = (eligible & ~mask).sum(axis=1).astype(int)
+    Y = np.where(mask, np.stack([d["y"] for d in derived]), 0.0)
+    X[~mask] = 0.0
     return {
         "X": X,
         "Y": Y,

@@ -87,14 +87,14 @@ import dataclasses
 import functools
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
+from scipy import special
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -455,6 +455,8 @@ _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
 
 def _solve(target: float, mean_of: Any) -> float:
     """The intercept ``a`` with ``mean_of(a) == target`` (``mean_of`` increasing in a)."""
+    from scipy import optimize  # imported when first needed: a power run's cold start
+
     return float(optimize.brentq(lambda a: mean_of(a) - target, -40.0, 40.0, xtol=1e-13))
 
 
@@ -471,11 +473,11 @@ def _calibrate_cached(key: tuple) -> dict[str, Any]:
     w_gr = w_gr / w_gr.sum()
     a_growth = _solve(risk_growth, lambda a: w_gr @ special.expit(a + u))
     scale = math.sqrt(1.0 + sd_v**2)
-    m0 = float(stats.norm.ppf(p_inf0)) * scale
-    m1 = float(stats.norm.ppf(p_inf1)) * scale
+    m0 = float(special.ndtri(p_inf0)) * scale
+    m1 = float(special.ndtri(p_inf1)) * scale
     # cut-point of score 4 so that P(score >= 4) = erosive_share * P(score >= 1) when
     # untreated; the others evenly spaced from 0 (illustrative spacing)
-    c4 = m0 + scale * float(stats.norm.isf(erosive * p_inf0))
+    c4 = m0 + scale * float(-special.ndtri(erosive * p_inf0))
     cut = tuple(float(k * c4 / 3.0) for k in range(6))
     return {
         "intercept_baseline_syndesmophyte": a_syn,
@@ -560,10 +562,7 @@ def as_generator(seed: int | np.random.SeedSequence | np.random.Generator) -> np
     return checks.as_generator(seed, error=SpecError)
 
 
-def _shift(true: np.ndarray, err: float, top: int, rng: np.random.Generator) -> np.ndarray:
-    """A reader's scores: each moved by ±1 with probability ``err``, clipped to 0…top."""
-    off = rng.random(true.shape) < err
-    up = rng.random(true.shape) < 0.5
+def _shifted(true: np.ndarray, off: np.ndarray, up: np.ndarray, top: int) -> np.ndarray:
     return np.clip(true + off * np.where(up, 1, -1), 0, top)
 
 
@@ -588,132 +587,252 @@ def simulate_arrays(
     ``syndesmo.derive.frame.derive_arrays(arrays, outcome, exposure, threshold)`` turns
     them into outcome, exposure and eligibility.
     """
-    rng = as_generator(rng)
+    return simulate_many(spec, [rng])[0]
+
+
+def simulate_many(
+    spec: CohortSpec, rngs: Sequence[int | np.random.SeedSequence | np.random.Generator]
+) -> list[dict[str, np.ndarray]]:
+    """``[simulate_arrays(spec, r) for r in rngs]``, computed for all cohorts at once.
+
+    Every cohort takes its draws from its own generator, in the order
+    ``simulate_arrays`` documents (the sizes of the draws do not depend on the data),
+    so each result equals ``simulate_arrays(spec, r)`` array for array; only the
+    arithmetic after the draws runs once over the stack of cohorts, which is what
+    makes a power simulation's chunk of replicates cheap. The arrays that are the
+    same for every cohort (``patient``, ``vu``, ``reader``, ``region``,
+    ``mri_weeks``, ``xray_weeks``) are shared between the dicts and read-only when
+    there is more than one cohort.
+    """
+    gens = [as_generator(r) for r in rngs]
+    if not gens:
+        return []
     cal = calibrate(spec)
     P, V, R = int(spec.n_patients), len(spec.vus), int(spec.n_readers)
     mri_weeks = np.asarray(spec.mri_weeks, dtype=np.int64)
     xray_weeks = np.asarray(spec.xray_weeks, dtype=np.int64)
     W, X = len(mri_weeks), len(xray_weeks)
+    d = _draws(spec, gens, P, V, W, X, R)
+    B = len(gens)
     region = np.array([REGIONS.index(VU_REGION[v]) for v in spec.vus], dtype=np.int8)
     scored = region != REGIONS.index("thoracic")
     lumbar = (region == REGIONS.index("lumbar")).astype(float)
 
     # 1. arm: exactly round(P * p) patients on infliximab
-    arm = np.zeros(P, dtype=np.int8)
-    arm[rng.permutation(P)[: round(P * spec.p_infliximab)]] = 1
+    arm = np.zeros((B, P), dtype=np.int8)
+    np.put_along_axis(arm, d["order"][:, : round(P * spec.p_infliximab)], 1, axis=1)
     # 2. patient random effects
-    a = rng.standard_normal(P)
-    b = rng.standard_normal(P)
+    a, b = d["a"], d["b"]
     u = spec.sd_syndesmophyte * a
     rho = float(spec.propensity_correlation)
     v = spec.sd_inflammation * (b if rho == 0 else rho * a + math.sqrt(1.0 - rho**2) * b)
     # 3. inflammation: latent Z (P, V, W) → ASspiMRI-a score 0-6
     treated = np.where(
-        arm[:, None] == 1, mri_weeks[None, :] > 0, mri_weeks[None, :] > spec.crossover_week
-    )
+        arm[:, :, None] == 1, mri_weeks > 0, mri_weeks > spec.crossover_week
+    )  # B, P, W
     m = np.where(treated, cal["inflammation_mean_treated"], cal["inflammation_mean_untreated"])
     r = spec.inflammation_persistence
-    persistent = rng.standard_normal((P, V))
-    transient = rng.standard_normal((P, V, W))
-    z = m[:, None, :] + v[:, None, None] + math.sqrt(r) * persistent[:, :, None]
-    z += math.sqrt(1.0 - r) * transient
-    mri_true = np.searchsorted(np.asarray(cal["mri_cutpoints"]), z, side="left").astype(np.int8)
+    z = m[:, :, None, :] + v[:, :, None, None] + math.sqrt(r) * d["persistent"][..., None]
+    z += math.sqrt(1.0 - r) * d["transient"]
+    # the number of cut-points below Z (np.searchsorted(cuts, z, side="left")), counted
+    mri_true = np.zeros(z.shape, dtype=np.int8)
+    for cut in cal["mri_cutpoints"]:
+        mri_true += z > cut
 
     # 4. baseline syndesmophytes: state 0 none, 1 one corner, 2 both corners, 3 bridge
-    has_syn = (
-        rng.random((P, V)) < special.expit(cal["intercept_baseline_syndesmophyte"] + u)[:, None]
-    )
+    has_syn = d["has_syn"] < special.expit(cal["intercept_baseline_syndesmophyte"] + u)[..., None]
     cum = np.cumsum(spec.baseline_extent)
-    state = np.where(has_syn, 1 + (rng.random((P, V))[..., None] >= cum[:2]).sum(-1), 0)
-    side_upper = rng.random((P, V)) < 0.5
-    corner1 = rng.random((P, V, 2)) < spec.corner1_prevalence
+    state = np.where(has_syn, _extent(d["extent"], cum), 0)
+    side_upper = d["side"] < 0.5
+    corner1 = d["corner1"] < spec.corner1_prevalence
     base = _corners_of_state(state, side_upper, corner1.astype(np.int8))
 
     # 5. exposure from the true MRI scores
     x = exposure_values(
-        mri_true.reshape(P * V, W), mri_weeks, spec.exposure, spec.threshold
-    ).reshape(P, V)
+        mri_true.reshape(B * P * V, W), mri_weeks, spec.exposure, spec.threshold
+    ).reshape(B, P, V)
     # 6. new syndesmophytes and growth
     eta_new = (
         cal["intercept_new"]
         + math.log(spec.odds_ratio_new) * x
-        + math.log(spec.odds_ratio_arm_new) * arm[:, None]
-        + math.log(spec.odds_ratio_lumbar_new) * lumbar[None, :]
-        + math.log(spec.odds_ratio_corner1_new) * (base.max(axis=-1) == 1)
-        + u[:, None]
+        + math.log(spec.odds_ratio_arm_new) * arm[..., None]
+        + math.log(spec.odds_ratio_lumbar_new) * lumbar
+        + math.log(spec.odds_ratio_corner1_new) * (np.maximum(base[..., 0], base[..., 1]) == 1)
+        + u[..., None]
     )
-    new = (state == 0) & (rng.random((P, V)) < special.expit(eta_new))
+    new = (state == 0) & (d["new"] < special.expit(eta_new))
     new_cum = np.cumsum(spec.new_extent)
-    new_state = 1 + (rng.random((P, V))[..., None] >= new_cum[:2]).sum(-1)
-    new_side_upper = rng.random((P, V)) < 0.5
+    new_state = _extent(d["new_extent"], new_cum)
+    new_side_upper = d["new_side"] < 0.5
     eta_gr = (
         cal["intercept_growth"]
         + math.log(spec.odds_ratio_growth) * x
-        + math.log(spec.odds_ratio_arm_growth) * arm[:, None]
-        + u[:, None]
+        + math.log(spec.odds_ratio_arm_growth) * arm[..., None]
+        + u[..., None]
     )
     can_grow = (state == 1) | (state == 2)
-    grow = can_grow & (rng.random((P, V)) < special.expit(eta_gr))
-    bridge = (state == 2) | (rng.random((P, V)) < spec.growth_bridge_share)
+    grow = can_grow & (d["grow"] < special.expit(eta_gr))
+    bridge = (state == 2) | (d["bridge"] < spec.growth_bridge_share)
     final_state = np.where(new, new_state, state)
     final_state = np.where(grow, np.where(bridge, 3, 2), final_state)
     final_side = np.where(new, new_side_upper, side_upper)
-    gained1 = rng.random((P, V, 2)) < spec.corner1_incidence
+    gained1 = d["gained1"] < spec.corner1_incidence
     last = _corners_of_state(
         final_state, final_side, np.maximum(base == 1, gained1).astype(np.int8)
     )
     last = np.maximum(last, base)  # no regression in the DGM
-    when = rng.random((P, V)) * xray_weeks[-1]  # time of the change
-    after = (xray_weeks[None, None, :] >= when[:, :, None]) & (xray_weeks[None, None, :] > 0)
-    corners_true = np.where(after[:, :, None, :], last[..., None], base[..., None])  # P,V,2,X
+    when = d["when"] * xray_weeks[-1]  # time of the change
+    # a change shows at x-ray weeks after it (week 0 is baseline): B, P, V, 2, X
+    corners_true = np.stack(
+        [np.where(((week >= when) & (week > 0))[..., None], last, base) for week in xray_weeks],
+        axis=-1,
+    )
 
-    # 9. patient covariates (before readers and missingness so those do not change them)
-    cov = _covariates(spec, u, v, rng)
+    # 9. patient covariates (drawn before readers and missingness)
+    cov = _covariates(spec, u, v, d)
 
     # 7. readers
     if R == 1:
-        mri_obs = mri_true[:, :, None, :].astype(float)
-        corners_obs = corners_true[:, :, None, :, :].astype(float)
+        mri_obs = mri_true[:, :, :, None, :].astype(float)
+        reader_corners = corners_true[:, :, :, None, :, :]
     else:
         mri_obs = np.stack(
-            [_shift(mri_true, spec.reader_mri_error, 6, rng) for _ in range(R)], axis=2
+            [_shifted(mri_true, d[f"mri_off{k}"], d[f"mri_up{k}"], 6) for k in range(R)],
+            axis=3,
         ).astype(float)
-        corners_obs = np.stack(
-            [_shift(corners_true, spec.reader_corner_error, 3, rng) for _ in range(R)], axis=2
-        ).astype(float)
+        reader_corners = np.stack(
+            [_shifted(corners_true, d[f"c_off{k}"], d[f"c_up{k}"], 3) for k in range(R)],
+            axis=3,
+        )
+    corners_obs = reader_corners.astype(float)
     # 8. missing images, per patient and week
-    mri_miss = rng.random((P, W)) < spec.mri_missing_rate
-    xray_miss = rng.random((P, X)) < spec.xray_missing_rate
+    mri_miss = d["mri_miss"] < spec.mri_missing_rate
+    xray_miss = d["xray_miss"] < spec.xray_missing_rate
     # (masks applied only where they mask something: the same arrays, less work)
     if mri_miss.any():
-        mri_obs[np.broadcast_to(mri_miss[:, None, None, :], mri_obs.shape)] = np.nan
+        mri_obs[np.broadcast_to(mri_miss[:, :, None, None, :], mri_obs.shape)] = np.nan
     if xray_miss.any() or not scored.all():
-        xmask = xray_miss[:, None, None, None, :] | ~scored[None, :, None, None, None]
+        xmask = xray_miss[:, :, None, None, None, :] | ~scored[:, None, None, None]
         corners_obs[np.broadcast_to(xmask, corners_obs.shape)] = np.nan
 
-    totals = np.nansum(corners_obs[..., 0][:, scored], axis=(1, 3))  # P × R
-    msasss = totals.mean(axis=1)
-    msasss[xray_miss[:, 0]] = np.nan
+    # (the sums of whole scores before the missing x-rays are masked: a patient whose
+    # baseline x-ray is missing gets NaN below, as nansum of all-NaN rows did)
+    first_xray = reader_corners[..., 0]  # B, P, V, R, corner
+    vu_total = first_xray[..., 0] + first_xray[..., 1]  # at most 6: int8 holds it
+    totals = vu_total[:, :, scored].sum(axis=2, dtype=np.int64)  # B, P, R
+    msasss = totals.astype(float).mean(axis=2)
+    msasss[xray_miss[..., 0]] = np.nan
 
     n = P * V * R
-    out = {
+    shared = {
         "patient": np.repeat(np.arange(P, dtype=np.int64), V * R),
         "vu": np.tile(np.repeat(np.arange(V, dtype=np.int64), R), P),
         "reader": np.tile(np.arange(R, dtype=np.int64), P * V),
         "region": np.tile(np.repeat(region, R), P),
-        "arm": np.repeat(arm, V * R),
-        "mri": mri_obs.reshape(n, W),
-        "corners": corners_obs.reshape(n, 2, X),
-        "exposure_true": np.repeat(x.ravel(), R),
         "mri_weeks": mri_weeks,
         "xray_weeks": xray_weeks,
+    }
+    if B > 1:
+        for arr in shared.values():
+            arr.flags.writeable = False
+    each = {
+        "arm": np.repeat(arm, V * R, axis=1),
+        "mri": mri_obs.reshape(B, n, W),
+        "corners": corners_obs.reshape(B, n, 2, X),
+        "exposure_true": np.repeat(x.reshape(B, P * V), R, axis=1),
         "patient_arm": arm,
         "patient_u": u,
         "patient_v": v,
         "patient_msasss_baseline": msasss,
     }
-    out.update({f"patient_{k}": val for k, val in cov.items()})
+    each.update({f"patient_{k}": val for k, val in cov.items()})
+    out = []
+    for i in range(B):  # keys in the order simulate_arrays has always returned them
+        one = {k: shared[k] for k in _ROW_KEYS}
+        one.update((k, each[k][i]) for k in ("arm", "mri", "corners", "exposure_true"))
+        one.update((k, shared[k]) for k in _WEEK_KEYS)
+        one.update((k, val[i]) for k, val in each.items() if k not in one)
+        out.append(one)
     return out
+
+
+_ROW_KEYS = ("patient", "vu", "reader", "region")
+_WEEK_KEYS = ("mri_weeks", "xray_weeks")
+
+
+def _draws(
+    spec: CohortSpec, gens: Sequence[np.random.Generator], P: int, V: int, W: int, X: int, R: int
+) -> dict[str, np.ndarray]:
+    """All random numbers of the cohorts, ``(len(gens), ...)`` arrays: each cohort's
+    from its own generator, in the order the DGM has always drawn them (consecutive
+    draws of one kind are taken in one call and split: the same numbers). Drawn
+    straight into the stacked arrays."""
+    B, pv = len(gens), P * V
+    order = np.empty((B, P), dtype=np.int64)
+    normal1 = np.empty((B, 2 * P))  # a, b
+    normal2 = np.empty((B, pv * (1 + W)))  # persistent, transient
+    uniform1 = np.empty((B, 5 * pv))
+    uniform2 = np.empty((B, 8 * pv))
+    covs = np.empty((len(_COVARIATE_DRAWS), B, P))
+    mri_miss = np.empty((B, P, W))
+    xray_miss = np.empty((B, P, X))
+    if R > 1:
+        readers = np.empty((B, R, 2, P, V, W))
+        corners = np.empty((B, R, 2, P, V, 2, X))
+    for i, rng in enumerate(gens):
+        order[i] = rng.permutation(P)
+        rng.standard_normal(out=normal1[i])
+        rng.standard_normal(out=normal2[i])
+        rng.random(out=uniform1[i])
+        rng.random(out=uniform2[i])
+        for k, (_, kind) in enumerate(_COVARIATE_DRAWS):
+            if kind == "normal":
+                rng.standard_normal(out=covs[k, i])
+            else:
+                rng.random(out=covs[k, i])
+        if R > 1:
+            for k in range(R):  # per reader: which MRI scores move, and up or down
+                rng.random(out=readers[i, k, 0])
+                rng.random(out=readers[i, k, 1])
+            for k in range(R):  # the same for corner scores
+                rng.random(out=corners[i, k, 0])
+                rng.random(out=corners[i, k, 1])
+        rng.random(out=mri_miss[i])
+        rng.random(out=xray_miss[i])
+
+    def part(a: np.ndarray, k: int, *shape: int) -> np.ndarray:
+        return a[:, k * pv : k * pv + int(np.prod(shape))].reshape(B, *shape)
+
+    d = {
+        "order": order,
+        "a": normal1[:, :P],
+        "b": normal1[:, P:],
+        "persistent": normal2[:, :pv].reshape(B, P, V),
+        "transient": normal2[:, pv:].reshape(B, P, V, W),
+        "has_syn": part(uniform1, 0, P, V),
+        "extent": part(uniform1, 1, P, V),
+        "side": part(uniform1, 2, P, V),
+        "corner1": part(uniform1, 3, P, V, 2),
+        "gained1": part(uniform2, 5, P, V, 2),
+        "when": part(uniform2, 7, P, V),
+        "mri_miss": mri_miss,
+        "xray_miss": xray_miss,
+    }
+    for k, name in enumerate(("new", "new_extent", "new_side", "grow", "bridge")):
+        d[name] = part(uniform2, k, P, V)
+    for k, (name, _) in enumerate(_COVARIATE_DRAWS):
+        d[f"cov_{name}"] = covs[k]
+    for k in range(R if R > 1 else 0):
+        d[f"mri_off{k}"] = readers[:, k, 0] < spec.reader_mri_error
+        d[f"mri_up{k}"] = readers[:, k, 1] < 0.5
+        d[f"c_off{k}"] = corners[:, k, 0] < spec.reader_corner_error
+        d[f"c_up{k}"] = corners[:, k, 1] < 0.5
+    return d
+
+
+def _extent(draw: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """1, 2 or 3: how many of the first two cumulative probabilities ``draw`` reaches, + 1."""
+    return 1 + (draw >= cum[0]).astype(np.int8) + (draw >= cum[1])
 
 
 def _corners_of_state(state: np.ndarray, side_upper: np.ndarray, ones: np.ndarray) -> np.ndarray:
@@ -728,21 +847,33 @@ def _corners_of_state(state: np.ndarray, side_upper: np.ndarray, ones: np.ndarra
     return np.stack([upper, lower], axis=-1).astype(np.int8)
 
 
+#: The covariates' draws, in the order they are drawn.
+_COVARIATE_DRAWS = (
+    ("age", "normal"),
+    ("sex", "binary"),
+    ("symptom_duration", "normal"),
+    ("hla_b27", "binary"),
+    ("crp", "normal"),
+    ("basdai", "normal"),
+)
+
+
 def _covariates(
-    spec: CohortSpec, u: np.ndarray, v: np.ndarray, rng: np.random.Generator
+    spec: CohortSpec, u: np.ndarray, v: np.ndarray, d: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Patient covariates, each a proxy of one propensity (see ``_COVARIATES``)."""
-    P = len(u)
-    su = u / spec.sd_syndesmophyte if spec.sd_syndesmophyte > 0 else np.zeros(P)
-    sv = v / spec.sd_inflammation if spec.sd_inflammation > 0 else np.zeros(P)
+    su = u / spec.sd_syndesmophyte if spec.sd_syndesmophyte > 0 else np.zeros_like(u)
+    sv = v / spec.sd_inflammation if spec.sd_inflammation > 0 else np.zeros_like(v)
 
     def normal(name: str, prop: np.ndarray) -> np.ndarray:
         mean, sd, rho = _COVARIATES[name]
-        return mean + sd * (rho * prop + math.sqrt(1.0 - rho**2) * rng.standard_normal(P))
+        return mean + sd * (rho * prop + math.sqrt(1.0 - rho**2) * d[f"cov_{name}"])
 
     def binary(name: str, prop: np.ndarray) -> np.ndarray:
         share, _, beta = _COVARIATES[name]
-        return (rng.random(P) < special.expit(special.logit(share) + beta * prop)).astype(np.int8)
+        return (d[f"cov_{name}"] < special.expit(special.logit(share) + beta * prop)).astype(
+            np.int8
+        )
 
     age = np.clip(normal("age", su), 18.0, 80.0)
     male = binary("sex", su)

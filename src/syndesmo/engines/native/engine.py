@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+import scipy.sparse as sp
 
 from syndesmo.checks import check_nagq
 from syndesmo.engines.native.core import constants, fit_core, lme4_loglik
-from syndesmo.engines.native.layout import compress_shared, compress_stacked
+from syndesmo.engines.native.layout import compress_shared, compress_stacked, distinct_rows
 from syndesmo.engines.native.model import (
     MAX_NAGQ,
     SEPARATION_BETA,
@@ -48,6 +48,7 @@ from syndesmo.engines.native.model import (
     NativeModel,
 )
 from syndesmo.engines.native.multilevel.model import fit_structured
+from syndesmo.engines.native.quadrature import columns
 from syndesmo.errors import ModelError
 from syndesmo.fitting.design import Design
 from syndesmo.fitting.registry import name_for
@@ -186,12 +187,16 @@ class ManyFit:
 
     def pvalues(self) -> np.ndarray:
         """Two-sided Wald p-values, (R, p)."""
+        from scipy import stats  # lazy: not loaded by power runs
+
         return 2.0 * stats.norm.sf(np.abs(self.tvalues))
 
     def conf_int(self, level: float = 0.95) -> np.ndarray:
         """Wald intervals, (R, p, 2) with lower and upper bounds on the link scale."""
         if not 0.0 < level < 1.0:
             raise ValueError(f"confidence level must be between 0 and 1, got {level}")
+        from scipy import stats  # lazy: not loaded by power runs
+
         z = stats.norm.ppf(0.5 + level / 2.0)
         return np.stack([self.params - z * self.bse, self.params + z * self.bse], axis=-1)
 
@@ -247,7 +252,7 @@ def _many_inputs(X, Y, groups, trials, mask):
         m = np.where(mask, m, 0.0)
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Y[m > 0]))):
         raise ModelError("X and Y must be finite on the rows in the analysis")
-    if np.any((Y < 0) | (Y > m) | (Y != np.round(Y))) and mask is None:
+    if mask is None and np.any((Y < 0) | (Y > m) | (Y != np.round(Y))):
         raise ModelError("Y must count successes between 0 and trials (0/1 when binary)")
     Y = np.where(m > 0, Y, 0.0)
     if np.any((Y < 0) | (Y > m) | (Y != np.round(Y))):
@@ -292,10 +297,11 @@ def fit_many(
     logc, sat = constants(Y, M)
     n_obs = (M > 0).sum(axis=1)
     n_events = Y.sum(axis=1)
-    gpresent = np.zeros((R, int(groups.max()) + 1), dtype=bool)
-    for g_rows in (M > 0,):
-        gpresent[np.nonzero(g_rows)[0], groups[np.nonzero(g_rows)[1]]] = True
-    n_groups = gpresent.sum(axis=1)
+    G = int(groups.max()) + 1
+    member = sp.csr_matrix(
+        (np.ones(groups.size), (np.arange(groups.size), groups)), (groups.size, G)
+    )
+    n_groups = (np.asarray((M > 0).astype(float) @ member) > 0).sum(axis=1)  # groups in use
 
     out = {
         "params": np.full((R, p), np.nan),
@@ -313,10 +319,11 @@ def fit_many(
         chunk = _default_chunk(X, Y, M, groups, nagq)
     for lo in range(0, idx_all.size, chunk):
         idx = idx_all[lo : lo + chunk]
+        take = columns(idx)  # a slice (no copies) when the replicates are a run
         if X.shape[0] == 1:
-            layout, _ = compress_shared(X[0], Y[idx], M[idx], groups)
+            layout, _ = compress_shared(X[0], Y[take], M[take], groups)
         else:
-            layout, _ = compress_stacked(X[idx], Y[idx], M[idx], groups)
+            layout, _ = compress_stacked(X[take], Y[take], M[take], groups)
         core = fit_core(layout, nagq, None, tol, maxiter)
         out["params"][idx] = core.psi[:, :p]
         out["sigma"][idx] = core.psi[:, p]
@@ -361,7 +368,7 @@ def _default_chunk(
     """Replicates per chunk so that the Newton batch arrays hold ~CHUNK_ELEMENTS numbers."""
     x0 = X[0] if X.shape[0] == 1 else X[0][M[0] > 0]
     g0 = groups if X.shape[0] == 1 else groups[M[0] > 0]
-    rows = max(1, np.unique(np.column_stack([g0, x0]), axis=0).shape[0])
+    rows = max(1, distinct_rows(g0, x0))
     per_rep = rows * (X.shape[2] + 2) * (1 if nagq == 1 else 2)
     return int(np.clip(CHUNK_ELEMENTS // per_rep, 1, 512))
 

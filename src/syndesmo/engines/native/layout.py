@@ -32,6 +32,11 @@ def _patterns(groups: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return sk[new], inv
 
 
+def distinct_rows(groups: np.ndarray, X: np.ndarray) -> int:
+    """How many distinct ``(group, covariate row)`` rows there are: the rows of a layout."""
+    return int(_patterns(groups, X)[0].shape[0])
+
+
 def _starts(gcodes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, gcodes[1:] != gcodes[:-1]])
 
@@ -60,6 +65,47 @@ def compress_shared(
     return Layout(Xc, y, m, gid.reshape(-1), off), codes
 
 
+def _grid_patterns(
+    X: np.ndarray, Y: np.ndarray, M: np.ndarray, groups: np.ndarray, G: int
+) -> tuple[np.ndarray, ...] | None:
+    """The distinct (replicate, group, covariate row) patterns of the rows in use, in
+    the order of a lexicographic sort, from one integer key per cell of the (R, n)
+    grid — when every covariate holds small whole numbers ≥ 0 on those rows (binary
+    exposures, an arm); ``None`` otherwise. Returns each pattern's cell
+    (replicate × G + group), covariate row and summed successes and trials.
+    """
+    R, n, p = X.shape
+    keep = M > 0
+    if not keep.any():
+        return None
+    key = (np.arange(R)[:, None] * G + np.asarray(groups, dtype=np.int64)).astype(np.int64)
+    span = R * G
+    for j in range(p):
+        xj = X[:, :, j]
+        lo = float(np.min(xj, where=keep, initial=np.inf))
+        hi = float(np.max(xj, where=keep, initial=-np.inf))
+        if lo == hi:
+            continue  # the same on every row in use (the intercept): orders nothing
+        if lo < 0 or hi > 2**20 or np.any((xj != np.floor(xj)) & keep):
+            return None
+        width = int(hi) + 1
+        span *= width
+        if span >= 2**62:
+            return None
+        key = key * width + np.where(keep, xj, 0.0).astype(np.int64)
+    key = np.where(keep, key, np.iinfo(np.int64).max).ravel()
+    order = np.argsort(key, kind="stable")[: int(keep.sum())]  # rows come nearly sorted
+    key = key[order]
+    new = np.ones(key.size, dtype=bool)
+    new[1:] = key[1:] != key[:-1]
+    pattern = np.cumsum(new) - 1
+    y = np.bincount(pattern, Y.ravel()[order])
+    m = np.bincount(pattern, M.ravel()[order])
+    at = order[new]
+    rep, row = at // n, at % n
+    return rep * G + np.asarray(groups, dtype=np.int64)[row], X[rep, row], y, m
+
+
 def compress_stacked(
     X: np.ndarray, Y: np.ndarray, M: np.ndarray, groups: np.ndarray
 ) -> tuple[Layout, np.ndarray]:
@@ -68,37 +114,43 @@ def compress_stacked(
     Each replicate is merged on its own; every group then gets as many rows as the
     replicate with the most distinct rows in it (the others are padded with rows of
     zero trials), so that row ``i`` belongs to the same group in every replicate.
-    Rows masked out (``M = 0``) are dropped before merging.
+    Rows masked out (``M = 0``) are dropped before merging. All replicates are
+    merged in one lexicographic sort on (replicate, group, covariate row).
     """
     R, _, p = X.shape
     G = int(groups.max()) + 1
-    per_rep = []
-    counts = np.zeros((R, G), dtype=np.int64)
-    for r in range(R):
-        keep = M[r] > 0
-        uniq, inv = _patterns(groups[keep], X[r, keep])
-        y = np.bincount(inv, Y[r, keep], minlength=uniq.shape[0])
-        m = np.bincount(inv, M[r, keep], minlength=uniq.shape[0])
-        g = uniq[:, 0].astype(np.int64)
-        counts[r] = np.bincount(g, minlength=G)
-        per_rep.append((uniq[:, 1:], y, m, g))
+    grid = _grid_patterns(X, Y, M, groups, G)
+    if grid is None:
+        rep, row = np.nonzero(M > 0)
+        cell = rep * G + np.asarray(groups, dtype=np.int64)[row]  # sorts as (replicate, group)
+        xr = X[rep, row]  # (rows kept, p)
+        order = np.lexsort((*xr.T[::-1], cell))
+        cell, row, rep, xr = cell[order], row[order], rep[order], xr[order]
+        new = np.ones(cell.size, dtype=bool)
+        new[1:] = (cell[1:] != cell[:-1]) | np.any(xr[1:] != xr[:-1], axis=1)
+        pattern = np.cumsum(new) - 1
+        first = np.flatnonzero(new)
+        y = np.bincount(pattern, Y[rep, row])
+        m = np.bincount(pattern, M[rep, row])
+        cell, px = cell[first], xr[first]
+    else:
+        cell, px, y, m = grid
+    prep, pg = cell // G, cell % G
+    counts = np.bincount(cell, minlength=R * G).reshape(R, G)
     width = counts.max(axis=0)
     present = np.flatnonzero(width > 0)
     width = width[present]
     offset = np.full(G, -1, dtype=np.int64)
     offset[present] = np.r_[0, np.cumsum(width)[:-1]]
     total = int(width.sum())
+    cell_start = np.r_[0, np.cumsum(counts.ravel())[:-1]]
+    rank = np.arange(cell.size) - cell_start[cell]
+    pos = offset[pg] + rank
     Xc = np.zeros((R, total, p))
     yc = np.zeros((R, total))
     mc = np.zeros((R, total))
-    for r, (xp, y, m, g) in enumerate(per_rep):
-        if g.size == 0:
-            continue
-        first = _starts(g)
-        rank = np.arange(g.size) - np.repeat(first, np.diff(np.r_[first, g.size]))
-        pos = offset[g] + rank
-        Xc[r, pos] = xp
-        yc[r, pos] = y
-        mc[r, pos] = m
+    Xc[prep, pos] = px
+    yc[prep, pos] = y
+    mc[prep, pos] = m
     gid = np.repeat(np.arange(present.size), width)
     return Layout(Xc, yc, mc, gid), present

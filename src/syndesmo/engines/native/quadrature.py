@@ -79,6 +79,13 @@ class Layout:
         self.gid = np.asarray(gid, dtype=np.int64)
         n = self.gid.size
         self.n_groups = int(self.gid.max()) + 1
+        # rows sorted by group (as the layouts of ``layout`` are): rows per group, so a
+        # group quantity is spread to its rows by ``np.repeat`` instead of a gather
+        self._runs = (
+            np.bincount(self.gid, minlength=self.n_groups)
+            if n and np.all(self.gid[1:] >= self.gid[:-1])
+            else None
+        )
         self.Z = sp.csr_matrix((np.ones(n), (self.gid, np.arange(n))), shape=(self.n_groups, n))
         self.p = int(self.X.shape[1] if self.shared else self.X.shape[0])
         self.n_reps = int(self.y.shape[1])
@@ -97,6 +104,13 @@ class Layout:
             return self.Z @ a
         return (self.Z @ a.reshape(a.shape[0], -1)).reshape((self.n_groups, *a.shape[1:]))
 
+    def expand(self, a: np.ndarray) -> np.ndarray:
+        """A group quantity on the rows of each group: ``(G, ...) -> (n, ...)``
+        (``a[gid]``)."""
+        if self._runs is None:
+            return a[self.gid]
+        return np.repeat(a, self._runs, axis=0)
+
     def gram(self, rep: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``Xᵀ diag(w_b) X`` for batch element ``b`` on replicate ``rep[b]``: (B, p, p).
 
@@ -111,7 +125,7 @@ class Layout:
                 self._outer = (self.X[:, None] * self.X[None, :]).reshape(p * p, *self.X.shape[1:])
         if self.shared:
             return (w.T @ self._outer).reshape(-1, p, p)
-        return np.einsum("knb,nb->bk", self._outer[:, :, rep], w).reshape(-1, p, p)
+        return np.einsum("knb,nb->bk", self._outer[:, :, columns(rep)], w).reshape(-1, p, p)
 
     def eta(self, Xb: np.ndarray, beta: np.ndarray) -> np.ndarray:
         """Linear predictor ``X β`` (plus the offset) for a batch: (n, B)."""
@@ -120,7 +134,17 @@ class Layout:
 
     def design(self, rep: np.ndarray) -> np.ndarray:
         """Design for batch element ``b`` on replicate ``rep[b]``: (n, p) or (p, n, B)."""
-        return self.X if self.shared else self.X[:, :, rep]
+        return self.X if self.shared else self.X[:, :, columns(rep)]
+
+
+def columns(rep: np.ndarray) -> slice | np.ndarray:
+    """Index of the replicates ``rep`` along a last axis: a slice (a view, no copy) when
+    they are a run ``a, a + 1, …, b`` (as when every replicate is still iterating),
+    else ``rep`` itself."""
+    n = rep.size
+    if n and rep[-1] - rep[0] == n - 1 and (n < 3 or bool(np.all(np.diff(rep) == 1))):
+        return slice(int(rep[0]), int(rep[-1]) + 1)
+    return rep
 
 
 def linear_predictor(Xb: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -143,14 +167,18 @@ def logistic(eta: np.ndarray, with_softplus: bool = True):
     scipy's ``expit`` and numpy's ``logaddexp`` are an order of magnitude slower than
     ``exp`` on large arrays; this is exact to rounding for any ``eta``.
     """
-    e = np.exp(-np.abs(eta))
-    inv = 1.0 / (1.0 + e)
-    ei = e * inv
+    e = np.abs(eta)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    inv = np.add(e, 1.0)
+    np.divide(1.0, inv, out=inv)
+    ei = np.multiply(e, inv)
     mu = np.where(eta >= 0, inv, ei)
-    var = ei * inv
+    var = np.multiply(ei, inv, out=ei)
     if not with_softplus:
         return mu, var, None
-    return mu, var, np.maximum(eta, 0.0) + np.log1p(e)
+    np.log1p(e, out=e)
+    return mu, var, np.maximum(eta, 0.0) + e
 
 
 @dataclass
@@ -185,11 +213,11 @@ def solve_modes(
     for groups whose responses are all 1 or all 0; lme4 halves PIRLS steps for the
     same reason).
     """
-    gid = layout.gid
-    y = layout.y[:, rep]
-    m = layout.m[:, rep]
-    ys = layout.ysum[:, rep]
-    a = theta * (ys - layout.msum[:, rep])
+    cols = columns(rep)
+    y = layout.y[:, cols]
+    m = layout.m[:, cols]
+    ys = layout.ysum[:, cols]
+    a = theta * (ys - layout.msum[:, cols])
     b = theta * ys
     lo = np.minimum(a, b)
     hi = np.maximum(a, b)
@@ -198,7 +226,7 @@ def solve_modes(
     th2 = theta * theta
     done = False
     for _ in range(MODE_MAXITER):
-        eta = eta0 + (theta * u)[gid]
+        eta = eta0 + layout.expand(theta * u)
         mu, var, _ = logistic(eta, with_softplus=False)
         r = y - m * mu
         v = m * var
@@ -243,8 +271,9 @@ def loglik_and_grad(
     theta = psi[:, -1]
     eta0 = layout.eta(Xb, beta)
     st = solve_modes(layout, eta0, theta, rep, u0)
-    y = layout.y[:, rep]
-    m = layout.m[:, rep]
+    cols = columns(rep)
+    y = layout.y[:, cols]
+    m = layout.m[:, cols]
     s = 1.0 / np.sqrt(st.H)
     # h(û) per group: the Laplace term, and the reference for the quadrature sums
     lp0 = y * st.eta - m * (np.maximum(st.eta, 0.0) + np.log1p(np.exp(-np.abs(st.eta))))
@@ -272,8 +301,7 @@ def loglik_and_grad(
     # beta: dû/dβ = −θ Σ v x / H ; dH/dβ = θ² Σ v' x + θ³ T dû/dβ
     c1 = (D + q * th2 * theta * T) * (-theta / H)
     c2 = q * th2
-    gid = layout.gid
-    omega = rho + c1[gid] * st.v + c2[gid] * vp
+    omega = rho + layout.expand(c1) * st.v + layout.expand(c2) * vp
     g_beta = cross(Xb, omega)
     # theta: dû/dθ = (R − θ û W)/H ; dH/dθ = 2θW + θ²(T û + θ T dû/dθ)
     du_dth = (st.R - theta * st.u * st.W) / H

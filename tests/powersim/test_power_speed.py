@@ -1,0 +1,53 @@
+"""The speed features of a power run keep its results: ``workers="auto"``, the
+engine and calibration loaded before forking, and a power run's imports (no
+scipy.stats)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from syndesmo.powersim import executors
+from syndesmo.powersim.api import power
+from syndesmo.simulate.cohort import CohortSpec
+
+
+def test_resolve_workers_auto_and_explicit(monkeypatch):
+    assert executors.resolve_workers(3, None, 10) == 3
+    assert executors.resolve_workers(None, None, 10_000) is None
+    assert executors.resolve_workers("auto", None, executors.AUTO_MIN_SIMS - 1) is None
+    assert executors.resolve_workers("auto", "tcp://h:1", 10_000) is None
+    monkeypatch.setattr(executors, "usable_cpus", lambda: 1)
+    assert executors.resolve_workers("auto", None, 10_000) is None
+    monkeypatch.setattr(executors, "usable_cpus", lambda: 64)
+    monkeypatch.setattr(executors, "start_method", lambda: "fork")
+    assert executors.resolve_workers("auto", None, 10_000) == executors.AUTO_MAX_WORKERS
+    monkeypatch.setattr(executors, "start_method", lambda: "spawn")
+    assert executors.resolve_workers("auto", None, 10_000) is None
+
+
+def test_auto_workers_give_the_in_process_results(monkeypatch):
+    if executors.start_method() != "fork" or executors.usable_cpus() < 2:
+        pytest.skip("needs fork and 2 CPUs")
+    monkeypatch.setattr(executors, "AUTO_MIN_SIMS", 10)
+    spec = CohortSpec(n_patients=40)
+    kw = {"n_sims": 100, "seed": 5, "progress": False, "analysis": ["vu", "logit"]}
+    here = power(spec, workers=None, **kw)
+    auto = power(spec, **kw)  # the default, workers="auto"
+    assert here.backend == "in-process" and auto.backend.startswith("processes(")
+    pd.testing.assert_frame_equal(here.replicates, auto.replicates, check_exact=True)
+    cols = [c for c in here.table.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(here.table[cols], auto.table[cols], check_exact=True)
+
+
+def test_a_power_run_does_not_import_scipy_stats():
+    code = (
+        "import sys, syndesmo as sy\n"
+        "sy.power(sy.CohortSpec(n_patients=20), n_sims=50, seed=1, progress=False)\n"
+        "print('scipy.stats' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
