@@ -7,12 +7,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from syndesmo.powersim import executors
-from syndesmo.powersim.api import power
-from syndesmo.simulate.cohort import CohortSpec
 
 
 def test_resolve_workers_auto_and_explicit(monkeypatch):
@@ -29,18 +26,29 @@ def test_resolve_workers_auto_and_explicit(monkeypatch):
     assert executors.resolve_workers("auto", None, 10_000) is None
 
 
-def test_auto_workers_give_the_in_process_results(monkeypatch):
+def test_auto_workers_give_the_in_process_results():
+    """In a fresh interpreter (other tests leave Dask threads behind, and "auto" does
+    not fork a process that runs threads): forked workers give the in-process results
+    exactly."""
     if executors.start_method() != "fork" or executors.usable_cpus() < 2:
-        pytest.skip("needs fork and 2 CPUs")
-    monkeypatch.setattr(executors, "AUTO_MIN_SIMS", 10)
-    spec = CohortSpec(n_patients=40)
-    kw = {"n_sims": 100, "seed": 5, "progress": False, "analysis": ["vu", "logit"]}
-    here = power(spec, workers=None, **kw)
-    auto = power(spec, **kw)  # the default, workers="auto"
-    assert here.backend == "in-process" and auto.backend.startswith("processes(")
-    pd.testing.assert_frame_equal(here.replicates, auto.replicates, check_exact=True)
-    cols = [c for c in here.table.columns if c != "seconds"]
-    pd.testing.assert_frame_equal(here.table[cols], auto.table[cols], check_exact=True)
+        pytest.skip("workers='auto' runs in-process on a machine without fork or 2 CPUs")
+    code = (
+        "import pandas as pd, syndesmo as sy\n"
+        "from syndesmo.powersim import executors\n"
+        "executors.AUTO_MIN_SIMS = 10\n"
+        "spec = sy.CohortSpec(n_patients=40)\n"
+        "kw = dict(n_sims=100, seed=5, progress=False, analysis=['vu', 'logit'])\n"
+        "here = sy.power(spec, workers=None, **kw)\n"
+        "auto = sy.power(spec, **kw)\n"
+        "pd.testing.assert_frame_equal(here.replicates, auto.replicates, check_exact=True)\n"
+        "cols = [c for c in here.table.columns if c != 'seconds']\n"
+        "pd.testing.assert_frame_equal(here.table[cols], auto.table[cols], check_exact=True)\n"
+        "print(here.backend, '|', auto.backend)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    here, auto = out.stdout.strip().splitlines()[-1].split(" | ")
+    assert here == "in-process" and auto.startswith("processes("), out.stdout
 
 
 def test_a_power_run_does_not_import_scipy_stats():

@@ -41,8 +41,9 @@ take the mean of the readers' scores (``derive``'s ``"mean"`` rule, the default 
 ``sy.fit`` per replicate for another engine). The readings of one VU share its true
 state, so a per-reading model with ``(1|patient)`` alone is anti-conservative
 (coverage 0.615 in ``benchmarks/coverage_readers_results.md``). On the simulator's
-near-copy readings the nested model's VU SD is large and its Wald test conservative
-(``designs`` gives the numbers): its power is a lower bound.
+readings (one true state per VU, misread now and then) the nested model's VU SD is
+large and its Wald test conservative (``designs`` gives the numbers): its power is
+near 0 where ``"vu"``'s is not.
 
 **MRI weeks.** Any ``spec.mri_weeks`` work, with any exposure defined on them
 (``"w0"``, ``"w12_or_w52"``, …).

@@ -22,8 +22,11 @@ outcomes (``derive_arrays``) of one chunk's ``R`` replicates into one model stac
   and 1 at 120 (alpha 0.05; ``benchmarks/power_designs_results.md``), with the VU
   SD estimated around 25 and the SE about twice the empirical SD of the estimates
   (30 studies of 120 patients: SD 0.55, median SE 1.14; nAGQ 5 gave 0.59 and 1.05).
-  Power with several readers is therefore understated by this model on near-copy
-  readings; simulated readers who disagree more make it less so.
+  Its power on these readings is near 0 even when readers disagree often: at 187
+  patients and OR 2 (40 studies), 0%, 2.5% and 2.5% with corner misreads of 5%,
+  15% and 30%, against 63%, 55% and 48% for ``"vu"`` on the readers' mean. A binary
+  true state read twice is not a normal VU effect: the fit puts the VU SD at 15–30
+  and the patient SD at 0 (one such fit: SE 0.51 against 0.23 for the mean model).
 * :func:`hybrid_design` — the **within–between GLMM** (Neuhaus & Kalbfleisch,
   Biometrics 1998;54:638–45; ``syndesmo.derive.within``):
   ``y ~ mri_within + mri_between + arm + (1|patient)``, the patient means taken over

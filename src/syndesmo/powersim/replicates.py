@@ -399,9 +399,7 @@ def reader_formula(outcome: str, design: dict[str, Any]) -> str:
 
 def reader_stack(sims, plan: Plan) -> dict[str, Any]:
     """The per-reading stack of a chunk's cohorts (``derive``'s ``"per_reader"`` rule)."""
-    derived = [
-        derive_arrays(a, plan.outcome, plan.exposure, plan.threshold, "per_reader") for a in sims
-    ]
+    derived = derive_many(sims, plan.outcome, plan.exposure, plan.threshold, "per_reader")
     return reader_design(sims, derived, plan.adjust, int(plan.spec.n_readers))
 
 

@@ -40,8 +40,9 @@ analyses (--analysis, comma separated):
            readers on the mean of the readers' scores, as reproduce fits it)
   readers  with 2 or more readers (n_readers in the spec): every reading a row, nested
            in its VU: ~ mri + arm + C(reader) + (1|patient/vu) (one nested fit per
-           study; on the simulator's near-copy readings its Wald test is
-           conservative, so its power is a lower bound)
+           study). On the simulator's readings (one true state per VU, misread
+           now and then) its Wald test is conservative and its power near 0:
+           plan two-reader studies with vu (see the README)
   gee      the same model by GEE (exchangeable within patient; slower)
   patient  patient-level logistic: any new syndesmophyte ~ any inflamed VU + arm
   logit    crude VU-level logistic ignoring clustering (anti-conservative when
