@@ -360,19 +360,3 @@ def test_cli_bad_threshold_is_one_line(cohort_files, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "threshold" in err
     assert not (tmp_path / "x").exists()
-
-
-def test_reproduce_report_has_the_course_section(cohort_files, tmp_path, capsys):
-    vu, patients = cohort_files
-    out = tmp_path / "rep"
-    argv = ["reproduce", "--vu", str(vu), "--patients", str(patients), "--out", str(out)]
-    assert main([*argv, "--quiet"]) == 0
-    capsys.readouterr()
-    text = (out / "report.md").read_text(encoding="utf-8")
-    assert "## The MRI course" in text and "![MRI course](course_prevalence.png)" in text
-    assert text.index("## The MRI course") < text.index("## VUs and patients left out")
-    names = {p.name for p in out.iterdir()}
-    assert {"course_prevalence.png", "course_vu_prevalence.csv", "course_mcnemar.md"} <= names
-    vp = pd.read_csv(out / "course_vu_prevalence.csv")
-    row = vp.query("measure == 'inflammation' and arm == 'all' and week == 0").iloc[0]
-    assert f"{100 * row['prevalence']:.1f}%" in text

@@ -289,6 +289,18 @@ def test_shipped_cohort_shows_the_findings_of_the_2012_abstract(shipped_run):
     assert "the large majority of new syndesmophytes developed in vertebral units" in text
 
 
+def test_reproduce_report_has_the_course_section(shipped_run):
+    out, _ = shipped_run
+    text = (out / "report.md").read_text(encoding="utf-8")
+    assert "## The MRI course" in text and "![MRI course](course_prevalence.png)" in text
+    assert text.index("## The MRI course") < text.index("## VUs and patients left out")
+    names = {p.name for p in out.iterdir()}
+    assert {"course_prevalence.png", "course_vu_prevalence.csv", "course_mcnemar.md"} <= names
+    vp = pd.read_csv(out / "course_vu_prevalence.csv")
+    row = vp.query("measure == 'inflammation' and arm == 'all' and week == 0").iloc[0]
+    assert f"{100 * row['prevalence']:.1f}%" in text
+
+
 def test_report_states_synthetic_data_and_true_ors(shipped_run):
     out, _ = shipped_run
     text = (out / "report.md").read_text(encoding="utf-8")

@@ -159,37 +159,37 @@ def test_type_one_error_of_the_within_patient_estimators_and_the_course():
 
 @pytest.mark.slow  # about 45 s: one conditional-logit fit per study
 def test_within_patient_estimators_cover_the_true_or_under_correlated_propensities():
-    """OR 2, propensity correlation 0.5, 300 studies of 100 patients: the Wald CIs of
+    """OR 2, propensity correlation 0.5, 150 studies of 100 patients: the Wald CIs of
     hybrid and clogit cover log 2 a number of times inside the exact binomial 99% region
     around 0.95; the plain GLMM, biased upwards, covers it less often."""
     spec = CohortSpec(n_patients=100, odds_ratio_new=2.0, propensity_correlation=0.5)
-    res = power(spec, n_sims=300, analysis="vu,hybrid,clogit", seed=5, progress=False)
+    res = power(spec, n_sims=150, analysis="vu,hybrid,clogit", seed=5, progress=False)
     t = res.table.set_index("analysis")
     for a in ("hybrid", "clogit"):
-        n = 300 - int(t.loc[a, "failed"])
+        n = 150 - int(t.loc[a, "failed"])
         lo, hi = binomial_acceptance_region(n, 0.95, 0.99)
         covered = round(t.loc[a, "coverage"] * n)
-        assert n >= 285 and lo <= covered <= hi, (a, res.summary())
+        assert n >= 142 and lo <= covered <= hi, (a, res.summary())
         assert t.loc[a, "true_or"] == 2.0
     assert t.loc["vu", "bias_log_or"] > 0.1, res.summary()
-    n = 300 - int(t.loc["vu", "failed"])
+    n = 150 - int(t.loc["vu", "failed"])
     assert round(t.loc["vu", "coverage"] * n) < binomial_acceptance_region(n, 0.95, 0.99)[0]
 
 
-@pytest.mark.slow  # about 60 s: one nested fit per study
+@pytest.mark.slow  # about 20 s: one nested fit per study
 def test_type_one_error_of_the_nested_reader_design_is_at_most_alpha():
     """OR 1, two readers (MRI reader error 0.1): the nested GLMM of the readings rejects
-    at most as often as the upper end of the exact binomial 99% region around 0.05 (200
-    studies of 50 patients); the true OR is known (1) under the null even with reader
+    at most as often as the upper end of the exact binomial 99% region around 0.05 (100
+    studies of 40 patients); the true OR is known (1) under the null even with reader
     error. One-sided on purpose: the test is conservative in this data-generating
     model. Its readings are the truth moved by one step with a small probability, so
     two readings of a VU almost always agree, the VU-within-patient SD is estimated
     around 15-25 and the Wald SE about twice the empirical SD of the estimates
     (measured: 4/200 rejections at 50 patients, 1/200 at 120 patients — below the
     two-sided region's lower end; adaptive quadrature, nAGQ 5, does not change it)."""
-    spec = CohortSpec(n_patients=50, n_readers=2, reader_mri_error=0.1, odds_ratio_new=1.0)
-    res = power(spec, n_sims=200, analysis="readers", seed=17, progress=False)
-    _, hi = binomial_acceptance_region(200, 0.05, 0.99)
+    spec = CohortSpec(n_patients=40, n_readers=2, reader_mri_error=0.1, odds_ratio_new=1.0)
+    res = power(spec, n_sims=100, analysis="readers", seed=17, progress=False)
+    _, hi = binomial_acceptance_region(100, 0.05, 0.99)
     row = res.table.iloc[0]
     assert row["failed_rate"] < 0.05, res.summary()
     assert row["rejections"] <= hi, res.summary()
