@@ -14,6 +14,7 @@ from syndesmo.powersim import executors
 
 
 def test_resolve_workers_auto_and_explicit(monkeypatch):
+    monkeypatch.setattr(executors, "_live_pool", lambda workers: False)
     assert executors.resolve_workers(3, None, 10) == 3
     assert executors.resolve_workers(None, None, 10_000) is None
     assert executors.resolve_workers("auto", None, executors.AUTO_MIN_SIMS - 1) is None
@@ -24,13 +25,17 @@ def test_resolve_workers_auto_and_explicit(monkeypatch):
     monkeypatch.setattr(executors, "start_method", lambda: "fork")
     assert executors.resolve_workers("auto", None, 10_000) == executors.AUTO_MAX_WORKERS
     monkeypatch.setattr(executors, "start_method", lambda: "spawn")
+    monkeypatch.setattr(executors, "_live_pool", lambda workers: False)
     assert executors.resolve_workers("auto", None, 10_000) is None
+    # the session's pool (whose own thread rules out fork) is used once it exists
+    monkeypatch.setattr(executors, "_live_pool", lambda workers: True)
+    assert executors.resolve_workers("auto", None, 10_000) == executors.AUTO_MAX_WORKERS
 
 
 def test_auto_workers_give_the_in_process_results():
     """In a fresh interpreter (other tests leave Dask threads behind, and "auto" does
     not fork a process that runs threads): forked workers give the in-process results
-    exactly."""
+    exactly, and the next call uses the same pool again."""
     if "fork" not in multiprocessing.get_all_start_methods() or executors.usable_cpus() < 2:
         pytest.skip("workers='auto' runs in-process on a machine without fork or 2 CPUs")
     code = (
@@ -41,6 +46,8 @@ def test_auto_workers_give_the_in_process_results():
         "kw = dict(n_sims=100, seed=5, progress=False, analysis=['vu', 'logit'])\n"
         "here = sy.power(spec, workers=None, **kw)\n"
         "auto = sy.power(spec, **kw)\n"
+        "again = sy.power(spec, **kw)\n"
+        "assert again.backend == auto.backend, (auto.backend, again.backend)\n"
         "pd.testing.assert_frame_equal(here.replicates, auto.replicates, check_exact=True)\n"
         "cols = [c for c in here.table.columns if c != 'seconds']\n"
         "pd.testing.assert_frame_equal(here.table[cols], auto.table[cols], check_exact=True)\n"

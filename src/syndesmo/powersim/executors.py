@@ -218,16 +218,28 @@ def resolve_workers(workers: int | str | None, scheduler: Any, n_sims: int) -> i
     runs: a forked worker inherits the imported package and starts in
     milliseconds, whereas ``spawn`` would import it again in every worker and
     needs the ``__main__`` guard); otherwise in-process. A kept-alive pool is
-    reused whatever was chosen. Measured on 2 cores (``benchmarks/README.md``
+    reused: later calls keep using it (its own thread would rule out forking a new
+    one). Measured on 2 cores (``benchmarks/README.md``
     § Power): 1000 replicates ran faster on 2 forked workers than in-process,
     cold and warm, idle or shared. Any other value is returned as it is.
     """
     if workers != AUTO:
         return workers
-    if scheduler is not None or n_sims < AUTO_MIN_SIMS or start_method() != "fork":
-        return None
     cpus = min(usable_cpus(), AUTO_MAX_WORKERS)
-    return cpus if cpus >= 2 else None
+    if scheduler is not None or n_sims < AUTO_MIN_SIMS or cpus < 2:
+        return None
+    # the session's pool runs a thread of its own, so once it exists fork is ruled out
+    # for new pools but the pool itself is there to be used
+    if _live_pool(cpus) or start_method() == "fork":
+        return cpus
+    return None
+
+
+def _live_pool(workers: int) -> bool:
+    """Whether the session holds a working pool of ``workers`` processes."""
+    with _POOLS_LOCK:
+        ex = _POOLS.get(workers)
+    return ex is not None and not getattr(ex, "_broken", False)
 
 
 def backend_name(workers: int | None, scheduler: Any) -> str:
