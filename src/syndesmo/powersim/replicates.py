@@ -277,16 +277,7 @@ def _fit_batched(vu: dict[str, Any], plan: Plan, term: str) -> dict[str, np.ndar
             names=vu["names"],
         )
         parts.append(
-            {
-                "estimate": many.params[:, j],
-                "se": many.bse[:, j],
-                "converged": many.converged & np.isfinite(many.params[:, j]),
-                "singular": many.singular,
-                "sigma": many.sigma,
-                "n_obs": np.asarray(many.n_obs),
-                "n_events": np.asarray(many.n_events),
-                "message": np.array(many.messages or [""] * len(many), dtype=object),
-            }
+            _term_arrays(many, j, np.array(many.messages or [""] * len(many), dtype=object))
         )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -453,14 +444,21 @@ def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
             words = ", ".join(f"'{t}'" for t in sep)
             note = f"complete or quasi-complete separation along {words}"
             message[r] = f"{message[r]}; {note}" if message[r] else note
+    # singular: any variance component (patient or VU within patient) at 0
+    out = _term_arrays(many, j, message)
+    out["n_events"] = out["n_events"].astype(int)
+    return out
+
+
+def _term_arrays(many, j: int, message: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-replicate arrays of term ``j`` of a ``ManyFit`` (the analyses' common form)."""
     return {
         "estimate": many.params[:, j],
         "se": many.bse[:, j],
         "converged": many.converged & np.isfinite(many.params[:, j]),
-        # singular: any variance component (patient or VU within patient) at 0
         "singular": many.singular,
         "sigma": many.sigma,
         "n_obs": np.asarray(many.n_obs),
-        "n_events": np.asarray(many.n_events).astype(int),
+        "n_events": np.asarray(many.n_events),
         "message": message,
     }
