@@ -228,7 +228,7 @@ def test_glmm_steps_b_c_d_unbiased_with_nominal_coverage():
     the GLMM log-OR at ladder steps b, c, d is unbiased and its Wald 95% CI covers
     the truth at the nominal rate. Acceptance regions (99.9%): |bias| <= 3.29 Monte
     Carlo SEs; coverage in 0.95 ± 3.29 * sqrt(0.95 * 0.05 / 500) = [0.918, 0.982].
-    benchmarks/coverage.py runs 2000 replicates (figures in its output)."""
+    benchmarks/ladder_coverage.py runs 2000 replicates (figures in its output)."""
     spec = CohortSpec(n_patients=187, odds_ratio_new=2.0)
     n_reps = 500
     sims = simcheck.simulation_check(

@@ -7,7 +7,7 @@ within-patient estimators of ladder step (e) — the hybrid GLMM and conditional
 logistic regression — to show their bias under a patient-level confounder
 (``CohortSpec.propensity_correlation``). ``coverage_summary`` turns the estimates
 into bias, standard errors and CI coverage with their Monte Carlo errors. Used by
-tests/test_analysis.py, tests/simulate/test_within.py, benchmarks/coverage.py and
+tests/test_analysis.py, tests/simulate/test_within.py, benchmarks/ladder_coverage.py and
 benchmarks/within_patient.py.
 """
 

@@ -511,7 +511,7 @@ def _check_nagq(nagq: int, structure: ReStructure) -> int:
     return int(nagq)
 
 
-def _covariances(hess: np.ndarray, p: int, at_bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def covariances(hess: np.ndarray, p: int, at_bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """vcov of β and SEs of θ from the Hessian over (β, θ) (β block alone at the bound)."""
     info = -hess
     P = info.shape[0]
@@ -630,7 +630,7 @@ def fit_multilevel(
     loglik = float(out["value"] + logc)
     diag_idx = diag[p:]
     at_bound = diag_idx & (theta <= 1e-12)
-    vcov, theta_se = _covariances(out["hess"], p, at_bound)
+    vcov, theta_se = covariances(out["hess"], p, at_bound)
     small = diag_idx & (theta < SINGULAR_TOL)
     singular_terms = sorted(
         {structure.terms[structure.theta_index[j][0]].name for j in np.flatnonzero(small)}

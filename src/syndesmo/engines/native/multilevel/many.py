@@ -2,10 +2,12 @@
 
 :func:`fit_many_structured` fits ``(1|patient/vu)``-type models (any bars the native
 engine takes) to many response vectors, one replicate after the other, and returns the
-arrays a power simulation needs. Unlike the random-intercept ``fit_many`` the
-replicates are not batched into one computation: each is a full
-:func:`~syndesmo.engines.native.multilevel.fit.fit_multilevel` on its own rows (the
-rows in the analysis differ between replicates, and so do the tree and its levels).
+arrays a power simulation needs. Two nested random intercepts ``(1|outer/inner)``
+by Laplace, the two-reader design, are fitted all at once by
+:mod:`~syndesmo.engines.native.multilevel.two_level` (the same steps as
+``fit_multilevel``, compiled); every other model, and every replicate that path
+hands back (a variance at the boundary, a saddle point), is a full
+:func:`~syndesmo.engines.native.multilevel.fit.fit_multilevel` on its own rows.
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ import numpy as np
 import pandas as pd
 
 from syndesmo.checks import check_nagq
+from syndesmo.engines.native.core import constants
 from syndesmo.engines.native.engine import ManyFit
-from syndesmo.engines.native.multilevel.fit import MAX_NAGQ, fit_multilevel
+from syndesmo.engines.native.multilevel.fit import (
+    MAX_NAGQ,
+    SINGULAR_TOL,
+    covariances,
+    fit_multilevel,
+)
+from syndesmo.engines.native.multilevel.two_level import fit_two_level_many, nested_pair
 from syndesmo.errors import ModelError
 from syndesmo.fitting.random_effects import build_structure, parse_bars
 
@@ -111,7 +120,13 @@ def fit_many_structured(
     sds: list[np.ndarray | None] = [None] * R
     sd_names: list[str] = []
     messages = [""] * R
+    done = _two_level(X, Y, m, rows_in, groups, bars, nagq, tol, out, sds, messages)
+    if done.any():
+        short, long = sorted(bars, key=lambda b: len(b.factors))
+        sd_names = [f"{long.name} (Intercept)", f"{short.name} (Intercept)"]
     for r in range(R):
+        if done[r]:
+            continue
         rows = np.flatnonzero(rows_in[r])
         try:
             structure = build_structure(bars, groups.iloc[rows])
@@ -155,3 +170,38 @@ def fit_many_structured(
         sds=sd_array,
         sd_names=sd_names,
     )
+
+
+def _two_level(X, Y, m, rows_in, groups, bars, nagq, tol, out, sds, messages) -> np.ndarray:
+    """Fit the replicates :func:`fit_two_level_many` can (``(1|outer/inner)`` by
+    Laplace), filling ``out``, ``sds`` and ``messages`` as ``fit_multilevel`` would;
+    returns which replicates it fitted."""
+    R = Y.shape[0]
+    pair = nested_pair(bars) if nagq == 1 else None
+    if pair is None or groups[[pair[0], *pair[1]]].isna().to_numpy().any():
+        return np.zeros(R, dtype=bool)
+    outer = pd.factorize(groups[pair[0]], sort=True)[0]
+    inner = pd.factorize(groups[pair[1][1]], sort=True)[0]
+    fast = fit_two_level_many(X, Y, m, rows_in, outer, inner, tol)
+    p = X.shape[2]
+    done = fast["done"]
+    for r in np.flatnonzero(done):
+        psi = fast["psi"][r]
+        theta = psi[p:]
+        rows = rows_in[r]
+        logc, _ = constants(Y[r, rows], m[r, rows])
+        vcov, _ = covariances(fast["hess"][r], p, theta <= 1e-12)
+        out["params"][r] = psi[:p]
+        out["vcov"][r] = vcov
+        out["bse"][r] = np.sqrt(np.clip(np.diag(vcov), 0.0, None))
+        out["loglik"][r] = float(fast["value"][r] + logc)
+        out["converged"][r] = fast["converged"][r] and np.isfinite(fast["value"][r])
+        out["singular"][r] = bool(np.any(theta < SINGULAR_TOL))
+        out["n_groups"][r] = fast["n_outer"][r]
+        sds[r] = theta.copy()
+        if not fast["converged"][r]:
+            messages[r] = (
+                f"iteration limit reached (maxiter={fast['maxiter']}), "
+                f"Newton decrement {fast['decrement'][r]:.1e}"
+            )
+    return done

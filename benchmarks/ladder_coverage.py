@@ -16,7 +16,7 @@ tests/test_analysis.py, whose figures go into the report of the analysis layer.
    against the conditional log-OR. Once for the default spec and once with almost
    no baseline syndesmophytes (no selection).
 
-usage:  python benchmarks/coverage.py [--reps 2000] [--gee-reps 300] [--seed 2026]
+usage:  python benchmarks/ladder_coverage.py [--reps 2000] [--gee-reps 300] [--seed 2026]
 """
 
 from __future__ import annotations

@@ -1,0 +1,426 @@
+"""Many Laplace fits of one two-level nested model ``(1|outer/inner)`` at once.
+
+Power for the two-reader design fits ``y ~ x + (1|patient/vu)`` to hundreds of
+simulated studies. :func:`~syndesmo.engines.native.multilevel.fit.fit_multilevel` fits
+one study in about 0.3 s, almost all of it the fixed cost of many small array
+operations on ~2 300 rows. Here the rows of all studies of a block lie end to end
+(a *ragged* layout: each study keeps its own merged rows), every study has its own
+``ψ = (β, θ_inner, θ_outer)``, and each step of the fit is one array operation over
+all of them.
+
+The model and its Laplace approximation are those of ``laplace.py``, written out for
+two nested scalar intercepts. With spherical effects ``b_j`` (inner node ``j``) and
+``c_k`` (outer node ``k``), ``η_i = x_iβ + θ₁ b_j + θ₂ c_k``; the Hessian of the
+penalised log density is an *arrow* per outer node::
+
+    H_jj = 1 + θ₁² W_j,   H_kk = 1 + θ₂² Σ_j W_j,   H_jk = θ₁ θ₂ W_j,
+
+(``W_j`` the sum of ``m μ (1 − μ)`` over the rows of ``j``), so solves, the log
+determinant and the elements of ``H⁻¹`` the exact gradient needs are closed forms
+through the Schur complement ``S_k = H_kk − Σ_j H_jk² / H_jj``.
+
+The maximisation mirrors :func:`~syndesmo.engines.native.multilevel.fit.maximise`:
+quasi-Newton (BFGS) steps with step halving, verified by Newton steps on the Hessian
+from central differences of the exact gradient until the Newton decrement is below
+``tol``, then one last Newton step and the Hessian there for the standard errors. A
+study that needs what that path does not do here — a variance at the boundary, a
+saddle point, a failed line search, the iteration limit — is returned as *not done*,
+for the caller to fit alone by ``fit_multilevel``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MODE_TOL = 1e-10  # as laplace.MODE_TOL
+MODE_MAXITER = 200
+MIN_HALVING = 1e-12
+FD_STEP = 1e-5  # as fit.FD_STEP
+SNAP_TOL = 1e-5  # as fit.SNAP_TOL
+MAXITER = 200
+
+
+@dataclass
+class Layout:
+    """The rows of many studies in one padded array per quantity.
+
+    Axes ``(R, K, J, T)``: study, outer node, inner node within the outer node, row
+    within the inner node; ``X`` has the columns last. A slot with no row of the
+    study's analysis has ``m = 0`` (and ``y = 0``): it adds nothing to any sum, and
+    an inner or outer node without rows keeps its mode at 0 and adds 0 to the log
+    determinant, exactly as if it were absent.
+    """
+
+    X: np.ndarray  # (R, K, J, T, p)
+    y: np.ndarray  # (R, K, J, T)
+    m: np.ndarray  # (R, K, J, T)
+
+    @property
+    def n_rep(self) -> int:
+        return self.y.shape[0]
+
+    def subset(self, keep: np.ndarray) -> Layout:
+        """The studies ``keep`` (indices or a mask) in a layout of their own."""
+        return Layout(self.X[keep], self.y[keep], self.m[keep])
+
+
+def slots(outer: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's ``(k, j, t)`` slot: outer node, inner node within it, row within that."""
+    import pandas as pd
+
+    k, _ = pd.factorize(outer, sort=True)
+    pair, _ = pd.factorize(pd.MultiIndex.from_arrays([k, inner]), sort=True)
+    first = np.full(int(k.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, k, pair)  # pairs are numbered in (outer, inner) order
+    j = pair - first[k]
+    order = np.argsort(pair, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(pair[order])) + 1]
+    t = np.empty(len(pair), dtype=np.int64)
+    t[order] = np.arange(len(pair)) - np.repeat(starts, np.diff(np.r_[starts, len(pair)]))
+    return k, j, t
+
+
+def build_layout(
+    X: np.ndarray,
+    Y: np.ndarray,
+    m: np.ndarray,
+    rows_in: np.ndarray,
+    outer: np.ndarray,
+    inner: np.ndarray,
+) -> Layout:
+    """The padded layout of ``R`` studies that share their rows' groups.
+
+    ``X`` ``(R, n, p)``, ``Y``, ``m`` and ``rows_in`` ``(R, n)`` (the rows of each
+    study's analysis); ``outer`` and ``inner`` ``(n,)`` codes (an inner code names an
+    inner node within its outer node).
+    """
+    R, _, p = X.shape
+    k, j, t = slots(np.asarray(outer), np.asarray(inner))
+    shape = (R, int(k.max()) + 1, int(j.max()) + 1, int(t.max()) + 1)
+    Xd = np.zeros((*shape, p))
+    yd = np.zeros(shape)
+    md = np.zeros(shape)
+    Xd[:, k, j, t] = np.where(rows_in[..., None], X, 0.0)
+    yd[:, k, j, t] = np.where(rows_in, Y, 0.0)
+    md[:, k, j, t] = np.where(rows_in, m, 0.0)
+    return Layout(Xd, yd, md)
+
+
+# --------------------------------------------------------------------------------------
+# Maximisation, all studies in step
+# --------------------------------------------------------------------------------------
+
+
+class _Objective:
+    """Value and exact gradient of some studies of a layout, with warm-started modes."""
+
+    def __init__(self, L: Layout) -> None:
+        self.L = L
+        R, K, J, _ = L.y.shape
+        self.b = np.zeros((R, K, J))  # modes at each study's last accepted point
+        self.c = np.zeros((R, K))
+
+    def evaluate(self, idx: np.ndarray, psi: np.ndarray, keep: bool, grad: bool = True):
+        """At ``psi`` ``(len(idx), P)`` for the studies ``idx``; with ``keep`` the modes
+        found become the warm start of those studies (where the value is finite)."""
+        from syndesmo.engines.native.multilevel.two_level_kernel import (
+            MODE_TOL,
+            evaluate_blocks,
+        )
+
+        n = len(idx)
+        b, c = self.b[idx], self.c[idx]
+        value = np.empty(n)
+        g = np.empty((n, psi.shape[1]))
+        ok = np.empty(n, dtype=np.bool_)
+        L = self.L
+        evaluate_blocks(L.X, L.y, L.m, idx, psi, b, c, MODE_TOL, grad, value, g, ok)
+        if keep:
+            self.b[idx[ok]] = b[ok]
+            self.c[idx[ok]] = c[ok]
+        return value, g
+
+    def hessian(self, idx: np.ndarray, psi: np.ndarray) -> np.ndarray:
+        """Central differences of the exact gradient: ``(len(idx), P, P)``."""
+        n, P = psi.shape
+        h = FD_STEP * np.maximum(1.0, np.abs(psi))
+        H = np.empty((n, P, P))
+        for i in range(P):
+            up = psi.copy()
+            up[:, i] += h[:, i]
+            dn = psi.copy()
+            dn[:, i] -= h[:, i]
+            _, g_up = self.evaluate(idx, up, keep=False)
+            _, g_dn = self.evaluate(idx, dn, keep=False)
+            H[:, i, :] = (g_up - g_dn) / (2.0 * h[:, i, None])
+        return 0.5 * (H + np.swapaxes(H, 1, 2))
+
+
+def _positive(info: np.ndarray) -> np.ndarray:
+    """Per study, ``info`` with its eigenvalues replaced by their absolute values."""
+    lam, V = np.linalg.eigh(0.5 * (info + np.swapaxes(info, 1, 2)))
+    top = np.max(np.abs(lam), axis=1, keepdims=True)
+    floor = 1e-8 * np.maximum(top, 1e-300) + 1e-12
+    return np.einsum("rij,rj,rkj->rik", V, np.maximum(np.abs(lam), floor), V)
+
+
+def _ascent_steps(info: np.ndarray, grad: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Newton ascent steps ``info⁻¹ grad`` on each study's free coordinates."""
+    if not fixed.any():
+        return np.linalg.solve(info, grad[..., None])[..., 0]
+    both = fixed[:, :, None] | fixed[:, None, :]
+    eye = np.broadcast_to(np.eye(info.shape[1], dtype=bool), info.shape)
+    A = np.where(both, np.where(eye, 1.0, 0.0), info)
+    return np.linalg.solve(A, np.where(fixed, 0.0, grad)[..., None])[..., 0]
+
+
+def _bfgs(info: np.ndarray, s: np.ndarray, yv: np.ndarray) -> np.ndarray:
+    """BFGS updates of the negative Hessians (each skipped unless sᵀy > 0)."""
+    sy = np.einsum("ri,ri->r", s, yv)
+    Ns = np.einsum("rij,rj->ri", info, s)
+    sNs = np.einsum("ri,ri->r", s, Ns)
+    ok = (sy > 1e-12 * np.linalg.norm(s, axis=1) * np.linalg.norm(yv, axis=1)) & (sNs > 0)
+    safe_sNs = np.where(ok, sNs, 1.0)
+    safe_sy = np.where(ok, sy, 1.0)
+    upd = (
+        info
+        - np.einsum("ri,rj->rij", Ns, Ns) / safe_sNs[:, None, None]
+        + np.einsum("ri,rj->rij", yv, yv) / safe_sy[:, None, None]
+    )
+    return np.where(ok[:, None, None], upd, info)
+
+
+@dataclass
+class Result:
+    """Per study of the layout: the optimum, the Hessian there, whether this path
+    finished it (``done``) and converged; ``n_iter`` counts quasi-Newton steps."""
+
+    psi: np.ndarray
+    value: np.ndarray
+    grad: np.ndarray
+    hess: np.ndarray
+    done: np.ndarray
+    converged: np.ndarray
+    n_iter: np.ndarray
+    decrement: np.ndarray
+
+
+def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) -> Result:
+    """Maximise the Laplace log-likelihood of every study of ``L`` from ``psi0``.
+
+    Every study follows :func:`~syndesmo.engines.native.multilevel.fit.maximise`'s
+    path (the same steps, to rounding): BFGS steps with step halving from the
+    Hessian by central differences of the exact gradient, verified by Newton steps on
+    a recomputed Hessian until the Newton decrement is below ``tol``, one last Newton
+    step, and the Hessian there for the standard errors.
+
+    A standard deviation that ends within ``SNAP_TOL`` of 0 is set to 0 and held
+    there if the likelihood allows, as there. A study leaves this path (``done``
+    False, for ``fit_multilevel`` alone) where ``fit.maximise`` would escape a saddle
+    point or give up a line search; a study that reaches ``maxiter`` is done and not
+    converged, as there.
+    """
+    R, P = psi0.shape
+    p = P - 2
+    obj = _Objective(L)
+    every = np.arange(R)
+    psi = psi0.copy()
+    val, grad = obj.evaluate(every, psi, keep=True)
+    active = np.isfinite(val)
+    hess = np.full((R, P, P), np.nan)
+    info = np.tile(np.eye(P), (R, 1, 1))
+    first = np.flatnonzero(active)
+    hess[first] = obj.hessian(first, psi[first])
+    hess_at = psi.copy()
+    info[first] = _positive(-hess[first])
+    exact = np.ones(R, dtype=bool)
+    done = np.zeros(R, dtype=bool)
+    converged = np.zeros(R, dtype=bool)
+    n_iter = np.zeros(R, dtype=int)
+    decrement = np.full(R, np.inf)
+    fixed = np.zeros((R, P), dtype=bool)  # standard deviations held at 0
+    while active.any():
+        act = np.flatnonzero(active)
+        step = np.zeros((R, P))
+        step[act] = _ascent_steps(info[act], grad[act], fixed[act])
+        decrement[act] = np.einsum("ri,ri->r", grad[act], step[act])
+        small = active & (decrement < tol)
+        refresh = np.flatnonzero(small & ~exact)
+        finish = np.flatnonzero(small & exact)
+        move = np.flatnonzero(active & ~small)
+        if refresh.size:
+            hess[refresh] = obj.hessian(refresh, psi[refresh])
+            hess_at[refresh] = psi[refresh]
+            info[refresh] = _positive(-hess[refresh])
+            exact[refresh] = True
+        if finish.size:
+            trial = psi[finish] + step[finish]
+            v_t, g_t = obj.evaluate(finish, trial, keep=True)
+            vf = val[finish]
+            better = np.isfinite(v_t) & (v_t >= vf - 1e-12 * (1 + np.abs(vf)))
+            f = finish[better]
+            psi[f], val[f], grad[f] = trial[better], v_t[better], g_t[better]
+            snap = ~fixed[finish] & (np.abs(psi[finish]) < SNAP_TOL)
+            snap[:, :p] = False
+            snapped = np.zeros(finish.size, dtype=bool)
+            rows = np.flatnonzero(snap.any(axis=1))
+            if rows.size:
+                at = finish[rows]
+                trial = np.where(snap[rows], 0.0, psi[at])
+                v_t, g_t = obj.evaluate(at, trial, keep=True)
+                va = val[at]
+                ok = np.isfinite(v_t) & (v_t >= va - 1e-9 * (1 + np.abs(va)))
+                a = at[ok]
+                psi[a], val[a], grad[a] = trial[ok], v_t[ok], g_t[ok]
+                fixed[a] |= snap[rows[ok]]
+                if a.size:
+                    hess[a] = obj.hessian(a, psi[a])
+                    hess_at[a] = psi[a]
+                    info[a] = _positive(-hess[a])
+                    exact[a] = True
+                snapped[rows[ok]] = True
+            ended = finish[~snapped]
+            active[ended] = False
+            fx = fixed[ended]
+            both = fx[:, :, None] | fx[:, None, :]
+            eye = np.broadcast_to(np.eye(P, dtype=bool), both.shape)
+            free_hess = np.where(both, np.where(eye, -1.0, 0.0), hess[ended])
+            lam = np.linalg.eigvalsh(free_hess)
+            top = np.maximum(1.0, np.max(np.abs(lam), axis=1))
+            fine = lam[:, -1] <= 1e-6 * top  # not a saddle point (escaped there)
+            done[ended[fine]] = True
+            converged[ended[fine]] = True
+        if move.size:
+            alpha = np.ones(move.size)
+            pending = np.ones(move.size, dtype=bool)
+            accepted = np.zeros(move.size, dtype=bool)
+            new_psi, new_val, new_grad = psi[move], val[move], grad[move]
+            base_val = val[move]
+            while pending.any():
+                sel = np.flatnonzero(pending)
+                studies = move[sel]
+                trial = psi[studies] + alpha[sel, None] * step[studies]
+                v_t, g_t = obj.evaluate(studies, trial, keep=True)
+                bv = base_val[sel]
+                ok = np.isfinite(v_t) & (v_t >= bv - 1e-12 * (1 + np.abs(bv)))
+                good = sel[ok]
+                new_psi[good], new_val[good], new_grad[good] = trial[ok], v_t[ok], g_t[ok]
+                accepted[good] = True
+                pending[good] = False
+                alpha[sel[~ok]] *= 0.5
+                failed = pending & (alpha <= 1e-10)
+                if failed.any():
+                    pending &= ~failed
+                    fs = move[failed]
+                    restart = fs[~exact[fs]]
+                    if restart.size:  # a poor quasi-Newton model: the true Hessian
+                        hess[restart] = obj.hessian(restart, psi[restart])
+                        hess_at[restart] = psi[restart]
+                        info[restart] = _positive(-hess[restart])
+                        exact[restart] = True
+                    active[fs[exact[fs] & ~np.isin(fs, restart)]] = False  # fitted alone
+            a = move[accepted]
+            if a.size:
+                n_iter[a] += 1
+                info[a] = _bfgs(info[a], new_psi[accepted] - psi[a], grad[a] - new_grad[accepted])
+                exact[a] = False
+                psi[a], val[a], grad[a] = new_psi[accepted], new_val[accepted], new_grad[accepted]
+        limit = active & (n_iter >= maxiter)
+        done |= limit
+        active &= ~limit
+    # the Hessian at the end point, for the standard errors (as fit.maximise: unless
+    # the last exact Hessian was computed there)
+    moved = np.max(np.abs(hess_at - psi) / np.maximum(1.0, np.abs(psi)), axis=1) >= 1e-5
+    stale = np.flatnonzero(done & (moved | ~exact))
+    if stale.size:
+        hess[stale] = obj.hessian(stale, psi[stale])
+    return Result(psi, val, grad, hess, done, converged, n_iter, decrement)
+
+
+# --------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------
+
+
+def nested_pair(bars) -> tuple[str, tuple[str, ...]] | None:
+    """``(outer column, inner factor columns)`` when ``bars`` are exactly the two
+    random intercepts of ``(1|outer/inner)``; ``None`` otherwise."""
+    if len(bars) != 2 or any(b.lhs != "1" for b in bars):
+        return None
+    short, long = sorted(bars, key=lambda b: len(b.factors))
+    if len(short.factors) != 1 or len(long.factors) != 2 or long.factors[0] != short.factors[0]:
+        return None
+    return short.factors[0], long.factors
+
+
+def _eligible(L: Layout) -> np.ndarray:
+    """Studies this path fits: events and non-events, more inner than outer nodes
+    (so ``θ`` is in lme4's order: inner first), at least 2 outer nodes, and ``X`` of
+    full column rank."""
+    events = L.y.sum(axis=(1, 2, 3))
+    trials = L.m.sum(axis=(1, 2, 3))
+    inner_nodes = (L.m.sum(axis=3) > 0).sum(axis=(1, 2))
+    outer_nodes = (L.m.sum(axis=(2, 3)) > 0).sum(axis=1)
+    ok = (events > 0) & (events < trials) & (inner_nodes > outer_nodes) & (outer_nodes >= 2)
+    p = L.X.shape[-1]
+    for r in np.flatnonzero(ok):
+        ok[r] = np.linalg.matrix_rank(L.X[r][L.m[r] > 0]) == p
+    return ok
+
+
+def fit_two_level_many(
+    X: np.ndarray,
+    Y: np.ndarray,
+    m: np.ndarray,
+    rows_in: np.ndarray,
+    outer: np.ndarray,
+    inner: np.ndarray,
+    tol: float,
+) -> dict[str, np.ndarray]:
+    """Laplace fits of ``(1|outer/inner)`` to ``R`` studies in one computation.
+
+    Returns per study ``psi`` (β, θ_inner, θ_outer; θ ≥ 0 as in lme4), ``value``
+    (the Laplace log-likelihood without binomial coefficients), ``hess`` over ``ψ``,
+    ``grad``, ``n_outer``, ``n_iter``, ``decrement`` and ``done``: the studies it
+    did not finish (see :func:`maximise`) or could not start (see ``_eligible``) are
+    for ``fit_multilevel``.
+    """
+    from syndesmo.engines.native.multilevel.fit import glm_start
+
+    full = build_layout(X, Y, m, rows_in, outer, inner)
+    R, P = X.shape[0], X.shape[2] + 2
+    out = {
+        "psi": np.full((R, P), np.nan),
+        "value": np.full(R, np.nan),
+        "grad": np.full((R, P), np.nan),
+        "hess": np.full((R, P, P), np.nan),
+        "n_outer": (full.m.sum(axis=(2, 3)) > 0).sum(axis=1),
+        "n_iter": np.zeros(R, dtype=int),
+        "decrement": np.full(R, np.nan),
+        "done": np.zeros(R, dtype=bool),
+        "converged": np.zeros(R, dtype=bool),
+        "maxiter": MAXITER,
+    }
+    keep = np.flatnonzero(_eligible(full))
+    if keep.size == 0:
+        return out
+    L = full.subset(keep)
+    psi0 = np.empty((len(keep), P))
+    for i in range(len(keep)):
+        rows = L.m[i] > 0
+        psi0[i, : P - 2] = glm_start(L.X[i][rows], L.y[i][rows], L.m[i][rows])
+    psi0[:, P - 2 :] = 1.0
+    res = maximise(L, psi0, tol)
+    signs = np.ones_like(res.psi)
+    signs[:, P - 2 :] = np.where(res.psi[:, P - 2 :] < 0, -1.0, 1.0)
+    out["psi"][keep] = signs * res.psi
+    out["value"][keep] = res.value
+    out["grad"][keep] = signs * res.grad
+    out["hess"][keep] = res.hess * signs[:, :, None] * signs[:, None, :]
+    out["n_iter"][keep] = res.n_iter
+    out["decrement"][keep] = res.decrement
+    out["done"][keep] = res.done
+    out["converged"][keep] = res.converged
+    return out

@@ -1,0 +1,229 @@
+"""The compiled inner loop of :mod:`two_level`: Laplace value and exact gradient of
+``(1|outer/inner)`` models, one outer node (patient) at a time.
+
+For one study and parameters ``ψ = (β, θ₁, θ₂)`` the outer nodes are independent
+blocks: each has its own spherical effects ``(b_1 … b_J, c)`` and its own *arrow*
+Hessian (``two_level``'s docstring gives the algebra). So the conditional modes, the
+log determinant and the gradient's terms are all computed block by block, in a loop
+that touches each row a few times: Newton for the modes with step halving (as
+``laplace.solve_modes`` halves per block), then the closed forms of ``H⁻¹``.
+
+Arrays are ``(R, K, J, T)`` (study, outer node, inner node within it, row within
+that), ``X`` ``(R, K, J, T, p)``; a slot with ``m = 0`` is no row. Compiled with
+numba (``cache=True``: the machine code is kept beside this file after the first
+call).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+MODE_TOL = 1e-10  # as laplace.MODE_TOL
+MODE_MAXITER = 200  # as laplace.MODE_MAXITER
+MIN_HALVING = 1e-12  # as laplace.MIN_HALVING
+
+
+@njit(cache=True, error_model="numpy")
+def _rows(eta0, y, m, b, c, t1, t2, mu, v, res, ll):
+    """Rows of one block at modes ``(b, c)``; returns ``h`` (log density of the block)."""
+    J, T = eta0.shape
+    h = -0.5 * c * c
+    for j in range(J):
+        h -= 0.5 * b[j] * b[j]
+        for t in range(T):
+            if m[j, t] == 0.0:
+                mu[j, t] = 0.0
+                v[j, t] = 0.0
+                res[j, t] = 0.0
+                ll[j, t] = 0.0
+                continue
+            eta = eta0[j, t] + t1 * b[j] + t2 * c
+            e = math.exp(-abs(eta))
+            inv = 1.0 / (1.0 + e)
+            ei = e * inv
+            mu[j, t] = inv if eta >= 0 else ei
+            v[j, t] = m[j, t] * (ei * inv)
+            res[j, t] = y[j, t] - m[j, t] * mu[j, t]
+            sp = max(eta, 0.0) + math.log1p(e)
+            ll[j, t] = y[j, t] * eta - m[j, t] * sp
+            h += ll[j, t]
+    return h
+
+
+@njit(cache=True, error_model="numpy")
+def _arrow(v, t1, t2, W, D, C):
+    """``W_j``, ``D_j = H_jj``, ``C_j = H_jk`` in place; returns the Schur complement."""
+    J, T = v.shape
+    Wk = 0.0
+    cc = 0.0
+    for j in range(J):
+        w = 0.0
+        for t in range(T):
+            w += v[j, t]
+        W[j] = w
+        D[j] = 1.0 + t1 * t1 * w
+        C[j] = t1 * t2 * w
+        Wk += w
+        cc += C[j] * C[j] / D[j]
+    return 1.0 + t2 * t2 * Wk - cc
+
+
+@njit(cache=True, error_model="numpy")
+def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, value, grad, ok):
+    """Laplace log-likelihood (no binomial coefficients) and its exact gradient.
+
+    For the studies ``idx`` with parameters ``psi[i]`` (β, θ₁, θ₂) and warm modes
+    ``b[i]`` ``(K, J)``, ``c[i]`` ``(K,)`` (overwritten with the modes found), fills
+    ``value[i]``, ``grad[i]`` (when ``want_grad``) and ``ok[i]`` (False where a
+    block's modes did not converge).
+    """
+    K, J, T = y.shape[1], y.shape[2], y.shape[3]
+    p = X.shape[4]
+    eta0 = np.empty((J, T))
+    mu = np.empty((J, T))
+    v = np.empty((J, T))
+    res = np.empty((J, T))
+    ll = np.empty((J, T))
+    mu_t = np.empty((J, T))
+    v_t = np.empty((J, T))
+    res_t = np.empty((J, T))
+    ll_t = np.empty((J, T))
+    W = np.empty(J)
+    D = np.empty(J)
+    C = np.empty(J)
+    d1 = np.empty(J)
+    bt = np.empty(J)
+    Rj = np.empty(J)
+    tj = np.empty(J)
+    tk = np.empty(J)
+    lev = np.empty(J)
+    c1 = np.empty(J)
+    for i in range(len(idx)):
+        r = idx[i]
+        t1 = psi[i, p]
+        t2 = psi[i, p + 1]
+        val = 0.0
+        g = np.zeros(p + 2)
+        study_ok = True
+        for k in range(K):
+            yk = y[r, k]
+            mk = m[r, k]
+            anyrow = False
+            for j in range(J):
+                for t in range(T):
+                    if mk[j, t] != 0.0:
+                        anyrow = True
+                        s = 0.0
+                        for q in range(p):
+                            s += X[r, k, j, t, q] * psi[i, q]
+                        eta0[j, t] = s
+                    else:
+                        eta0[j, t] = 0.0
+            bk = b[i, k]
+            if not anyrow:  # an outer node without rows: modes 0, adds nothing
+                bk[:] = 0.0
+                c[i, k] = 0.0
+                continue
+            ck = c[i, k]
+            h = _rows(eta0, yk, mk, bk, ck, t1, t2, mu, v, res, ll)
+            final = False
+            converged = False
+            S = 1.0
+            for _ in range(MODE_MAXITER):
+                S = _arrow(v, t1, t2, W, D, C)
+                if final:
+                    converged = True
+                    break
+                g2 = -ck
+                for j in range(J):
+                    rs = 0.0
+                    for t in range(T):
+                        rs += res[j, t]
+                    Rj[j] = rs
+                    g2 += t2 * rs
+                num = g2
+                for j in range(J):
+                    num -= C[j] * (t1 * Rj[j] - bk[j]) / D[j]
+                d2 = num / S
+                big = abs(d2)
+                for j in range(J):
+                    d1[j] = (t1 * Rj[j] - bk[j] - C[j] * d2) / D[j]
+                    big = max(big, abs(d1[j]))
+                if not math.isfinite(big):
+                    break
+                if big < tol:
+                    for j in range(J):
+                        bk[j] += d1[j]
+                    ck += d2
+                    h = _rows(eta0, yk, mk, bk, ck, t1, t2, mu, v, res, ll)
+                    final = True
+                    continue
+                alpha = 1.0
+                while True:
+                    for j in range(J):
+                        bt[j] = bk[j] + alpha * d1[j]
+                    ct = ck + alpha * d2
+                    h_t = _rows(eta0, yk, mk, bt, ct, t1, t2, mu_t, v_t, res_t, ll_t)
+                    if h_t >= h - 1e-12 * (1.0 + abs(h)):
+                        break
+                    alpha *= 0.5
+                    if alpha < MIN_HALVING:
+                        break
+                bk[:] = bt
+                ck = ct
+                h = h_t
+                mu, mu_t = mu_t, mu
+                v, v_t = v_t, v
+                res, res_t = res_t, res
+                ll, ll_t = ll_t, ll
+            c[i, k] = ck
+            if not converged:
+                study_ok = False
+                break
+            # value: h(û) − ½ log det H, log det H = Σ_j log D_j + log S
+            val += h - 0.5 * math.log(S)
+            for j in range(J):
+                val -= 0.5 * math.log(D[j])
+            if not want_grad:
+                continue
+            # exact gradient (laplace.py's formula) with the arrow's H⁻¹ in closed form
+            h_kk = 1.0 / S
+            lev_vp = 0.0
+            s_num = 0.0
+            for j in range(J):
+                q = C[j] / D[j]
+                h_jk = -q * h_kk
+                h_jj = 1.0 / D[j] + q * q * h_kk
+                tj[j] = h_jj * t1 + h_jk * t2
+                tk[j] = h_jk * t1 + h_kk * t2
+                lev[j] = t1 * tj[j] + t2 * tk[j]
+                vpj = 0.0
+                for t in range(T):
+                    vpj += v[j, t] * (1.0 - 2.0 * mu[j, t])
+                c1[j] = t1 * lev[j] * vpj
+                lev_vp += lev[j] * vpj
+                s_num -= C[j] * c1[j] / D[j]
+            s2 = (t2 * lev_vp + s_num) / S
+            for j in range(J):
+                s1 = (c1[j] - C[j] * s2) / D[j]
+                a_s = t1 * s1 + t2 * s2
+                Pj = 0.0
+                Rsum = 0.0
+                for t in range(T):
+                    if mk[j, t] == 0.0:
+                        continue
+                    vp = v[j, t] * (1.0 - 2.0 * mu[j, t])
+                    rho = res[j, t] - 0.5 * vp * lev[j] + 0.5 * v[j, t] * a_s
+                    for q in range(p):
+                        g[q] += rho * X[r, k, j, t, q]
+                    Pj += rho
+                    Rsum += res[j, t]
+                g[p] += Pj * bk[j] - W[j] * tj[j] - 0.5 * Rsum * s1
+                g[p + 1] += Pj * ck - W[j] * tk[j] - 0.5 * Rsum * s2
+        ok[i] = study_ok
+        value[i] = val if study_ok else np.nan
+        for q in range(p + 2):
+            grad[i, q] = g[q] if study_ok else np.nan

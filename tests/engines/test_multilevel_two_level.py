@@ -1,0 +1,143 @@
+"""(1|patient/vu) fitted to many studies at once equals fit_multilevel study by study.
+
+The two-level path (``two_level`` and its compiled kernel) is a second implementation
+of the Laplace likelihood for two nested random intercepts; the reference is the
+general tree engine (``laplace.evaluate``, ``fit_multilevel``), itself checked against
+lme4 in test_multilevel_vs_references.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from multilevel_cases import simulate_vu_readers
+from scipy.special import expit
+
+from syndesmo.engines.native.multilevel import two_level
+from syndesmo.engines.native.multilevel.fit import fit_multilevel, prepare
+from syndesmo.engines.native.multilevel.laplace import evaluate
+from syndesmo.engines.native.multilevel.many import fit_many_structured
+from syndesmo.engines.native.multilevel.two_level_kernel import MODE_TOL, evaluate_blocks
+from syndesmo.fitting.random_effects import build_structure, parse_bars
+
+BARS = parse_bars("y ~ (1|patient/vu)")
+
+
+def _studies(seeds, sd_patient: float, n: int = 30, n_vu: int = 6):
+    """Studies on one design of patients × VUs × 2 readings (MRI of the VU shared by
+    its readings, a reader effect); each seed draws its own MRI and responses."""
+    patient = np.repeat(np.arange(n), n_vu * 2)
+    vu = np.tile(np.repeat(np.arange(n_vu), 2), n)
+    reader = np.tile([0.0, 1.0], n * n_vu)
+    X, Y = [], []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        mri = np.repeat(rng.random(n * n_vu) < 0.3, 2).astype(float)
+        b_vu = np.repeat(1.5 * rng.normal(size=n * n_vu), 2)
+        b_pat = sd_patient * rng.normal(size=n)[patient]
+        eta = -1.0 + 0.7 * mri + 0.3 * reader + b_vu + b_pat
+        Y.append((rng.random(patient.size) < expit(eta)).astype(float))
+        X.append(np.column_stack([np.ones_like(mri), mri, reader]))
+    return np.stack(X), np.stack(Y), pd.DataFrame({"patient": patient, "vu": vu})
+
+
+@pytest.fixture(scope="module")
+def studies():
+    """Eight studies with a patient SD of 0 (about half end at the boundary) and four
+    with 0.8; study 9 leaves out patient 0 and one reading of every third VU; study 10
+    has no events."""
+    X0, Y0, groups = _studies(range(8), 0.0)
+    X1, Y1, _ = _studies(range(100, 104), 0.8)
+    X, Y = np.concatenate([X0, X1]), np.concatenate([Y0, Y1])
+    mask = np.ones_like(Y, dtype=bool)
+    mask[9, groups["patient"].to_numpy() == 0] = False
+    mask[9, 1::6] = False
+    Y[10] = 0.0
+    return X, Y, mask, groups
+
+
+def test_value_and_gradient_equal_the_general_laplace(studies):
+    """The kernel's Laplace log-likelihood and exact gradient equal laplace.evaluate's
+    on every study with rows (value 1e-9, gradient 1e-8), at parameters away from the
+    optimum, with cold modes."""
+    X, Y, mask, groups = studies
+    L = two_level.build_layout(
+        X, Y, np.ones_like(Y), mask, groups["patient"].to_numpy(), groups["vu"].to_numpy()
+    )
+    rng = np.random.default_rng(5)
+    R = len(Y)
+    psi = np.column_stack(
+        [rng.normal(-1, 0.5, R), rng.normal(0, 0.5, (R, 2)), rng.uniform(0.2, 3, (R, 2))]
+    )
+    K, J = L.y.shape[1:3]
+    value, grad, ok = np.empty(R), np.empty((R, 5)), np.empty(R, dtype=bool)
+    b, c = np.zeros((R, K, J)), np.zeros((R, K))
+    evaluate_blocks(L.X, L.y, L.m, np.arange(R), psi, b, c, MODE_TOL, True, value, grad, ok)
+    assert ok.all()
+    for r in range(R):
+        rows = np.flatnonzero(mask[r])
+        data = prepare(
+            X[r, rows], Y[r, rows], np.ones(rows.size), build_structure(BARS, groups.iloc[rows])
+        )
+        v_ref, g_ref, _ = evaluate(data, psi[r][None])
+        assert value[r] == pytest.approx(v_ref[0], abs=1e-9)
+        np.testing.assert_allclose(grad[r], g_ref[0], atol=1e-8)
+
+
+def test_each_study_equals_fit_multilevel(studies):
+    """fit_many_structured on the two-level path gives each study's fit_multilevel
+    result: estimates and SDs 1e-8, log-likelihood 1e-9, SEs 1e-7 relative, the same
+    convergence and singular flags. The boundary (patient SD 0) is handled on the
+    path, not handed back; the study without events is refused as fit_multilevel
+    refuses it."""
+    X, Y, mask, groups = studies
+    fast = two_level.fit_two_level_many(
+        X,
+        Y,
+        np.ones_like(Y),
+        mask,
+        groups["patient"].to_numpy(),
+        groups["vu"].to_numpy(),
+        1e-8,
+    )
+    assert fast["done"].tolist() == [True] * 10 + [False, True]
+    many = fit_many_structured(X, Y, groups, "(1|patient/vu)", mask=mask)
+    boundary = 0
+    for r in range(len(Y)):
+        rows = np.flatnonzero(mask[r])
+        if r == 10:
+            assert not many.converged[r] and "events" in many.messages[r]
+            continue
+        ref = fit_multilevel(
+            X[r, rows], Y[r, rows], None, build_structure(BARS, groups.iloc[rows]), tol=1e-8
+        )
+        np.testing.assert_allclose(many.params[r], ref.params, atol=1e-8)
+        np.testing.assert_allclose(many.sds[r], ref.theta, atol=1e-8)
+        np.testing.assert_allclose(many.bse[r], ref.bse, rtol=1e-7)
+        assert many.loglik[r] == pytest.approx(ref.loglik, abs=1e-9)
+        assert many.converged[r] == ref.converged and many.singular[r] == ref.singular
+        assert many.n_groups[r] == min(ref.n_groups.values())
+        boundary += ref.singular
+    assert boundary >= 3
+    assert many.sd_names == ["vu:patient (Intercept)", "patient (Intercept)"]
+
+
+def test_the_reader_design_of_the_shared_cases():
+    """The readers' design of multilevel_cases (300 patients × 12 VUs × 2 readers,
+    both SDs away from 0): two studies, the second without its first 20 patients."""
+    base = simulate_vu_readers(n_patients=300, seed=4)
+    other = simulate_vu_readers(n_patients=300, seed=5)
+    X = np.column_stack([np.ones(len(base)), base[["mri", "arm", "reader"]].to_numpy(float)])
+    Y = np.stack([base["y"], other["y"]]).astype(float)
+    mask = np.ones_like(Y, dtype=bool)
+    mask[1, base["patient"].to_numpy() < 20] = False
+    many = fit_many_structured(X, Y, base[["patient", "vu"]], "(1|patient/vu)", mask=mask)
+    for r in range(2):
+        rows = np.flatnonzero(mask[r])
+        ref = fit_multilevel(
+            X[rows], Y[r, rows], None, build_structure(BARS, base.iloc[rows]), tol=1e-8
+        )
+        np.testing.assert_allclose(many.params[r], ref.params, atol=1e-8)
+        np.testing.assert_allclose(many.bse[r], ref.bse, rtol=1e-7)
+        assert many.converged[r] and ref.converged
