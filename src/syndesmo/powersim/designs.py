@@ -17,16 +17,21 @@ outcomes (``derive_arrays``) of one chunk's ``R`` replicates into one model stac
   large and poorly determined (often estimated at a boundary), and the fixed effects
   are on the scale conditional on that VU effect, larger in magnitude than the
   patient-conditional OR of the spec. So with several readers the true OR of the
-  fit is known only under the null (OR 1). There its Wald test is **conservative**:
-  measured at MRI reader error 0.1, 200 studies each, 4 rejections at 50 patients
-  and 1 at 120 (alpha 0.05; ``benchmarks/power_designs_results.md``), with the VU
-  SD estimated around 25 and the SE about twice the empirical SD of the estimates
-  (30 studies of 120 patients: SD 0.55, median SE 1.14; nAGQ 5 gave 0.59 and 1.05).
-  Its power on these readings is near 0 even when readers disagree often: at 187
-  patients and OR 2 (40 studies), 0%, 2.5% and 2.5% with corner misreads of 5%,
-  15% and 30%, against 63%, 55% and 48% for ``"vu"`` on the readers' mean. A binary
-  true state read twice is not a normal VU effect: the fit puts the VU SD at 15–30
-  and the patient SD at 0 (one such fit: SE 0.51 against 0.23 for the mean model).
+  fit is known only under the null (OR 1). There its Wald test is valid but
+  **conservative** where readers rarely disagree: the log OR rests on the few VUs
+  whose two readings disagree. Measured at OR 1, 400 studies of 187 patients: 2
+  rejections with 5% corner misreads and 3 with 15% (MRI reader error 0.1), below
+  the exact 99% region (10–32) around alpha 0.05; 17 with 30% misreads of MRI and
+  corner scores, inside it (``tests/powersim/test_designs.py`` checks both sides).
+  Earlier, 200 studies each: 4 rejections at 50 patients and 1 at 120
+  (``benchmarks/power_designs_results.md``), the VU SD estimated around 25 and the
+  SE about twice the empirical SD of the estimates (30 studies of 120 patients: SD
+  0.55, median SE 1.14; nAGQ 5 gave 0.59 and 1.05). Its power on these readings is
+  near 0 even when readers disagree often: at 187 patients and OR 2 (40 studies),
+  0%, 2.5% and 2.5% with corner misreads of 5%, 15% and 30%, against 63%, 55% and
+  48% for ``"vu"`` on the readers' mean. A binary true state read twice is not a
+  normal VU effect: the fit puts the VU SD at 15–30 (one such fit: SE 0.51 against
+  0.23 for the mean model).
 * :func:`hybrid_design` — the **within–between GLMM** (Neuhaus & Kalbfleisch,
   Biometrics 1998;54:638–45; ``syndesmo.derive.within``):
   ``y ~ mri_within + mri_between + arm + (1|patient)``, the patient means taken over
