@@ -73,7 +73,8 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
     K, J = L.y.shape[1:3]
     value, grad, ok = np.empty(R), np.empty((R, 5)), np.empty(R, dtype=bool)
     b, c = np.zeros((R, K, J)), np.zeros((R, K))
-    evaluate_blocks(L.X, L.y, L.m, np.arange(R), psi, b, c, MODE_TOL, True, value, grad, ok)
+    db, dc = np.empty((R, K, J, 5)), np.empty((R, K, 5))
+    evaluate_blocks(L.X, L.y, L.m, np.arange(R), psi, b, c, MODE_TOL, True, value, grad, ok, db, dc)
     assert ok.all()
     for r in range(R):
         rows = np.flatnonzero(mask[r])
