@@ -69,8 +69,9 @@ def check_quadrature(fit: FitResult, points: Sequence[int] | None = None) -> pd.
         ``nagq=<k>`` per number of points (the fit's own first), ``max_rel_change``
         (largest ``|value − fit's| / max(|fit's|, 1e-3)`` (absolute change for an
         estimate at 0) and ``enough`` (the change is below ``RELATIVE_CHANGE_TOL``).
-        ``attrs["loglik"]`` holds the log-likelihood at each number of points (on one
-        scale, so they compare).
+        A last row ``logLik`` holds the log-likelihood at each number of points (on
+        one scale, so they compare; Stata's ``quadchk`` reports it too) and its
+        relative change.
 
     Raises
     ------
@@ -114,7 +115,6 @@ def check_quadrature(fit: FitResult, points: Sequence[int] | None = None) -> pd.
     change = table.sub(base, axis=0).abs().div(scale, axis=0).max(axis=1)
     table["max_rel_change"] = change
     table["enough"] = change < RELATIVE_CHANGE_TOL
-    table.attrs["loglik"] = {k: f.loglik for k, f in fits.items()}
     return table
 
 
@@ -127,4 +127,5 @@ def _estimates(fit: FitResult) -> pd.Series:
             values[f"cor {c.grp} {c.var1}:{c.var2}"] = (
                 c.sdcor if not math.isnan(c.sdcor) else math.nan
             )
+    values["logLik"] = fit.loglik
     return pd.Series(values, dtype=float)

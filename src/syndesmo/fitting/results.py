@@ -337,8 +337,8 @@ class FitResult:
         -------
         pandas.DataFrame
             One row per estimate (fixed effects, SDs, correlations), a column per
-            number of points, ``max_rel_change`` and ``enough``; the log-likelihoods
-            in ``attrs["loglik"]``. See ``syndesmo.fitting.quadcheck``.
+            number of points, ``max_rel_change`` and ``enough``; a last row
+            ``logLik``. See ``syndesmo.fitting.quadcheck``.
 
         Raises
         ------
