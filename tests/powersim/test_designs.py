@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from power_cli import power_cli
 
 import syndesmo as sy
 from syndesmo.derive.frame import analysis_frame
@@ -264,28 +265,10 @@ def test_detectable_effect_of_the_hybrid_glmm_and_nested_readers_on_crn_cohorts(
 
 
 def test_cli_accepts_the_new_analyses_and_tuple_grids(tmp_path):
-    from syndesmo.cli.app import main
-
     out = tmp_path / "pw"
-    code = main(
-        [
-            "power",
-            "--patients",
-            "40",
-            "--sims",
-            "3",
-            "--analysis",
-            "hybrid,clogit,course",
-            "--grid",
-            "mri_weeks=0/12/52,0/24/102",
-            "--max-failed",
-            "1",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
-    assert code == 0
+    args = ["--patients", "40", "--sims", "3", "--analysis", "hybrid,clogit,course"]
+    grid = ["--grid", "mri_weeks=0/12/52,0/24/102", "--max-failed", "1"]
+    assert power_cli(out, *args, *grid) == 0
     table = pd.read_csv(out / "power.csv")
     assert set(table["analysis"]) == {"hybrid", "clogit", "course"} and len(table) == 6
     assert {"failed_rate", "singular_rate"} <= set(table.columns)

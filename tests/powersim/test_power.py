@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from power_cli import power_cli, refused_in_one_line
 from scipy import stats
 
 import syndesmo as sy
@@ -258,35 +259,16 @@ def test_grid_and_argument_errors_name_the_problem():
 
 
 def test_cli_writes_table_markdown_and_plot(tmp_path, capsys):
-    from syndesmo.cli.app import main
-
     out = tmp_path / "pw"
-    code = main(
-        [
-            "power",
-            "--patients",
-            "40,60",
-            "--odds-ratio",
-            "2",
-            "--sims",
-            "8",
-            "--analysis",
-            "vu,patient",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
-    assert code == 0
+    args = ["--patients", "40,60", "--odds-ratio", "2", "--sims", "8", "--analysis", "vu,patient"]
+    assert power_cli(out, *args) == 0
     table = pd.read_csv(out / "power.csv")
     assert len(table) == 4 and set(table["analysis"]) == {"vu", "patient"}
     assert (out / "power.md").read_text().count("\n| ") >= 5
     assert (out / "power.png").stat().st_size > 10_000
     assert (out / "power.pdf").read_bytes().startswith(b"%PDF")
     assert "power" in capsys.readouterr().out
-    assert main(["power", "--patients", "4x", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--patients" in err[0]
+    assert refused_in_one_line(capsys, "--patients", "--patients", "4x", "--out", str(out))
 
 
 @pytest.mark.r

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from power_cli import power_cli, refused_in_one_line
 
 import syndesmo as sy
 from syndesmo.powersim.mcstats import binomial_acceptance_region
@@ -148,32 +149,11 @@ def test_a_spec_whose_fits_fail_reports_the_rate_and_stops_early_with_the_reason
 
 
 def test_cli_target_writes_the_answer_the_points_and_a_plot(tmp_path, capsys):
-    from syndesmo.cli.app import main
-
-    out = tmp_path / "ss"
-    code = main(
-        [
-            "power",
-            "--target",
-            "0.8",
-            "--odds-ratio",
-            "3",
-            "--sims",
-            "40",
-            "--step",
-            "20",
-            "--max-patients",
-            "100",
-            "--analysis",
-            "vu",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
-    assert code == 0
     import pandas as pd
 
+    out = tmp_path / "ss"
+    args = ["--target", "0.8", "--odds-ratio", "3", "--sims", "40", "--step", "20"]
+    assert power_cli(out, *args, "--max-patients", "100", "--analysis", "vu") == 0
     answer = pd.read_csv(out / "search.csv")
     points = pd.read_csv(out / "power.csv")
     assert list(answer["analysis"]) == ["vu"] and {"failed_rate", "singular_rate"} <= set(answer)
@@ -183,9 +163,8 @@ def test_cli_target_writes_the_answer_the_points_and_a_plot(tmp_path, capsys):
     assert (out / "power.png").stat().st_size > 10_000
     assert (out / "power.pdf").read_bytes().startswith(b"%PDF")
     assert "Smallest number of patients" in capsys.readouterr().out
-    assert main(["power", "--target", "0.8", "--patients", "50,60", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--patients" in err[0]
+    bad = ["--target", "0.8", "--patients", "50,60", "--out", str(out)]
+    assert refused_in_one_line(capsys, "--patients", *bad)
 
 
 def test_sample_size_is_the_same_on_two_workers():
