@@ -182,8 +182,9 @@ def test_type_one_error_of_gee_and_the_crude_logit():
     """OR 1, 300 studies of 120 patients: GEE (exchangeable, robust SEs) and the crude
     VU-level logit reject inside the exact binomial 99% region around 0.05 (6-25).
     Measured: 15 and 12. (The crude logit's SEs ignore the clustering; with
-    independent propensities at OR 1 nothing ties a patient's exposure to its
-    outcomes, so its test holds its level here.)"""
+    independent propensities at OR 1 a VU's inflammation and its new bone are
+    independent given the arm, which both models adjust for, so it holds its level
+    here.)"""
     spec = CohortSpec(n_patients=120, odds_ratio_new=1.0)
     res = power(spec, n_sims=300, analysis=["gee", "logit"], seed=7, progress=False)
     lo, hi = binomial_acceptance_region(300, 0.05, 0.99)
