@@ -142,3 +142,26 @@ def test_the_reader_design_of_the_shared_cases():
         np.testing.assert_allclose(many.params[r], ref.params, atol=1e-8)
         np.testing.assert_allclose(many.bse[r], ref.bse, rtol=1e-7)
         assert many.converged[r] and ref.converged
+
+
+def test_a_design_that_would_be_mostly_padding_is_fitted_one_study_at_a_time():
+    """One VU with 120 readings among VUs with two: the padded layout would hold more
+    than MAX_PADDING slots per row, so every study goes to fit_multilevel (same
+    answer, none lost)."""
+    X, Y, groups = _studies([1, 2], 0.8)
+    extra = 120
+    rng = np.random.default_rng(3)
+    groups = pd.concat(
+        [groups, pd.DataFrame({"patient": [0] * extra, "vu": [0] * extra})], ignore_index=True
+    )
+    X = np.concatenate([X, np.broadcast_to([1.0, 0.0, 1.0], (2, extra, 3))], axis=1)
+    Y = np.concatenate([Y, (rng.random((2, extra)) < 0.4).astype(float)], axis=1)
+    mask = np.ones_like(Y, dtype=bool)
+    fast = two_level.fit_two_level_many(
+        X, Y, np.ones_like(Y), mask, groups["patient"].to_numpy(), groups["vu"].to_numpy(), 1e-8
+    )
+    assert not fast["done"].any()
+    many = fit_many_structured(X, Y, groups, "(1|patient/vu)", mask=mask)
+    for r in range(2):
+        ref = fit_multilevel(X[r], Y[r], None, build_structure(BARS, groups), tol=1e-8)
+        np.testing.assert_allclose(many.params[r], ref.params, atol=1e-8)

@@ -82,6 +82,11 @@ def slots(outer: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return k, j, t
 
 
+#: The padded layout is used only while it holds at most this many slots per row
+#: (a design with a few very large inner nodes would be mostly padding).
+MAX_PADDING = 4
+
+
 def build_layout(
     X: np.ndarray,
     Y: np.ndarray,
@@ -89,15 +94,18 @@ def build_layout(
     rows_in: np.ndarray,
     outer: np.ndarray,
     inner: np.ndarray,
-) -> Layout:
-    """The padded layout of ``R`` studies that share their rows' groups.
+) -> Layout | None:
+    """The padded layout of ``R`` studies that share their rows' groups, or ``None``
+    where it would hold more than ``MAX_PADDING`` slots per row.
 
     ``X`` ``(R, n, p)``, ``Y``, ``m`` and ``rows_in`` ``(R, n)`` (the rows of each
     study's analysis); ``outer`` and ``inner`` ``(n,)`` codes (an inner code names an
     inner node within its outer node).
     """
-    R, _, p = X.shape
+    R, n, p = X.shape
     k, j, t = slots(np.asarray(outer), np.asarray(inner))
+    if (k.max() + 1) * (j.max() + 1) * (t.max() + 1) > MAX_PADDING * n:
+        return None
     shape = (R, int(k.max()) + 1, int(j.max()) + 1, int(t.max()) + 1)
     Xd = np.zeros((*shape, p))
     yd = np.zeros(shape)
@@ -410,13 +418,17 @@ def fit_two_level_many(
         "value": np.full(R, np.nan),
         "grad": np.full((R, P), np.nan),
         "hess": np.full((R, P, P), np.nan),
-        "n_outer": (full.m.sum(axis=(2, 3)) > 0).sum(axis=1),
+        "n_outer": np.zeros(R, dtype=int)
+        if full is None
+        else (full.m.sum(axis=(2, 3)) > 0).sum(axis=1),
         "n_iter": np.zeros(R, dtype=int),
         "decrement": np.full(R, np.nan),
         "done": np.zeros(R, dtype=bool),
         "converged": np.zeros(R, dtype=bool),
         "maxiter": MAXITER,
     }
+    if full is None:
+        return out
     keep = np.flatnonzero(_eligible(full))
     if keep.size == 0:
         return out
