@@ -382,30 +382,104 @@ def ladder(
     engines: Sequence[str] | None = None,
     within: bool = True,
 ) -> pd.DataFrame:
-    """The model ladder for each exposure, as one tidy table (see ``LADDER_COLUMNS``).
+    """The model ladder for each exposure, as one tidy table.
 
-    ``engines=["native", "gee", "bayes"]`` is shorthand for ``engine`` (the first)
-    and ``engines_beside`` (the rest): every listed engine is fitted at steps b–d.
-
-    Steps: (a) logistic regression ignoring clustering (engine ``logit``); (b) a
-    patient random intercept (GLMM ``engine``) — and, beside it, every engine in
-    ``engines_beside`` (GEE: exchangeable working correlation within patient); (c)
-    + ``treatment``; (d) + ``confounders`` (left out when there are none); (e), with
-    ``within=True`` (the default), the within-patient estimators with the terms of the
-    last step: the hybrid GLMM ``outcome ~ mri_within + mri_between + … + (1|patient)``
+    The ladder of van der Heijde et al. (Ann Rheum Dis 2012;71:369-73), for each
+    exposure: (a) logistic regression ignoring the clustering (engine ``logit``);
+    (b) a patient random intercept (the GLMM ``engine``) and, beside it, every engine
+    of ``engines_beside`` (GEE: exchangeable working correlation within patient);
+    (c) + ``treatment``; (d) + ``confounders`` (left out when there are none); (e),
+    with ``within=True``, the within-patient estimators with the terms of the last of
+    (c)/(d): the hybrid GLMM ``outcome ~ mri_within + mri_between + … + (1|patient)``
     by ``engine`` (its row reports the within-patient OR, with ``log_or_between`` and
     the Wald test of within = between in ``p_within_between``) and conditional
     logistic regression (``clogit``). All steps of one exposure use the same VUs
     (complete cases on every model column).
 
-    ``reference_arm`` is the arm the treatment term compares against (default the
-    placebo-like arm, ``syndesmo.vocabulary.reference_first``).
+    A fit that fails gives a row with NaN estimates and the reason in ``note``; a
+    fit that did not converge gives NaN log_or, se, OR, lower, upper and p, and says
+    so in ``note``. An exposure that does not vary (or an outcome without events, or
+    with every VU an event) gives noted rows with NaN estimates, or, with
+    ``strict=True``, a ``ModelError`` with the reason. A covariate (or the
+    treatment) with a single value among the eligible VUs is left out of the
+    formulas and named in ``note``.
 
-    A fit that fails gives a row with NaN estimates and the reason in ``note``. An
-    exposure that does not vary (or an outcome without events) gives noted rows —
-    or, with ``strict=True``, a ``ModelError`` naming the exposure. The ledgers of
-    excluded VUs (exposure → ``Ledger``) and the fits themselves come with
-    :func:`ladder_result`, which takes the same arguments.
+    Parameters
+    ----------
+    panel : VUPanel
+        The VU and patient tables.
+    outcome : str, default "new_syndesmophyte"
+        The VU outcome, ``"new_syndesmophyte"`` or ``"growth"``
+        (``derive.analysis_frame``).
+    exposures : sequence of str or str, default ("w0",)
+        Exposures of the grammar in ``syndesmo.vocabulary`` (``w0``, ``w0_or_w24``,
+        ``any``, …); one ladder each. A single string is one exposure.
+    confounders : sequence of str, default ()
+        Terms added at step (d): patient-table columns (or ``region``,
+        ``baseline_corner``) or an allowed transform of one (``log(crp)``). A
+        confounder equal to ``treatment`` is dropped (it enters at step (c)).
+    engine : str, default "native"
+        The GLMM of steps (b)-(d) and of the hybrid model at step (e): an engine of
+        ``sy.available_engines()`` of the binomial family other than ``logit``.
+    engines_beside : sequence of str, default ("gee",)
+        Engines fitted beside ``engine`` at steps (b)-(d).
+    nagq : int, default 1
+        Adaptive Gauss-Hermite points (1 = Laplace), passed to the engines that take
+        it.
+    threshold : float, default 1
+        ASspiMRI-a score from which a VU counts as inflamed, in (0, 6].
+    readers : str, default "mean"
+        ``"mean"``, ``"agree"`` or ``"per_reader"`` (``derive.analysis_frame``). With
+        one row per reading, ``C(reader)`` enters every step and, for an engine that
+        fits nested random effects, ``(1|patient)`` becomes ``(1|patient/vu)``.
+    treatment : str, default "arm"
+        The treatment term of steps (c)-(e).
+    reference_arm : str, optional
+        The arm the treatment term compares against (default the placebo-like arm,
+        ``syndesmo.vocabulary.reference_first``).
+    strict : bool, default False
+        Raise instead of writing noted rows for an exposure that cannot be modelled.
+    progress : callable, optional
+        Called with a short text (``"<outcome> <exposure> (<step>) <engine>"``)
+        before each fit.
+    engines : sequence of str, optional
+        Shorthand for ``engine`` (the first) and ``engines_beside`` (the rest),
+        which it overrides: ``engines=["native", "gee", "bayes"]`` fits every listed
+        engine at steps (b)-(d). ``logit`` in it is ignored (it is step (a) anyway).
+    within : bool, default True
+        Fit step (e).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per exposure, step and engine, with the columns of
+        ``LADDER_COLUMNS``: outcome, exposure, exposure_label, step, step_label,
+        engine, scale (the registry's scale of the engine: ``conditional``,
+        ``marginal`` or ``within``; the crude model's is ``marginal``), formula,
+        log_or, se, OR, lower, upper, p (of ``mri``, or of the within-patient term
+        at step (e)), n_patients, n_vus, events, sigma (the patient
+        random-intercept SD), icc, log_or_marginal (the population-averaged log-OR
+        implied by a conditional fit at steps (b)-(d)), log_or_between and
+        p_within_between (hybrid GLMM only), converged, singular, note.
+
+    Raises
+    ------
+    ModelError
+        For an empty ``exposures``; an unknown engine, ``logit`` as ``engine`` or
+        an engine whose family is not binomial; ``engines`` naming no engine
+        besides ``logit``; an ``outcome``, ``treatment`` or confounder that is not a
+        column name or an allowed transform of one; and, with ``strict=True``, an
+        exposure that cannot be modelled.
+    DeriveError
+        From ``derive.analysis_frame``: an unknown outcome, exposure, covariate,
+        readers rule or reference arm, a threshold outside (0, 6], or an exposure
+        for which no VU is eligible (raised whatever ``strict`` is).
+    EngineUnavailableError
+        If an engine's optional dependencies are not installed.
+
+    See Also
+    --------
+    ladder_result : The same ladder with the ledger of each exposure and the fits.
     """
     if engines is not None:
         engines = [e for e in engines if e != CRUDE_ENGINE]  # logit is step (a) anyway
@@ -465,9 +539,73 @@ def ladder_result(
     keep_fits: bool = False,
     within: bool = True,
 ) -> LadderResult:
-    """``ladder`` returning a ``LadderResult``: the table, the ledger of each exposure
-    (VUs left out, with the reasons) and, with ``keep_fits=True``, every fit keyed by
-    (outcome, exposure, step, engine)."""
+    """The model ladder with the ledger of each exposure and, if asked, the fits.
+
+    Fits what :func:`ladder` fits (see there for the steps and the rows); unlike
+    ``ladder`` it takes ``engine`` and ``engines_beside`` only (no ``engines``
+    shorthand).
+
+    Parameters
+    ----------
+    panel : VUPanel
+        The VU and patient tables.
+    outcome : str, default "new_syndesmophyte"
+        The VU outcome, ``"new_syndesmophyte"`` or ``"growth"``.
+    exposures : sequence of str or str, default ("w0",)
+        Exposures of the grammar in ``syndesmo.vocabulary``; one ladder each. A
+        single string is one exposure.
+    confounders : sequence of str, default ()
+        Terms added at step (d); one equal to ``treatment`` is dropped.
+    engine : str, default "native"
+        The GLMM of steps (b)-(d) and of the hybrid model at step (e).
+    engines_beside : sequence of str, default ("gee",)
+        Engines fitted beside ``engine`` at steps (b)-(d).
+    nagq : int, default 1
+        Adaptive Gauss-Hermite points (1 = Laplace), for the engines that take it.
+    threshold : float, default 1
+        ASspiMRI-a score from which a VU counts as inflamed, in (0, 6].
+    readers : str, default "mean"
+        ``"mean"``, ``"agree"`` or ``"per_reader"``.
+    treatment : str, default "arm"
+        The treatment term of steps (c)-(e).
+    reference_arm : str, optional
+        The arm the treatment term compares against (default the placebo-like arm).
+    strict : bool, default False
+        Raise instead of writing noted rows for an exposure that cannot be modelled.
+    progress : callable, optional
+        Called with a short text before each fit.
+    keep_fits : bool, default False
+        Keep every fit in the result's ``fits``.
+    within : bool, default True
+        Fit step (e).
+
+    Returns
+    -------
+    LadderResult
+        ``table``: the table :func:`ladder` returns. ``ledgers``: exposure → the
+        ``Ledger`` of its analysis frame (the VUs left out, with the reasons).
+        ``fits``: with ``keep_fits=True``, every ``FitResult`` keyed by (outcome,
+        exposure, step, engine), failed fits and exposures that could not be
+        modelled excepted; empty otherwise.
+
+    Raises
+    ------
+    ModelError
+        For an empty ``exposures``; an unknown engine, ``logit`` as ``engine`` or
+        an engine whose family is not binomial; an ``outcome``, ``treatment`` or
+        confounder that is not a column name or an allowed transform of one; and,
+        with ``strict=True``, an exposure that cannot be modelled.
+    DeriveError
+        From ``derive.analysis_frame``: an unknown outcome, exposure, covariate,
+        readers rule or reference arm, a threshold outside (0, 6], or an exposure
+        for which no VU is eligible (raised whatever ``strict`` is).
+    EngineUnavailableError
+        If an engine's optional dependencies are not installed.
+
+    See Also
+    --------
+    ladder : The table alone.
+    """
     progress = progress or _noop
     if isinstance(exposures, str):
         exposures = [exposures]

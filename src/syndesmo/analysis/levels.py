@@ -39,8 +39,49 @@ def compare_levels(
 ) -> pd.DataFrame:
     """VU-level and patient-level estimates for the same exposure, side by side.
 
-    The table of :func:`compare_levels_result` (see there for the arguments and the
-    columns), which also returns the ledgers of what was left out.
+    The table of :func:`compare_levels_result`, which also returns the ledgers of
+    what was left out; see there for the models.
+
+    Parameters
+    ----------
+    panel : VUPanel
+        The VU and patient tables.
+    exposure : str, default "w0"
+        An exposure of the grammar in ``syndesmo.vocabulary`` (``w0``, ``any``, …).
+    adjust : sequence of str, default ("arm",)
+        Terms every model is adjusted for: patient-table columns or an allowed
+        transform of one (``log(crp)``).
+    engine : str, default "native"
+        The VU-level GLMM.
+    beside : sequence of str, default ("gee",)
+        Engines fitted beside ``engine`` at the VU level.
+    nagq : int, default 1
+        Adaptive Gauss-Hermite points (1 = Laplace), for the VU-level engines that
+        take it.
+    threshold : float, default 1
+        ASspiMRI-a score from which a VU counts as inflamed, in (0, 6].
+    readers : str, default "mean"
+        ``"mean"``, ``"agree"`` or ``"per_reader"``.
+    patient_models : sequence of (str, str), optional
+        The (outcome, summary) pairs of the patient level; default
+        ``(("any_new", "any"), ("n_new", "count"), ("msasss_progression", "any"))``.
+    reference_arm : str, optional
+        The arm ``arm`` compares against (default the placebo-like arm).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``table`` of :func:`compare_levels_result`: one row per VU-level engine,
+        then one per patient model.
+
+    Raises
+    ------
+    DeriveError, ModelError, EngineUnavailableError
+        As :func:`compare_levels_result`.
+
+    See Also
+    --------
+    compare_levels_result : The same table with the ledgers.
     """
     return compare_levels_result(
         panel,
@@ -75,15 +116,77 @@ def compare_levels_result(
 ) -> LadderResult:
     """VU-level and patient-level estimates for the same exposure, side by side.
 
-    VU level: new syndesmophyte ~ exposure + ``adjust`` + (1|patient) with ``engine``
-    and each engine of ``beside``. Patient level: each (outcome, summary) pair of
-    ``patient_models`` (see ``patient_level``), adjusted for ``adjust``. Columns:
-    level, outcome, exposure, engine, measure (OR or RR), estimate, lower, upper, p,
-    n_patients, n_units, events, note. ``reference_arm`` is the arm ``arm`` compares
-    against (default the placebo-like arm).
+    VU level: ``new_syndesmophyte ~ mri + <adjust> + (1|patient)`` (``mri`` is the
+    exposure) on the VUs at risk with every model column complete, with ``engine``
+    and each engine of ``beside`` (an engine named twice is fitted once). A fit
+    that fails, or an engine the registry does not know, gives a row with NaN
+    estimates and the reason in ``note``; a fit that did not converge gives NaN
+    estimates and says so in ``note``; an exposure that does not vary, or an outcome
+    without events, gives rows with the reason in ``note``. Patient level: each
+    (outcome, summary) pair of ``patient_models`` fitted by :func:`patient_level`
+    with its default engine (``logit`` for 0/1 outcomes, ``negbin`` for ``n_new``),
+    adjusted for ``adjust``.
 
-    Returns a ``LadderResult`` whose ``table`` is that table and whose ``ledgers``
-    say what was left out (``"VU level"``, ``"patient level: <outcome>"``).
+    Parameters
+    ----------
+    panel : VUPanel
+        The VU and patient tables.
+    exposure : str, default "w0"
+        An exposure of the grammar in ``syndesmo.vocabulary`` (``w0``, ``any``, …),
+        for both levels (summed up per patient at the patient level).
+    adjust : sequence of str, default ("arm",)
+        Terms every model is adjusted for: patient-table columns or an allowed
+        transform of one (``log(crp)``).
+    engine : str, default "native"
+        The VU-level GLMM, an engine of ``sy.available_engines()``.
+    beside : sequence of str, default ("gee",)
+        Engines fitted beside ``engine`` at the VU level.
+    nagq : int, default 1
+        Adaptive Gauss-Hermite points (1 = Laplace), for the VU-level engines that
+        take it.
+    threshold : float, default 1
+        ASspiMRI-a score from which a VU counts as inflamed, in (0, 6]; both levels.
+    readers : str, default "mean"
+        ``"mean"``, ``"agree"`` or ``"per_reader"``: how the readings of several
+        readers are combined (``derive.analysis_frame``). At the patient level it
+        applies to the new-syndesmophyte outcomes only (the patient exposure and
+        the mSASSS totals are means over readers).
+    patient_models : sequence of (str, str), optional
+        The (outcome, summary) pairs of the patient level, as ``patient_level``'s
+        ``outcome`` and ``summary``; default
+        ``(("any_new", "any"), ("n_new", "count"), ("msasss_progression", "any"))``.
+    reference_arm : str, optional
+        The arm ``arm`` compares against (default the placebo-like arm).
+
+    Returns
+    -------
+    LadderResult
+        ``table``: one row per VU-level engine, then one per patient model, with
+        the columns level (``"VU"`` or ``"patient"``), outcome, outcome_label,
+        exposure, exposure_label, engine, measure (OR or RR), estimate, lower,
+        upper, p, n_patients, n_units (VUs at the VU level, patients at the patient
+        level), events (VUs with a new syndesmophyte; patients with the outcome),
+        note. ``ledgers``: what was left out, under ``"VU level"`` and
+        ``"patient level: <outcome>"``. ``fits`` is empty.
+
+    Raises
+    ------
+    DeriveError
+        From ``derive.analysis_frame``: an unknown exposure, covariate, readers
+        rule or reference arm, a threshold outside (0, 6], or no eligible VU;
+        from the patient level, an ``adjust`` column that is
+        not in the patient table (e.g. ``region``).
+    ModelError
+        For an ``adjust`` term that is not a column name or an allowed transform of
+        one, or a patient model with an unknown outcome or summary, or a summary
+        that does not suit the exposure (see :func:`patient_level`).
+    EngineUnavailableError
+        If a VU-level engine's optional dependencies are not installed.
+
+    See Also
+    --------
+    compare_levels : The table alone.
+    patient_level : One patient-level model.
     """
     rows = []
     ledgers: dict[str, Ledger] = {}

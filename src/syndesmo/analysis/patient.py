@@ -308,13 +308,82 @@ def patient_level(
 ) -> PatientLevel:
     """A patient-level model of ``outcome`` on the patient ``exposure``, adjusted.
 
-    ``engine``: ``logit`` (default for 0/1 outcomes) or, for the count ``n_new``,
-    ``poisson`` or ``negbin`` (default), with offset log(VUs at risk) so the estimate
-    is a rate ratio per VU at risk: any engine of ``sy.available_engines()`` that
-    ignores clustering, of the binomial family for 0/1 outcomes and of a count
-    family for ``n_new``; all are fitted through ``syndesmo.fit``. See
-    ``patient_frame`` for the exposures and outcomes (and ``reference_arm``). A model
-    that cannot be fitted (no variation, no events) gives ``fit=None`` and the reason in ``note``.
+    One row per patient (:func:`patient_frame`), fitted through ``syndesmo.fit``
+    with ``outcome ~ exposure + <adjust>``: a logistic model for a 0/1 outcome; for
+    the count ``n_new`` a count model with offset log(VUs at risk), so the estimate
+    is a rate ratio per VU at risk. A model that cannot be fitted (no patient with
+    both exposure and outcome, an exposure or an outcome that does not vary) gives
+    ``fit=None`` and the reason in ``note``; so does a fit that raises (the note
+    starts ``fit failed:``).
+
+    Parameters
+    ----------
+    panel : VUPanel
+        The VU and patient tables.
+    exposure : str, default "w0"
+        A VU exposure of the grammar in ``syndesmo.vocabulary``, summed up per
+        patient by ``summary``; with ``summary="total"``, one MRI week (``w0``).
+    outcome : str, default "any_new"
+        ``"any_new"`` (a new syndesmophyte in any VU at risk, 0/1), ``"n_new"``
+        (their number) or ``"msasss_progression"`` (mSASSS total change >= 2 units
+        between the first and last x-ray, 0/1).
+    summary : str, default "any"
+        How the VU exposure is summed up: ``"any"`` VU with the 0/1 exposure,
+        ``"count"`` of such VUs, or ``"total"`` ASspiMRI-a at one week.
+    adjust : sequence of str, default ("arm",)
+        Patient-table columns, or an allowed transform of one (``log(crp)``), added
+        to the model.
+    engine : str, optional
+        An engine of ``sy.available_engines()`` that ignores clustering, of the
+        binomial family for 0/1 outcomes and of a count family for ``n_new``:
+        ``logit`` (default for 0/1 outcomes), ``poisson`` or ``negbin`` (default for
+        ``n_new``).
+    threshold : float, default 1
+        ASspiMRI-a score from which a VU counts as inflamed (for the 0/1 VU
+        exposures).
+    readers : str, default "mean"
+        ``"mean"``, ``"agree"`` or ``"per_reader"``: how readers' x-ray scores make
+        the VU outcomes summed up by ``any_new`` and ``n_new``. The patient exposure
+        is taken from the mean of readers' MRI scores and ``msasss_progression``
+        from the mean of readers' totals, whatever ``readers`` is.
+    spine : str, default "all"
+        The VUs the exposure is summed over: ``"all"`` every VU of the panel (23 in
+        a full ASspiMRI-a panel, as the published totals) or ``"msasss"`` the 12
+        VUs with x-ray scores.
+    reference_arm : str, optional
+        The arm ``arm`` compares against (default the placebo-like arm, as in
+        ``derive.analysis_frame``).
+
+    Returns
+    -------
+    PatientLevel
+        ``fit`` (a ``FitResult`` whose exposure term is ``exposure``, or None),
+        ``frame`` (one row per patient: patient, exposure, outcome, then
+        ``n_at_risk`` for ``any_new``/``n_new`` or ``delta`` (the mSASSS change) for
+        ``msasss_progression``, then the columns ``adjust`` reads), ``ledger`` (the
+        patients left out, with the reasons), ``exposure``, ``summary``,
+        ``outcome`` and ``note``; ``measure`` is ``OR`` or ``RR`` and
+        ``to_frame()`` gives the one-row table.
+
+    Raises
+    ------
+    ModelError
+        For an engine that is not one of the patient-level engines or does not
+        suit the outcome (0/1 or count); an unknown outcome, summary or spine; the
+        summary ``any`` or ``count`` of a count or score exposure (``n_timepoints``,
+        ``max_score``); the summary ``total`` of an exposure that is not one week;
+        an ``adjust`` term that is not a column name or an allowed transform of
+        one.
+    DeriveError
+        For an unknown exposure or readers rule, an ``adjust`` column that is not
+        in the patient table, ``total`` at a week without MRI, or an unknown
+        reference arm.
+    EngineUnavailableError
+        If the engine's optional dependencies are not installed.
+
+    See Also
+    --------
+    patient_frame : The one-row-per-patient frame, with its ledger.
     """
     counts = outcome in COUNT_OUTCOMES
     if engine is None:

@@ -903,15 +903,47 @@ def simulate_cohort(
     spec: CohortSpec,
     seed: int | np.random.SeedSequence | np.random.Generator | None = None,
 ) -> VUPanel:
-    """Simulate a cohort and return it as a ``VUPanel`` whose ``truth`` holds the true
-    parameters (``true_parameters``), the seed and each patient's random effects.
+    """Simulate a cohort of the data-generating model as a ``VUPanel``.
 
-    ``seed`` defaults to ``spec.seed``. VU table: ``patient`` (P001…), ``vu``,
-    [``reader`` 1, 2], ``mri_w{week}``, ``msasss_upper_w{week}``,
-    ``msasss_lower_w{week}``. Patient table: ``patient``, ``arm``
-    (placebo/infliximab), ``age``, ``sex`` (male/female), ``symptom_duration``,
-    ``hla_b27`` (0/1), ``crp``, ``basdai`` (rounded to 1 decimal) and
-    ``msasss_baseline``. See ``data/synthetic/DATA_DICTIONARY.md``.
+    The draws are those of ``simulate_arrays`` (the module docstring gives the
+    model), from one Generator made from ``seed``, so the same spec and seed give
+    the same cohort. Columns are described in ``data/synthetic/DATA_DICTIONARY.md``.
+
+    Parameters
+    ----------
+    spec : CohortSpec
+        The parameters of the data-generating model.
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        The seed of the draws; defaults to ``spec.seed``.
+
+    Returns
+    -------
+    VUPanel
+        VU table, one row per patient × VU (× reader) in that order: ``patient``
+        (``P001``, …), ``vu``, [``reader`` 1, 2, only with ``spec.n_readers`` = 2],
+        ``mri_w{week}`` for each of ``spec.mri_weeks``, ``msasss_upper_w{week}`` and
+        ``msasss_lower_w{week}`` for each of ``spec.xray_weeks`` (NaN where a score
+        is missing or, for the corners, on thoracic VUs). Patient table:
+        ``patient``, ``arm`` (placebo/infliximab), ``age``, ``sex`` (male/female),
+        ``symptom_duration``, ``hla_b27`` (0/1), ``crp``, ``basdai`` (``age``,
+        ``symptom_duration``, ``crp`` and ``basdai`` rounded to 1 decimal) and
+        ``msasss_baseline``. ``truth`` holds the true parameters
+        (``true_parameters``) and ``seed`` (the int seed; None for a
+        ``SeedSequence`` or ``Generator``), ``spec`` (``spec.to_dict()``) and
+        ``random_effects`` (each patient's syndesmophyte and inflammation
+        propensities, ``u`` and ``v``). ``source`` is
+        ``"simulate_cohort(seed=<seed>)"`` for an int seed, else ``"simulate_cohort"``.
+
+    Raises
+    ------
+    SpecError
+        If there is no seed (``seed`` None and ``spec.seed`` None) or the seed is
+        not a non-negative int, a ``SeedSequence`` or a ``Generator``.
+
+    See Also
+    --------
+    simulate_arrays : The same cohort as numpy arrays.
+    write_cohort : Writes the two tables as CSV.
     """
     if seed is None:
         seed = spec.seed
