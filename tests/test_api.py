@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import syndesmo as sy
 
@@ -57,3 +58,23 @@ def test_import_and_the_command_line_help_load_no_numpy_or_pandas():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_public_function_has_numpydoc_sections():
+    """Every function of ``syndesmo.__all__`` documents its parameters and what it returns
+    in numpydoc sections, and names every argument of its signature there."""
+    missing = []
+    for name in sy.__all__:
+        obj = getattr(sy, name)
+        if not inspect.isfunction(obj):
+            continue
+        doc = inspect.getdoc(obj) or ""
+        params = [p for p in inspect.signature(obj).parameters if p not in ("self",)]
+        if params and "Parameters\n----------" not in doc:
+            missing.append(f"{name}: no Parameters section")
+        if "Returns\n-------" not in doc:
+            missing.append(f"{name}: no Returns section")
+        for p in params:
+            if p.lstrip("*") not in doc:
+                missing.append(f"{name}: argument {p!r} not documented")
+    assert not missing, "\n".join(missing)

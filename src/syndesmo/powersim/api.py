@@ -526,25 +526,82 @@ def power(
 ) -> PowerResult:
     """Power of the chosen analyses for cohorts like ``spec``, by simulation.
 
-    ``analysis``: one of ``"vu"``, ``"gee"``, ``"patient"``, ``"logit"``,
-    ``"hybrid"``, ``"clogit"``, ``"course"`` or a list (all fitted to the same
-    replicates). ``engine``/``nagq`` fit the GLMMs (``"vu"`` — nested with
-    several readers —, ``"hybrid"``, ``"course"``)
-    (``native`` vectorised, or ``lme4`` one R fit per replicate). ``exposure`` and
-    ``threshold`` default to the spec's (the exposure that carries the true OR);
-    ``adjust`` are the covariates beside the exposure. ``workers=N`` runs chunks of
-    ``batch_size`` replicates (rounded up to a multiple of ``FIT_BLOCK``) in N local
-    processes (a pool kept alive for the session, see ``executors``); ``scheduler``
-    (an address or a ``dask.distributed.Client``) runs them on a Dask cluster.
-    ``workers="auto"`` (the default) forks one worker per CPU for runs of at least
-    ``executors.AUTO_MIN_SIMS`` replicates with the native engine when it can fork,
-    else runs in-process (``executors.resolve_workers``); ``None`` or 1 run
-    in-process. The results are the same either way. More
-    than ``max_sims`` replicates are refused before anything runs. The first
-    ``check_first`` replicates run first; if more than ``max_failed`` of them failed
-    for an analysis the run stops with the reason in ``PowerResult.stopped``
-    (``None`` for either turns the check off). See the module docstring for the
-    definitions, the fit-health rates and the seeding.
+    ``n_sims`` cohorts are drawn from ``spec`` (replicate ``i`` from child ``i`` of
+    ``SeedSequence(seed)``), each analysis is fitted to every cohort, and the power
+    is the share of Wald tests of the exposure at level ``alpha`` that reject. The
+    results do not depend on where the replicates run. See the module docstring for
+    the definitions, the fit-health rates and the seeding.
+
+    Parameters
+    ----------
+    spec : CohortSpec
+        The cohorts to simulate (patients, VUs, readers, MRI weeks, true ORs, …).
+    n_sims : int, default 1000
+        Replicates (simulated studies).
+    alpha : float, default 0.05
+        Level of each test.
+    analysis : str or sequence of str, default "vu"
+        One of ``"vu"``, ``"readers"``, ``"hybrid"``, ``"clogit"``, ``"course"``,
+        ``"gee"``, ``"patient"``, ``"logit"`` (the table in the README says what
+        each fits), a comma list or a sequence; all are fitted to the same replicates.
+    engine : str, default "native"
+        Engine of the GLMMs (``"vu"``, ``"readers"``, ``"hybrid"``, ``"course"``):
+        ``"native"`` (many replicates in one computation) or ``"lme4"`` (one R fit
+        per replicate).
+    nagq : int, default 1
+        Quadrature points of the GLMMs (1 is the Laplace approximation).
+    seed : int, SeedSequence or Generator, default 0
+        Root of the replicates' seeds.
+    workers : int, "auto" or None, default "auto"
+        ``N`` runs chunks in ``N`` local processes (a pool kept alive for the session,
+        see ``executors``); ``"auto"`` forks one worker per CPU for runs of at least
+        ``executors.AUTO_MIN_SIMS`` (400) replicates with the native engine where
+        forking is safe, else runs in-process; ``None`` or 1 run in-process.
+    scheduler : str or dask.distributed.Client, optional
+        Run the chunks on a Dask cluster (an address or a client) instead.
+    progress : bool, default True
+        Show a progress bar.
+    batch_size : int, optional
+        Replicates per chunk (rounded up to a multiple of ``FIT_BLOCK``); by default
+        enough chunks for every worker to get at least two.
+    outcome : str, default "new_syndesmophyte"
+        The VU outcome (``"growth"`` for growth of an existing syndesmophyte).
+    exposure : str, optional
+        The MRI exposure (default the spec's, the one that carries the true OR).
+    threshold : float, optional
+        MRI score at or above which a VU counts as inflamed (default the spec's).
+    adjust : sequence of str, default ("arm",)
+        Covariates beside the exposure (patient covariates, or VU covariates for the
+        VU-level analyses).
+    max_sims : int, default ``syndesmo.checks.MAX_SIMS``
+        More replicates than this are refused before anything runs.
+    check_first : int or None, default 50
+        The first ``check_first`` replicates run first; ``None`` turns the check off.
+    max_failed : float or None, default 0.5
+        If more than this share of the first replicates failed for an analysis, the
+        run stops there with the reason in ``PowerResult.stopped``; ``None`` turns
+        the check off.
+
+    Returns
+    -------
+    PowerResult
+        ``table`` (one row per analysis: power with its Monte Carlo CI, the true OR,
+        bias and coverage where the truth is known, the fit-health rates),
+        ``replicates`` (one row per replicate × analysis), ``ledger``, ``timing``,
+        ``backend``, ``seed`` and ``stopped``.
+
+    Raises
+    ------
+    ModelError
+        For a bad count, level, analysis, engine, covariate, backend or stopping
+        rule, an analysis the spec cannot support (``"readers"`` with one reader,
+        ``"course"`` without an MRI week before the crossover), or more than
+        ``max_sims`` replicates — all before anything runs.
+
+    See Also
+    --------
+    power_curve : power over a grid of spec values.
+    sample_size, detectable_effect : the planner's questions, on common random numbers.
     """
     check_counts(n_sims, alpha, batch_size)
     check_sim_total(n_sims, 1, max_sims)
@@ -618,16 +675,47 @@ def power_curve(
     """Power over a grid of spec values: ``power_curve(spec, n_patients=[50, 100],
     odds_ratio_new=[1.5, 2])``.
 
-    Every other keyword that names a ``CohortSpec`` field is a grid axis (a list of
-    values; for tuple fields such as ``mri_weeks`` a list of tuples). Returns a tidy
-    table: the grid columns (in the order given), then the columns of
-    ``PowerResult.table`` (the fit-health rates, ``stopped_early`` and
-    ``stop_reason`` included), one row per grid point × analysis. Grid point ``g``
-    (row-major order) uses child ``g`` of ``SeedSequence(seed).spawn(n_grid)``. All
-    chunks of all points run in one pool. A grid point whose first ``check_first``
-    replicates failed more than ``max_failed`` stops there (the others go on). More
-    than ``max_sims`` studies in all (replicates × grid points) are refused before
-    anything runs.
+    Grid point ``g`` (row-major order) uses child ``g`` of
+    ``SeedSequence(seed).spawn(n_grid)``; all chunks of all points run in one pool.
+    The results are the same in-process, on workers and on a Dask cluster.
+
+    Parameters
+    ----------
+    spec : CohortSpec
+        The cohorts; the grid replaces some of its fields.
+    n_sims, alpha, analysis, engine, nagq, seed, scheduler, progress, batch_size
+        As in :func:`power`, per grid point.
+    workers : int or None, default None
+        Local worker processes (in-process by default; ``"auto"`` is not taken here).
+    outcome, exposure, threshold, adjust
+        As in :func:`power`.
+    max_sims : int, default ``syndesmo.checks.MAX_SIMS``
+        More studies in all (replicates × grid points) are refused before anything runs.
+    check_first, max_failed
+        As in :func:`power`, per grid point: a point whose first replicates failed
+        too often stops there, the others go on.
+    **grid : sequence
+        Every other keyword names a ``CohortSpec`` field and lists its values (for
+        tuple fields such as ``mri_weeks``, a list of tuples).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A tidy table: the grid columns (in the order given), then the columns of
+        ``PowerResult.table`` (the fit-health rates, ``stopped_early`` and
+        ``stop_reason`` included), one row per grid point × analysis.
+
+    Raises
+    ------
+    ModelError
+        As :func:`power` — before anything runs.
+    SpecError
+        For a grid keyword that is not a ``CohortSpec`` field or a value the spec
+        refuses — before anything runs.
+
+    See Also
+    --------
+    power, sample_size, detectable_effect
     """
     check_counts(n_sims, alpha, batch_size)
     power_exec.check_backend(workers, scheduler)

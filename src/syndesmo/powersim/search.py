@@ -378,8 +378,12 @@ def sample_size(
     check_first, max_failed
         Early stop of an evaluation whose first replicates mostly fail (it then
         counts as short of the target); see ``syndesmo.powersim.api.power``.
-
-    Other arguments as ``syndesmo.powersim.api.power``.
+    alpha, engine, nagq, seed, workers, scheduler, progress, batch_size
+        As in ``syndesmo.powersim.api.power`` (the searches run in-process unless
+        given ``workers``).
+    outcome, exposure, threshold, adjust, max_sims
+        As in ``syndesmo.powersim.api.power`` (``max_sims`` bounds the studies of
+        the whole search).
 
     Returns
     -------
@@ -472,8 +476,13 @@ def detectable_effect(
         Largest OR tried; beyond it the target counts as not reached.
     start : float, optional
         First OR tried (default ``spec.odds_ratio_new``, or ``1 + step`` if that is ≤ 1).
-
-    Other arguments as ``sample_size``.
+    analysis, n_sims, alpha, check_first, max_failed
+        As in :func:`sample_size` (``analysis`` not ``"course"``: it tests the arm).
+    engine, nagq, seed, workers, scheduler, progress, batch_size
+        As in ``syndesmo.powersim.api.power`` (in-process unless given ``workers``).
+    outcome, exposure, threshold, adjust, max_sims
+        As in ``syndesmo.powersim.api.power`` (``max_sims`` bounds the studies of
+        the whole search).
 
     Returns
     -------
