@@ -633,11 +633,13 @@ def simulate_many(
     m = np.where(treated, cal["inflammation_mean_treated"], cal["inflammation_mean_untreated"])
     r = spec.inflammation_persistence
     z = m[:, :, None, :] + v[:, :, None, None] + math.sqrt(r) * d["persistent"][..., None]
-    z += math.sqrt(1.0 - r) * d["transient"]
+    transient = d["transient"]  # this call's own draws, read once: scaled in place
+    z += np.multiply(transient, math.sqrt(1.0 - r), out=transient)
     # the number of cut-points below Z (np.searchsorted(cuts, z, side="left")), counted
     mri_true = np.zeros(z.shape, dtype=np.int8)
+    above = np.empty(z.shape, dtype=bool)
     for cut in cal["mri_cutpoints"]:
-        mri_true += z > cut
+        mri_true += np.greater(z, cut, out=above)
 
     # 4. baseline syndesmophytes: state 0 none, 1 one corner, 2 both corners, 3 bridge
     has_syn = d["has_syn"] < special.expit(cal["intercept_baseline_syndesmophyte"] + u)[..., None]
@@ -683,10 +685,11 @@ def simulate_many(
     last = np.maximum(last, base)  # no regression in the DGM
     when = d["when"] * xray_weeks[-1]  # time of the change
     # a change shows at x-ray weeks after it (week 0 is baseline): B, P, V, 2, X
-    corners_true = np.stack(
-        [np.where(((week >= when) & (week > 0))[..., None], last, base) for week in xray_weeks],
-        axis=-1,
-    )
+    corners_true = np.empty((*base.shape, X), dtype=np.int8)
+    for k, week in enumerate(xray_weeks):
+        corners_true[..., k] = base
+        if week > 0:
+            np.copyto(corners_true[..., k], last, where=(week >= when)[..., None])
 
     # 9. patient covariates (drawn before readers and missingness)
     cov = _covariates(spec, u, v, d)
