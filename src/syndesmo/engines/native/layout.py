@@ -82,11 +82,11 @@ def _grid_patterns(
     span = R * G
     for j in range(p):
         xj = X[:, :, j]
-        lo = float(np.min(xj, where=keep, initial=np.inf))
-        hi = float(np.max(xj, where=keep, initial=-np.inf))
+        used = xj[keep]  # (a copy of the rows in use: faster than reductions with where=)
+        lo, hi = float(used.min()), float(used.max())
         if lo == hi:
             continue  # the same on every row in use (the intercept): orders nothing
-        if lo < 0 or hi > 2**20 or np.any((xj != np.floor(xj)) & keep):
+        if lo < 0 or hi > 2**20 or np.any(used != np.floor(used)):
             return None
         width = int(hi) + 1
         span *= width
