@@ -749,14 +749,14 @@ def simulate_many(
         "patient_msasss_baseline": msasss,
     }
     each.update({f"patient_{k}": val for k, val in cov.items()})
-    out = []
-    for i in range(B):  # keys in the order simulate_arrays has always returned them
-        one = {k: shared[k] for k in _ROW_KEYS}
-        one.update((k, each[k][i]) for k in ("arm", "mri", "corners", "exposure_true"))
-        one.update((k, shared[k]) for k in _WEEK_KEYS)
-        one.update((k, val[i]) for k, val in each.items() if k not in one)
-        out.append(one)
-    return out
+    # keys in the order simulate_arrays has always returned them
+    rows = ("arm", "mri", "corners", "exposure_true")
+    keys = [*_ROW_KEYS, *rows, *_WEEK_KEYS, *(k for k in each if k not in rows)]
+    per = [each.get(k) for k in keys]
+    return [
+        {k: shared[k] if a is None else a[i] for k, a in zip(keys, per, strict=True)}
+        for i in range(B)
+    ]
 
 
 _ROW_KEYS = ("patient", "vu", "reader", "region")
@@ -841,13 +841,13 @@ def _extent(draw: np.ndarray, cum: np.ndarray) -> np.ndarray:
 def _corners_of_state(state: np.ndarray, side_upper: np.ndarray, ones: np.ndarray) -> np.ndarray:
     """(…, 2) corner scores (upper, lower) of VU states: 0 none (corners 0/1 from
     ``ones``), 1 one corner 2 (``side_upper`` says which), 2 both 2, 3 bridge (3, 3)."""
-    upper = np.where(
-        state == 3, 3, np.where((state == 2) | ((state == 1) & side_upper), 2, ones[..., 0])
-    )
-    lower = np.where(
-        state == 3, 3, np.where((state == 2) | ((state == 1) & ~side_upper), 2, ones[..., 1])
-    )
-    return np.stack([upper, lower], axis=-1).astype(np.int8)
+    out = np.empty((*state.shape, 2), dtype=np.int8)
+    out[...] = ones
+    one, both = state == 1, state == 2
+    np.copyto(out[..., 0], 2, where=both | (one & side_upper))
+    np.copyto(out[..., 1], 2, where=both | (one & ~side_upper))
+    out[state == 3] = 3
+    return out
 
 
 #: The covariates' draws, in the order they are drawn.
