@@ -90,7 +90,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -105,7 +105,9 @@ from syndesmo import checks
 from syndesmo.derive.frame import REGIONS, exposure_values, needed_weeks
 from syndesmo.errors import DeriveError, SpecError
 from syndesmo.panel.spine import MSASSS_VUS, VU_LABELS, VU_REGION
-from syndesmo.panel.tables import VUPanel
+
+if TYPE_CHECKING:  # the panel classes load when a panel is made, not on the power path
+    from syndesmo.panel.tables import VUPanel
 
 #: ASSERT randomised 279 patients 3:8 to placebo (78) or infliximab 5 mg/kg (201)
 #: (van der Heijde et al., Arthritis Rheum 2005;52:582-91).
@@ -962,6 +964,8 @@ def simulate_cohort(
         "inflammation": arrays["patient_v"].tolist(),
     }
     source = f"simulate_cohort(seed={seed})" if truth["seed"] is not None else "simulate_cohort"
+    from syndesmo.panel.tables import VUPanel
+
     return VUPanel(vu, patients, truth=truth, source=source)
 
 
