@@ -81,8 +81,10 @@ def keep_freed_memory() -> bool:
     only to run chunks; the calling process is left as it is.
     """
     try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):  # the parameters below are glibc's
+            return False
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError, ValueError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return all(mallopt(param, value) == 1 for param, value in _WORKER_MALLOPT.items())
