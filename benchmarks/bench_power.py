@@ -33,9 +33,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -55,9 +57,12 @@ print(json.dumps({{"times": out, "power": res.power, "cpu": res.timing}}))
 """
 
 
-def child_run(sims: int, workers: int | str | None) -> dict:
+def child_run(sims: int, workers: int | str | None, pycache: str | None = None) -> dict:
     code = CHILD.format(sims=sims, workers=workers)
     env = dict(os.environ)
+    if pycache:  # compiled modules cached (as an installed package has them)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = pycache
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
@@ -118,12 +123,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lme4-fits", type=int, default=20)
     parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument(
+        "--bytecode",
+        action="store_true",
+        help="run the children with a bytecode cache (a temporary PYTHONPYCACHEPREFIX, "
+        "filled by one untimed run), as an installed package runs; by default they run "
+        "as this interpreter does (with PYTHONDONTWRITEBYTECODE=1 every module is "
+        "compiled again at each start)",
+    )
     args = parser.parse_args()
+    pycache = None
+    if args.bytecode:
+        pycache = tempfile.mkdtemp(prefix="bench_power_pycache_")
+        child_run(50, None, pycache)
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, numpy {np.__version__}; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; bytecode "
+        + ("cached" if pycache else "as this interpreter runs")
     )
     rows: dict[str, list[float]] = {}
     loads = []
@@ -136,7 +154,7 @@ def main() -> None:
             ("default (workers='auto')", "auto"),
         ):
             loads.append(os.getloadavg()[0])
-            got = child_run(args.sims, workers)
+            got = child_run(args.sims, workers, pycache)
             power, cpu = got["power"], got["cpu"]
             rows.setdefault(f"{label}, cold (import + first call)", []).append(got["times"][0])
             rows.setdefault(f"{label}, warm", []).extend(got["times"][1:])
@@ -175,6 +193,8 @@ def main() -> None:
         f"\nload average (1 min) before the runs: {', '.join(f'{v:.1f}' for v in loads)}; "
         f"after: {os.getloadavg()[0]:.1f}"
     )
+    if pycache:
+        shutil.rmtree(pycache, ignore_errors=True)
 
 
 if __name__ == "__main__":

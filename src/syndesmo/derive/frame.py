@@ -143,15 +143,16 @@ def exposure_values(
         raise DeriveError(f"MRI weeks must be in increasing order, got {weeks}")
     parsed = parse_exposure(exposure, weeks)
     need = parsed.needed_weeks(weeks)
-    mri = np.asarray(mri, dtype=float)
+    mri = np.asarray(mri)
     if mri.ndim != 2 or mri.shape[1] != len(weeks):
         raise DeriveError(
             f"MRI scores must have one column per MRI week {weeks}, got shape {mri.shape}"
         )
     cols = [weeks.index(w) for w in need]
     kind = parsed.kind
-    if kind == "week":  # one column: the others need not be read
+    if kind == "week":  # one column: the others need not be read (nor converted)
         return inflamed(mri[:, cols[0]], threshold)
+    mri = mri.astype(float, copy=False)
     missing = _any_column(np.isnan(mri[:, cols]))
     if kind == "max_score":
         out = mri.max(axis=1)

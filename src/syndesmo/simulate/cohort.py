@@ -90,7 +90,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -105,7 +105,9 @@ from syndesmo import checks
 from syndesmo.derive.frame import REGIONS, exposure_values, needed_weeks
 from syndesmo.errors import DeriveError, SpecError
 from syndesmo.panel.spine import MSASSS_VUS, VU_LABELS, VU_REGION
-from syndesmo.panel.tables import VUPanel
+
+if TYPE_CHECKING:  # the panel classes load when a panel is made, not on the power path
+    from syndesmo.panel.tables import VUPanel
 
 #: ASSERT randomised 279 patients 3:8 to placebo (78) or infliximab 5 mg/kg (201)
 #: (van der Heijde et al., Arthritis Rheum 2005;52:582-91).
@@ -633,11 +635,13 @@ def simulate_many(
     m = np.where(treated, cal["inflammation_mean_treated"], cal["inflammation_mean_untreated"])
     r = spec.inflammation_persistence
     z = m[:, :, None, :] + v[:, :, None, None] + math.sqrt(r) * d["persistent"][..., None]
-    z += math.sqrt(1.0 - r) * d["transient"]
+    transient = d["transient"]  # this call's own draws, read once: scaled in place
+    z += np.multiply(transient, math.sqrt(1.0 - r), out=transient)
     # the number of cut-points below Z (np.searchsorted(cuts, z, side="left")), counted
     mri_true = np.zeros(z.shape, dtype=np.int8)
+    above = np.empty(z.shape, dtype=bool)
     for cut in cal["mri_cutpoints"]:
-        mri_true += z > cut
+        mri_true += np.greater(z, cut, out=above)
 
     # 4. baseline syndesmophytes: state 0 none, 1 one corner, 2 both corners, 3 bridge
     has_syn = d["has_syn"] < special.expit(cal["intercept_baseline_syndesmophyte"] + u)[..., None]
@@ -683,10 +687,11 @@ def simulate_many(
     last = np.maximum(last, base)  # no regression in the DGM
     when = d["when"] * xray_weeks[-1]  # time of the change
     # a change shows at x-ray weeks after it (week 0 is baseline): B, P, V, 2, X
-    corners_true = np.stack(
-        [np.where(((week >= when) & (week > 0))[..., None], last, base) for week in xray_weeks],
-        axis=-1,
-    )
+    corners_true = np.empty((*base.shape, X), dtype=np.int8)
+    for k, week in enumerate(xray_weeks):
+        corners_true[..., k] = base
+        if week > 0:
+            np.copyto(corners_true[..., k], last, where=(week >= when)[..., None])
 
     # 9. patient covariates (drawn before readers and missingness)
     cov = _covariates(spec, u, v, d)
@@ -746,14 +751,14 @@ def simulate_many(
         "patient_msasss_baseline": msasss,
     }
     each.update({f"patient_{k}": val for k, val in cov.items()})
-    out = []
-    for i in range(B):  # keys in the order simulate_arrays has always returned them
-        one = {k: shared[k] for k in _ROW_KEYS}
-        one.update((k, each[k][i]) for k in ("arm", "mri", "corners", "exposure_true"))
-        one.update((k, shared[k]) for k in _WEEK_KEYS)
-        one.update((k, val[i]) for k, val in each.items() if k not in one)
-        out.append(one)
-    return out
+    # keys in the order simulate_arrays has always returned them
+    rows = ("arm", "mri", "corners", "exposure_true")
+    keys = [*_ROW_KEYS, *rows, *_WEEK_KEYS, *(k for k in each if k not in rows)]
+    per = [each.get(k) for k in keys]
+    return [
+        {k: shared[k] if a is None else a[i] for k, a in zip(keys, per, strict=True)}
+        for i in range(B)
+    ]
 
 
 _ROW_KEYS = ("patient", "vu", "reader", "region")
@@ -838,13 +843,13 @@ def _extent(draw: np.ndarray, cum: np.ndarray) -> np.ndarray:
 def _corners_of_state(state: np.ndarray, side_upper: np.ndarray, ones: np.ndarray) -> np.ndarray:
     """(…, 2) corner scores (upper, lower) of VU states: 0 none (corners 0/1 from
     ``ones``), 1 one corner 2 (``side_upper`` says which), 2 both 2, 3 bridge (3, 3)."""
-    upper = np.where(
-        state == 3, 3, np.where((state == 2) | ((state == 1) & side_upper), 2, ones[..., 0])
-    )
-    lower = np.where(
-        state == 3, 3, np.where((state == 2) | ((state == 1) & ~side_upper), 2, ones[..., 1])
-    )
-    return np.stack([upper, lower], axis=-1).astype(np.int8)
+    out = np.empty((*state.shape, 2), dtype=np.int8)
+    out[...] = ones
+    one, both = state == 1, state == 2
+    np.copyto(out[..., 0], 2, where=both | (one & side_upper))
+    np.copyto(out[..., 1], 2, where=both | (one & ~side_upper))
+    out[state == 3] = 3
+    return out
 
 
 #: The covariates' draws, in the order they are drawn.
@@ -991,6 +996,8 @@ def simulate_cohort(
         "inflammation": arrays["patient_v"].tolist(),
     }
     source = f"simulate_cohort(seed={seed})" if truth["seed"] is not None else "simulate_cohort"
+    from syndesmo.panel.tables import VUPanel
+
     return VUPanel(vu, patients, truth=truth, source=source)
 
 

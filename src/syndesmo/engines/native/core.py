@@ -113,8 +113,12 @@ def fit_core(
     vcov, theta_se = covariances(hess, psi[:, -1])
     converged &= np.isfinite(value)
     messages = []
+    with np.errstate(invalid="ignore"):
+        gnorms = np.where(
+            np.all(np.isfinite(grad), axis=1), np.max(np.abs(grad), axis=1, initial=0.0), math.inf
+        )
     for i in range(S):
-        gnorm = float(np.max(np.abs(grad[i]))) if np.all(np.isfinite(grad[i])) else math.inf
+        gnorm = float(gnorms[i])
         if converged[i]:
             msg = (
                 f"converged after {iters[i]} Newton iterations "

@@ -331,9 +331,10 @@ def fit_many(
         out["theta_se"][idx] = core.theta_se
         out["loglik"][idx] = lme4_loglik(core.value, logc[idx], sat[idx], nagq)
         out["converged"][idx] = core.converged
+        beyond = np.max(np.abs(core.psi[:, :p]), axis=1) > SEPARATION_BETA
         for k, i in enumerate(idx):
             messages[i] = core.message[k]
-            if np.max(np.abs(core.psi[k, :p])) > SEPARATION_BETA:
+            if beyond[k]:
                 messages[i] += (
                     f"; an estimate exceeds {SEPARATION_BETA:g} in absolute value "
                     "(possible separation)"

@@ -65,6 +65,10 @@ def compress_shared(
     return Layout(Xc, y, m, gid.reshape(-1), off), codes
 
 
+#: Keys below ``4 × rows + COUNT_KEYS`` are counted (``np.bincount``) rather than sorted.
+COUNT_KEYS = 2**16
+
+
 def _grid_patterns(
     X: np.ndarray, Y: np.ndarray, M: np.ndarray, groups: np.ndarray, G: int
 ) -> tuple[np.ndarray, ...] | None:
@@ -75,35 +79,47 @@ def _grid_patterns(
     (replicate × G + group), covariate row and summed successes and trials.
     """
     R, n, p = X.shape
-    keep = M > 0
-    if not keep.any():
+    rows = np.flatnonzero(M > 0)  # the rows in use (replicate × n + row), in order
+    if rows.size == 0:
         return None
-    key = (np.arange(R)[:, None] * G + np.asarray(groups, dtype=np.int64)).astype(np.int64)
+    groups = np.asarray(groups, dtype=np.int64)
+    used = np.reshape(X, (R * n, p))[rows]
+    key = (rows // n) * G + groups[rows % n]
     span = R * G
     for j in range(p):
-        xj = X[:, :, j]
-        lo = float(np.min(xj, where=keep, initial=np.inf))
-        hi = float(np.max(xj, where=keep, initial=-np.inf))
+        xj = used[:, j]
+        lo, hi = float(xj.min()), float(xj.max())
         if lo == hi:
             continue  # the same on every row in use (the intercept): orders nothing
-        if lo < 0 or hi > 2**20 or np.any((xj != np.floor(xj)) & keep):
+        if lo < 0 or hi > 2**20 or np.any(xj != np.floor(xj)):
             return None
         width = int(hi) + 1
         span *= width
         if span >= 2**62:
             return None
-        key = key * width + np.where(keep, xj, 0.0).astype(np.int64)
-    key = np.where(keep, key, np.iinfo(np.int64).max).ravel()
-    order = np.argsort(key, kind="stable")[: int(keep.sum())]  # rows come nearly sorted
-    key = key[order]
-    new = np.ones(key.size, dtype=bool)
-    new[1:] = key[1:] != key[:-1]
-    pattern = np.cumsum(new) - 1
-    y = np.bincount(pattern, Y.ravel()[order])
-    m = np.bincount(pattern, M.ravel()[order])
-    at = order[new]
-    rep, row = at // n, at % n
-    return rep * G + np.asarray(groups, dtype=np.int64)[row], X[rep, row], y, m
+        key = key * width + xj.astype(np.int64)
+    y_in, m_in = Y.ravel()[rows], M.ravel()[rows]
+    if span <= 4 * rows.size + COUNT_KEYS:
+        # few possible keys: count them instead of sorting (the same patterns, in key
+        # order; each pattern's sums taken over its rows in row order, as after a
+        # stable sort; ``at`` the first of its rows)
+        ids = np.flatnonzero(np.bincount(key, minlength=span))
+        y = np.bincount(key, y_in, minlength=span)[ids]
+        m = np.bincount(key, m_in, minlength=span)[ids]
+        first = np.full(span, rows.size, dtype=np.int64)
+        np.minimum.at(first, key, np.arange(rows.size))
+        at = first[ids]
+    else:
+        order = np.argsort(key, kind="stable")  # rows come nearly sorted
+        key = key[order]
+        new = np.ones(key.size, dtype=bool)
+        new[1:] = key[1:] != key[:-1]
+        pattern = np.cumsum(new) - 1
+        y = np.bincount(pattern, y_in[order])
+        m = np.bincount(pattern, m_in[order])
+        at = order[new]
+    rep, row = rows[at] // n, rows[at] % n
+    return rep * G + groups[row], used[at], y, m
 
 
 def compress_stacked(
