@@ -46,8 +46,6 @@ import pandas as pd
 
 from syndesmo.derive.frame import derive_many
 from syndesmo.engines.logit_many import logit_many
-from syndesmo.engines.native.multilevel.many import fit_many_structured
-from syndesmo.engines.native.multilevel.model import SEPARATION_BETA, SEPARATION_SE
 from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
@@ -400,6 +398,11 @@ def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
     per replicate) or, for another engine, ``syndesmo.fit`` per replicate. ``sigma`` is
     the SD of the first variance component in lme4's order (VU within patient);
     ``singular`` flags a fit with any variance component at 0."""
+    # the multilevel engine loads only for this analysis (a power run of the other
+    # analyses does not import it)
+    from syndesmo.engines.native.multilevel.many import fit_many_structured
+    from syndesmo.engines.native.multilevel.model import SEPARATION_BETA, SEPARATION_SE
+
     design = reader_stack(sims, plan)
     names = design["names"]
     if plan.engine != registry.DEFAULT_ENGINE:
