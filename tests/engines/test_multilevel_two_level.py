@@ -74,7 +74,9 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
     value, grad, ok = np.empty(R), np.empty((R, 5)), np.empty(R, dtype=bool)
     b, c = np.zeros((R, K, J)), np.zeros((R, K))
     db, dc = np.empty((R, K, J, 5)), np.empty((R, K, 5))
-    evaluate_blocks(L.X, L.y, L.m, np.arange(R), psi, b, c, MODE_TOL, True, value, grad, ok, db, dc)
+    evaluate_blocks(
+        L.X, L.y, L.m, np.arange(R), psi, b, c, MODE_TOL, True, True, value, grad, ok, db, dc
+    )
     assert ok.all()
     for r in range(R):
         rows = np.flatnonzero(mask[r])
@@ -84,6 +86,35 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
         v_ref, g_ref, _ = evaluate(data, psi[r][None])
         assert value[r] == pytest.approx(v_ref[0], abs=1e-9)
         np.testing.assert_allclose(grad[r], g_ref[0], atol=1e-8)
+    # the modes' derivatives over ψ (the warm starts' predictor) against central
+    # differences of the modes themselves
+    h = 1e-5
+    for q in range(5):
+        moved = []
+        for sign in (1.0, -1.0):
+            at = psi.copy()
+            at[:, q] += sign * h
+            bq, cq = b.copy(), c.copy()
+            evaluate_blocks(
+                L.X,
+                L.y,
+                L.m,
+                np.arange(R),
+                at,
+                bq,
+                cq,
+                MODE_TOL,
+                False,
+                False,
+                value,
+                grad,
+                ok,
+                db.copy(),
+                dc.copy(),
+            )
+            moved.append((bq, cq))
+        np.testing.assert_allclose((moved[0][0] - moved[1][0]) / (2 * h), db[..., q], atol=1e-5)
+        np.testing.assert_allclose((moved[0][1] - moved[1][1]) / (2 * h), dc[..., q], atol=1e-5)
 
 
 def test_each_study_equals_fit_multilevel(studies):

@@ -157,7 +157,7 @@ class _Objective:
         g = np.empty((n, P))
         ok = np.empty(n, dtype=np.bool_)
         L = self.L
-        evaluate_blocks(L.X, L.y, L.m, idx, psi, b, c, MODE_TOL, True, value, g, ok, db, dc)
+        evaluate_blocks(L.X, L.y, L.m, idx, psi, b, c, MODE_TOL, True, keep, value, g, ok, db, dc)
         if keep:
             k = idx[ok]
             self.b[k], self.c[k], self.db[k], self.dc[k] = b[ok], c[ok], db[ok], dc[ok]

@@ -133,14 +133,14 @@ def _mode_derivatives(Xk, mk, v, res, bk, ck, t1, t2, W, D, C, S, dbk, dck, rhs,
 
 
 @njit(cache=True, error_model="numpy")
-def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, value, grad, ok, db, dc):
+def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, want_sens, value, grad, ok, db, dc):
     """Laplace log-likelihood (no binomial coefficients) and its exact gradient.
 
     For the studies ``idx`` with parameters ``psi[i]`` (β, θ₁, θ₂) and warm modes
     ``b[i]`` ``(K, J)``, ``c[i]`` ``(K,)`` (overwritten with the modes found), fills
     ``value[i]``, ``grad[i]`` (when ``want_grad``) and ``ok[i]`` (False where a
-    block's modes did not converge). With ``want_grad`` it also fills the modes'
-    derivatives ``db[i]`` ``(K, J, P)`` and ``dc[i]`` ``(K, P)`` over ``ψ``
+    block's modes did not converge). With ``want_grad`` and ``want_sens`` it also
+    fills the modes' derivatives ``db[i]`` ``(K, J, P)`` and ``dc[i]`` ``(K, P)`` over ``ψ``
     (``dû/dψ = H⁻¹ ∂g/∂ψ``, ``g`` the gradient of the block's log density in its
     modes), from which the caller predicts the modes at a nearby ``ψ``.
     """
@@ -299,9 +299,10 @@ def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, value, grad, ok, db
                     Rsum += res[j, t]
                 g[p] += Pj * bk[j] - W[j] * tj[j] - 0.5 * Rsum * s1
                 g[p + 1] += Pj * ck - W[j] * tk[j] - 0.5 * Rsum * s2
-            _mode_derivatives(
-                X[r, k], mk, v, res, bk, ck, t1, t2, W, D, C, S, db[i, k], dc[i, k], rhs, rhs_c
-            )
+            if want_sens:
+                _mode_derivatives(
+                    X[r, k], mk, v, res, bk, ck, t1, t2, W, D, C, S, db[i, k], dc[i, k], rhs, rhs_c
+                )
         ok[i] = study_ok
         value[i] = val if study_ok else np.nan
         for q in range(p + 2):
