@@ -273,7 +273,13 @@ def safe_fit(
 
 
 def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dict:
-    """Estimate of ``term`` and fit statistics of one model as a dict of table columns."""
+    """Estimate of ``term`` and fit statistics of one model as a dict of table columns.
+
+    A failed fit (the reason as a string) gives NaN everywhere and the note
+    ``"fit failed: …"``. A fit that did not converge reports no estimate (a
+    ``FitResult`` that did not converge holds NaN parameters, variance components
+    and intervals) and its note starts ``"not converged"``.
+    """
     if isinstance(fit, str):
         return {
             "log_or": math.nan,
@@ -298,10 +304,12 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
         raise ModelError(f"the fit has no term {term!r}; terms are {list(fit.params.index)}")
     ors = fit.odds_ratios(level).loc[term]
     notes = list(fit.warnings)
-    if not fit.converged and fit.convergence_message:
-        notes.insert(0, f"not converged: {fit.convergence_message}")
+    if not fit.converged:
+        why = fit.convergence_message
+        notes.insert(0, f"not converged: {why}" if why else "not converged")
     se = float(fit.bse[term])
-    if not np.isfinite(se) or se > 10:
+    # (a fit that did not converge has NaN standard errors: that is no sign of separation)
+    if fit.converged and (not np.isfinite(se) or se > 10):
         notes.append("standard error huge or undefined: possible separation")
     if not fit.converged:
         # An estimate the engine did not reach is not reported as a number; the note
