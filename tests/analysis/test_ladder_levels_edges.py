@@ -9,10 +9,16 @@ what is tested is what the analysis layer reports from such a fit.
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 
 from syndesmo.analysis import ladder as an
+from syndesmo.analysis import patient as patient_mod
+from syndesmo.analysis.levels import compare_levels
+from syndesmo.analysis.patient import patient_level
+from syndesmo.errors import DeriveError, ModelError
 from syndesmo.panel.spine import VU_LABELS
 from syndesmo.panel.tables import VUPanel
 from syndesmo.simulate.cohort import CohortSpec, simulate_cohort
@@ -78,3 +84,49 @@ def test_ladder_says_not_converged_without_an_optimiser_message(panel, monkeypat
     native = table[table["engine"].eq("native")]
     assert native["note"].eq("not converged").all()
     assert native["OR"].isna().all()
+
+
+# ---------------------------------------------------------------------------
+# 2. patient level: no number from a fit that did not converge
+
+
+def test_patient_level_row_of_a_fit_that_did_not_converge(panel, monkeypatch):
+    fine = patient_level(panel, "w0", "any_new", summary="count").to_frame().iloc[0]
+    assert np.isfinite(fine["estimate"]) and fine["note"] == ""
+
+    monkeypatch.setattr(patient_mod, "fit_model", not_converged(patient_mod.fit_model, {"logit"}))
+    pl = patient_level(panel, "w0", "any_new", summary="count")
+    assert pl.fit is not None and not pl.fit.converged
+    row = pl.to_frame().iloc[0]
+    assert row[["estimate", "lower", "upper", "p"]].isna().all()
+    assert row["note"] == f"not converged: {FORCED}"
+    assert row["n_patients"] == fine["n_patients"] and row["events"] == fine["events"]
+    # compare_levels' patient rows say the same
+    table = compare_levels(panel, "w0", beside=(), patient_models=[("any_new", "count")])
+    prow = table[table["level"].eq("patient")].iloc[0]
+    assert math.isnan(prow["estimate"]) and prow["note"] == f"not converged: {FORCED}"
+
+
+# ---------------------------------------------------------------------------
+# 4 and 7. patient level: threshold checked as analysis_frame does; outcome first
+
+
+@pytest.mark.parametrize("threshold", [0, -1, 10, 6.5])
+def test_patient_level_refuses_a_threshold_outside_0_6(panel, threshold):
+    with pytest.raises(DeriveError, match=rf"threshold.*{threshold:g}") as info:
+        patient_level(panel, "w0", "any_new", threshold=threshold)
+    with pytest.raises(DeriveError) as ref:
+        an.build_frame(panel, "new_syndesmophyte", "w0", threshold=threshold)
+    assert str(info.value) == str(ref.value)  # the same check, the same words
+
+
+def test_patient_level_accepts_thresholds_up_to_6(panel):
+    row = patient_level(panel, "w0", "any_new", summary="count", threshold=6).to_frame()
+    assert row["n_patients"].iloc[0] > 0
+
+
+def test_patient_level_names_an_unknown_outcome_before_the_engine(panel):
+    for engine in ("poisson", "logit", None):
+        with pytest.raises(ModelError, match=r"'foo'.*any_new") as info:
+            patient_level(panel, "w0", "foo", engine=engine)
+        assert "use engine" not in str(info.value)
