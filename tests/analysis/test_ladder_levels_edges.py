@@ -130,3 +130,46 @@ def test_patient_level_names_an_unknown_outcome_before_the_engine(panel):
         with pytest.raises(ModelError, match=r"'foo'.*any_new") as info:
             patient_level(panel, "w0", "foo", engine=engine)
         assert "use engine" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# 5 and 8. engines: checked up front, a single string is one engine
+
+
+def test_compare_levels_refuses_an_unknown_engine_as_the_ladder_does(panel):
+    with pytest.raises(ModelError, match=r"^compare_levels: unknown engine\(s\) \['foo'\]; "):
+        compare_levels(panel, "w0", engine="foo")
+    with pytest.raises(ModelError, match=r"^compare_levels: unknown engine\(s\) \['bar'\]; "):
+        compare_levels(panel, "w0", beside=("gee", "bar"))
+    with pytest.raises(ModelError, match=r"^ladder: unknown engine\(s\) \['foo'\]; "):
+        an.ladder(panel, "new_syndesmophyte", ["w0"], engine="foo")
+
+
+def test_compare_levels_counts_the_vus_of_a_failed_fit(panel):
+    # 'arm01' duplicates the treatment: the design is rank deficient, every fit fails
+    pat = panel.patients.copy()
+    pat["arm01"] = (pat["arm"] == "infliximab").astype(int)
+    bad = VUPanel(panel.vu.copy(), pat, source="modified")
+    table = compare_levels(bad, "w0", adjust=("arm", "arm01"), patient_models=())
+    frame = an.build_frame(bad, "new_syndesmophyte", "w0", covariates=["arm", "arm01"])
+    assert table["engine"].tolist() == ["native", "gee"]
+    assert table["estimate"].isna().all()
+    assert table["note"].str.startswith("fit failed").all()
+    assert (table["n_units"] == len(frame)).all()
+    assert (table["n_patients"] == frame["patient"].nunique()).all()
+    assert (table["events"] == int(frame["new_syndesmophyte"].sum())).all()
+
+
+def test_a_single_engine_string_is_one_engine(panel):
+    one = an.ladder(panel, "new_syndesmophyte", "w0", engines="gee", within=False)
+    assert list(zip(one["step"], one["engine"], strict=True)) == [
+        ("a", "logit"),
+        ("b", "gee"),
+        ("c", "gee"),
+    ]
+    listed = an.ladder(panel, "new_syndesmophyte", "w0", engines=["gee"], within=False)
+    assert np.allclose(one["log_or"], listed["log_or"], rtol=0, atol=0)
+    beside = an.ladder(panel, "new_syndesmophyte", "w0", engines_beside="gee", within=False)
+    assert beside["engine"].tolist() == ["logit", "native", "gee", "native", "gee"]
+    levels = compare_levels(panel, "w0", beside="gee", patient_models=())
+    assert levels["engine"].tolist() == ["native", "gee"]

@@ -213,8 +213,9 @@ def _step_terms(step: str, treatment: str, confounders: Sequence[str]) -> list[s
     return {"a": [], "b": [], "c": [treatment], "d": full, WITHIN_STEP: full}[step]
 
 
-def _fill_counts(row: dict, frame: pd.DataFrame | AnalysisFrame, outcome: str) -> None:
-    """Patients, VUs and events from the frame when the fit did not report them."""
+def fill_counts(row: dict, frame: pd.DataFrame | AnalysisFrame, outcome: str) -> None:
+    """Patients (``n_patients``), VUs (``n_vus``) and events of ``row`` from the frame,
+    where the fit did not report them (a failed fit, an exposure not modelled)."""
 
     def missing(v) -> bool:
         return v is None or (isinstance(v, float) and math.isnan(v))
@@ -244,6 +245,15 @@ def check_frame(frame: pd.DataFrame | AnalysisFrame, outcome: str, exposure: str
     if events == len(y):
         return f"every one of the {len(frame)} eligible VUs has the outcome {outcome!r}"
     return ""
+
+
+def check_engine_names(engines: Sequence[str], where: str) -> None:
+    """Raise ``ModelError`` naming every engine the registry does not know."""
+    unknown = [e for e in dict.fromkeys(engines) if e not in registry.REGISTRY]
+    if unknown:
+        raise ModelError(
+            f"{where}: unknown engine(s) {unknown}; choose from {', '.join(registry.REGISTRY)}"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -429,8 +439,9 @@ def ladder(
     engine : str, default "native"
         The GLMM of steps (b)-(d) and of the hybrid model at step (e): an engine of
         ``sy.available_engines()`` of the binomial family other than ``logit``.
-    engines_beside : sequence of str, default ("gee",)
-        Engines fitted beside ``engine`` at steps (b)-(d).
+    engines_beside : sequence of str or str, default ("gee",)
+        Engines fitted beside ``engine`` at steps (b)-(d). A single string is one
+        engine.
     nagq : int, default 1
         Adaptive Gauss-Hermite points (1 = Laplace), passed to the engines that take
         it.
@@ -450,10 +461,12 @@ def ladder(
     progress : callable, optional
         Called with a short text (``"<outcome> <exposure> (<step>) <engine>"``)
         before each fit.
-    engines : sequence of str, optional
+    engines : sequence of str or str, optional
         Shorthand for ``engine`` (the first) and ``engines_beside`` (the rest),
         which it overrides: ``engines=["native", "gee", "bayes"]`` fits every listed
-        engine at steps (b)-(d). ``logit`` in it is ignored (it is step (a) anyway).
+        engine at steps (b)-(d). A single string is one engine (``engines="gee"``
+        is ``engine="gee", engines_beside=()``). ``logit`` in it is ignored (it is
+        step (a) anyway).
     within : bool, default True
         Fit step (e).
 
@@ -489,7 +502,11 @@ def ladder(
     --------
     ladder_result : The same ladder with the ledger of each exposure and the fits.
     """
+    if isinstance(engines_beside, str):
+        engines_beside = (engines_beside,)
     if engines is not None:
+        if isinstance(engines, str):
+            engines = [engines]
         engines = [e for e in engines if e != CRUDE_ENGINE]  # logit is step (a) anyway
         if not engines:
             raise ModelError(
@@ -566,8 +583,9 @@ def ladder_result(
         Terms added at step (d); one equal to ``treatment`` is dropped.
     engine : str, default "native"
         The GLMM of steps (b)-(d) and of the hybrid model at step (e).
-    engines_beside : sequence of str, default ("gee",)
-        Engines fitted beside ``engine`` at steps (b)-(d).
+    engines_beside : sequence of str or str, default ("gee",)
+        Engines fitted beside ``engine`` at steps (b)-(d). A single string is one
+        engine.
     nagq : int, default 1
         Adaptive Gauss-Hermite points (1 = Laplace), for the engines that take it.
     threshold : float, default 1
@@ -620,11 +638,9 @@ def ladder_result(
     exposures = list(exposures)
     if not exposures:
         raise ModelError("ladder: exposures is empty; name one or more exposures, e.g. ['w0']")
-    unknown = [e for e in dict.fromkeys([engine, *engines_beside]) if e not in registry.REGISTRY]
-    if unknown:
-        raise ModelError(
-            f"ladder: unknown engine(s) {unknown}; choose from {', '.join(registry.REGISTRY)}"
-        )
+    if isinstance(engines_beside, str):
+        engines_beside = [engines_beside]
+    check_engine_names([engine, *engines_beside], "ladder")
     if engine == CRUDE_ENGINE:
         raise ModelError(
             f"engine {CRUDE_ENGINE!r} is step (a) of the ladder; give a GLMM engine "
@@ -708,7 +724,7 @@ def ladder_result(
                     c in constant for c in _step_terms(step, treatment, confounders)
                 ):
                     row["note"] = "; ".join(x for x in (dropped, row["note"]) if x)
-                _fill_counts(row, frame, outcome)
+                fill_counts(row, frame, outcome)
                 rows.append(
                     {
                         "outcome": outcome,

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from syndesmo.analysis.ladder import LadderResult, build_frame, check_frame, fit_row, safe_fit
+from syndesmo.analysis.ladder import (
+    LadderResult,
+    build_frame,
+    check_engine_names,
+    check_frame,
+    fill_counts,
+    fit_row,
+    safe_fit,
+)
 from syndesmo.analysis.patient import patient_level
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
@@ -53,8 +61,9 @@ def compare_levels(
         transform of one (``log(crp)``).
     engine : str, default "native"
         The VU-level GLMM.
-    beside : sequence of str, default ("gee",)
-        Engines fitted beside ``engine`` at the VU level.
+    beside : sequence of str or str, default ("gee",)
+        Engines fitted beside ``engine`` at the VU level. A single string is one
+        engine.
     nagq : int, default 1
         Adaptive Gauss-Hermite points (1 = Laplace), for the VU-level engines that
         take it.
@@ -119,9 +128,9 @@ def compare_levels_result(
     VU level: ``new_syndesmophyte ~ mri + <adjust> + (1|patient)`` (``mri`` is the
     exposure) on the VUs at risk with every model column complete, with ``engine``
     and each engine of ``beside`` (an engine named twice is fitted once). A fit
-    that fails, or an engine the registry does not know, gives a row with NaN
-    estimates and the reason in ``note``; a fit that did not converge gives NaN
-    estimates and says so in ``note``; an exposure that does not vary, or an outcome
+    that fails gives a row with NaN estimates, the reason in ``note`` and the
+    counts of the analysed VUs; a fit that did not converge gives NaN estimates and
+    says so in ``note``; an exposure that does not vary, or an outcome
     without events, gives rows with the reason in ``note``. Patient level: each
     (outcome, summary) pair of ``patient_models`` fitted by :func:`patient_level`
     with its default engine (``logit`` for 0/1 outcomes, ``negbin`` for ``n_new``),
@@ -139,8 +148,9 @@ def compare_levels_result(
         transform of one (``log(crp)``).
     engine : str, default "native"
         The VU-level GLMM, an engine of ``sy.available_engines()``.
-    beside : sequence of str, default ("gee",)
-        Engines fitted beside ``engine`` at the VU level.
+    beside : sequence of str or str, default ("gee",)
+        Engines fitted beside ``engine`` at the VU level. A single string is one
+        engine.
     nagq : int, default 1
         Adaptive Gauss-Hermite points (1 = Laplace), for the VU-level engines that
         take it.
@@ -177,7 +187,8 @@ def compare_levels_result(
         from the patient level, an ``adjust`` column that is
         not in the patient table (e.g. ``region``).
     ModelError
-        For an ``adjust`` term that is not a column name or an allowed transform of
+        For an engine the registry does not know (before anything is fitted); an
+        ``adjust`` term that is not a column name or an allowed transform of
         one, or a patient model with an unknown outcome or summary, or a summary
         that does not suit the exposure (see :func:`patient_level`).
     EngineUnavailableError
@@ -188,6 +199,10 @@ def compare_levels_result(
     compare_levels : The table alone.
     patient_level : One patient-level model.
     """
+    if isinstance(beside, str):
+        beside = [beside]
+    engines = list(dict.fromkeys([engine, *beside]))
+    check_engine_names(engines, "compare_levels")
     rows = []
     ledgers: dict[str, Ledger] = {}
     frame = build_frame(
@@ -203,9 +218,10 @@ def compare_levels_result(
     problem = check_frame(frame, "new_syndesmophyte", exposure)
     rhs = " + ".join(["mri", *adjust])
     formula = f"new_syndesmophyte ~ {rhs} + (1|patient)"
-    for eng in dict.fromkeys([engine, *beside]):
+    for eng in engines:
         fitted = problem or safe_fit(formula, frame, eng, nagq)
         r = fit_row(fitted)
+        fill_counts(r, frame, "new_syndesmophyte")  # a failed fit reports none
         rows.append(
             {
                 "level": "VU",
@@ -219,9 +235,9 @@ def compare_levels_result(
                 "lower": r["lower"],
                 "upper": r["upper"],
                 "p": r["p"],
-                "n_patients": r["n_patients"] if problem == "" else frame["patient"].nunique(),
-                "n_units": r["n_vus"] if problem == "" else len(frame),
-                "events": r["events"] if problem == "" else int(frame["new_syndesmophyte"].sum()),
+                "n_patients": r["n_patients"],
+                "n_units": r["n_vus"],
+                "events": r["events"],
                 "note": problem or r["note"],
             }
         )
