@@ -16,7 +16,7 @@ import pytest
 
 from syndesmo.analysis import ladder as an
 from syndesmo.analysis import patient as patient_mod
-from syndesmo.analysis.levels import compare_levels
+from syndesmo.analysis.levels import compare_levels, compare_levels_result
 from syndesmo.analysis.patient import patient_level
 from syndesmo.errors import DeriveError, ModelError
 from syndesmo.panel.spine import VU_LABELS
@@ -173,3 +173,27 @@ def test_a_single_engine_string_is_one_engine(panel):
     assert beside["engine"].tolist() == ["logit", "native", "gee", "native", "gee"]
     levels = compare_levels(panel, "w0", beside="gee", patient_models=())
     assert levels["engine"].tolist() == ["native", "gee"]
+
+
+# ---------------------------------------------------------------------------
+# 6. compare_levels_result: one ledger per patient model
+
+
+def test_each_patient_model_keeps_its_ledger(panel):
+    # two models of one outcome: one ledger each, none written over
+    models = [("any_new", "any"), ("any_new", "total"), ("n_new", "count")]
+    res = compare_levels_result(panel, "w0", beside=(), patient_models=models)
+    assert list(res.ledgers) == [
+        "VU level",
+        "patient level: any_new (any)",
+        "patient level: any_new (total)",
+        "patient level: n_new (count)",
+    ]
+    for outcome, summary in models:
+        ref = patient_level(panel, "w0", outcome, summary=summary).ledger
+        assert res.ledgers[f"patient level: {outcome} ({summary})"] == ref
+
+
+def test_a_patient_model_listed_twice_is_refused(panel):
+    with pytest.raises(ModelError, match=r"\('any_new', 'any'\).*more than once"):
+        compare_levels(panel, "w0", patient_models=[("any_new", "any"), ("any_new", "any")])

@@ -23,6 +23,7 @@ from syndesmo.analysis.ladder import (
     safe_fit,
 )
 from syndesmo.analysis.patient import patient_level
+from syndesmo.errors import ModelError
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import exposure_label, outcome_label
@@ -176,8 +177,9 @@ def compare_levels_result(
         exposure, exposure_label, engine, measure (OR or RR), estimate, lower,
         upper, p, n_patients, n_units (VUs at the VU level, patients at the patient
         level), events (VUs with a new syndesmophyte; patients with the outcome),
-        note. ``ledgers``: what was left out, under ``"VU level"`` and
-        ``"patient level: <outcome>"``. ``fits`` is empty.
+        note. ``ledgers``: what was left out, under ``"VU level"`` and, for each
+        patient model, ``"patient level: <outcome> (<summary>)"``. ``fits`` is
+        empty.
 
     Raises
     ------
@@ -188,9 +190,10 @@ def compare_levels_result(
         not in the patient table (e.g. ``region``).
     ModelError
         For an engine the registry does not know (before anything is fitted); an
-        ``adjust`` term that is not a column name or an allowed transform of
-        one, or a patient model with an unknown outcome or summary, or a summary
-        that does not suit the exposure (see :func:`patient_level`).
+        (outcome, summary) pair listed twice in ``patient_models``; an ``adjust``
+        term that is not a column name or an allowed transform of one; a patient
+        model with an unknown outcome or summary, or a summary that does not suit
+        the exposure (see :func:`patient_level`).
     EngineUnavailableError
         If a VU-level engine's optional dependencies are not installed.
 
@@ -203,6 +206,13 @@ def compare_levels_result(
         beside = [beside]
     engines = list(dict.fromkeys([engine, *beside]))
     check_engine_names(engines, "compare_levels")
+    patient_models = [tuple(m) for m in patient_models]
+    twice = [m for m in dict.fromkeys(patient_models) if patient_models.count(m) > 1]
+    if twice:
+        raise ModelError(
+            f"compare_levels: patient model(s) {twice} listed more than once; "
+            "give each (outcome, summary) pair once"
+        )
     rows = []
     ledgers: dict[str, Ledger] = {}
     frame = build_frame(
@@ -252,7 +262,7 @@ def compare_levels_result(
             readers=readers,
             reference_arm=reference_arm,
         )
-        ledgers[f"patient level: {outcome}"] = pl.ledger
+        ledgers[f"patient level: {outcome} ({summary})"] = pl.ledger
         r = pl.to_frame().iloc[0].to_dict()
         rows.append(
             {
