@@ -197,3 +197,57 @@ def test_each_patient_model_keeps_its_ledger(panel):
 def test_a_patient_model_listed_twice_is_refused(panel):
     with pytest.raises(ModelError, match=r"\('any_new', 'any'\).*more than once"):
         compare_levels(panel, "w0", patient_models=[("any_new", "any"), ("any_new", "any")])
+
+
+# ---------------------------------------------------------------------------
+# 3. an exposure without an eligible VU: noted rows, not the end of the ladder
+
+
+@pytest.fixture(scope="module")
+def no_w102(panel) -> VUPanel:
+    """The week-102 MRI never read: no VU is eligible for the exposure ``w102``."""
+    vu = panel.vu.copy()
+    vu["mri_w102"] = np.nan
+    return VUPanel(vu, panel.patients.copy(), source="modified")
+
+
+def test_ladder_goes_on_past_an_exposure_without_eligible_vus(panel, no_w102):
+    with pytest.raises(DeriveError) as info:
+        an.build_frame(no_w102, "new_syndesmophyte", "w102", covariates=["arm"])
+    why = str(info.value)
+    assert why.startswith("no eligible VU") and "MRI missing" in why
+
+    res = an.ladder_result(no_w102, "new_syndesmophyte", ["w102", "w0"])
+    table = res.table
+    w102 = table[table["exposure"].eq("w102")]
+    # the same rows (steps × engines) as an exposure that is modelled
+    w0 = table[table["exposure"].eq("w0")]
+    assert list(zip(w102["step"], w102["engine"], strict=True)) == list(
+        zip(w0["step"], w0["engine"], strict=True)
+    )
+    assert w102[["log_or", "OR", "p", "sigma"]].isna().all().all()
+    assert w102["note"].eq(why).all()
+    assert (w102[["n_patients", "n_vus", "events"]] == 0).all().all()
+    assert not w102["converged"].any()
+    # the other exposure is fitted as on its own
+    alone = an.ladder(no_w102, "new_syndesmophyte", ["w0"])
+    assert np.allclose(w0["log_or"], alone["log_or"], equal_nan=True)
+    assert w0["OR"].notna().all()
+    # the ledger of w102 counts every VU left out, with the reasons
+    led = res.ledgers["w102"].to_frame()
+    assert led["n_rows"].sum() == len(no_w102.vu)
+    assert led["reason"].str.contains("MRI missing at a week needed for exposure w102").any()
+    with pytest.raises(DeriveError, match="no eligible VU"):
+        an.ladder(no_w102, "new_syndesmophyte", ["w102", "w0"], strict=True)
+
+
+def test_compare_levels_notes_no_eligible_vu_and_fits_the_patient_level(no_w102):
+    res = compare_levels_result(no_w102, "w102", patient_models=[("any_new", "count")])
+    vu = res.table[res.table["level"].eq("VU")]
+    assert vu["engine"].tolist() == ["native", "gee"]
+    assert vu["estimate"].isna().all() and vu["note"].str.startswith("no eligible VU").all()
+    assert (vu[["n_patients", "n_units", "events"]] == 0).all().all()
+    assert res.ledgers["VU level"].to_frame()["n_rows"].sum() == len(no_w102.vu)
+    # the patient level is still reached: it names the missing MRI itself
+    patient = res.table[res.table["level"].eq("patient")].iloc[0]
+    assert patient["note"] == "no patient has both exposure and outcome"

@@ -37,7 +37,13 @@ from syndesmo.analysis.within import (
 from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.derive.frame import analysis_frame
 from syndesmo.derive.within import within_between
-from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.errors import (
+    DeriveError,
+    EngineUnavailableError,
+    ModelError,
+    NoEligibleError,
+    SyndesmoError,
+)
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
 from syndesmo.fitting.formula import check_term, covariate_columns
@@ -418,7 +424,10 @@ def ladder(
     fit that did not converge gives NaN log_or, se, OR, lower, upper and p, and says
     so in ``note``. An exposure that does not vary (or an outcome without events, or
     with every VU an event) gives noted rows with NaN estimates, or, with
-    ``strict=True``, a ``ModelError`` with the reason. A covariate (or the
+    ``strict=True``, a ``ModelError`` with the reason. An exposure for which no VU
+    is eligible gives noted rows (n_vus 0; its ledger in ``ladder_result`` counts
+    the VUs left out, with the reasons), or, with ``strict=True``, the
+    ``DeriveError`` of ``derive.analysis_frame``. A covariate (or the
     treatment) with a single value among the eligible VUs is left out of the
     formulas and named in ``note``.
 
@@ -493,8 +502,9 @@ def ladder(
         exposure that cannot be modelled.
     DeriveError
         From ``derive.analysis_frame``: an unknown outcome, exposure, covariate,
-        readers rule or reference arm, a threshold outside (0, 6], or an exposure
-        for which no VU is eligible (raised whatever ``strict`` is).
+        readers rule or reference arm, a threshold outside (0, 6]; and, with
+        ``strict=True``, an exposure for which no VU is eligible
+        (``NoEligibleError``).
     EngineUnavailableError
         If an engine's optional dependencies are not installed.
 
@@ -623,8 +633,9 @@ def ladder_result(
         with ``strict=True``, an exposure that cannot be modelled.
     DeriveError
         From ``derive.analysis_frame``: an unknown outcome, exposure, covariate,
-        readers rule or reference arm, a threshold outside (0, 6], or an exposure
-        for which no VU is eligible (raised whatever ``strict`` is).
+        readers rule or reference arm, a threshold outside (0, 6]; and, with
+        ``strict=True``, an exposure for which no VU is eligible
+        (``NoEligibleError``).
     EngineUnavailableError
         If an engine's optional dependencies are not installed.
 
@@ -665,23 +676,32 @@ def ladder_result(
     fits: dict[tuple[str, str, str, str], FitResult] = {}
     steps = ladder_steps(confounders, within)
     for exposure in exposures:
-        frame = build_frame(
-            panel,
-            outcome,
-            exposure,
-            covariates=covariates,
-            threshold=threshold,
-            readers=readers,
-            reference_arm=reference_arm,
-        )
-        ledgers[exposure] = frame.ledger
-        if within:
-            frame = within_between(frame, ["mri"], group="patient")
+        try:
+            frame = build_frame(
+                panel,
+                outcome,
+                exposure,
+                covariates=covariates,
+                threshold=threshold,
+                readers=readers,
+                reference_arm=reference_arm,
+            )
+        except NoEligibleError as exc:
+            if strict:
+                raise
+            # noted rows for this exposure (its ledger says why), and on to the next
+            ledgers[exposure] = exc.ledger if exc.ledger is not None else Ledger()
+            frame = pd.DataFrame({"patient": [], outcome: [], "mri": []})
+            problem = str(exc)
+        else:
+            ledgers[exposure] = frame.ledger
+            if within:
+                frame = within_between(frame, ["mri"], group="patient")
+            problem = check_frame(frame, outcome, exposure)
+            if problem and strict:
+                raise ModelError(problem)
         # per-reader rows: reader as a categorical term (several readers, not a slope)
         extra = ["C(reader)"] if "reader" in frame.columns else []
-        problem = check_frame(frame, outcome, exposure)
-        if problem and strict:
-            raise ModelError(problem)
         constant = constant_columns(frame, covariates)
         dropped = (
             f"left out, constant in the analysis frame: {', '.join(constant)}" if constant else ""

@@ -23,7 +23,7 @@ from syndesmo.analysis.ladder import (
     safe_fit,
 )
 from syndesmo.analysis.patient import patient_level
-from syndesmo.errors import ModelError
+from syndesmo.errors import ModelError, NoEligibleError
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import exposure_label, outcome_label
@@ -131,8 +131,9 @@ def compare_levels_result(
     and each engine of ``beside`` (an engine named twice is fitted once). A fit
     that fails gives a row with NaN estimates, the reason in ``note`` and the
     counts of the analysed VUs; a fit that did not converge gives NaN estimates and
-    says so in ``note``; an exposure that does not vary, or an outcome
-    without events, gives rows with the reason in ``note``. Patient level: each
+    says so in ``note``; an exposure that does not vary, an outcome without
+    events, or no eligible VU, gives rows with the reason in ``note`` (the
+    ``"VU level"`` ledger counts the VUs left out). Patient level: each
     (outcome, summary) pair of ``patient_models`` fitted by :func:`patient_level`
     with its default engine (``logit`` for 0/1 outcomes, ``negbin`` for ``n_new``),
     adjusted for ``adjust``.
@@ -185,9 +186,9 @@ def compare_levels_result(
     ------
     DeriveError
         From ``derive.analysis_frame``: an unknown exposure, covariate, readers
-        rule or reference arm, a threshold outside (0, 6], or no eligible VU;
-        from the patient level, an ``adjust`` column that is
-        not in the patient table (e.g. ``region``).
+        rule or reference arm, or a threshold outside (0, 6]; from the patient
+        level, an ``adjust`` column that is not in the patient table (e.g.
+        ``region``).
     ModelError
         For an engine the registry does not know (before anything is fitted); an
         (outcome, summary) pair listed twice in ``patient_models``; an ``adjust``
@@ -215,17 +216,24 @@ def compare_levels_result(
         )
     rows = []
     ledgers: dict[str, Ledger] = {}
-    frame = build_frame(
-        panel,
-        "new_syndesmophyte",
-        exposure,
-        covariates=list(adjust),
-        threshold=threshold,
-        readers=readers,
-        reference_arm=reference_arm,
-    )
-    ledgers["VU level"] = frame.ledger
-    problem = check_frame(frame, "new_syndesmophyte", exposure)
+    try:
+        frame = build_frame(
+            panel,
+            "new_syndesmophyte",
+            exposure,
+            covariates=list(adjust),
+            threshold=threshold,
+            readers=readers,
+            reference_arm=reference_arm,
+        )
+    except NoEligibleError as exc:
+        # noted VU rows (the ledger says why); the patient level goes on
+        ledgers["VU level"] = exc.ledger if exc.ledger is not None else Ledger()
+        frame = pd.DataFrame({"patient": [], "new_syndesmophyte": [], "mri": []})
+        problem = str(exc)
+    else:
+        ledgers["VU level"] = frame.ledger
+        problem = check_frame(frame, "new_syndesmophyte", exposure)
     rhs = " + ".join(["mri", *adjust])
     formula = f"new_syndesmophyte ~ {rhs} + (1|patient)"
     for eng in engines:
