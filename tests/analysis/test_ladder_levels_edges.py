@@ -143,6 +143,11 @@ def test_compare_levels_refuses_an_unknown_engine_as_the_ladder_does(panel):
         compare_levels(panel, "w0", beside=("gee", "bar"))
     with pytest.raises(ModelError, match=r"^ladder: unknown engine\(s\) \['foo'\]; "):
         an.ladder(panel, "new_syndesmophyte", ["w0"], engine="foo")
+    # a count engine would give a rate ratio labelled OR: refused, as in the ladder
+    with pytest.raises(ModelError, match=r"engine 'poisson' models a poisson outcome"):
+        compare_levels(panel, "w0", engine="poisson")
+    with pytest.raises(ModelError, match=r"engine 'negbin' models a"):
+        compare_levels(panel, "w0", beside=["negbin"])
 
 
 def test_compare_levels_counts_the_vus_of_a_failed_fit(panel):

@@ -262,6 +262,17 @@ def check_engine_names(engines: Sequence[str], where: str) -> None:
         )
 
 
+def check_binomial_engines(engines: Sequence[str], whose: str) -> None:
+    """Raise ``ModelError`` for a known engine that does not model a 0/1 outcome."""
+    for e in engines:
+        info = registry.REGISTRY.get(e)
+        if info is not None and info.family != registry.BINOMIAL:
+            raise ModelError(
+                f"engine {e!r} models a {info.family} outcome; {whose} outcomes are "
+                f"0/1: choose from {', '.join(registry.engine_names(family=registry.BINOMIAL))}"
+            )
+
+
 # ---------------------------------------------------------------------------
 # one fit → one row
 
@@ -662,13 +673,7 @@ def ladder_result(
     check_term(outcome, "outcome")
     check_term(treatment, "treatment")
     covariate_columns(confounders, "confounder")
-    for e in engines:
-        info = registry.REGISTRY.get(e)
-        if info is not None and info.family != registry.BINOMIAL:
-            raise ModelError(
-                f"engine {e!r} models a {info.family} outcome; the ladder's outcomes are "
-                f"0/1: choose from {', '.join(registry.engine_names(family=registry.BINOMIAL))}"
-            )
+    check_binomial_engines(engines, "the ladder's")
     confounders = [c for c in confounders if c != treatment]
     covariates = [treatment, *confounders]
     rows: list[dict] = []

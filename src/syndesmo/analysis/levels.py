@@ -16,6 +16,7 @@ import pandas as pd
 from syndesmo.analysis.ladder import (
     LadderResult,
     build_frame,
+    check_binomial_engines,
     check_engine_names,
     check_frame,
     fill_counts,
@@ -149,7 +150,8 @@ def compare_levels_result(
         Terms every model is adjusted for: patient-table columns or an allowed
         transform of one (``log(crp)``).
     engine : str, default "native"
-        The VU-level GLMM, an engine of ``sy.available_engines()``.
+        The VU-level GLMM, an engine of ``sy.available_engines()`` of the binomial
+        family.
     beside : sequence of str or str, default ("gee",)
         Engines fitted beside ``engine`` at the VU level. A single string is one
         engine.
@@ -190,11 +192,12 @@ def compare_levels_result(
         level, an ``adjust`` column that is not in the patient table (e.g.
         ``region``).
     ModelError
-        For an engine the registry does not know (before anything is fitted); an
-        (outcome, summary) pair listed twice in ``patient_models``; an ``adjust``
-        term that is not a column name or an allowed transform of one; a patient
-        model with an unknown outcome or summary, or a summary that does not suit
-        the exposure (see :func:`patient_level`).
+        For an engine the registry does not know or that does not model a 0/1
+        outcome (before anything is fitted); an (outcome, summary) pair listed
+        twice in ``patient_models``; an ``adjust`` term that is not a column name
+        or an allowed transform of one; a patient model with an unknown outcome or
+        summary, or a summary that does not suit the exposure (see
+        :func:`patient_level`).
     EngineUnavailableError
         If a VU-level engine's optional dependencies are not installed.
 
@@ -207,6 +210,7 @@ def compare_levels_result(
         beside = [beside]
     engines = list(dict.fromkeys([engine, *beside]))
     check_engine_names(engines, "compare_levels")
+    check_binomial_engines(engines, "the VU level's")
     patient_models = [tuple(m) for m in patient_models]
     twice = [m for m in dict.fromkeys(patient_models) if patient_models.count(m) > 1]
     if twice:
