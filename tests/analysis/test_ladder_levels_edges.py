@@ -51,7 +51,7 @@ def not_converged(real_fit, engines, message=FORCED):
 
 
 # ---------------------------------------------------------------------------
-# 1. ladder: no number from a GLMM that did not converge, and a note that says so
+# ladder: no number from a GLMM that did not converge, and a note that says so
 
 
 def test_ladder_reports_no_estimate_of_a_glmm_that_did_not_converge(panel, monkeypatch):
@@ -87,7 +87,7 @@ def test_ladder_says_not_converged_without_an_optimiser_message(panel, monkeypat
 
 
 # ---------------------------------------------------------------------------
-# 2. patient level: no number from a fit that did not converge
+# patient level: no number from a fit that did not converge
 
 
 def test_patient_level_row_of_a_fit_that_did_not_converge(panel, monkeypatch):
@@ -108,7 +108,7 @@ def test_patient_level_row_of_a_fit_that_did_not_converge(panel, monkeypatch):
 
 
 # ---------------------------------------------------------------------------
-# 4 and 7. patient level: threshold checked as analysis_frame does; outcome first
+# patient level: threshold checked as analysis_frame does; outcome first
 
 
 @pytest.mark.parametrize("threshold", [0, -1, 10, 6.5])
@@ -133,7 +133,7 @@ def test_patient_level_names_an_unknown_outcome_before_the_engine(panel):
 
 
 # ---------------------------------------------------------------------------
-# 5 and 8. engines: checked up front, a single string is one engine
+# engines: checked up front, a single string is one engine
 
 
 def test_compare_levels_refuses_an_unknown_engine_as_the_ladder_does(panel):
@@ -181,7 +181,7 @@ def test_a_single_engine_string_is_one_engine(panel):
 
 
 # ---------------------------------------------------------------------------
-# 6. compare_levels_result: one ledger per patient model
+# compare_levels_result: one ledger per patient model
 
 
 def test_each_patient_model_keeps_its_ledger(panel):
@@ -205,7 +205,7 @@ def test_a_patient_model_listed_twice_is_refused(panel):
 
 
 # ---------------------------------------------------------------------------
-# 3. an exposure without an eligible VU: noted rows, not the end of the ladder
+# an exposure without an eligible VU: noted rows, not the end of the ladder
 
 
 @pytest.fixture(scope="module")
