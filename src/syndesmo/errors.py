@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from typing import Any
 
 
 class SyndesmoError(Exception):
@@ -17,6 +18,19 @@ class PanelError(SyndesmoError, ValueError):
 
 class DeriveError(SyndesmoError, ValueError):
     """An outcome or exposure cannot be derived from this panel (names what is missing)."""
+
+
+class NoEligibleError(DeriveError):
+    """No row is left to analyse; ``ledger`` (a ``syndesmo.ledger.Ledger``, or None;
+    not imported: errors.py imports nothing of the package) counts the rows left out, with the
+    reasons, so a caller that goes on can report them."""
+
+    def __init__(self, message: str, ledger: Any = None) -> None:
+        super().__init__(message)
+        self.ledger = ledger
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.ledger))
 
 
 class ModelError(SyndesmoError, ValueError):

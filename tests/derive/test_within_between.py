@@ -77,3 +77,18 @@ def test_refusals(df):
         sy.within_between(df, [])
     with pytest.raises(DeriveError, match="AnalysisFrame or a DataFrame"):
         sy.within_between([1, 2], ["mri"])
+
+
+def test_docstring_names_every_refusal():
+    """The Raises section lists each case ``test_refusals`` provokes."""
+    raises = sy.within_between.__doc__.split("Raises\n    ------\n")[1]
+    words = " ".join(raises.split())
+    for case in (
+        "neither an ``AnalysisFrame`` nor a DataFrame",
+        "an empty ``columns``",
+        "the ``group`` column itself",
+        "a missing or non-numeric column",
+        "a missing group column or a missing group value",
+        "a new column name the frame already has",
+    ):
+        assert case in words, case

@@ -37,7 +37,13 @@ from syndesmo.analysis.within import (
 from syndesmo.derive.aframe import AnalysisFrame
 from syndesmo.derive.frame import analysis_frame
 from syndesmo.derive.within import within_between
-from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
+from syndesmo.errors import (
+    DeriveError,
+    EngineUnavailableError,
+    ModelError,
+    NoEligibleError,
+    SyndesmoError,
+)
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
 from syndesmo.fitting.formula import check_term, covariate_columns
@@ -213,8 +219,9 @@ def _step_terms(step: str, treatment: str, confounders: Sequence[str]) -> list[s
     return {"a": [], "b": [], "c": [treatment], "d": full, WITHIN_STEP: full}[step]
 
 
-def _fill_counts(row: dict, frame: pd.DataFrame | AnalysisFrame, outcome: str) -> None:
-    """Patients, VUs and events from the frame when the fit did not report them."""
+def fill_counts(row: dict, frame: pd.DataFrame | AnalysisFrame, outcome: str) -> None:
+    """Patients (``n_patients``), VUs (``n_vus``) and events of ``row`` from the frame,
+    where the fit did not report them (a failed fit, an exposure not modelled)."""
 
     def missing(v) -> bool:
         return v is None or (isinstance(v, float) and math.isnan(v))
@@ -246,6 +253,26 @@ def check_frame(frame: pd.DataFrame | AnalysisFrame, outcome: str, exposure: str
     return ""
 
 
+def check_engine_names(engines: Sequence[str], where: str) -> None:
+    """Raise ``ModelError`` naming every engine the registry does not know."""
+    unknown = [e for e in dict.fromkeys(engines) if e not in registry.REGISTRY]
+    if unknown:
+        raise ModelError(
+            f"{where}: unknown engine(s) {unknown}; choose from {', '.join(registry.REGISTRY)}"
+        )
+
+
+def check_binomial_engines(engines: Sequence[str], whose: str) -> None:
+    """Raise ``ModelError`` for a known engine that does not model a 0/1 outcome."""
+    for e in engines:
+        info = registry.REGISTRY.get(e)
+        if info is not None and info.family != registry.BINOMIAL:
+            raise ModelError(
+                f"engine {e!r} models a {info.family} outcome; {whose} outcomes are "
+                f"0/1: choose from {', '.join(registry.engine_names(family=registry.BINOMIAL))}"
+            )
+
+
 # ---------------------------------------------------------------------------
 # one fit → one row
 
@@ -273,7 +300,13 @@ def safe_fit(
 
 
 def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dict:
-    """Estimate of ``term`` and fit statistics of one model as a dict of table columns."""
+    """Estimate of ``term`` and fit statistics of one model as a dict of table columns.
+
+    A failed fit (the reason as a string) gives NaN everywhere and the note
+    ``"fit failed: …"``. A fit that did not converge reports no estimate (a
+    ``FitResult`` that did not converge holds NaN parameters, variance components
+    and intervals) and its note starts ``"not converged"``.
+    """
     if isinstance(fit, str):
         return {
             "log_or": math.nan,
@@ -298,10 +331,12 @@ def fit_row(fit: FitResult | str, term: str = "mri", level: float = 0.95) -> dic
         raise ModelError(f"the fit has no term {term!r}; terms are {list(fit.params.index)}")
     ors = fit.odds_ratios(level).loc[term]
     notes = list(fit.warnings)
-    if not fit.converged and fit.convergence_message:
-        notes.insert(0, f"not converged: {fit.convergence_message}")
+    if not fit.converged:
+        why = fit.convergence_message
+        notes.insert(0, f"not converged: {why}" if why else "not converged")
     se = float(fit.bse[term])
-    if not np.isfinite(se) or se > 10:
+    # (a fit that did not converge has NaN standard errors: that is no sign of separation)
+    if fit.converged and (not np.isfinite(se) or se > 10):
         notes.append("standard error huge or undefined: possible separation")
     if not fit.converged:
         # An estimate the engine did not reach is not reported as a number; the note
@@ -400,7 +435,10 @@ def ladder(
     fit that did not converge gives NaN log_or, se, OR, lower, upper and p, and says
     so in ``note``. An exposure that does not vary (or an outcome without events, or
     with every VU an event) gives noted rows with NaN estimates, or, with
-    ``strict=True``, a ``ModelError`` with the reason. A covariate (or the
+    ``strict=True``, a ``ModelError`` with the reason. An exposure for which no VU
+    is eligible gives noted rows (n_vus 0; its ledger in ``ladder_result`` counts
+    the VUs left out, with the reasons), or, with ``strict=True``, the
+    ``DeriveError`` of ``derive.analysis_frame``. A covariate (or the
     treatment) with a single value among the eligible VUs is left out of the
     formulas and named in ``note``.
 
@@ -421,8 +459,9 @@ def ladder(
     engine : str, default "native"
         The GLMM of steps (b)-(d) and of the hybrid model at step (e): an engine of
         ``sy.available_engines()`` of the binomial family other than ``logit``.
-    engines_beside : sequence of str, default ("gee",)
-        Engines fitted beside ``engine`` at steps (b)-(d).
+    engines_beside : sequence of str or str, default ("gee",)
+        Engines fitted beside ``engine`` at steps (b)-(d). A single string is one
+        engine.
     nagq : int, default 1
         Adaptive Gauss-Hermite points (1 = Laplace), passed to the engines that take
         it.
@@ -442,10 +481,12 @@ def ladder(
     progress : callable, optional
         Called with a short text (``"<outcome> <exposure> (<step>) <engine>"``)
         before each fit.
-    engines : sequence of str, optional
+    engines : sequence of str or str, optional
         Shorthand for ``engine`` (the first) and ``engines_beside`` (the rest),
         which it overrides: ``engines=["native", "gee", "bayes"]`` fits every listed
-        engine at steps (b)-(d). ``logit`` in it is ignored (it is step (a) anyway).
+        engine at steps (b)-(d). A single string is one engine (``engines="gee"``
+        is ``engine="gee", engines_beside=()``). ``logit`` in it is ignored (it is
+        step (a) anyway).
     within : bool, default True
         Fit step (e).
 
@@ -472,8 +513,9 @@ def ladder(
         exposure that cannot be modelled.
     DeriveError
         From ``derive.analysis_frame``: an unknown outcome, exposure, covariate,
-        readers rule or reference arm, a threshold outside (0, 6], or an exposure
-        for which no VU is eligible (raised whatever ``strict`` is).
+        readers rule or reference arm, a threshold outside (0, 6]; and, with
+        ``strict=True``, an exposure for which no VU is eligible
+        (``NoEligibleError``).
     EngineUnavailableError
         If an engine's optional dependencies are not installed.
 
@@ -481,7 +523,11 @@ def ladder(
     --------
     ladder_result : The same ladder with the ledger of each exposure and the fits.
     """
+    if isinstance(engines_beside, str):
+        engines_beside = (engines_beside,)
     if engines is not None:
+        if isinstance(engines, str):
+            engines = [engines]
         engines = [e for e in engines if e != CRUDE_ENGINE]  # logit is step (a) anyway
         if not engines:
             raise ModelError(
@@ -558,8 +604,9 @@ def ladder_result(
         Terms added at step (d); one equal to ``treatment`` is dropped.
     engine : str, default "native"
         The GLMM of steps (b)-(d) and of the hybrid model at step (e).
-    engines_beside : sequence of str, default ("gee",)
-        Engines fitted beside ``engine`` at steps (b)-(d).
+    engines_beside : sequence of str or str, default ("gee",)
+        Engines fitted beside ``engine`` at steps (b)-(d). A single string is one
+        engine.
     nagq : int, default 1
         Adaptive Gauss-Hermite points (1 = Laplace), for the engines that take it.
     threshold : float, default 1
@@ -597,8 +644,9 @@ def ladder_result(
         with ``strict=True``, an exposure that cannot be modelled.
     DeriveError
         From ``derive.analysis_frame``: an unknown outcome, exposure, covariate,
-        readers rule or reference arm, a threshold outside (0, 6], or an exposure
-        for which no VU is eligible (raised whatever ``strict`` is).
+        readers rule or reference arm, a threshold outside (0, 6]; and, with
+        ``strict=True``, an exposure for which no VU is eligible
+        (``NoEligibleError``).
     EngineUnavailableError
         If an engine's optional dependencies are not installed.
 
@@ -612,11 +660,9 @@ def ladder_result(
     exposures = list(exposures)
     if not exposures:
         raise ModelError("ladder: exposures is empty; name one or more exposures, e.g. ['w0']")
-    unknown = [e for e in dict.fromkeys([engine, *engines_beside]) if e not in registry.REGISTRY]
-    if unknown:
-        raise ModelError(
-            f"ladder: unknown engine(s) {unknown}; choose from {', '.join(registry.REGISTRY)}"
-        )
+    if isinstance(engines_beside, str):
+        engines_beside = [engines_beside]
+    check_engine_names([engine, *engines_beside], "ladder")
     if engine == CRUDE_ENGINE:
         raise ModelError(
             f"engine {CRUDE_ENGINE!r} is step (a) of the ladder; give a GLMM engine "
@@ -627,13 +673,7 @@ def ladder_result(
     check_term(outcome, "outcome")
     check_term(treatment, "treatment")
     covariate_columns(confounders, "confounder")
-    for e in engines:
-        info = registry.REGISTRY.get(e)
-        if info is not None and info.family != registry.BINOMIAL:
-            raise ModelError(
-                f"engine {e!r} models a {info.family} outcome; the ladder's outcomes are "
-                f"0/1: choose from {', '.join(registry.engine_names(family=registry.BINOMIAL))}"
-            )
+    check_binomial_engines(engines, "the ladder's")
     confounders = [c for c in confounders if c != treatment]
     covariates = [treatment, *confounders]
     rows: list[dict] = []
@@ -641,23 +681,32 @@ def ladder_result(
     fits: dict[tuple[str, str, str, str], FitResult] = {}
     steps = ladder_steps(confounders, within)
     for exposure in exposures:
-        frame = build_frame(
-            panel,
-            outcome,
-            exposure,
-            covariates=covariates,
-            threshold=threshold,
-            readers=readers,
-            reference_arm=reference_arm,
-        )
-        ledgers[exposure] = frame.ledger
-        if within:
-            frame = within_between(frame, ["mri"], group="patient")
+        try:
+            frame = build_frame(
+                panel,
+                outcome,
+                exposure,
+                covariates=covariates,
+                threshold=threshold,
+                readers=readers,
+                reference_arm=reference_arm,
+            )
+        except NoEligibleError as exc:
+            if strict:
+                raise
+            # noted rows for this exposure (its ledger says why), and on to the next
+            ledgers[exposure] = exc.ledger if exc.ledger is not None else Ledger()
+            frame = pd.DataFrame({"patient": [], outcome: [], "mri": []})
+            problem = str(exc)
+        else:
+            ledgers[exposure] = frame.ledger
+            if within:
+                frame = within_between(frame, ["mri"], group="patient")
+            problem = check_frame(frame, outcome, exposure)
+            if problem and strict:
+                raise ModelError(problem)
         # per-reader rows: reader as a categorical term (several readers, not a slope)
         extra = ["C(reader)"] if "reader" in frame.columns else []
-        problem = check_frame(frame, outcome, exposure)
-        if problem and strict:
-            raise ModelError(problem)
         constant = constant_columns(frame, covariates)
         dropped = (
             f"left out, constant in the analysis frame: {', '.join(constant)}" if constant else ""
@@ -700,7 +749,7 @@ def ladder_result(
                     c in constant for c in _step_terms(step, treatment, confounders)
                 ):
                     row["note"] = "; ".join(x for x in (dropped, row["note"]) if x)
-                _fill_counts(row, frame, outcome)
+                fill_counts(row, frame, outcome)
                 rows.append(
                     {
                         "outcome": outcome,

@@ -13,8 +13,18 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from syndesmo.analysis.ladder import LadderResult, build_frame, check_frame, fit_row, safe_fit
+from syndesmo.analysis.ladder import (
+    LadderResult,
+    build_frame,
+    check_binomial_engines,
+    check_engine_names,
+    check_frame,
+    fill_counts,
+    fit_row,
+    safe_fit,
+)
 from syndesmo.analysis.patient import patient_level
+from syndesmo.errors import ModelError, NoEligibleError
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
 from syndesmo.vocabulary import exposure_label, outcome_label
@@ -53,8 +63,9 @@ def compare_levels(
         transform of one (``log(crp)``).
     engine : str, default "native"
         The VU-level GLMM.
-    beside : sequence of str, default ("gee",)
-        Engines fitted beside ``engine`` at the VU level.
+    beside : sequence of str or str, default ("gee",)
+        Engines fitted beside ``engine`` at the VU level. A single string is one
+        engine.
     nagq : int, default 1
         Adaptive Gauss-Hermite points (1 = Laplace), for the VU-level engines that
         take it.
@@ -119,10 +130,11 @@ def compare_levels_result(
     VU level: ``new_syndesmophyte ~ mri + <adjust> + (1|patient)`` (``mri`` is the
     exposure) on the VUs at risk with every model column complete, with ``engine``
     and each engine of ``beside`` (an engine named twice is fitted once). A fit
-    that fails, or an engine the registry does not know, gives a row with NaN
-    estimates and the reason in ``note``; a fit that did not converge gives NaN
-    estimates and says so in ``note``; an exposure that does not vary, or an outcome
-    without events, gives rows with the reason in ``note``. Patient level: each
+    that fails gives a row with NaN estimates, the reason in ``note`` and the
+    counts of the analysed VUs; a fit that did not converge gives NaN estimates and
+    says so in ``note``; an exposure that does not vary, an outcome without
+    events, or no eligible VU, gives rows with the reason in ``note`` (the
+    ``"VU level"`` ledger counts the VUs left out). Patient level: each
     (outcome, summary) pair of ``patient_models`` fitted by :func:`patient_level`
     with its default engine (``logit`` for 0/1 outcomes, ``negbin`` for ``n_new``),
     adjusted for ``adjust``.
@@ -138,9 +150,11 @@ def compare_levels_result(
         Terms every model is adjusted for: patient-table columns or an allowed
         transform of one (``log(crp)``).
     engine : str, default "native"
-        The VU-level GLMM, an engine of ``sy.available_engines()``.
-    beside : sequence of str, default ("gee",)
-        Engines fitted beside ``engine`` at the VU level.
+        The VU-level GLMM, an engine of ``sy.available_engines()`` of the binomial
+        family.
+    beside : sequence of str or str, default ("gee",)
+        Engines fitted beside ``engine`` at the VU level. A single string is one
+        engine.
     nagq : int, default 1
         Adaptive Gauss-Hermite points (1 = Laplace), for the VU-level engines that
         take it.
@@ -166,20 +180,24 @@ def compare_levels_result(
         exposure, exposure_label, engine, measure (OR or RR), estimate, lower,
         upper, p, n_patients, n_units (VUs at the VU level, patients at the patient
         level), events (VUs with a new syndesmophyte; patients with the outcome),
-        note. ``ledgers``: what was left out, under ``"VU level"`` and
-        ``"patient level: <outcome>"``. ``fits`` is empty.
+        note. ``ledgers``: what was left out, under ``"VU level"`` and, for each
+        patient model, ``"patient level: <outcome> (<summary>)"``. ``fits`` is
+        empty.
 
     Raises
     ------
     DeriveError
         From ``derive.analysis_frame``: an unknown exposure, covariate, readers
-        rule or reference arm, a threshold outside (0, 6], or no eligible VU;
-        from the patient level, an ``adjust`` column that is
-        not in the patient table (e.g. ``region``).
+        rule or reference arm, or a threshold outside (0, 6]; from the patient
+        level, an ``adjust`` column that is not in the patient table (e.g.
+        ``region``).
     ModelError
-        For an ``adjust`` term that is not a column name or an allowed transform of
-        one, or a patient model with an unknown outcome or summary, or a summary
-        that does not suit the exposure (see :func:`patient_level`).
+        For an engine the registry does not know or that does not model a 0/1
+        outcome (before anything is fitted); an (outcome, summary) pair listed
+        twice in ``patient_models``; an ``adjust`` term that is not a column name
+        or an allowed transform of one; a patient model with an unknown outcome or
+        summary, or a summary that does not suit the exposure (see
+        :func:`patient_level`).
     EngineUnavailableError
         If a VU-level engine's optional dependencies are not installed.
 
@@ -188,24 +206,44 @@ def compare_levels_result(
     compare_levels : The table alone.
     patient_level : One patient-level model.
     """
+    if isinstance(beside, str):
+        beside = [beside]
+    engines = list(dict.fromkeys([engine, *beside]))
+    check_engine_names(engines, "compare_levels")
+    check_binomial_engines(engines, "the VU level's")
+    patient_models = [tuple(m) for m in patient_models]
+    twice = [m for m in dict.fromkeys(patient_models) if patient_models.count(m) > 1]
+    if twice:
+        raise ModelError(
+            f"compare_levels: patient model(s) {twice} listed more than once; "
+            "give each (outcome, summary) pair once"
+        )
     rows = []
     ledgers: dict[str, Ledger] = {}
-    frame = build_frame(
-        panel,
-        "new_syndesmophyte",
-        exposure,
-        covariates=list(adjust),
-        threshold=threshold,
-        readers=readers,
-        reference_arm=reference_arm,
-    )
-    ledgers["VU level"] = frame.ledger
-    problem = check_frame(frame, "new_syndesmophyte", exposure)
+    try:
+        frame = build_frame(
+            panel,
+            "new_syndesmophyte",
+            exposure,
+            covariates=list(adjust),
+            threshold=threshold,
+            readers=readers,
+            reference_arm=reference_arm,
+        )
+    except NoEligibleError as exc:
+        # noted VU rows (the ledger says why); the patient level goes on
+        ledgers["VU level"] = exc.ledger if exc.ledger is not None else Ledger()
+        frame = pd.DataFrame({"patient": [], "new_syndesmophyte": [], "mri": []})
+        problem = str(exc)
+    else:
+        ledgers["VU level"] = frame.ledger
+        problem = check_frame(frame, "new_syndesmophyte", exposure)
     rhs = " + ".join(["mri", *adjust])
     formula = f"new_syndesmophyte ~ {rhs} + (1|patient)"
-    for eng in dict.fromkeys([engine, *beside]):
+    for eng in engines:
         fitted = problem or safe_fit(formula, frame, eng, nagq)
         r = fit_row(fitted)
+        fill_counts(r, frame, "new_syndesmophyte")  # a failed fit reports none
         rows.append(
             {
                 "level": "VU",
@@ -219,9 +257,9 @@ def compare_levels_result(
                 "lower": r["lower"],
                 "upper": r["upper"],
                 "p": r["p"],
-                "n_patients": r["n_patients"] if problem == "" else frame["patient"].nunique(),
-                "n_units": r["n_vus"] if problem == "" else len(frame),
-                "events": r["events"] if problem == "" else int(frame["new_syndesmophyte"].sum()),
+                "n_patients": r["n_patients"],
+                "n_units": r["n_vus"],
+                "events": r["events"],
                 "note": problem or r["note"],
             }
         )
@@ -236,7 +274,7 @@ def compare_levels_result(
             readers=readers,
             reference_arm=reference_arm,
         )
-        ledgers[f"patient level: {outcome}"] = pl.ledger
+        ledgers[f"patient level: {outcome} ({summary})"] = pl.ledger
         r = pl.to_frame().iloc[0].to_dict()
         rows.append(
             {

@@ -21,7 +21,7 @@ import pandas as pd
 
 from syndesmo.checks import check_choice
 from syndesmo.derive.aframe import AnalysisFrame
-from syndesmo.derive.frame import arm_column
+from syndesmo.derive.frame import arm_column, check_threshold
 from syndesmo.derive.vu_tables import vu_exposures, vu_outcomes, vu_scores
 from syndesmo.errors import DeriveError, EngineUnavailableError, ModelError, SyndesmoError
 from syndesmo.fitting import registry
@@ -67,7 +67,11 @@ class PatientLevel:
         return registry.get_engine(self.fit.engine).measure
 
     def to_frame(self, level: float = 0.95) -> pd.DataFrame:
-        """One row: exposure, outcome, model, estimate with CI and p, patients, events."""
+        """One row: exposure, outcome, model, estimate with CI and p, patients, events.
+
+        A fit that did not converge gives NaN estimate, lower, upper and p, and a note
+        starting ``"not converged"`` (with the optimiser's message where there is one).
+        """
         row = {
             "level": "patient",
             "outcome": self.outcome,
@@ -78,18 +82,24 @@ class PatientLevel:
             "engine": self.fit.engine if self.fit is not None else "",
             "measure": self.measure,
         }
-        if self.fit is None or "exposure" not in self.fit.params.index:
+        note = self.note
+        if self.fit is None or "exposure" not in self.fit.params.index or not self.fit.converged:
+            # never a number from a fit that did not converge
             est = dict.fromkeys(("estimate", "lower", "upper", "p"), math.nan)
         else:
             o = self.fit.odds_ratios(level).loc["exposure"]
             est = {"estimate": o["OR"], "lower": o["lower"], "upper": o["upper"], "p": o["p"]}
+        if self.fit is not None and not self.fit.converged:
+            why = self.fit.convergence_message
+            said = f"not converged: {why}" if why else "not converged"
+            note = "; ".join(x for x in (said, note) if x)
         y = self.frame["outcome"] if len(self.frame) else pd.Series(dtype=float)
         row.update(est)
         row.update(
             {
                 "n_patients": len(self.frame),
                 "events": int((y > 0).sum()),
-                "note": self.note,
+                "note": note,
             }
         )
         return pd.DataFrame([row])
@@ -140,8 +150,10 @@ def patient_frame(
 
     Returns an ``AnalysisFrame``: patients without an outcome (no VU at risk,
     incomplete mSASSS) or with a missing covariate are left out and counted in its
-    ``ledger``; its ``settings`` hold the arguments.
+    ``ledger``; its ``settings`` hold the arguments. ``threshold`` must be in (0, 6]
+    (``DeriveError`` otherwise, as in ``derive.analysis_frame``).
     """
+    threshold = check_threshold(threshold)
     ledger = Ledger()
     exp = _patient_exposure(panel, exposure, summary, threshold, spine)
     out = _patient_outcome(panel, outcome, readers, ledger)
@@ -314,7 +326,8 @@ def patient_level(
     is a rate ratio per VU at risk. A model that cannot be fitted (no patient with
     both exposure and outcome, an exposure or an outcome that does not vary) gives
     ``fit=None`` and the reason in ``note``; so does a fit that raises (the note
-    starts ``fit failed:``).
+    starts ``fit failed:``). A fit that did not converge is kept in ``fit``, but
+    ``to_frame()`` reports no estimate from it and says so in its note.
 
     Parameters
     ----------
@@ -340,7 +353,7 @@ def patient_level(
         ``n_new``).
     threshold : float, default 1
         ASspiMRI-a score from which a VU counts as inflamed (for the 0/1 VU
-        exposures).
+        exposures), in (0, 6].
     readers : str, default "mean"
         ``"mean"``, ``"agree"`` or ``"per_reader"``: how readers' x-ray scores make
         the VU outcomes summed up by ``any_new`` and ``n_new``. The patient exposure
@@ -375,9 +388,9 @@ def patient_level(
         an ``adjust`` term that is not a column name or an allowed transform of
         one.
     DeriveError
-        For an unknown exposure or readers rule, an ``adjust`` column that is not
-        in the patient table, ``total`` at a week without MRI, or an unknown
-        reference arm.
+        For an unknown exposure or readers rule, a ``threshold`` outside (0, 6], an
+        ``adjust`` column that is not in the patient table, ``total`` at a week
+        without MRI, or an unknown reference arm.
     EngineUnavailableError
         If the engine's optional dependencies are not installed.
 
@@ -385,6 +398,7 @@ def patient_level(
     --------
     patient_frame : The one-row-per-patient frame, with its ledger.
     """
+    check_choice(outcome, PATIENT_OUTCOMES, "patient outcome")  # before the engine suits it
     counts = outcome in COUNT_OUTCOMES
     if engine is None:
         engine = registry.COUNT_ENGINE if counts else registry.CRUDE_ENGINE

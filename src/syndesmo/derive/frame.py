@@ -63,7 +63,7 @@ import pandas as pd
 
 from syndesmo.checks import check_choice, check_number
 from syndesmo.derive.aframe import AnalysisFrame
-from syndesmo.errors import DeriveError
+from syndesmo.errors import DeriveError, NoEligibleError
 from syndesmo.ledger import Ledger
 from syndesmo.panel.spine import VU_LABELS, VU_REGION
 from syndesmo.vocabulary import ARM, parse_exposure, reader_rule, reference_first
@@ -636,8 +636,9 @@ def analysis_frame(
     Raises
     ------
     DeriveError
-        For an unknown outcome, exposure, covariate, readers rule or reference arm,
-        and when no VU is eligible.
+        For an unknown outcome, exposure, covariate, readers rule or reference arm;
+        when no VU is eligible, its subclass ``NoEligibleError``, whose ``ledger``
+        counts the VUs left out.
     """
     if not all(hasattr(panel, a) for a in ("vu", "patients", "mri_weeks", "xray_weeks")):
         hint = (
@@ -714,10 +715,11 @@ def analysis_frame(
             frame = frame.loc[~miss]
     frame = frame.reset_index(drop=True)
     if frame.empty:
-        raise DeriveError(
+        raise NoEligibleError(
             f"no eligible VU for outcome {outcome!r} with exposure {exposure!r} "
             f"(threshold {threshold:g}, readers {rule!r}); left out: "
-            + "; ".join(f"{e['reason']}: {e['n_rows']} VU rows" for e in ledger)
+            + "; ".join(f"{e['reason']}: {e['n_rows']} VU rows" for e in ledger),
+            ledger,
         )
     settings = {
         "outcome": outcome,

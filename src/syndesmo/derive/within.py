@@ -70,8 +70,10 @@ def within_between(
     Raises
     ------
     DeriveError
-        For a missing or non-numeric column, a missing group column or a missing
-        group value, or a new column name the frame already has.
+        For ``frame`` neither an ``AnalysisFrame`` nor a DataFrame; an empty
+        ``columns``; a missing or non-numeric column, or a column that is the
+        ``group`` column itself; a missing group column or a missing group value;
+        or a new column name the frame already has.
     """
     data = frame.data if isinstance(frame, AnalysisFrame) else frame
     if not isinstance(data, pd.DataFrame):
