@@ -180,6 +180,22 @@ def test_a_single_engine_string_is_one_engine(panel):
     assert levels["engine"].tolist() == ["native", "gee"]
 
 
+def test_a_single_covariate_string_is_one_covariate(panel):
+    """``confounders="age"`` and ``adjust="arm"`` name one column, as a list of one does
+    (they were read as letters: "unknown covariate(s) ['a', 'g', 'e']")."""
+    kw = {"engines": ["gee"], "within": False}
+    one = an.ladder(panel, "new_syndesmophyte", "w0", confounders="age", **kw)
+    listed = an.ladder(panel, "new_syndesmophyte", "w0", confounders=["age"], **kw)
+    assert "d" in set(one["step"])
+    np.testing.assert_array_equal(one["log_or"], listed["log_or"])
+    pl = patient_level(panel, "w0", adjust="arm").to_frame()
+    pl_listed = patient_level(panel, "w0", adjust=["arm"]).to_frame()
+    np.testing.assert_array_equal(pl["estimate"], pl_listed["estimate"])
+    levels = compare_levels(panel, "w0", adjust="arm", beside=(), patient_models=())
+    levels_listed = compare_levels(panel, "w0", adjust=["arm"], beside=(), patient_models=())
+    np.testing.assert_array_equal(levels["estimate"], levels_listed["estimate"])
+
+
 # ---------------------------------------------------------------------------
 # compare_levels_result: one ledger per patient model
 

@@ -657,6 +657,8 @@ def ladder_result(
     progress = progress or _noop
     if isinstance(exposures, str):
         exposures = [exposures]
+    if isinstance(confounders, str):  # one name, not its letters
+        confounders = [confounders]
     exposures = list(exposures)
     if not exposures:
         raise ModelError("ladder: exposures is empty; name one or more exposures, e.g. ['w0']")

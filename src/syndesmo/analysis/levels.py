@@ -208,6 +208,8 @@ def compare_levels_result(
     """
     if isinstance(beside, str):
         beside = [beside]
+    if isinstance(adjust, str):  # one name, not its letters
+        adjust = [adjust]
     engines = list(dict.fromkeys([engine, *beside]))
     check_engine_names(engines, "compare_levels")
     check_binomial_engines(engines, "the VU level's")

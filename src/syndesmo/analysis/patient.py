@@ -399,6 +399,8 @@ def patient_level(
     patient_frame : The one-row-per-patient frame, with its ledger.
     """
     check_choice(outcome, PATIENT_OUTCOMES, "patient outcome")  # before the engine suits it
+    if isinstance(adjust, str):  # one name, not its letters
+        adjust = [adjust]
     counts = outcome in COUNT_OUTCOMES
     if engine is None:
         engine = registry.COUNT_ENGINE if counts else registry.CRUDE_ENGINE
