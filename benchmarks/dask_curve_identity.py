@@ -58,7 +58,7 @@ def main() -> int:
     print(f"{studies} studies: in-process {t_here:.1f} s, Dask (2 workers) {t_dask:.1f} s")
     print("identical (every column but seconds):", same)
     print(
-        here[["n_patients", "power", "power_lower", "power_upper", "failed_rate"]].to_markdown(
+        here[["n_patients", "power", "power_lower", "power_upper", "failed_rate"]].to_string(
             index=False
         )
     )
