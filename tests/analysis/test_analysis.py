@@ -397,6 +397,24 @@ def test_fit_spec_vu_and_patient(panel):
         an.fit_spec(with_vu(panel, mri_w102=0.0), spec.with_options(exposures=["w102"]))
 
 
+def test_fit_spec_refuses_a_fit_that_did_not_converge(panel, monkeypatch):
+    """fit_spec is strict: a fit that did not converge raises, naming the spec, the
+    exposure and the optimiser's message, instead of printing a table of NaN."""
+    import dataclasses
+
+    real = an.fit
+
+    def not_converged(formula, frame, engine="native", **kwargs):
+        res = real(formula, frame, engine=engine, **kwargs)
+        conv = dataclasses.replace(res.convergence, converged=False, message="limit (forced)")
+        return dataclasses.replace(res, convergence=conv)
+
+    monkeypatch.setattr(an, "fit", not_converged)
+    spec = validate({"outcome": "new_syndesmophyte", "exposure": ["w0"], "covariates": ["arm"]})
+    with pytest.raises(ModelError, match=r"exposure 'w0': the fit did not converge: limit"):
+        an.fit_spec(panel, spec)
+
+
 def test_fit_spec_leaves_out_a_constant_covariate_and_says_so(panel):
     # Every VU at risk of growth has baseline_corner 2 here (bridging is scored on both
     # corners), so the covariate is constant; the fit goes on without it and says so.

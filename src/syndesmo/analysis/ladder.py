@@ -833,7 +833,8 @@ def fit_spec(panel, spec) -> list[SpecFit]:
     """Fit a ``ModelSpec`` as written, one model per exposure.
 
     Unlike ``ladder`` this is strict: an exposure without variation, an outcome
-    without events or a failed fit raises ``ModelError`` naming the exposure.
+    without events, a failed fit or a fit that did not converge raises
+    ``ModelError`` naming the exposure.
     """
     out = []
     for exposure in spec.exposures:
@@ -876,6 +877,12 @@ def fit_spec(panel, spec) -> list[SpecFit]:
             fitted, ledger, term = pl.fit, pl.ledger, "exposure"
             if not len(fitted.ledger):
                 fitted = dataclasses.replace(fitted, ledger=ledger)
+        if not fitted.converged:
+            why = fitted.convergence_message
+            raise ModelError(
+                f"{spec.name}, exposure {exposure!r}: the fit did not converge"
+                + (f": {why}" if why else "")
+            )
         table = fitted.odds_ratios().rename_axis("term").reset_index()
         measure = registry.get_engine(fitted.engine).measure
         table = table.rename(columns={"OR": measure})
