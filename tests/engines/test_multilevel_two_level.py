@@ -16,9 +16,9 @@ from scipy.special import expit
 
 from syndesmo.engines.native.multilevel import two_level
 from syndesmo.engines.native.multilevel.fit import fit_multilevel, prepare
-from syndesmo.engines.native.multilevel.laplace import evaluate
+from syndesmo.engines.native.multilevel.laplace import MODE_TOL, evaluate
 from syndesmo.engines.native.multilevel.many import fit_many_structured
-from syndesmo.engines.native.multilevel.two_level_kernel import MODE_TOL, evaluate_blocks
+from syndesmo.engines.native.multilevel.two_level_kernel import evaluate_blocks
 from syndesmo.fitting.random_effects import build_structure, parse_bars
 
 BARS = parse_bars("y ~ (1|patient/vu)")

@@ -34,12 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODE_TOL = 1e-10  # as laplace.MODE_TOL
-MODE_MAXITER = 200
-MIN_HALVING = 1e-12
-FD_STEP = 1e-5  # as fit.FD_STEP
-SNAP_TOL = 1e-5  # as fit.SNAP_TOL
-MAXITER = 200
+from syndesmo.engines.native.multilevel.fit import FD_STEP, SNAP_TOL, glm_start
+from syndesmo.engines.native.multilevel.laplace import MODE_TOL
+
+MAXITER = 200  # fit_multilevel's default maxiter
 
 
 @dataclass
@@ -142,10 +140,7 @@ class _Objective:
     def evaluate(self, idx: np.ndarray, psi: np.ndarray, keep: bool):
         """At ``psi`` ``(len(idx), P)`` for the studies ``idx``; with ``keep`` the modes
         found become the warm start of those studies (where the value is finite)."""
-        from syndesmo.engines.native.multilevel.two_level_kernel import (
-            MODE_TOL,
-            evaluate_blocks,
-        )
+        from syndesmo.engines.native.multilevel.two_level_kernel import evaluate_blocks
 
         n, P = psi.shape
         shift = np.nan_to_num(psi - self.at[idx])  # 0 before the first evaluation
@@ -409,8 +404,6 @@ def fit_two_level_many(
     did not finish (see :func:`maximise`) or could not start (see ``_eligible``) are
     for ``fit_multilevel``.
     """
-    from syndesmo.engines.native.multilevel.fit import glm_start
-
     full = build_layout(X, Y, m, rows_in, outer, inner)
     R, P = X.shape[0], X.shape[2] + 2
     out = {

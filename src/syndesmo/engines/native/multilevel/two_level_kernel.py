@@ -21,9 +21,8 @@ import math
 import numpy as np
 from numba import njit
 
-MODE_TOL = 1e-10  # as laplace.MODE_TOL
-MODE_MAXITER = 200  # as laplace.MODE_MAXITER
-MIN_HALVING = 1e-12  # as laplace.MIN_HALVING
+from syndesmo.engines.native.multilevel.laplace import MIN_HALVING, MODE_MAXITER
+
 # A Newton step in the modes no larger than this is taken without checking that the
 # log density rose (it always does so close to the mode: the rise is about ½ δᵀHδ,
 # the cubic term a thousand times smaller), which saves the logarithms of a pass.
@@ -35,22 +34,6 @@ def _rows(eta0, y, m, b, c, t1, t2, mu, v, res, ll, with_ll):
     """Rows of one block at modes ``(b, c)``; returns ``h`` (log density of the block),
     or NaN without ``with_ll`` (then ``ll`` is not filled)."""
     J, T = eta0.shape
-    if not with_ll:
-        for j in range(J):
-            for t in range(T):
-                if m[j, t] == 0.0:
-                    mu[j, t] = 0.0
-                    v[j, t] = 0.0
-                    res[j, t] = 0.0
-                    continue
-                eta = eta0[j, t] + t1 * b[j] + t2 * c
-                e = math.exp(-abs(eta))
-                inv = 1.0 / (1.0 + e)
-                ei = e * inv
-                mu[j, t] = inv if eta >= 0 else ei
-                v[j, t] = m[j, t] * (ei * inv)
-                res[j, t] = y[j, t] - m[j, t] * mu[j, t]
-        return np.nan
     h = -0.5 * c * c
     for j in range(J):
         h -= 0.5 * b[j] * b[j]
@@ -68,10 +51,11 @@ def _rows(eta0, y, m, b, c, t1, t2, mu, v, res, ll, with_ll):
             mu[j, t] = inv if eta >= 0 else ei
             v[j, t] = m[j, t] * (ei * inv)
             res[j, t] = y[j, t] - m[j, t] * mu[j, t]
-            sp = max(eta, 0.0) + math.log1p(e)
-            ll[j, t] = y[j, t] * eta - m[j, t] * sp
-            h += ll[j, t]
-    return h
+            if with_ll:
+                sp = max(eta, 0.0) + math.log1p(e)
+                ll[j, t] = y[j, t] * eta - m[j, t] * sp
+                h += ll[j, t]
+    return h if with_ll else np.nan
 
 
 @njit(cache=True, error_model="numpy")
