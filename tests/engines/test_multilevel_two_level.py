@@ -65,6 +65,11 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
     L = two_level.build_layout(
         X, Y, np.ones_like(Y), mask, groups["patient"].to_numpy(), groups["vu"].to_numpy()
     )
+    # a patient's VUs with the same readings are stored once, counted by w
+    assert L.w.max() > 1 and (L.w > 1).mean() > 0.1
+    for r in range(len(Y)):
+        kept = groups[mask[r]].drop_duplicates()
+        assert L.w[r].sum() == len(kept)
     rng = np.random.default_rng(5)
     R = len(Y)
     psi = np.column_stack(
@@ -75,7 +80,7 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
     b, c = np.zeros((R, K, J)), np.zeros((R, K))
     db, dc = np.empty((R, K, J, 5)), np.empty((R, K, 5))
     evaluate_blocks(
-        L.X, L.y, L.m, np.arange(R), psi, b, c, MODE_TOL, True, True, value, grad, ok, db, dc
+        L.X, L.y, L.m, L.w, np.arange(R), psi, b, c, MODE_TOL, True, True, value, grad, ok, db, dc
     )
     assert ok.all()
     for r in range(R):
@@ -99,6 +104,7 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
                 L.X,
                 L.y,
                 L.m,
+                L.w,
                 np.arange(R),
                 at,
                 bq,

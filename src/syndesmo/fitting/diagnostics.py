@@ -33,18 +33,25 @@ def separated_terms(
     p = X.shape[1]
     if p == 0:
         return []
-    succ = y >= trials
-    fail = y <= 0
-    mixed = ~(succ | fail)
     scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
     Xs = X / scale
     constant = np.ptp(Xs, axis=0) == 0
+    # Rows with the same x give the same constraint: one per distinct x, which is an
+    # equality where that x has both outcomes (x·d >= 0 and <= 0).
+    Xs, row = _distinct_rows(Xs)
+    n_succ = np.bincount(row, weights=y >= trials, minlength=len(Xs))
+    n_fail = np.bincount(row, weights=y <= 0, minlength=len(Xs))
+    n_rows = np.bincount(row, minlength=len(Xs))
+    succ = n_succ == n_rows
+    fail = n_fail == n_rows
+    mixed = ~(succ | fail)
     # d = u - v with u, v >= 0; minimise the L1 norm of the non-constant part.
     weight = np.where(constant, 1e-6, 1.0)
     c = np.concatenate([weight, weight])
     signed = np.vstack([-Xs[succ], Xs[fail]])  # x·d >= 0 on successes, <= 0 on failures
-    g = Xs[succ].sum(axis=0) - Xs[fail].sum(axis=0)  # = sum |x·d| over those rows
+    # sum |x·d| over the rows with one outcome (x·d = 0 on the others)
+    g = n_rows[succ] @ Xs[succ] - n_rows[fail] @ Xs[fail]
     A_ub = np.vstack([np.hstack([signed, -signed]), np.concatenate([-g, g])[None, :]])
     b_ub = np.concatenate([np.zeros(signed.shape[0]), [-1.0]])  # and sum |x·d| >= 1
     A_eq = np.hstack([Xs[mixed], -Xs[mixed]]) if mixed.any() else None
@@ -57,6 +64,18 @@ def separated_terms(
     d = res.x[:p] - res.x[p:]
     involved = np.abs(d) > 1e-9 * np.abs(d).max()
     return [name for name, k in zip(names, involved, strict=True) if k]
+
+
+def _distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``X`` (sorted) and each row's index among them."""
+    if len(X) == 0:
+        return X, np.zeros(0, dtype=np.int64)
+    order = np.lexsort(X.T[::-1])
+    ranked = X[order]
+    first = np.r_[True, np.any(ranked[1:] != ranked[:-1], axis=1)]
+    row = np.empty(len(X), dtype=np.int64)
+    row[order] = np.cumsum(first) - 1
+    return ranked[first], row
 
 
 def check_rank(X: np.ndarray, names: list[str]) -> None:

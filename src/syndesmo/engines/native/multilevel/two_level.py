@@ -45,15 +45,17 @@ class Layout:
     """The rows of many studies in one padded array per quantity.
 
     Axes ``(R, K, J, T)``: study, outer node, inner node within the outer node, row
-    within the inner node; ``X`` has the columns last. A slot with no row of the
-    study's analysis has ``m = 0`` (and ``y = 0``): it adds nothing to any sum, and
-    an inner or outer node without rows keeps its mode at 0 and adds 0 to the log
-    determinant, exactly as if it were absent.
+    within the inner node; ``X`` has the columns last. Inner nodes of an outer node
+    with the same rows are stored once, ``w`` ``(R, K, J)`` times (0: no inner node),
+    the stored ones first. A slot with no row of the study's analysis has ``m = 0``
+    (and ``y = 0``): it adds nothing to any sum, and an outer node without rows keeps
+    its mode at 0 and adds 0 to the log determinant, exactly as if it were absent.
     """
 
     X: np.ndarray  # (R, K, J, T, p)
     y: np.ndarray  # (R, K, J, T)
     m: np.ndarray  # (R, K, J, T)
+    w: np.ndarray  # (R, K, J)
 
     @property
     def n_rep(self) -> int:
@@ -61,7 +63,7 @@ class Layout:
 
     def subset(self, keep: np.ndarray) -> Layout:
         """The studies ``keep`` (indices or a mask) in a layout of their own."""
-        return Layout(self.X[keep], self.y[keep], self.m[keep])
+        return Layout(self.X[keep], self.y[keep], self.m[keep], self.w[keep])
 
 
 def slots(outer: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,8 +100,11 @@ def build_layout(
 
     ``X`` ``(R, n, p)``, ``Y``, ``m`` and ``rows_in`` ``(R, n)`` (the rows of each
     study's analysis); ``outer`` and ``inner`` ``(n,)`` codes (an inner code names an
-    inner node within its outer node).
+    inner node within its outer node). A patient's VUs with the same readings are
+    stored once (a power design's 12 VUs hold about 3 distinct ones).
     """
+    from syndesmo.engines.native.multilevel.two_level_kernel import merge_inner_nodes
+
     R, n, p = X.shape
     k, j, t = slots(np.asarray(outer), np.asarray(inner))
     if (k.max() + 1) * (j.max() + 1) * (t.max() + 1) > MAX_PADDING * n:
@@ -111,7 +116,10 @@ def build_layout(
     Xd[:, k, j, t] = np.where(rows_in[..., None], X, 0.0)
     yd[:, k, j, t] = np.where(rows_in, Y, 0.0)
     md[:, k, j, t] = np.where(rows_in, m, 0.0)
-    return Layout(Xd, yd, md)
+    Xo, yo, mo = np.zeros_like(Xd), np.zeros_like(yd), np.zeros_like(md)
+    w = np.zeros(shape[:3])
+    top = max(int(merge_inner_nodes(Xd, yd, md, Xo, yo, mo, w)), 1)
+    return Layout(Xo[:, :, :top], yo[:, :, :top], mo[:, :, :top], w[:, :, :top])
 
 
 # --------------------------------------------------------------------------------------
@@ -152,7 +160,9 @@ class _Objective:
         g = np.empty((n, P))
         ok = np.empty(n, dtype=np.bool_)
         L = self.L
-        evaluate_blocks(L.X, L.y, L.m, idx, psi, b, c, MODE_TOL, True, keep, value, g, ok, db, dc)
+        evaluate_blocks(
+            L.X, L.y, L.m, L.w, idx, psi, b, c, MODE_TOL, True, keep, value, g, ok, db, dc
+        )
         if keep:
             k = idx[ok]
             self.b[k], self.c[k], self.db[k], self.dc[k] = b[ok], c[ok], db[ok], dc[ok]
@@ -376,10 +386,10 @@ def _eligible(L: Layout) -> np.ndarray:
     """Studies this path fits: events and non-events, more inner than outer nodes
     (so ``θ`` is in lme4's order: inner first), at least 2 outer nodes, and ``X`` of
     full column rank."""
-    events = L.y.sum(axis=(1, 2, 3))
-    trials = L.m.sum(axis=(1, 2, 3))
-    inner_nodes = (L.m.sum(axis=3) > 0).sum(axis=(1, 2))
-    outer_nodes = (L.m.sum(axis=(2, 3)) > 0).sum(axis=1)
+    events = np.einsum("rkjt,rkj->r", L.y, L.w)
+    trials = np.einsum("rkjt,rkj->r", L.m, L.w)
+    inner_nodes = L.w.sum(axis=(1, 2))
+    outer_nodes = (L.w.sum(axis=2) > 0).sum(axis=1)
     ok = (events > 0) & (events < trials) & (inner_nodes > outer_nodes) & (outer_nodes >= 2)
     p = L.X.shape[-1]
     for r in np.flatnonzero(ok):
@@ -429,7 +439,8 @@ def fit_two_level_many(
     psi0 = np.empty((len(keep), P))
     for i in range(len(keep)):
         rows = L.m[i] > 0
-        psi0[i, : P - 2] = glm_start(L.X[i][rows], L.y[i][rows], L.m[i][rows])
+        times = np.broadcast_to(L.w[i][..., None], rows.shape)[rows]
+        psi0[i, : P - 2] = glm_start(L.X[i][rows], times * L.y[i][rows], times * L.m[i][rows])
     psi0[:, P - 2 :] = 1.0
     res = maximise(L, psi0, tol)
     signs = np.ones_like(res.psi)

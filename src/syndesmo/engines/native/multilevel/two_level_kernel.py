@@ -9,7 +9,10 @@ that touches each row a few times: Newton for the modes with step halving (as
 ``laplace.solve_modes`` halves per block), then the closed forms of ``H⁻¹``.
 
 Arrays are ``(R, K, J, T)`` (study, outer node, inner node within it, row within
-that), ``X`` ``(R, K, J, T, p)``; a slot with ``m = 0`` is no row. Compiled with
+that), ``X`` ``(R, K, J, T, p)``; a slot with ``m = 0`` is no row. Inner nodes of one
+outer node with the same rows are stored once, with their number ``w`` ``(R, K, J)``
+(:func:`merge_inner_nodes`): their modes are equal, so each sum over inner nodes
+counts a stored node ``w`` times, and the nodes with ``w > 0`` come first. Compiled with
 numba (``cache=True``: the machine code is kept beside this file after the first
 call).
 """
@@ -30,13 +33,14 @@ UNCHECKED_STEP = 1e-3
 
 
 @njit(cache=True, error_model="numpy")
-def _rows(eta0, y, m, b, c, t1, t2, mu, v, res, ll, with_ll):
-    """Rows of one block at modes ``(b, c)``; returns ``h`` (log density of the block),
-    or NaN without ``with_ll`` (then ``ll`` is not filled)."""
-    J, T = eta0.shape
+def _rows(eta0, y, m, w, nj, b, c, t1, t2, mu, v, res, ll, with_ll):
+    """Rows of the first ``nj`` inner nodes of one block at modes ``(b, c)``; returns
+    ``h`` (log density of the block), or NaN without ``with_ll`` (then ``ll`` is not
+    filled)."""
+    T = eta0.shape[1]
     h = -0.5 * c * c
-    for j in range(J):
-        h -= 0.5 * b[j] * b[j]
+    for j in range(nj):
+        hj = -0.5 * b[j] * b[j]
         for t in range(T):
             if m[j, t] == 0.0:
                 mu[j, t] = 0.0
@@ -54,30 +58,31 @@ def _rows(eta0, y, m, b, c, t1, t2, mu, v, res, ll, with_ll):
             if with_ll:
                 sp = max(eta, 0.0) + math.log1p(e)
                 ll[j, t] = y[j, t] * eta - m[j, t] * sp
-                h += ll[j, t]
+                hj += ll[j, t]
+        h += w[j] * hj
     return h if with_ll else np.nan
 
 
 @njit(cache=True, error_model="numpy")
-def _arrow(v, t1, t2, W, D, C):
+def _arrow(v, w, nj, t1, t2, W, D, C):
     """``W_j``, ``D_j = H_jj``, ``C_j = H_jk`` in place; returns the Schur complement."""
-    J, T = v.shape
+    T = v.shape[1]
     Wk = 0.0
     cc = 0.0
-    for j in range(J):
-        w = 0.0
+    for j in range(nj):
+        s = 0.0
         for t in range(T):
-            w += v[j, t]
-        W[j] = w
-        D[j] = 1.0 + t1 * t1 * w
-        C[j] = t1 * t2 * w
-        Wk += w
-        cc += C[j] * C[j] / D[j]
+            s += v[j, t]
+        W[j] = s
+        D[j] = 1.0 + t1 * t1 * s
+        C[j] = t1 * t2 * s
+        Wk += w[j] * s
+        cc += w[j] * C[j] * C[j] / D[j]
     return 1.0 + t2 * t2 * Wk - cc
 
 
 @njit(cache=True, error_model="numpy")
-def _mode_derivatives(Xk, mk, v, res, bk, ck, t1, t2, W, D, C, S, dbk, dck, rhs, rhs_c):
+def _mode_derivatives(Xk, mk, wk, nj, v, res, bk, ck, t1, t2, W, D, C, S, dbk, dck, rhs, rhs_c):
     """``dû/dψ`` of one block at its modes: ``H⁻¹`` times ``∂g/∂ψ`` for each ψ_q,
     through the arrow's Schur complement (``dbk`` ``(J, P)``, ``dck`` ``(P,)``;
     ``rhs`` ``(J, P)`` and ``rhs_c`` ``(P,)`` are scratch)."""
@@ -89,7 +94,7 @@ def _mode_derivatives(Xk, mk, v, res, bk, ck, t1, t2, W, D, C, S, dbk, dck, rhs,
     Wk = 0.0
     Rk = 0.0
     Wb = 0.0
-    for j in range(J):
+    for j in range(nj):
         Rj = 0.0
         for t in range(T):
             if mk[j, t] == 0.0:
@@ -98,26 +103,28 @@ def _mode_derivatives(Xk, mk, v, res, bk, ck, t1, t2, W, D, C, S, dbk, dck, rhs,
             for q in range(p):
                 vx = v[j, t] * Xk[j, t, q]
                 rhs[j, q] -= t1 * vx
-                rhs_c[q] -= t2 * vx
+                rhs_c[q] -= wk[j] * t2 * vx
         rhs[j, p] = Rj - t1 * W[j] * bk[j]
         rhs[j, p + 1] = -t1 * W[j] * ck
-        Wk += W[j]
-        Rk += Rj
-        Wb += W[j] * bk[j]
+        Wk += wk[j] * W[j]
+        Rk += wk[j] * Rj
+        Wb += wk[j] * W[j] * bk[j]
     rhs_c[p] = -t2 * Wb
     rhs_c[p + 1] = Rk - t2 * Wk * ck
     for q in range(P):
         num = rhs_c[q]
-        for j in range(J):
-            num -= C[j] * rhs[j, q] / D[j]
+        for j in range(nj):
+            num -= wk[j] * C[j] * rhs[j, q] / D[j]
         d2 = num / S
         dck[q] = d2
-        for j in range(J):
+        for j in range(nj):
             dbk[j, q] = (rhs[j, q] - C[j] * d2) / D[j]
+        for j in range(nj, J):
+            dbk[j, q] = 0.0
 
 
 @njit(cache=True, error_model="numpy")
-def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, want_sens, value, grad, ok, db, dc):
+def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value, grad, ok, db, dc):
     """Laplace log-likelihood (no binomial coefficients) and its exact gradient.
 
     For the studies ``idx`` with parameters ``psi[i]`` (β, θ₁, θ₂) and warm modes
@@ -126,7 +133,8 @@ def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, want_sens, value, g
     block's modes did not converge). With ``want_grad`` and ``want_sens`` it also
     fills the modes' derivatives ``db[i]`` ``(K, J, P)`` and ``dc[i]`` ``(K, P)`` over ``ψ``
     (``dû/dψ = H⁻¹ ∂g/∂ψ``, ``g`` the gradient of the block's log density in its
-    modes), from which the caller predicts the modes at a nearby ``ψ``.
+    modes), from which the caller predicts the modes at a nearby ``ψ``. ``w`` counts
+    the inner nodes each stored one stands for.
     """
     K, J, T = y.shape[1], y.shape[2], y.shape[3]
     p = X.shape[4]
@@ -161,8 +169,12 @@ def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, want_sens, value, g
         for k in range(K):
             yk = y[r, k]
             mk = m[r, k]
+            wk = w[r, k]
+            nj = 0
+            while nj < J and wk[nj] > 0.0:
+                nj += 1
             anyrow = False
-            for j in range(J):
+            for j in range(nj):
                 for t in range(T):
                     if mk[j, t] != 0.0:
                         anyrow = True
@@ -180,59 +192,59 @@ def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, want_sens, value, g
                 dc[i, k] = 0.0
                 continue
             ck = c[i, k]
-            h = _rows(eta0, yk, mk, bk, ck, t1, t2, mu, v, res, ll, False)
+            h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, ll, False)
             final = False
             converged = False
             S = 1.0
             for _ in range(MODE_MAXITER):
-                S = _arrow(v, t1, t2, W, D, C)
+                S = _arrow(v, wk, nj, t1, t2, W, D, C)
                 if final:
                     converged = True
                     break
                 g2 = -ck
-                for j in range(J):
+                for j in range(nj):
                     rs = 0.0
                     for t in range(T):
                         rs += res[j, t]
                     Rj[j] = rs
-                    g2 += t2 * rs
+                    g2 += t2 * wk[j] * rs
                 num = g2
-                for j in range(J):
-                    num -= C[j] * (t1 * Rj[j] - bk[j]) / D[j]
+                for j in range(nj):
+                    num -= wk[j] * C[j] * (t1 * Rj[j] - bk[j]) / D[j]
                 d2 = num / S
                 big = abs(d2)
-                for j in range(J):
+                for j in range(nj):
                     d1[j] = (t1 * Rj[j] - bk[j] - C[j] * d2) / D[j]
                     big = max(big, abs(d1[j]))
                 if not math.isfinite(big):
                     break
                 if big < tol:
-                    for j in range(J):
+                    for j in range(nj):
                         bk[j] += d1[j]
                     ck += d2
-                    h = _rows(eta0, yk, mk, bk, ck, t1, t2, mu, v, res, ll, True)
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, ll, True)
                     final = True
                     continue
                 if big < UNCHECKED_STEP:
-                    for j in range(J):
+                    for j in range(nj):
                         bk[j] += d1[j]
                     ck += d2
-                    h = _rows(eta0, yk, mk, bk, ck, t1, t2, mu, v, res, ll, False)
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, ll, False)
                     continue
                 if math.isnan(h):
-                    h = _rows(eta0, yk, mk, bk, ck, t1, t2, mu, v, res, ll, True)
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, ll, True)
                 alpha = 1.0
                 while True:
-                    for j in range(J):
+                    for j in range(nj):
                         bt[j] = bk[j] + alpha * d1[j]
                     ct = ck + alpha * d2
-                    h_t = _rows(eta0, yk, mk, bt, ct, t1, t2, mu_t, v_t, res_t, ll_t, True)
+                    h_t = _rows(eta0, yk, mk, wk, nj, bt, ct, t1, t2, mu_t, v_t, res_t, ll_t, True)
                     if h_t >= h - 1e-12 * (1.0 + abs(h)):
                         break
                     alpha *= 0.5
                     if alpha < MIN_HALVING:
                         break
-                bk[:] = bt
+                bk[:nj] = bt[:nj]
                 ck = ct
                 h = h_t
                 mu, mu_t = mu_t, mu
@@ -245,15 +257,15 @@ def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, want_sens, value, g
                 break
             # value: h(û) − ½ log det H, log det H = Σ_j log D_j + log S
             val += h - 0.5 * math.log(S)
-            for j in range(J):
-                val -= 0.5 * math.log(D[j])
+            for j in range(nj):
+                val -= 0.5 * wk[j] * math.log(D[j])
             if not want_grad:
                 continue
             # exact gradient (laplace.py's formula) with the arrow's H⁻¹ in closed form
             h_kk = 1.0 / S
             lev_vp = 0.0
             s_num = 0.0
-            for j in range(J):
+            for j in range(nj):
                 q = C[j] / D[j]
                 h_jk = -q * h_kk
                 h_jj = 1.0 / D[j] + q * q * h_kk
@@ -264,10 +276,10 @@ def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, want_sens, value, g
                 for t in range(T):
                     vpj += v[j, t] * (1.0 - 2.0 * mu[j, t])
                 c1[j] = t1 * lev[j] * vpj
-                lev_vp += lev[j] * vpj
-                s_num -= C[j] * c1[j] / D[j]
+                lev_vp += wk[j] * lev[j] * vpj
+                s_num -= wk[j] * C[j] * c1[j] / D[j]
             s2 = (t2 * lev_vp + s_num) / S
-            for j in range(J):
+            for j in range(nj):
                 s1 = (c1[j] - C[j] * s2) / D[j]
                 a_s = t1 * s1 + t2 * s2
                 Pj = 0.0
@@ -278,16 +290,84 @@ def evaluate_blocks(X, y, m, idx, psi, b, c, tol, want_grad, want_sens, value, g
                     vp = v[j, t] * (1.0 - 2.0 * mu[j, t])
                     rho = res[j, t] - 0.5 * vp * lev[j] + 0.5 * v[j, t] * a_s
                     for q in range(p):
-                        g[q] += rho * X[r, k, j, t, q]
+                        g[q] += wk[j] * rho * X[r, k, j, t, q]
                     Pj += rho
                     Rsum += res[j, t]
-                g[p] += Pj * bk[j] - W[j] * tj[j] - 0.5 * Rsum * s1
-                g[p + 1] += Pj * ck - W[j] * tk[j] - 0.5 * Rsum * s2
+                g[p] += wk[j] * (Pj * bk[j] - W[j] * tj[j] - 0.5 * Rsum * s1)
+                g[p + 1] += wk[j] * (Pj * ck - W[j] * tk[j] - 0.5 * Rsum * s2)
             if want_sens:
                 _mode_derivatives(
-                    X[r, k], mk, v, res, bk, ck, t1, t2, W, D, C, S, db[i, k], dc[i, k], rhs, rhs_c
+                    X[r, k],
+                    mk,
+                    wk,
+                    nj,
+                    v,
+                    res,
+                    bk,
+                    ck,
+                    t1,
+                    t2,
+                    W,
+                    D,
+                    C,
+                    S,
+                    db[i, k],
+                    dc[i, k],
+                    rhs,
+                    rhs_c,
                 )
         ok[i] = study_ok
         value[i] = val if study_ok else np.nan
         for q in range(p + 2):
             grad[i, q] = g[q] if study_ok else np.nan
+
+
+@njit(cache=True)
+def merge_inner_nodes(X, y, m, Xo, yo, mo, w):
+    """Store the inner nodes of each outer node that have the same rows once.
+
+    Reads ``X``, ``y``, ``m`` (``(R, K, J, T[, p])``, see the module docstring) and
+    writes the distinct inner nodes of each outer node, in order of first appearance,
+    to the front of ``Xo``, ``yo``, ``mo`` (zeros on entry, same shapes) with their
+    number in ``w`` ``(R, K, J)``; inner nodes without rows are left out. Returns the
+    largest number of distinct inner nodes of an outer node.
+    """
+    R, K, J, T = y.shape
+    p = X.shape[4]
+    top = 0
+    for r in range(R):
+        for k in range(K):
+            n = 0
+            for j in range(J):
+                empty = True
+                for t in range(T):
+                    if m[r, k, j, t] != 0.0:
+                        empty = False
+                if empty:
+                    continue
+                found = -1
+                for u in range(n):
+                    same = True
+                    for t in range(T):
+                        if y[r, k, j, t] != yo[r, k, u, t] or m[r, k, j, t] != mo[r, k, u, t]:
+                            same = False
+                            break
+                        for q in range(p):
+                            if X[r, k, j, t, q] != Xo[r, k, u, t, q]:
+                                same = False
+                                break
+                        if not same:
+                            break
+                    if same:
+                        found = u
+                        break
+                if found >= 0:
+                    w[r, k, found] += 1.0
+                    continue
+                yo[r, k, n] = y[r, k, j]
+                mo[r, k, n] = m[r, k, j]
+                Xo[r, k, n] = X[r, k, j]
+                w[r, k, n] = 1.0
+                n += 1
+            top = max(top, n)
+    return top
