@@ -42,6 +42,10 @@ SINGULAR_TOL = 1e-4  # lme4::isSingular(tol = 1e-4) on the diagonal of Λ
 MAX_NAGQ = 25
 SNAP_TOL = 1e-5  # |diagonal θ| below this at convergence: try the boundary θ = 0
 FD_STEP = 1e-5  # central differences of the gradient (Hessian) / of the value (AGQ gradient)
+# BFGS steps between Hessians recomputed (by forward differences of the exact gradient)
+# to steer the ascent: from lme4's start θ = 1 the quasi-Newton model alone needed
+# about 40 steps on the two-reader power design, 18 with the refresh
+REFRESH_EVERY = 8
 FD_STEP_VALUE_HESSIAN = 1e-4  # second differences of the value (AGQ Hessian)
 BATCH_ELEMENTS = 2_000_000  # rows × points per batched evaluation of the Hessian
 
@@ -253,14 +257,18 @@ class Objective:
             self.u = st.u
         return float(vals[0]), grad
 
-    def hessian(self, psi: np.ndarray, grad: np.ndarray | None = None) -> np.ndarray:
+    def hessian(
+        self, psi: np.ndarray, grad: np.ndarray | None = None, forward: bool | None = None
+    ) -> np.ndarray:
         """Hessian over ``ψ``: central differences of the exact gradient (Laplace, and
         quadrature with one random effect per level) or second differences of the value
-        (quadrature with vector random effects)."""
+        (quadrature with vector random effects). ``forward`` (default: the objective's
+        own choice) asks for forward differences from ``grad``, half the evaluations."""
         P = psi.size
+        forward = self.forward if forward is None else forward
         if self.exact:
             h = FD_STEP * np.maximum(1.0, np.abs(psi))
-            if grad is not None and self.forward:
+            if grad is not None and forward:
                 # forward differences of the exact gradient: P evaluations, relative
                 # error ~ h (1e-5) in the Hessian and the standard errors
                 H = (self._grads(psi + np.diag(h)) - grad) / h[:, None]
@@ -330,6 +338,12 @@ def _snap_candidates(psi: np.ndarray, diag: np.ndarray, fixed: np.ndarray) -> np
     return diag & ~fixed & (np.abs(psi) < SNAP_TOL)
 
 
+def steering_hessian(obj: Objective, psi: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """A Hessian that steers the ascent: forward differences of the exact gradient
+    (``P`` evaluations; relative error ~``FD_STEP``, which only the steps see)."""
+    return obj.hessian(psi, grad, forward=True)
+
+
 def maximise(
     obj: Objective,
     psi0: np.ndarray,
@@ -348,9 +362,13 @@ def maximise(
     saddle points such as a zero SD instead of towards them.
 
     The first Hessian is ``hess0`` (e.g. the Laplace fit's, before quadrature) or the
-    finite-difference Hessian at the start; BFGS updates it. When the Newton decrement
+    finite-difference Hessian at the start; BFGS updates it, and where the gradient is
+    exact every ``REFRESH_EVERY`` steps it is recomputed. When the Newton decrement
     ``gᵀ(−H)⁻¹g`` falls below ``tol`` the Hessian is recomputed there and the iteration
-    goes on until the decrement on the true Hessian is below ``tol`` too. A diagonal
+    goes on until the decrement on the true Hessian is below ``tol`` too. These
+    Hessians, which only steer, are forward differences of the exact gradient; the
+    one returned, for the standard errors, is the objective's own (central for
+    Laplace). A diagonal
     element that ends within ``SNAP_TOL`` of 0 is set to 0 (the boundary, where lme4's
     bounded optimiser ends too) and the others re-polished; where the Hessian shows a
     direction of increase at a stationary point, the iteration steps along it.
@@ -363,7 +381,7 @@ def maximise(
     val, grad = obj.value_grad(psi)
     if not np.isfinite(val):
         raise ModelError("the log-likelihood is not finite at the starting values")
-    hess = obj.hessian(psi, grad) if hess0 is None else np.asarray(hess0, dtype=float)
+    hess = steering_hessian(obj, psi, grad) if hess0 is None else np.asarray(hess0, dtype=float)
     hess_at = psi.copy()
     info = _positive(-hess)
     exact = hess0 is None  # info is the true (modified) Hessian at psi
@@ -378,7 +396,7 @@ def maximise(
         decrement = float(grad @ step)
         if decrement < tol:
             if not exact:
-                hess, hess_at = obj.hessian(psi, grad), psi.copy()
+                hess, hess_at = steering_hessian(obj, psi, grad), psi.copy()
                 info = _positive(-hess)
                 exact = True
                 continue
@@ -393,7 +411,7 @@ def maximise(
                 if np.isfinite(v_t) and v_t >= val - 1e-9 * (1 + abs(val)):
                     psi, val, grad = trial, v_t, g_t
                     fixed |= snap
-                    hess, hess_at = obj.hessian(psi, grad), psi.copy()
+                    hess, hess_at = steering_hessian(obj, psi, grad), psi.copy()
                     info = _positive(-hess)
                     continue
             # a stationary point that is not a maximum: step along the ascent direction
@@ -416,7 +434,7 @@ def maximise(
                 if moved:
                     fixed[:] = held
                     psi, val, grad = trial, v_t, g_t
-                    hess, hess_at = obj.hessian(psi, grad), psi.copy()
+                    hess, hess_at = steering_hessian(obj, psi, grad), psi.copy()
                     info = _positive(-hess)
                     continue
             converged = True
@@ -435,17 +453,24 @@ def maximise(
             alpha *= 0.5
         else:
             if not exact:  # a poor quasi-Newton model: restart from the true Hessian
-                hess, hess_at = obj.hessian(psi, grad), psi.copy()
+                hess, hess_at = steering_hessian(obj, psi, grad), psi.copy()
                 info = _positive(-hess)
                 exact = True
                 continue
             message = "line search failed: the log-likelihood could not be increased"
             break
         n_iter += 1
-        info = _bfgs(info, trial - psi, grad - g_t)
-        exact = False
+        if obj.exact and n_iter % REFRESH_EVERY == 0:
+            hess, hess_at = steering_hessian(obj, trial, g_t), trial.copy()
+            info = _positive(-hess)
+            exact = True
+        else:
+            info = _bfgs(info, trial - psi, grad - g_t)
+            exact = False
         psi, val, grad = trial, v_t, g_t
-    if not (exact and np.max(np.abs(hess_at - psi) / np.maximum(1.0, np.abs(psi))) < 1e-5):
+    # the Hessian for the standard errors: the objective's own kind, at the end point
+    near = np.max(np.abs(hess_at - psi) / np.maximum(1.0, np.abs(psi))) < 1e-5
+    if not (exact and near and obj.forward):
         hess = obj.hessian(psi, grad)
     if converged:
         message = (

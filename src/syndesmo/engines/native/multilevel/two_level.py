@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from syndesmo.engines.native.multilevel.fit import FD_STEP, SNAP_TOL, glm_start
+from syndesmo.engines.native.multilevel.fit import FD_STEP, REFRESH_EVERY, SNAP_TOL, glm_start
 from syndesmo.engines.native.multilevel.laplace import MODE_TOL
 
 MAXITER = 200  # fit_multilevel's default maxiter
@@ -169,17 +169,22 @@ class _Objective:
             self.at[k] = psi[ok]
         return value, g
 
-    def hessian(self, idx: np.ndarray, psi: np.ndarray) -> np.ndarray:
-        """Central differences of the exact gradient: ``(len(idx), P, P)``."""
+    def hessian(self, idx: np.ndarray, psi: np.ndarray, grad: np.ndarray | None = None):
+        """Differences of the exact gradient, ``(len(idx), P, P)``: central, or forward
+        from ``grad`` (the gradient at ``psi``) to steer the steps (as
+        ``fit.steering_hessian``)."""
         n, P = psi.shape
         h = FD_STEP * np.maximum(1.0, np.abs(psi))
         H = np.empty((n, P, P))
         for i in range(P):
             up = psi.copy()
             up[:, i] += h[:, i]
+            _, g_up = self.evaluate(idx, up, keep=False)
+            if grad is not None:
+                H[:, i, :] = (g_up - grad) / h[:, i, None]
+                continue
             dn = psi.copy()
             dn[:, i] -= h[:, i]
-            _, g_up = self.evaluate(idx, up, keep=False)
             _, g_dn = self.evaluate(idx, dn, keep=False)
             H[:, i, :] = (g_up - g_dn) / (2.0 * h[:, i, None])
         return 0.5 * (H + np.swapaxes(H, 1, 2))
@@ -239,9 +244,10 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
 
     Every study follows :func:`~syndesmo.engines.native.multilevel.fit.maximise`'s
     path (the same steps, to rounding): BFGS steps with step halving from the
-    Hessian by central differences of the exact gradient, verified by Newton steps on
-    a recomputed Hessian until the Newton decrement is below ``tol``, one last Newton
-    step, and the Hessian there for the standard errors.
+    Hessian by forward differences of the exact gradient, recomputed every
+    ``REFRESH_EVERY`` steps, verified by Newton steps on a recomputed Hessian until the
+    Newton decrement is below ``tol``, one last Newton step, and the Hessian there by
+    central differences for the standard errors.
 
     A standard deviation that ends within ``SNAP_TOL`` of 0 is set to 0 and held
     there if the likelihood allows, as there. A study leaves this path (``done``
@@ -259,8 +265,7 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
     hess = np.full((R, P, P), np.nan)
     info = np.tile(np.eye(P), (R, 1, 1))
     first = np.flatnonzero(active)
-    hess[first] = obj.hessian(first, psi[first])
-    hess_at = psi.copy()
+    hess[first] = obj.hessian(first, psi[first], grad[first])
     info[first] = _positive(-hess[first])
     exact = np.ones(R, dtype=bool)
     done = np.zeros(R, dtype=bool)
@@ -278,8 +283,7 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
         finish = np.flatnonzero(small & exact)
         move = np.flatnonzero(active & ~small)
         if refresh.size:
-            hess[refresh] = obj.hessian(refresh, psi[refresh])
-            hess_at[refresh] = psi[refresh]
+            hess[refresh] = obj.hessian(refresh, psi[refresh], grad[refresh])
             info[refresh] = _positive(-hess[refresh])
             exact[refresh] = True
         if finish.size:
@@ -303,8 +307,7 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
                 psi[a], val[a], grad[a] = trial[ok], v_t[ok], g_t[ok]
                 fixed[a] |= snap[rows[ok]]
                 if a.size:
-                    hess[a] = obj.hessian(a, psi[a])
-                    hess_at[a] = psi[a]
+                    hess[a] = obj.hessian(a, psi[a], grad[a])
                     info[a] = _positive(-hess[a])
                     exact[a] = True
                 snapped[rows[ok]] = True
@@ -343,8 +346,7 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
                     fs = move[failed]
                     restart = fs[~exact[fs]]
                     if restart.size:  # a poor quasi-Newton model: the true Hessian
-                        hess[restart] = obj.hessian(restart, psi[restart])
-                        hess_at[restart] = psi[restart]
+                        hess[restart] = obj.hessian(restart, psi[restart], grad[restart])
                         info[restart] = _positive(-hess[restart])
                         exact[restart] = True
                     active[fs[exact[fs] & ~np.isin(fs, restart)]] = False  # fitted alone
@@ -354,15 +356,19 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
                 info[a] = _bfgs(info[a], new_psi[accepted] - psi[a], grad[a] - new_grad[accepted])
                 exact[a] = False
                 psi[a], val[a], grad[a] = new_psi[accepted], new_val[accepted], new_grad[accepted]
+                due = a[n_iter[a] % REFRESH_EVERY == 0]
+                if due.size:
+                    hess[due] = obj.hessian(due, psi[due], grad[due])
+                    info[due] = _positive(-hess[due])
+                    exact[due] = True
         limit = active & (n_iter >= maxiter)
         done |= limit
         active &= ~limit
-    # the Hessian at the end point, for the standard errors (as fit.maximise: unless
-    # the last exact Hessian was computed there)
-    moved = np.max(np.abs(hess_at - psi) / np.maximum(1.0, np.abs(psi)), axis=1) >= 1e-5
-    stale = np.flatnonzero(done & (moved | ~exact))
-    if stale.size:
-        hess[stale] = obj.hessian(stale, psi[stale])
+    # the Hessian at the end point, for the standard errors: central differences (the
+    # ones before only steered)
+    ended = np.flatnonzero(done)
+    if ended.size:
+        hess[ended] = obj.hessian(ended, psi[ended])
     return Result(psi, val, grad, hess, done, converged, n_iter, decrement)
 
 
