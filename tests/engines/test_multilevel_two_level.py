@@ -60,7 +60,7 @@ def studies():
 def test_value_and_gradient_equal_the_general_laplace(studies):
     """The kernel's Laplace log-likelihood and exact gradient equal laplace.evaluate's
     on every study with rows (value 1e-9, gradient 1e-8), at parameters away from the
-    optimum, with cold modes."""
+    optimum, with cold modes; and the modes' derivatives that predict warm starts."""
     X, Y, mask, groups = studies
     L = two_level.build_layout(
         X, Y, np.ones_like(Y), mask, groups["patient"].to_numpy(), groups["vu"].to_numpy()
@@ -77,11 +77,24 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
     )
     K, J = L.y.shape[1:3]
     value, grad, ok = np.empty(R), np.empty((R, 5)), np.empty(R, dtype=bool)
-    b, c = np.zeros((R, K, J)), np.zeros((R, K))
-    db, dc = np.empty((R, K, J, 5)), np.empty((R, K, 5))
-    evaluate_blocks(
-        L.X, L.y, L.m, L.w, np.arange(R), psi, b, c, MODE_TOL, True, True, value, grad, ok, db, dc
-    )
+
+    def cold():  # the kernel's warm-start state before any evaluation
+        nan = np.full((R, 5), np.nan)
+        return [
+            np.zeros((R, K, J)),
+            np.zeros((R, K)),
+            np.zeros((R, K, J, 5)),
+            np.zeros((R, K, 5)),
+            nan,
+        ]
+
+    def run(at, state, keep):
+        evaluate_blocks(
+            L.X, L.y, L.m, L.w, np.arange(R), at, *state, MODE_TOL, True, keep, value, grad, ok
+        )
+
+    state = cold()
+    run(psi, state, keep=True)
     assert ok.all()
     for r in range(R):
         rows = np.flatnonzero(mask[r])
@@ -99,28 +112,20 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
         for sign in (1.0, -1.0):
             at = psi.copy()
             at[:, q] += sign * h
-            bq, cq = b.copy(), c.copy()
-            evaluate_blocks(
-                L.X,
-                L.y,
-                L.m,
-                L.w,
-                np.arange(R),
-                at,
-                bq,
-                cq,
-                MODE_TOL,
-                False,
-                False,
-                value,
-                grad,
-                ok,
-                db.copy(),
-                dc.copy(),
-            )
-            moved.append((bq, cq))
-        np.testing.assert_allclose((moved[0][0] - moved[1][0]) / (2 * h), db[..., q], atol=1e-5)
-        np.testing.assert_allclose((moved[0][1] - moved[1][1]) / (2 * h), dc[..., q], atol=1e-5)
+            found = [a.copy() for a in state]
+            run(at, found, keep=True)
+            moved.append(found)
+        np.testing.assert_allclose(
+            (moved[0][0] - moved[1][0]) / (2 * h), state[2][..., q], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            (moved[0][1] - moved[1][1]) / (2 * h), state[3][..., q], atol=1e-5
+        )
+    # a warm start ends at the same value as a cold one
+    run(psi, cold(), keep=False)
+    cold_value = value.copy()
+    run(psi, moved[0], keep=False)
+    np.testing.assert_allclose(value, cold_value, atol=1e-9)
 
 
 def test_each_study_equals_fit_multilevel(studies):

@@ -19,6 +19,10 @@ from scipy.linalg import qr
 
 from syndesmo.errors import ModelError
 
+#: Patterns (distinct rows and their outcomes) the linear program found not separated.
+_NOT_SEPARATED: set[tuple] = set()
+_PATTERNS_KEPT = 4096
+
 
 def separated_terms(
     X: np.ndarray, y: np.ndarray, trials: np.ndarray, names: list[str]
@@ -46,6 +50,12 @@ def separated_terms(
     succ = n_succ == n_rows
     fail = n_fail == n_rows
     mixed = ~(succ | fail)
+    # Whether a direction exists depends on the distinct rows and their outcomes only
+    # (not on how many rows share them): designs of binary covariates, such as a
+    # power simulation's studies, repeat these few patterns.
+    pattern = (Xs.shape, Xs.tobytes(), succ.tobytes(), fail.tobytes())
+    if pattern in _NOT_SEPARATED:
+        return []
     # d = u - v with u, v >= 0; minimise the L1 norm of the non-constant part.
     weight = np.where(constant, 1e-6, 1.0)
     c = np.concatenate([weight, weight])
@@ -60,6 +70,9 @@ def separated_terms(
 
     res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
     if res.status != 0:  # infeasible: no direction of separation, the MLE exists
+        if len(_NOT_SEPARATED) >= _PATTERNS_KEPT:
+            _NOT_SEPARATED.clear()
+        _NOT_SEPARATED.add(pattern)
         return []
     d = res.x[:p] - res.x[p:]
     involved = np.abs(d) > 1e-9 * np.abs(d).max()

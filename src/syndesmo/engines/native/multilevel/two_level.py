@@ -130,10 +130,9 @@ def build_layout(
 class _Objective:
     """Value and exact gradient of some studies of a layout, with warm-started modes.
 
-    Each study keeps the modes at its last accepted point and their derivatives over
-    ``ψ``; an evaluation elsewhere starts Newton from the first-order prediction
-    ``û + (dû/dψ) Δψ``, which saves a Newton pass or two (the modes it ends at are
-    the same, to the mode tolerance).
+    Each study keeps the modes at its last kept point and their derivatives over
+    ``ψ``, from which the kernel predicts the modes elsewhere (see
+    ``two_level_kernel.evaluate_blocks``).
     """
 
     def __init__(self, L: Layout, P: int) -> None:
@@ -151,22 +150,29 @@ class _Objective:
         from syndesmo.engines.native.multilevel.two_level_kernel import evaluate_blocks
 
         n, P = psi.shape
-        shift = np.nan_to_num(psi - self.at[idx])  # 0 before the first evaluation
-        b = self.b[idx] + np.einsum("nkjq,nq->nkj", self.db[idx], shift)
-        c = self.c[idx] + np.einsum("nkq,nq->nk", self.dc[idx], shift)
-        db = np.empty((n, *self.db.shape[1:]))
-        dc = np.empty((n, *self.dc.shape[1:]))
         value = np.empty(n)
         g = np.empty((n, P))
         ok = np.empty(n, dtype=np.bool_)
         L = self.L
         evaluate_blocks(
-            L.X, L.y, L.m, L.w, idx, psi, b, c, MODE_TOL, True, keep, value, g, ok, db, dc
+            L.X,
+            L.y,
+            L.m,
+            L.w,
+            np.asarray(idx, dtype=np.int64),
+            np.ascontiguousarray(psi),
+            self.b,
+            self.c,
+            self.db,
+            self.dc,
+            self.at,
+            MODE_TOL,
+            True,
+            keep,
+            value,
+            g,
+            ok,
         )
-        if keep:
-            k = idx[ok]
-            self.b[k], self.c[k], self.db[k], self.dc[k] = b[ok], c[ok], db[ok], dc[ok]
-            self.at[k] = psi[ok]
         return value, g
 
     def hessian(self, idx: np.ndarray, psi: np.ndarray, grad: np.ndarray | None = None):

@@ -32,11 +32,11 @@ from syndesmo.engines.native.multilevel.laplace import MIN_HALVING, MODE_MAXITER
 UNCHECKED_STEP = 1e-3
 
 
-@njit(cache=True, error_model="numpy")
-def _rows(eta0, y, m, w, nj, b, c, t1, t2, mu, v, res, ll, with_ll):
-    """Rows of the first ``nj`` inner nodes of one block at modes ``(b, c)``; returns
-    ``h`` (log density of the block), or NaN without ``with_ll`` (then ``ll`` is not
-    filled)."""
+@njit(cache=True, error_model="numpy", inline="always")
+def _rows(eta0, y, m, w, nj, b, c, t1, t2, mu, v, res, with_ll):
+    """Rows of the first ``nj`` inner nodes of one block at modes ``(b, c)``: fills
+    ``mu``, ``v``, ``res`` and returns ``h``, the log density of the block (NaN
+    without ``with_ll``, which saves the logarithms)."""
     T = eta0.shape[1]
     h = -0.5 * c * c
     for j in range(nj):
@@ -46,7 +46,6 @@ def _rows(eta0, y, m, w, nj, b, c, t1, t2, mu, v, res, ll, with_ll):
                 mu[j, t] = 0.0
                 v[j, t] = 0.0
                 res[j, t] = 0.0
-                ll[j, t] = 0.0
                 continue
             eta = eta0[j, t] + t1 * b[j] + t2 * c
             e = math.exp(-abs(eta))
@@ -56,14 +55,12 @@ def _rows(eta0, y, m, w, nj, b, c, t1, t2, mu, v, res, ll, with_ll):
             v[j, t] = m[j, t] * (ei * inv)
             res[j, t] = y[j, t] - m[j, t] * mu[j, t]
             if with_ll:
-                sp = max(eta, 0.0) + math.log1p(e)
-                ll[j, t] = y[j, t] * eta - m[j, t] * sp
-                hj += ll[j, t]
+                hj += y[j, t] * eta - m[j, t] * (max(eta, 0.0) + math.log1p(e))
         h += w[j] * hj
     return h if with_ll else np.nan
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _arrow(v, w, nj, t1, t2, W, D, C):
     """``W_j``, ``D_j = H_jj``, ``C_j = H_jk`` in place; returns the Schur complement."""
     T = v.shape[1]
@@ -81,7 +78,7 @@ def _arrow(v, w, nj, t1, t2, W, D, C):
     return 1.0 + t2 * t2 * Wk - cc
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _mode_derivatives(Xk, mk, wk, nj, v, res, bk, ck, t1, t2, W, D, C, S, dbk, dck, rhs, rhs_c):
     """``dû/dψ`` of one block at its modes: ``H⁻¹`` times ``∂g/∂ψ`` for each ψ_q,
     through the arrow's Schur complement (``dbk`` ``(J, P)``, ``dck`` ``(P,)``;
@@ -124,17 +121,22 @@ def _mode_derivatives(Xk, mk, wk, nj, v, res, bk, ck, t1, t2, W, D, C, S, dbk, d
 
 
 @njit(cache=True, error_model="numpy")
-def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value, grad, ok, db, dc):
+def evaluate_blocks(X, y, m, w, idx, psi, B, Cm, DB, DC, AT, tol, want_grad, keep, value, grad, ok):
     """Laplace log-likelihood (no binomial coefficients) and its exact gradient.
 
-    For the studies ``idx`` with parameters ``psi[i]`` (β, θ₁, θ₂) and warm modes
-    ``b[i]`` ``(K, J)``, ``c[i]`` ``(K,)`` (overwritten with the modes found), fills
+    For the studies ``idx`` with parameters ``psi[i]`` (β, θ₁, θ₂), fills
     ``value[i]``, ``grad[i]`` (when ``want_grad``) and ``ok[i]`` (False where a
-    block's modes did not converge). With ``want_grad`` and ``want_sens`` it also
-    fills the modes' derivatives ``db[i]`` ``(K, J, P)`` and ``dc[i]`` ``(K, P)`` over ``ψ``
-    (``dû/dψ = H⁻¹ ∂g/∂ψ``, ``g`` the gradient of the block's log density in its
-    modes), from which the caller predicts the modes at a nearby ``ψ``. ``w`` counts
-    the inner nodes each stored one stands for.
+    block's modes did not converge). ``w`` counts the inner nodes each stored one
+    stands for.
+
+    The warm start of study ``r = idx[i]`` is its state: the modes ``B[r]`` ``(K, J)``,
+    ``Cm[r]`` ``(K,)`` found at ``AT[r]`` (NaN: none yet) and their derivatives over
+    ``ψ``, ``DB[r]`` ``(K, J, P)`` and ``DC[r]`` ``(K, P)``; Newton starts from the
+    first-order prediction ``û + (dû/dψ)(ψ − AT[r])``, which saves a pass or two
+    (the modes it ends at are the same, to the mode tolerance). With ``keep`` (and
+    ``want_grad``) a study whose value is finite gets a new state: the modes found,
+    their derivatives ``dû/dψ = H⁻¹ ∂g/∂ψ`` (``g`` the gradient of a block's log
+    density in its modes) and ``psi[i]``.
     """
     K, J, T = y.shape[1], y.shape[2], y.shape[3]
     p = X.shape[4]
@@ -142,11 +144,9 @@ def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value
     mu = np.empty((J, T))
     v = np.empty((J, T))
     res = np.empty((J, T))
-    ll = np.empty((J, T))
     mu_t = np.empty((J, T))
     v_t = np.empty((J, T))
     res_t = np.empty((J, T))
-    ll_t = np.empty((J, T))
     W = np.empty(J)
     D = np.empty(J)
     C = np.empty(J)
@@ -159,12 +159,21 @@ def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value
     c1 = np.empty(J)
     rhs = np.empty((J, p + 2))
     rhs_c = np.empty(p + 2)
+    P = p + 2
+    shift = np.empty(P)
+    b = np.empty((K, J))
+    c = np.empty(K)
+    db = np.empty((K, J, P))
+    dc = np.empty((K, P))
+    sens = keep and want_grad
     for i in range(len(idx)):
         r = idx[i]
         t1 = psi[i, p]
         t2 = psi[i, p + 1]
+        for q in range(P):
+            shift[q] = 0.0 if math.isnan(AT[r, q]) else psi[i, q] - AT[r, q]
         val = 0.0
-        g = np.zeros(p + 2)
+        g = np.zeros(P)
         study_ok = True
         for k in range(K):
             yk = y[r, k]
@@ -173,6 +182,16 @@ def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value
             nj = 0
             while nj < J and wk[nj] > 0.0:
                 nj += 1
+            for j in range(nj):
+                s = B[r, k, j]
+                for q in range(P):
+                    s += DB[r, k, j, q] * shift[q]
+                b[k, j] = s
+            b[k, nj:] = 0.0
+            s = Cm[r, k]
+            for q in range(P):
+                s += DC[r, k, q] * shift[q]
+            c[k] = s
             anyrow = False
             for j in range(nj):
                 for t in range(T):
@@ -184,23 +203,19 @@ def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value
                         eta0[j, t] = s
                     else:
                         eta0[j, t] = 0.0
-            bk = b[i, k]
+            bk = b[k]
             if not anyrow:  # an outer node without rows: modes 0, adds nothing
                 bk[:] = 0.0
-                c[i, k] = 0.0
-                db[i, k] = 0.0
-                dc[i, k] = 0.0
+                c[k] = 0.0
+                db[k] = 0.0
+                dc[k] = 0.0
                 continue
-            ck = c[i, k]
-            h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, ll, False)
-            final = False
+            ck = c[k]
+            h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, False)
             converged = False
             S = 1.0
             for _ in range(MODE_MAXITER):
                 S = _arrow(v, wk, nj, t1, t2, W, D, C)
-                if final:
-                    converged = True
-                    break
                 g2 = -ck
                 for j in range(nj):
                     rs = 0.0
@@ -218,27 +233,28 @@ def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value
                     big = max(big, abs(d1[j]))
                 if not math.isfinite(big):
                     break
-                if big < tol:
+                if big < tol:  # the last full step, then the log density there
                     for j in range(nj):
                         bk[j] += d1[j]
                     ck += d2
-                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, ll, True)
-                    final = True
-                    continue
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, True)
+                    S = _arrow(v, wk, nj, t1, t2, W, D, C)
+                    converged = True
+                    break
                 if big < UNCHECKED_STEP:
                     for j in range(nj):
                         bk[j] += d1[j]
                     ck += d2
-                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, ll, False)
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, False)
                     continue
                 if math.isnan(h):
-                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, ll, True)
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, True)
                 alpha = 1.0
                 while True:
                     for j in range(nj):
                         bt[j] = bk[j] + alpha * d1[j]
                     ct = ck + alpha * d2
-                    h_t = _rows(eta0, yk, mk, wk, nj, bt, ct, t1, t2, mu_t, v_t, res_t, ll_t, True)
+                    h_t = _rows(eta0, yk, mk, wk, nj, bt, ct, t1, t2, mu_t, v_t, res_t, True)
                     if h_t >= h - 1e-12 * (1.0 + abs(h)):
                         break
                     alpha *= 0.5
@@ -250,8 +266,7 @@ def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value
                 mu, mu_t = mu_t, mu
                 v, v_t = v_t, v
                 res, res_t = res_t, res
-                ll, ll_t = ll_t, ll
-            c[i, k] = ck
+            c[k] = ck
             if not converged:
                 study_ok = False
                 break
@@ -295,7 +310,7 @@ def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value
                     Rsum += res[j, t]
                 g[p] += wk[j] * (Pj * bk[j] - W[j] * tj[j] - 0.5 * Rsum * s1)
                 g[p + 1] += wk[j] * (Pj * ck - W[j] * tk[j] - 0.5 * Rsum * s2)
-            if want_sens:
+            if sens:
                 _mode_derivatives(
                     X[r, k],
                     mk,
@@ -311,15 +326,21 @@ def evaluate_blocks(X, y, m, w, idx, psi, b, c, tol, want_grad, want_sens, value
                     D,
                     C,
                     S,
-                    db[i, k],
-                    dc[i, k],
+                    db[k],
+                    dc[k],
                     rhs,
                     rhs_c,
                 )
         ok[i] = study_ok
         value[i] = val if study_ok else np.nan
-        for q in range(p + 2):
+        for q in range(P):
             grad[i, q] = g[q] if study_ok else np.nan
+        if sens and study_ok:
+            B[r] = b
+            Cm[r] = c
+            DB[r] = db
+            DC[r] = dc
+            AT[r] = psi[i]
 
 
 @njit(cache=True)
