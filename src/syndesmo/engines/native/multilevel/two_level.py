@@ -144,13 +144,14 @@ class _Objective:
         self.dc = np.zeros((R, K, P))
         self.at = np.full((R, P), np.nan)  # where the modes were found
 
-    def evaluate(self, idx: np.ndarray, psi: np.ndarray, keep: bool):
+    def evaluate(self, idx: np.ndarray, psi: np.ndarray, keep: bool, value: bool = True):
         """At ``psi`` ``(len(idx), P)`` for the studies ``idx``; with ``keep`` the modes
-        found become the warm start of those studies (where the value is finite)."""
+        found become the warm start of those studies (where they converged). Without
+        ``value`` the values are NaN (a Hessian needs only gradients)."""
         from syndesmo.engines.native.multilevel.two_level_kernel import evaluate_blocks
 
         n, P = psi.shape
-        value = np.empty(n)
+        out = np.empty(n)
         g = np.empty((n, P))
         ok = np.empty(n, dtype=np.bool_)
         L = self.L
@@ -167,13 +168,13 @@ class _Objective:
             self.dc,
             self.at,
             MODE_TOL,
-            True,
-            keep,
             value,
+            keep,
+            out,
             g,
             ok,
         )
-        return value, g
+        return out, g
 
     def hessian(self, idx: np.ndarray, psi: np.ndarray, grad: np.ndarray | None = None):
         """Differences of the exact gradient, ``(len(idx), P, P)``: central, or forward
@@ -185,13 +186,13 @@ class _Objective:
         for i in range(P):
             up = psi.copy()
             up[:, i] += h[:, i]
-            _, g_up = self.evaluate(idx, up, keep=False)
+            _, g_up = self.evaluate(idx, up, keep=False, value=False)
             if grad is not None:
                 H[:, i, :] = (g_up - grad) / h[:, i, None]
                 continue
             dn = psi.copy()
             dn[:, i] -= h[:, i]
-            _, g_dn = self.evaluate(idx, dn, keep=False)
+            _, g_dn = self.evaluate(idx, dn, keep=False, value=False)
             H[:, i, :] = (g_up - g_dn) / (2.0 * h[:, i, None])
         return 0.5 * (H + np.swapaxes(H, 1, 2))
 

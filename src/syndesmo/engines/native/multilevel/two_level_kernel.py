@@ -121,11 +121,14 @@ def _mode_derivatives(Xk, mk, wk, nj, v, res, bk, ck, t1, t2, W, D, C, S, dbk, d
 
 
 @njit(cache=True, error_model="numpy")
-def evaluate_blocks(X, y, m, w, idx, psi, B, Cm, DB, DC, AT, tol, want_grad, keep, value, grad, ok):
+def evaluate_blocks(
+    X, y, m, w, idx, psi, B, Cm, DB, DC, AT, tol, want_value, keep, value, grad, ok
+):
     """Laplace log-likelihood (no binomial coefficients) and its exact gradient.
 
     For the studies ``idx`` with parameters ``psi[i]`` (β, θ₁, θ₂), fills
-    ``value[i]``, ``grad[i]`` (when ``want_grad``) and ``ok[i]`` (False where a
+    ``grad[i]``, ``value[i]`` (NaN unless ``want_value``: a Hessian by differences of
+    the gradient saves the logarithms of the last pass) and ``ok[i]`` (False where a
     block's modes did not converge). ``w`` counts the inner nodes each stored one
     stands for.
 
@@ -133,8 +136,8 @@ def evaluate_blocks(X, y, m, w, idx, psi, B, Cm, DB, DC, AT, tol, want_grad, kee
     ``Cm[r]`` ``(K,)`` found at ``AT[r]`` (NaN: none yet) and their derivatives over
     ``ψ``, ``DB[r]`` ``(K, J, P)`` and ``DC[r]`` ``(K, P)``; Newton starts from the
     first-order prediction ``û + (dû/dψ)(ψ − AT[r])``, which saves a pass or two
-    (the modes it ends at are the same, to the mode tolerance). With ``keep`` (and
-    ``want_grad``) a study whose value is finite gets a new state: the modes found,
+    (the modes it ends at are the same, to the mode tolerance). With ``keep`` a study
+    whose modes converged gets a new state: the modes found,
     their derivatives ``dû/dψ = H⁻¹ ∂g/∂ψ`` (``g`` the gradient of a block's log
     density in its modes) and ``psi[i]``.
     """
@@ -165,7 +168,7 @@ def evaluate_blocks(X, y, m, w, idx, psi, B, Cm, DB, DC, AT, tol, want_grad, kee
     c = np.empty(K)
     db = np.empty((K, J, P))
     dc = np.empty((K, P))
-    sens = keep and want_grad
+    sens = keep
     for i in range(len(idx)):
         r = idx[i]
         t1 = psi[i, p]
@@ -237,7 +240,7 @@ def evaluate_blocks(X, y, m, w, idx, psi, B, Cm, DB, DC, AT, tol, want_grad, kee
                     for j in range(nj):
                         bk[j] += d1[j]
                     ck += d2
-                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, True)
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, want_value)
                     S = _arrow(v, wk, nj, t1, t2, W, D, C)
                     converged = True
                     break
@@ -270,12 +273,10 @@ def evaluate_blocks(X, y, m, w, idx, psi, B, Cm, DB, DC, AT, tol, want_grad, kee
             if not converged:
                 study_ok = False
                 break
-            # value: h(û) − ½ log det H, log det H = Σ_j log D_j + log S
-            val += h - 0.5 * math.log(S)
-            for j in range(nj):
-                val -= 0.5 * wk[j] * math.log(D[j])
-            if not want_grad:
-                continue
+            if want_value:  # h(û) − ½ log det H, log det H = Σ_j log D_j + log S
+                val += h - 0.5 * math.log(S)
+                for j in range(nj):
+                    val -= 0.5 * wk[j] * math.log(D[j])
             # exact gradient (laplace.py's formula) with the arrow's H⁻¹ in closed form
             h_kk = 1.0 / S
             lev_vp = 0.0
@@ -332,7 +333,7 @@ def evaluate_blocks(X, y, m, w, idx, psi, B, Cm, DB, DC, AT, tol, want_grad, kee
                     rhs_c,
                 )
         ok[i] = study_ok
-        value[i] = val if study_ok else np.nan
+        value[i] = val if study_ok and want_value else np.nan
         for q in range(P):
             grad[i, q] = g[q] if study_ok else np.nan
         if sens and study_ok:
