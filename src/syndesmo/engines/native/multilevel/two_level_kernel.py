@@ -37,47 +37,56 @@ UNCHECKED_ETA = 1.0
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _rows(eta0, y, m, w, nj, b, c, t1, t2, mu, v, res, with_ll):
-    """Rows of the first ``nj`` inner nodes of one block at modes ``(b, c)``: fills
-    ``mu``, ``v``, ``res`` and returns ``h``, the log density of the block (NaN
-    without ``with_ll``, which saves the logarithms)."""
+def _rows(eta0, y, m, w, nj, b, c, t1, t2, W, R, mu, v, res, with_ll, store):
+    """Rows of the first ``nj`` inner nodes of one block at modes ``(b, c)``: per inner
+    node the sums ``W_j`` of the weights ``m μ (1 − μ)`` and ``R_j`` of the residuals
+    ``y − m μ``; with ``store`` each row's ``μ``, weight and residual too. Returns ``h``,
+    the log density of the block (NaN without ``with_ll``, which saves the
+    logarithms)."""
     T = eta0.shape[1]
     h = -0.5 * c * c
     for j in range(nj):
         hj = -0.5 * b[j] * b[j]
+        Wj = 0.0
+        Rj = 0.0
         for t in range(T):
             if m[j, t] == 0.0:
-                mu[j, t] = 0.0
-                v[j, t] = 0.0
-                res[j, t] = 0.0
+                if store:
+                    mu[j, t] = 0.0
+                    v[j, t] = 0.0
+                    res[j, t] = 0.0
                 continue
             eta = eta0[j, t] + t1 * b[j] + t2 * c
             e = math.exp(-abs(eta))
             inv = 1.0 / (1.0 + e)
             ei = e * inv
-            mu[j, t] = inv if eta >= 0 else ei
-            v[j, t] = m[j, t] * (ei * inv)
-            res[j, t] = y[j, t] - m[j, t] * mu[j, t]
+            mu_t = inv if eta >= 0 else ei
+            v_t = m[j, t] * (ei * inv)
+            r_t = y[j, t] - m[j, t] * mu_t
+            Wj += v_t
+            Rj += r_t
+            if store:
+                mu[j, t] = mu_t
+                v[j, t] = v_t
+                res[j, t] = r_t
             if with_ll:
                 hj += y[j, t] * eta - m[j, t] * (max(eta, 0.0) + math.log1p(e))
+        W[j] = Wj
+        R[j] = Rj
         h += w[j] * hj
     return h if with_ll else np.nan
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _arrow(v, w, nj, t1, t2, W, D, C):
-    """``W_j``, ``D_j = H_jj``, ``C_j = H_jk`` in place; returns the Schur complement."""
-    T = v.shape[1]
+def _arrow(W, w, nj, t1, t2, D, C):
+    """``D_j = H_jj`` and ``C_j = H_jk`` from the weight sums ``W_j``, in place;
+    returns the Schur complement."""
     Wk = 0.0
     cc = 0.0
     for j in range(nj):
-        s = 0.0
-        for t in range(T):
-            s += v[j, t]
-        W[j] = s
-        D[j] = 1.0 + t1 * t1 * s
-        C[j] = t1 * t2 * s
-        Wk += w[j] * s
+        D[j] = 1.0 + t1 * t1 * W[j]
+        C[j] = t1 * t2 * W[j]
+        Wk += w[j] * W[j]
         cc += w[j] * C[j] * C[j] / D[j]
     return 1.0 + t2 * t2 * Wk - cc
 
@@ -151,9 +160,8 @@ def evaluate_blocks(
     mu = np.empty((J, T))
     v = np.empty((J, T))
     res = np.empty((J, T))
-    mu_t = np.empty((J, T))
-    v_t = np.empty((J, T))
-    res_t = np.empty((J, T))
+    W_t = np.empty(J)
+    R_t = np.empty(J)
     W = np.empty(J)
     D = np.empty(J)
     C = np.empty(J)
@@ -218,18 +226,14 @@ def evaluate_blocks(
                 dc[k] = 0.0
                 continue
             ck = c[k]
-            h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, False)
+            h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, W, Rj, mu, v, res, False, False)
             converged = False
             S = 1.0
             for _ in range(MODE_MAXITER):
-                S = _arrow(v, wk, nj, t1, t2, W, D, C)
+                S = _arrow(W, wk, nj, t1, t2, D, C)
                 g2 = -ck
                 for j in range(nj):
-                    rs = 0.0
-                    for t in range(T):
-                        rs += res[j, t]
-                    Rj[j] = rs
-                    g2 += t2 * wk[j] * rs
+                    g2 += t2 * wk[j] * Rj[j]
                 num = g2
                 for j in range(nj):
                     num -= wk[j] * C[j] * (t1 * Rj[j] - bk[j]) / D[j]
@@ -242,28 +246,32 @@ def evaluate_blocks(
                     moves = max(moves, abs(t1 * d1[j] + t2 * d2))
                 if not math.isfinite(big):
                     break
-                if big < tol:  # the last full step, then the log density there
+                if big < tol:  # the last full step, then every row there
                     for j in range(nj):
                         bk[j] += d1[j]
                     ck += d2
-                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, want_value)
-                    S = _arrow(v, wk, nj, t1, t2, W, D, C)
+                    h = _rows(
+                        eta0, yk, mk, wk, nj, bk, ck, t1, t2, W, Rj, mu, v, res, want_value, True
+                    )
+                    S = _arrow(W, wk, nj, t1, t2, D, C)
                     converged = True
                     break
                 if moves <= UNCHECKED_ETA:
                     for j in range(nj):
                         bk[j] += d1[j]
                     ck += d2
-                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, False)
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, W, Rj, mu, v, res, False, False)
                     continue
                 if math.isnan(h):
-                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, mu, v, res, True)
+                    h = _rows(eta0, yk, mk, wk, nj, bk, ck, t1, t2, W, Rj, mu, v, res, True, False)
                 alpha = 1.0
                 while True:
                     for j in range(nj):
                         bt[j] = bk[j] + alpha * d1[j]
                     ct = ck + alpha * d2
-                    h_t = _rows(eta0, yk, mk, wk, nj, bt, ct, t1, t2, mu_t, v_t, res_t, True)
+                    h_t = _rows(
+                        eta0, yk, mk, wk, nj, bt, ct, t1, t2, W_t, R_t, mu, v, res, True, False
+                    )
                     if h_t >= h - 1e-12 * (1.0 + abs(h)):
                         break
                     alpha *= 0.5
@@ -272,9 +280,8 @@ def evaluate_blocks(
                 bk[:nj] = bt[:nj]
                 ck = ct
                 h = h_t
-                mu, mu_t = mu_t, mu
-                v, v_t = v_t, v
-                res, res_t = res_t, res
+                W, W_t = W_t, W
+                Rj, R_t = R_t, Rj
             c[k] = ck
             if not converged:
                 study_ok = False
