@@ -43,7 +43,7 @@ def separated_terms(
     constant = np.ptp(Xs, axis=0) == 0
     # Rows with the same x give the same constraint: one per distinct x, which is an
     # equality where that x has both outcomes (x·d >= 0 and <= 0).
-    Xs, row = _distinct_rows(Xs)
+    Xs, row = distinct_rows(Xs)
     n_succ = np.bincount(row, weights=y >= trials, minlength=len(Xs))
     n_fail = np.bincount(row, weights=y <= 0, minlength=len(Xs))
     n_rows = np.bincount(row, minlength=len(Xs))
@@ -79,8 +79,20 @@ def separated_terms(
     return [name for name, k in zip(names, involved, strict=True) if k]
 
 
-def _distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of ``X`` (sorted) and each row's index among them."""
+def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``X`` (sorted) and each row's index among them.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        A ``(n, p)`` matrix.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The distinct rows ``(k, p)`` and, for each of the ``n`` rows, its index among
+        them.
+    """
     if len(X) == 0:
         return X, np.zeros(0, dtype=np.int64)
     order = np.lexsort(X.T[::-1])

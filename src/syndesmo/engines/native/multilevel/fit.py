@@ -158,7 +158,19 @@ def prepare(
 
 
 def glm_start(X: np.ndarray, y: np.ndarray, m: np.ndarray, offset=None) -> np.ndarray:
-    """Logistic regression by IRLS (R's ``glm``): lme4's start for β."""
+    """Logistic regression by IRLS (R's ``glm``): lme4's start for β.
+
+    Rows with the same covariates and offset are fitted as one binomial row (the same
+    likelihood, so the same estimates; a design of a few binary covariates has a few
+    such rows).
+    """
+    from syndesmo.fitting.diagnostics import distinct_rows
+
+    keys, row = distinct_rows(np.column_stack([X, np.zeros(len(y)) if offset is None else offset]))
+    if len(keys) < len(y):
+        X, offset = keys[:, :-1], None if offset is None else keys[:, -1]
+        y = np.bincount(row, weights=y, minlength=len(keys))
+        m = np.bincount(row, weights=m, minlength=len(keys))
     mu = (y + 0.5) / (m + 1.0)
     eta = np.log(mu / (1.0 - mu))
     off = 0.0 if offset is None else offset

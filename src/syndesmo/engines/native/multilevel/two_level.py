@@ -405,8 +405,10 @@ def _eligible(L: Layout) -> np.ndarray:
     outer_nodes = (L.w.sum(axis=2) > 0).sum(axis=1)
     ok = (events > 0) & (events < trials) & (inner_nodes > outer_nodes) & (outer_nodes >= 2)
     p = L.X.shape[-1]
+    from syndesmo.fitting.diagnostics import distinct_rows
+
     for r in np.flatnonzero(ok):
-        ok[r] = np.linalg.matrix_rank(L.X[r][L.m[r] > 0]) == p
+        ok[r] = np.linalg.matrix_rank(distinct_rows(L.X[r][L.m[r] > 0])[0]) == p
     return ok
 
 
