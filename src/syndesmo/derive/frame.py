@@ -245,8 +245,9 @@ def _units(patient: np.ndarray, vu: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _unit_mean(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
     """Mean of ``values`` (rows × …) within units; NaN if any row of the unit is NaN."""
     flat = values.reshape(len(values), -1)
-    total = np.zeros((n_units, flat.shape[1]))
-    np.add.at(total, unit, flat)
+    total = np.empty((n_units, flat.shape[1]))
+    for c in range(flat.shape[1]):  # bincount adds in row order, as np.add.at (faster)
+        total[:, c] = np.bincount(unit, weights=flat[:, c], minlength=n_units)
     count = np.bincount(unit, minlength=n_units).astype(float)
     return (total / count[:, None]).reshape((n_units, *values.shape[1:]))
 
