@@ -43,9 +43,13 @@ MAX_NAGQ = 25
 SNAP_TOL = 1e-5  # |diagonal θ| below this at convergence: try the boundary θ = 0
 FD_STEP = 1e-5  # central differences of the gradient (Hessian) / of the value (AGQ gradient)
 # BFGS steps between Hessians recomputed (by forward differences of the exact gradient)
-# to steer the ascent: from lme4's start θ = 1 the quasi-Newton model alone needed
-# about 40 steps on the two-reader power design, 18 with the refresh
+# to steer the ascent while the Newton decrement is above REFRESH_ABOVE: from lme4's
+# start θ = 1 the quasi-Newton model alone needed about 40 steps on the two-reader
+# power design, where the decrement lingers at 1e-1–1e-4, and 18 with the refresh.
+# Nearer the optimum BFGS converges fast (decrements below 1e-7 by the 8th step on
+# guImmun and the reader panel), and a refresh would only cost.
 REFRESH_EVERY = 8
+REFRESH_ABOVE = 1e-5
 FD_STEP_VALUE_HESSIAN = 1e-4  # second differences of the value (AGQ Hessian)
 BATCH_ELEMENTS = 2_000_000  # rows × points per batched evaluation of the Hessian
 
@@ -375,14 +379,14 @@ def maximise(
 
     The first Hessian is ``hess0`` (e.g. the Laplace fit's, before quadrature) or the
     finite-difference Hessian at the start; BFGS updates it, and where the gradient is
-    exact every ``REFRESH_EVERY`` steps it is recomputed. When the Newton decrement
-    ``gᵀ(−H)⁻¹g`` falls below ``tol`` the Hessian is recomputed there and the iteration
-    goes on until the decrement on the true Hessian is below ``tol`` too. These
-    Hessians, which only steer, are forward differences of the exact gradient; the
-    one returned, for the standard errors, is the objective's own (central for
-    Laplace). A diagonal
-    element that ends within ``SNAP_TOL`` of 0 is set to 0 (the boundary, where lme4's
-    bounded optimiser ends too) and the others re-polished; where the Hessian shows a
+    exact it is recomputed every ``REFRESH_EVERY`` steps while the Newton decrement
+    ``gᵀ(−H)⁻¹g`` is above ``REFRESH_ABOVE``. When the decrement falls below ``tol``
+    the Hessian is recomputed there and the iteration goes on until the decrement on
+    the true Hessian is below ``tol`` too. These Hessians, which only steer, are
+    forward differences of the exact gradient; the one returned, for the standard
+    errors, is the objective's own (central for Laplace). A diagonal element that
+    ends within ``SNAP_TOL`` of 0 is set to 0 (the boundary, where lme4's bounded
+    optimiser ends too) and the others re-polished; where the Hessian shows a
     direction of increase at a stationary point, the iteration steps along it.
     ``held`` marks parameters kept at their values in ``psi0`` (profiles).
     """
@@ -472,7 +476,7 @@ def maximise(
             message = "line search failed: the log-likelihood could not be increased"
             break
         n_iter += 1
-        if obj.exact and n_iter % REFRESH_EVERY == 0:
+        if obj.exact and n_iter % REFRESH_EVERY == 0 and decrement > REFRESH_ABOVE:
             hess, hess_at = steering_hessian(obj, trial, g_t), trial.copy()
             info = _positive(-hess)
             exact = True

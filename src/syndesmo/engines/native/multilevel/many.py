@@ -6,7 +6,7 @@ arrays a power simulation needs. Two nested random intercepts ``(1|outer/inner)`
 by Laplace, the two-reader design, are fitted all at once by
 :mod:`~syndesmo.engines.native.multilevel.two_level` (the same steps as
 ``fit_multilevel``, compiled); every other model, and every replicate that path
-hands back (a variance at the boundary, a saddle point), is a full
+hands back (a saddle point, a failed line search), is a full
 :func:`~syndesmo.engines.native.multilevel.fit.fit_multilevel` on its own rows.
 """
 

@@ -3,10 +3,10 @@
 Power for the two-reader design fits ``y ~ x + (1|patient/vu)`` to hundreds of
 simulated studies. :func:`~syndesmo.engines.native.multilevel.fit.fit_multilevel` fits
 one study in about 0.3 s, almost all of it the fixed cost of many small array
-operations on ~2 300 rows. Here the rows of all studies of a block lie end to end
-(a *ragged* layout: each study keeps its own merged rows), every study has its own
-``ψ = (β, θ_inner, θ_outer)``, and each step of the fit is one array operation over
-all of them.
+operations. Here the rows of all studies of a block lie in one padded layout (study ×
+outer node × inner node × row, a patient's inner nodes with the same rows stored once
+and counted), every study has its own ``ψ = (β, θ_inner, θ_outer)``, and each step of
+the fit is one call of a compiled kernel (``two_level_kernel``) over all of them.
 
 The model and its Laplace approximation are those of ``laplace.py``, written out for
 two nested scalar intercepts. With spherical effects ``b_j`` (inner node ``j``) and
@@ -19,13 +19,10 @@ penalised log density is an *arrow* per outer node::
 determinant and the elements of ``H⁻¹`` the exact gradient needs are closed forms
 through the Schur complement ``S_k = H_kk − Σ_j H_jk² / H_jj``.
 
-The maximisation mirrors :func:`~syndesmo.engines.native.multilevel.fit.maximise`:
-quasi-Newton (BFGS) steps with step halving, verified by Newton steps on the Hessian
-from central differences of the exact gradient until the Newton decrement is below
-``tol``, then one last Newton step and the Hessian there for the standard errors. A
-study that needs what that path does not do here — a variance at the boundary, a
-saddle point, a failed line search, the iteration limit — is returned as *not done*,
-for the caller to fit alone by ``fit_multilevel``.
+The maximisation mirrors :func:`~syndesmo.engines.native.multilevel.fit.maximise`
+step for step (see :func:`maximise`), the boundary θ = 0 included. A study that needs
+what this path does not do — a saddle point to escape, a line search that fails — is
+returned as *not done*, for the caller to fit alone by ``fit_multilevel``.
 """
 
 from __future__ import annotations
@@ -34,7 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from syndesmo.engines.native.multilevel.fit import FD_STEP, REFRESH_EVERY, SNAP_TOL, glm_start
+from syndesmo.engines.native.multilevel.fit import (
+    FD_STEP,
+    REFRESH_ABOVE,
+    REFRESH_EVERY,
+    SNAP_TOL,
+    glm_start,
+)
 from syndesmo.engines.native.multilevel.laplace import MODE_TOL
 
 MAXITER = 200  # fit_multilevel's default maxiter
@@ -252,9 +255,10 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
     Every study follows :func:`~syndesmo.engines.native.multilevel.fit.maximise`'s
     path (the same steps, to rounding): BFGS steps with step halving from the
     Hessian by forward differences of the exact gradient, recomputed every
-    ``REFRESH_EVERY`` steps, verified by Newton steps on a recomputed Hessian until the
-    Newton decrement is below ``tol``, one last Newton step, and the Hessian there by
-    central differences for the standard errors.
+    ``REFRESH_EVERY`` steps while the decrement is above ``REFRESH_ABOVE``, verified
+    by Newton steps on a recomputed Hessian until the Newton decrement is below
+    ``tol``, one last Newton step, and the Hessian there by central differences for
+    the standard errors.
 
     A standard deviation that ends within ``SNAP_TOL`` of 0 is set to 0 and held
     there if the likelihood allows, as there. A study leaves this path (``done``
@@ -363,7 +367,7 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
                 info[a] = _bfgs(info[a], new_psi[accepted] - psi[a], grad[a] - new_grad[accepted])
                 exact[a] = False
                 psi[a], val[a], grad[a] = new_psi[accepted], new_val[accepted], new_grad[accepted]
-                due = a[n_iter[a] % REFRESH_EVERY == 0]
+                due = a[(n_iter[a] % REFRESH_EVERY == 0) & (decrement[a] > REFRESH_ABOVE)]
                 if due.size:
                     hess[due] = obj.hessian(due, psi[due], grad[due])
                     info[due] = _positive(-hess[due])
