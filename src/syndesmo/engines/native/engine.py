@@ -39,7 +39,7 @@ import scipy.sparse as sp
 
 from syndesmo.checks import check_nagq
 from syndesmo.engines.native.core import constants, fit_core, lme4_loglik
-from syndesmo.engines.native.layout import compress_shared, compress_stacked, distinct_rows
+from syndesmo.engines.native.layout import compress_shared, compress_stacked, n_patterns
 from syndesmo.engines.native.model import (
     MAX_NAGQ,
     SEPARATION_BETA,
@@ -369,7 +369,7 @@ def _default_chunk(
     """Replicates per chunk so that the Newton batch arrays hold ~CHUNK_ELEMENTS numbers."""
     x0 = X[0] if X.shape[0] == 1 else X[0][M[0] > 0]
     g0 = groups if X.shape[0] == 1 else groups[M[0] > 0]
-    rows = max(1, distinct_rows(g0, x0))
+    rows = max(1, n_patterns(g0, x0))
     per_rep = rows * (X.shape[2] + 2) * (1 if nagq == 1 else 2)
     return int(np.clip(CHUNK_ELEMENTS // per_rep, 1, 512))
 

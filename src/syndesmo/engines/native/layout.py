@@ -14,25 +14,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from syndesmo.engines.native.quadrature import Layout
+from syndesmo.fitting.diagnostics import distinct_rows
 
 
 def _patterns(groups: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct ``(group, x)`` rows, sorted by group, and each row's pattern index.
-
-    A lexicographic sort of the columns (much faster than ``np.unique(axis=0)``).
-    """
+    """Distinct ``(group, x)`` rows, sorted by group, and each row's pattern index."""
     keys = np.column_stack([groups.astype(float), X])
-    if keys.shape[0] == 0:
-        return keys, np.zeros(0, dtype=np.int64)
-    order = np.lexsort(keys.T[::-1])
-    sk = keys[order]
-    new = np.r_[True, np.any(sk[1:] != sk[:-1], axis=1)]
-    inv = np.empty(keys.shape[0], dtype=np.int64)
-    inv[order] = np.cumsum(new) - 1
-    return sk[new], inv
+    first, inv = distinct_rows(keys)
+    return keys[first], inv
 
 
-def distinct_rows(groups: np.ndarray, X: np.ndarray) -> int:
+def n_patterns(groups: np.ndarray, X: np.ndarray) -> int:
     """How many distinct ``(group, covariate row)`` rows there are: the rows of a layout."""
     return int(_patterns(groups, X)[0].shape[0])
 

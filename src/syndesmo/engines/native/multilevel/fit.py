@@ -36,6 +36,7 @@ from syndesmo.engines.native.multilevel.laplace import Data, evaluate
 from syndesmo.engines.native.multilevel.tree import build_tree, selected_inverse
 from syndesmo.engines.native.quadrature import logistic
 from syndesmo.errors import ModelError
+from syndesmo.fitting.diagnostics import distinct_rows
 from syndesmo.fitting.random_effects import ReStructure
 
 SINGULAR_TOL = 1e-4  # lme4::isSingular(tol = 1e-4) on the diagonal of Λ
@@ -124,16 +125,11 @@ def _merge_rows(
     cols += [X] + [t.Z for t in structure.terms]
     if offset is not None:
         cols.append(offset)
-    keys = np.column_stack(cols)
-    order = np.lexsort(keys.T[::-1])
-    sk = keys[order]
-    new = np.r_[True, np.any(sk[1:] != sk[:-1], axis=1)]
-    if new.all():
+    first, group = distinct_rows(np.column_stack(cols))
+    if len(first) == len(y):
         return X, y, m, offset, structure
-    group = np.cumsum(new) - 1
-    first = order[new]
-    ym = np.bincount(group, y[order])
-    mm = np.bincount(group, m[order])
+    ym = np.bincount(group, y)
+    mm = np.bincount(group, m)
     off = None if offset is None else offset[first]
     return X[first], ym, mm, off, structure.take(first)
 
@@ -168,13 +164,12 @@ def glm_start(X: np.ndarray, y: np.ndarray, m: np.ndarray, offset=None) -> np.nd
     likelihood, so the same estimates; a design of a few binary covariates has a few
     such rows).
     """
-    from syndesmo.fitting.diagnostics import distinct_rows
-
-    keys, row = distinct_rows(np.column_stack([X, np.zeros(len(y)) if offset is None else offset]))
-    if len(keys) < len(y):
-        X, offset = keys[:, :-1], None if offset is None else keys[:, -1]
-        y = np.bincount(row, weights=y, minlength=len(keys))
-        m = np.bincount(row, weights=m, minlength=len(keys))
+    keys = np.column_stack([X, np.zeros(len(y)) if offset is None else offset])
+    first, row = distinct_rows(keys)
+    if len(first) < len(y):
+        X, offset = X[first], None if offset is None else offset[first]
+        y = np.bincount(row, weights=y, minlength=len(first))
+        m = np.bincount(row, weights=m, minlength=len(first))
     mu = (y + 0.5) / (m + 1.0)
     eta = np.log(mu / (1.0 - mu))
     off = 0.0 if offset is None else offset

@@ -39,6 +39,7 @@ from syndesmo.engines.native.multilevel.fit import (
     glm_start,
 )
 from syndesmo.engines.native.multilevel.laplace import MODE_TOL
+from syndesmo.fitting.diagnostics import distinct_rows
 
 MAXITER = 200  # fit_multilevel's default maxiter
 
@@ -409,10 +410,9 @@ def _eligible(L: Layout) -> np.ndarray:
     outer_nodes = (L.w.sum(axis=2) > 0).sum(axis=1)
     ok = (events > 0) & (events < trials) & (inner_nodes > outer_nodes) & (outer_nodes >= 2)
     p = L.X.shape[-1]
-    from syndesmo.fitting.diagnostics import distinct_rows
-
     for r in np.flatnonzero(ok):
-        ok[r] = np.linalg.matrix_rank(distinct_rows(L.X[r][L.m[r] > 0])[0]) == p
+        rows = L.X[r][L.m[r] > 0]
+        ok[r] = np.linalg.matrix_rank(rows[distinct_rows(rows)[0]]) == p
     return ok
 
 

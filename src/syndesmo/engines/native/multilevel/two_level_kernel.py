@@ -180,7 +180,6 @@ def evaluate_blocks(
     c = np.empty(K)
     db = np.empty((K, J, P))
     dc = np.empty((K, P))
-    sens = keep
     for i in range(len(idx)):
         r = idx[i]
         t1 = psi[i, p]
@@ -312,7 +311,6 @@ def evaluate_blocks(
                 s1 = (c1[j] - C[j] * s2) / D[j]
                 a_s = t1 * s1 + t2 * s2
                 Pj = 0.0
-                Rsum = 0.0
                 for t in range(T):
                     if mk[j, t] == 0.0:
                         continue
@@ -321,10 +319,9 @@ def evaluate_blocks(
                     for q in range(p):
                         g[q] += wk[j] * rho * X[r, k, j, t, q]
                     Pj += rho
-                    Rsum += res[j, t]
-                g[p] += wk[j] * (Pj * bk[j] - W[j] * tj[j] - 0.5 * Rsum * s1)
-                g[p + 1] += wk[j] * (Pj * ck - W[j] * tk[j] - 0.5 * Rsum * s2)
-            if sens:
+                g[p] += wk[j] * (Pj * bk[j] - W[j] * tj[j] - 0.5 * Rj[j] * s1)
+                g[p + 1] += wk[j] * (Pj * ck - W[j] * tk[j] - 0.5 * Rj[j] * s2)
+            if keep:
                 _mode_derivatives(
                     X[r, k],
                     mk,
@@ -349,7 +346,7 @@ def evaluate_blocks(
         value[i] = val if study_ok and want_value else np.nan
         for q in range(P):
             grad[i, q] = g[q] if study_ok else np.nan
-        if sens and study_ok:
+        if keep and study_ok:
             B[r] = b
             Cm[r] = c
             DB[r] = db
