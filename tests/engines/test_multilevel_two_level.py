@@ -65,11 +65,15 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
     L = two_level.build_layout(
         X, Y, np.ones_like(Y), mask, groups["patient"].to_numpy(), groups["vu"].to_numpy()
     )
-    # a patient's VUs with the same readings are stored once, counted by w
+    # a patient's VUs with the same readings are stored once, counted by w, and
+    # patients with the same stored VUs once, counted by wo
     assert L.w.max() > 1 and (L.w > 1).mean() > 0.1
+    assert L.wo.max() > 1
     for r in range(len(Y)):
         kept = groups[mask[r]].drop_duplicates()
-        assert L.w[r].sum() == len(kept)
+        assert (L.w[r] * L.wo[r][:, None]).sum() == len(kept)
+        assert L.wo[r].sum() == kept["patient"].nunique()
+        assert L.row_counts()[r].sum() == mask[r].sum()
     rng = np.random.default_rng(5)
     R = len(Y)
     psi = np.column_stack(
@@ -90,7 +94,20 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
 
     def run(at, state, keep):
         evaluate_blocks(
-            L.X, L.y, L.m, L.w, np.arange(R), at, *state, MODE_TOL, True, keep, value, grad, ok
+            L.X,
+            L.y,
+            L.m,
+            L.w,
+            L.wo,
+            np.arange(R),
+            at,
+            *state,
+            MODE_TOL,
+            True,
+            keep,
+            value,
+            grad,
+            ok,
         )
 
     state = cold()
@@ -126,6 +143,40 @@ def test_value_and_gradient_equal_the_general_laplace(studies):
     cold_value = value.copy()
     run(psi, moved[0], keep=False)
     np.testing.assert_allclose(value, cold_value, atol=1e-9)
+
+
+def test_patients_with_the_same_vus_are_counted_once_in_any_order():
+    """merge_outer_nodes: a patient whose VUs are another's in another order is
+    counted at that one; one differing in a single reading, or with one VU more, is
+    not; a patient without rows counts 0."""
+    n_vu = 4
+    readings = np.array([[0, 0], [1, 1], [0, 1], [0, 0]], dtype=float)
+    mri = np.array([0, 1, 1, 0], dtype=float)
+    order = [0, 3, 1, 2]
+    patients = [
+        (readings, mri),
+        (readings[order], mri[order]),  # the same VUs, another order
+        (np.where(np.arange(n_vu)[:, None] == 2, [[1, 1]], readings), mri),  # one reading
+        (readings, mri),  # the same again
+    ]
+    rows_Y, rows_X, patient, vu = [], [], [], []
+    for k, (y, x) in enumerate(patients):
+        for j in range(n_vu):
+            for t in range(2):
+                rows_Y.append(y[j, t])
+                rows_X.append([1.0, x[j], float(t)])
+                patient.append(k)
+                vu.append(j)
+    Y = np.array(rows_Y)[None].repeat(2, axis=0)
+    X = np.array(rows_X)[None].repeat(2, axis=0)
+    mask = np.ones_like(Y, dtype=bool)
+    patient, vu = np.array(patient), np.array(vu)
+    mask[1, patient == 3] = False  # study 1: patient 3 has no rows
+    mask[1, (patient == 1) & (vu == 0)] = False  # and patient 1 one VU fewer
+    L = two_level.build_layout(X, Y, np.ones_like(Y), mask, patient, vu)
+    np.testing.assert_array_equal(L.wo[0], [3, 0, 1, 0])
+    np.testing.assert_array_equal(L.wo[1], [1, 1, 1, 0])
+    np.testing.assert_array_equal(L.row_counts().sum(axis=(1, 2, 3)), mask.sum(axis=1))
 
 
 def test_each_study_equals_fit_multilevel(studies):

@@ -51,7 +51,9 @@ class Layout:
     Axes ``(R, K, J, T)``: study, outer node, inner node within the outer node, row
     within the inner node; ``X`` has the columns last. Inner nodes of an outer node
     with the same rows are stored once, ``w`` ``(R, K, J)`` times (0: no inner node),
-    the stored ones first. A slot with no row of the study's analysis has ``m = 0``
+    the stored ones first; outer nodes of a study with the same stored inner nodes
+    and counts are computed once, ``wo`` ``(R, K)`` times (0 at the others, and at an
+    outer node without rows). A slot with no row of the study's analysis has ``m = 0``
     (and ``y = 0``): it adds nothing to any sum, and an outer node without rows keeps
     its mode at 0 and adds 0 to the log determinant, exactly as if it were absent.
     """
@@ -60,6 +62,7 @@ class Layout:
     y: np.ndarray  # (R, K, J, T)
     m: np.ndarray  # (R, K, J, T)
     w: np.ndarray  # (R, K, J)
+    wo: np.ndarray  # (R, K)
 
     @property
     def n_rep(self) -> int:
@@ -67,7 +70,12 @@ class Layout:
 
     def subset(self, keep: np.ndarray) -> Layout:
         """The studies ``keep`` (indices or a mask) in a layout of their own."""
-        return Layout(self.X[keep], self.y[keep], self.m[keep], self.w[keep])
+        return Layout(self.X[keep], self.y[keep], self.m[keep], self.w[keep], self.wo[keep])
+
+    def row_counts(self) -> np.ndarray:
+        """How many rows of the study each stored row stands for, ``(R, K, J, T)``
+        (0 at an empty slot and at outer nodes counted at another)."""
+        return (self.m > 0) * (self.w * self.wo[..., None])[..., None]
 
 
 def slots(outer: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,9 +113,13 @@ def build_layout(
     ``X`` ``(R, n, p)``, ``Y``, ``m`` and ``rows_in`` ``(R, n)`` (the rows of each
     study's analysis); ``outer`` and ``inner`` ``(n,)`` codes (an inner code names an
     inner node within its outer node). A patient's VUs with the same readings are
-    stored once (a power design's 12 VUs hold about 3 distinct ones).
+    stored once (a power design's 12 VUs hold about 3 distinct ones), and patients
+    with the same stored VUs are counted at one of them (about 1 in 6 there).
     """
-    from syndesmo.engines.native.multilevel.two_level_kernel import merge_inner_nodes
+    from syndesmo.engines.native.multilevel.two_level_kernel import (
+        merge_inner_nodes,
+        merge_outer_nodes,
+    )
 
     R, n, p = X.shape
     k, j, t = slots(np.asarray(outer), np.asarray(inner))
@@ -123,7 +135,9 @@ def build_layout(
     Xo, yo, mo = np.zeros_like(Xd), np.zeros_like(yd), np.zeros_like(md)
     w = np.zeros(shape[:3])
     top = max(int(merge_inner_nodes(Xd, yd, md, Xo, yo, mo, w)), 1)
-    return Layout(Xo[:, :, :top], yo[:, :, :top], mo[:, :, :top], w[:, :, :top])
+    L = Layout(Xo[:, :, :top], yo[:, :, :top], mo[:, :, :top], w[:, :, :top], np.zeros(shape[:2]))
+    merge_outer_nodes(L.X, L.y, L.m, L.w, L.wo)
+    return L
 
 
 # --------------------------------------------------------------------------------------
@@ -164,6 +178,7 @@ class _Objective:
             L.y,
             L.m,
             L.w,
+            L.wo,
             np.asarray(idx, dtype=np.int64),
             np.ascontiguousarray(psi),
             self.b,
@@ -404,10 +419,11 @@ def _eligible(L: Layout) -> np.ndarray:
     """Studies this path fits: events and non-events, more inner than outer nodes
     (so ``θ`` is in lme4's order: inner first), at least 2 outer nodes, and ``X`` of
     full column rank."""
-    events = np.einsum("rkjt,rkj->r", L.y, L.w)
-    trials = np.einsum("rkjt,rkj->r", L.m, L.w)
-    inner_nodes = L.w.sum(axis=(1, 2))
-    outer_nodes = (L.w.sum(axis=2) > 0).sum(axis=1)
+    times = L.row_counts()
+    events = np.einsum("rkjt,rkjt->r", L.y, times)
+    trials = np.einsum("rkjt,rkjt->r", L.m, times)
+    inner_nodes = np.einsum("rkj,rk->r", L.w, L.wo)
+    outer_nodes = L.wo.sum(axis=1)
     ok = (events > 0) & (events < trials) & (inner_nodes > outer_nodes) & (outer_nodes >= 2)
     p = L.X.shape[-1]
     for r in np.flatnonzero(ok):
@@ -456,9 +472,10 @@ def fit_two_level_many(
         return out
     L = full.subset(keep)
     psi0 = np.empty((len(keep), P))
+    counts = L.row_counts()
     for i in range(len(keep)):
-        rows = L.m[i] > 0
-        times = np.broadcast_to(L.w[i][..., None], rows.shape)[rows]
+        rows = counts[i] > 0
+        times = counts[i][rows]
         psi0[i, : P - 2] = glm_start(L.X[i][rows], times * L.y[i][rows], times * L.m[i][rows])
     psi0[:, P - 2 :] = 1.0
     res = maximise(L, psi0, tol)
