@@ -15,7 +15,12 @@ from multilevel_cases import simulate_vu_readers
 from scipy.special import expit
 
 from syndesmo.engines.native.multilevel import two_level
-from syndesmo.engines.native.multilevel.fit import fit_multilevel, prepare
+from syndesmo.engines.native.multilevel.fit import (
+    fit_multilevel,
+    glm_start,
+    glm_start_many,
+    prepare,
+)
 from syndesmo.engines.native.multilevel.laplace import MODE_TOL, evaluate
 from syndesmo.engines.native.multilevel.many import fit_many_structured
 from syndesmo.engines.native.multilevel.two_level_kernel import evaluate_blocks
@@ -177,6 +182,25 @@ def test_patients_with_the_same_vus_are_counted_once_in_any_order():
     np.testing.assert_array_equal(L.wo[0], [3, 0, 1, 0])
     np.testing.assert_array_equal(L.wo[1], [1, 1, 1, 0])
     np.testing.assert_array_equal(L.row_counts().sum(axis=(1, 2, 3)), mask.sum(axis=1))
+
+
+def test_the_shared_start_equals_glm_start_study_by_study(studies):
+    """glm_start_many on the chunk's distinct rows gives each study's glm_start on its
+    own rows (1e-10), the study that leaves out rows included."""
+    X, Y, mask, groups = studies
+    L = two_level.build_layout(
+        X, Y, np.ones_like(Y), mask, groups["patient"].to_numpy(), groups["vu"].to_numpy()
+    )
+    rows_X, rows_y, rows_m = two_level._row_patterns(L)
+    assert len(rows_X) == 4  # intercept, MRI, reader
+    np.testing.assert_array_equal(rows_m.sum(axis=1), mask.sum(axis=1))
+    np.testing.assert_array_equal(rows_y.sum(axis=1), (Y * mask).sum(axis=1))
+    studies_with_both = [r for r in range(len(Y)) if 0 < rows_y[r].sum() < rows_m[r].sum()]
+    many = glm_start_many(rows_X, rows_y[studies_with_both], rows_m[studies_with_both])
+    for i, r in enumerate(studies_with_both):
+        rows = mask[r]
+        one = glm_start(X[r, rows], Y[r, rows], np.ones(rows.sum()))
+        np.testing.assert_allclose(many[i], one, atol=1e-10)
 
 
 def test_each_study_equals_fit_multilevel(studies):

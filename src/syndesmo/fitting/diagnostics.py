@@ -37,14 +37,14 @@ def separated_terms(
     p = X.shape[1]
     if p == 0:
         return []
-    scale = np.abs(X).max(axis=0)
-    scale[scale == 0] = 1.0
-    Xs = X / scale
-    constant = np.ptp(Xs, axis=0) == 0
     # Rows with the same x give the same constraint: one per distinct x, which is an
     # equality where that x has both outcomes (x·d >= 0 and <= 0).
-    first, row = distinct_rows(Xs)
-    Xs = Xs[first]
+    first, row = distinct_rows(X)
+    Xs = X[first]
+    scale = np.abs(Xs).max(axis=0)
+    scale[scale == 0] = 1.0
+    Xs = Xs / scale
+    constant = np.ptp(Xs, axis=0) == 0
     n_succ = np.bincount(row, weights=y >= trials, minlength=len(Xs))
     n_fail = np.bincount(row, weights=y <= 0, minlength=len(Xs))
     n_rows = np.bincount(row, minlength=len(Xs))
@@ -80,11 +80,20 @@ def separated_terms(
     return [name for name, k in zip(names, involved, strict=True) if k]
 
 
+#: Weights of the linear combination that hashes rows in ``distinct_rows`` (fixed, so
+#: the result is reproducible; irrational-looking, so that rows of small integers do
+#: not collide).
+_HASH_WEIGHTS = np.random.default_rng(20261130).uniform(0.5, 1.5, 64)
+
+
 def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of ``X`` in sorted order: where each first occurs, and which
     of them each row is.
 
-    A lexicographic sort of the columns (much faster than ``np.unique(axis=0)``).
+    The rows are hashed by one linear combination of their columns and grouped by it
+    (pandas' ``factorize``: time linear in the rows), the groups confirmed element
+    by element and sorted; where two different rows share a combination, by a
+    lexicographic sort of the columns (both much faster than ``np.unique(axis=0)``).
 
     Parameters
     ----------
@@ -100,6 +109,18 @@ def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     if len(X) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    import pandas as pd
+
+    key = X @ _HASH_WEIGHTS[: X.shape[1]] if X.shape[1] <= len(_HASH_WEIGHTS) else None
+    if key is not None and np.isfinite(key).all():
+        code, _ = pd.factorize(key + 0.0)  # + 0.0: -0.0 and 0.0 as one
+        seen = np.maximum.accumulate(code)  # codes are numbered by first appearance
+        first = np.flatnonzero(np.r_[True, seen[1:] > seen[:-1]])
+        if np.array_equal(X, X[first[code]]):
+            order = np.lexsort(X[first].T[::-1])
+            rank = np.empty(len(first), dtype=np.int64)
+            rank[order] = np.arange(len(first))
+            return first[order], rank[code]
     order = np.lexsort(X.T[::-1])
     ranked = X[order]
     new = np.r_[True, np.any(ranked[1:] != ranked[:-1], axis=1)]

@@ -188,6 +188,37 @@ def glm_start(X: np.ndarray, y: np.ndarray, m: np.ndarray, offset=None) -> np.nd
     return beta
 
 
+def glm_start_many(X: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """:func:`glm_start` for many studies whose rows are among the same distinct rows.
+
+    ``X`` ``(G, p)`` the distinct rows, ``y`` and ``m`` ``(R, G)`` each study's
+    successes and trials on them (``m = 0``: the row is not in the study). Returns
+    ``(R, p)``: each study's IRLS steps are ``glm_start``'s on its binomial rows.
+    """
+    R = y.shape[0]
+    p = X.shape[1]
+    mu = np.where(m > 0, (y + 0.5) / (m + 1.0), 0.5)
+    eta = np.log(mu / (1.0 - mu))
+    beta = np.zeros((R, p))
+    ridge = 1e-12 * np.eye(p)
+    active = np.arange(R)
+    for _ in range(50):
+        ya, ma, mua = y[active], m[active], mu[active]
+        w = ma * mua * (1.0 - mua)
+        z = eta[active] + (ya - ma * mua) / np.maximum(w, 1e-300)
+        xtw = X.T[None, :, :] * w[:, None, :]
+        new = np.linalg.solve(xtw @ X + ridge, (xtw @ z[..., None]))[..., 0]
+        change = np.max(np.abs(new - beta[active]), axis=1)
+        done = change < 1e-12 * (1.0 + np.max(np.abs(new), axis=1))
+        beta[active] = new
+        eta[active] = new @ X.T
+        mu[active] = logistic(eta[active], with_softplus=False)[0]
+        active = active[~done]
+        if active.size == 0:
+            break
+    return beta
+
+
 # --------------------------------------------------------------------------------------
 # Objective: value, gradient, Hessian, with warm-started modes
 # --------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from syndesmo.engines.native.multilevel.fit import (
     REFRESH_ABOVE,
     REFRESH_EVERY,
     SNAP_TOL,
-    glm_start,
+    glm_start_many,
 )
 from syndesmo.engines.native.multilevel.laplace import MODE_TOL
 from syndesmo.fitting.diagnostics import distinct_rows
@@ -415,20 +415,36 @@ def nested_pair(bars) -> tuple[str, tuple[str, ...]] | None:
     return short.factors[0], long.factors
 
 
-def _eligible(L: Layout) -> np.ndarray:
+def _row_patterns(L: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of ``X`` over all studies, ``(G, p)``, and each study's
+    successes and trials on them, ``(R, G)`` (0 trials: not a row of the study)."""
+    counts = L.row_counts()
+    at = np.nonzero(counts > 0)
+    X = L.X[at]
+    first, row = distinct_rows(X)
+    G = len(first)
+    key = at[0] * G + row
+    size = L.n_rep * G
+    y = np.bincount(key, weights=(counts * L.y)[at], minlength=size).reshape(-1, G)
+    m = np.bincount(key, weights=(counts * L.m)[at], minlength=size).reshape(-1, G)
+    return X[first], y, m
+
+
+def _eligible(L: Layout, X: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Studies this path fits: events and non-events, more inner than outer nodes
     (so ``θ`` is in lme4's order: inner first), at least 2 outer nodes, and ``X`` of
-    full column rank."""
-    times = L.row_counts()
-    events = np.einsum("rkjt,rkjt->r", L.y, times)
-    trials = np.einsum("rkjt,rkjt->r", L.m, times)
+    full column rank (``X``, ``y``, ``m`` from :func:`_row_patterns`)."""
+    events, trials = y.sum(axis=1), m.sum(axis=1)
     inner_nodes = np.einsum("rkj,rk->r", L.w, L.wo)
     outer_nodes = L.wo.sum(axis=1)
     ok = (events > 0) & (events < trials) & (inner_nodes > outer_nodes) & (outer_nodes >= 2)
-    p = L.X.shape[-1]
+    rank: dict[bytes, bool] = {}  # by the rows a study has
     for r in np.flatnonzero(ok):
-        rows = L.X[r][L.m[r] > 0]
-        ok[r] = np.linalg.matrix_rank(rows[distinct_rows(rows)[0]]) == p
+        present = m[r] > 0
+        key = present.tobytes()
+        if key not in rank:
+            rank[key] = np.linalg.matrix_rank(X[present]) == X.shape[1]
+        ok[r] = rank[key]
     return ok
 
 
@@ -467,16 +483,13 @@ def fit_two_level_many(
     }
     if full is None:
         return out
-    keep = np.flatnonzero(_eligible(full))
+    rows_X, rows_y, rows_m = _row_patterns(full)
+    keep = np.flatnonzero(_eligible(full, rows_X, rows_y, rows_m))
     if keep.size == 0:
         return out
     L = full.subset(keep)
     psi0 = np.empty((len(keep), P))
-    counts = L.row_counts()
-    for i in range(len(keep)):
-        rows = counts[i] > 0
-        times = counts[i][rows]
-        psi0[i, : P - 2] = glm_start(L.X[i][rows], times * L.y[i][rows], times * L.m[i][rows])
+    psi0[:, : P - 2] = glm_start_many(rows_X, rows_y[keep], rows_m[keep])
     psi0[:, P - 2 :] = 1.0
     res = maximise(L, psi0, tol)
     signs = np.ones_like(res.psi)
