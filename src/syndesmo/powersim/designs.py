@@ -94,20 +94,17 @@ def reader_design(
     names = ["Intercept", TERM, *adjust, *dummies]
     R = len(sims)
     X = np.zeros((R, n, len(names)))
-    Y = np.zeros((R, n))
-    mask = np.zeros((R, n), dtype=bool)
     reader = np.asarray(first["reader"])
+    X[:, :, 0] = 1.0
+    X[:, :, 1] = np.stack([d["x"] for d in derived])
     for r, (a, d) in enumerate(zip(sims, derived, strict=True)):
-        X[r, :, 0] = 1.0
-        X[r, :, 1] = d["x"]
         for j, cov in enumerate(adjust, start=2):
             X[r, :, j] = covariate_values(cov, a, d)
-        for k, _ in enumerate(dummies, start=1):
-            X[r, :, 1 + len(adjust) + k] = reader == k
-        keep = d["eligible"] & np.all(np.isfinite(X[r]), axis=1)
-        mask[r] = keep
-        Y[r] = np.where(keep, d["y"], 0.0)
-        X[r][~keep] = 0.0
+    for k, _ in enumerate(dummies, start=1):
+        X[:, :, 1 + len(adjust) + k] = reader == k
+    mask = np.stack([d["eligible"] for d in derived]) & np.isfinite(X).all(axis=2)
+    Y = np.where(mask, np.stack([d["y"] for d in derived]), 0.0)
+    X[~mask] = 0.0
     groups = pd.DataFrame({"patient": first["patient"], "vu": first["vu"]})
     return {"X": X, "Y": Y, "mask": mask, "groups": groups, "names": names, "term": TERM}
 

@@ -126,16 +126,28 @@ def build_layout(
     if (k.max() + 1) * (j.max() + 1) * (t.max() + 1) > MAX_PADDING * n:
         return None
     shape = (R, int(k.max()) + 1, int(j.max()) + 1, int(t.max()) + 1)
-    Xd = np.zeros((*shape, p))
-    yd = np.zeros(shape)
-    md = np.zeros(shape)
-    Xd[:, k, j, t] = np.where(rows_in[..., None], X, 0.0)
-    yd[:, k, j, t] = np.where(rows_in, Y, 0.0)
-    md[:, k, j, t] = np.where(rows_in, m, 0.0)
-    Xo, yo, mo = np.zeros_like(Xd), np.zeros_like(yd), np.zeros_like(md)
+    at = np.full(shape[1:], -1, dtype=np.int64)
+    at[k, j, t] = np.arange(n)
+    Xo, yo, mo = np.zeros((*shape, p)), np.zeros(shape), np.zeros(shape)
     w = np.zeros(shape[:3])
-    top = max(int(merge_inner_nodes(Xd, yd, md, Xo, yo, mo, w)), 1)
-    L = Layout(Xo[:, :, :top], yo[:, :, :top], mo[:, :, :top], w[:, :, :top], np.zeros(shape[:2]))
+    top = max(
+        int(
+            merge_inner_nodes(
+                np.ascontiguousarray(X, dtype=float),
+                np.ascontiguousarray(Y, dtype=float),
+                np.ascontiguousarray(m, dtype=float),
+                np.ascontiguousarray(rows_in, dtype=np.bool_),
+                at,
+                Xo,
+                yo,
+                mo,
+                w,
+            )
+        ),
+        1,
+    )
+    stored = (slice(None), slice(None), slice(0, top))
+    L = Layout(*(np.ascontiguousarray(a[stored]) for a in (Xo, yo, mo, w)), np.zeros(shape[:2]))
     merge_outer_nodes(L.X, L.y, L.m, L.w, L.wo)
     return L
 

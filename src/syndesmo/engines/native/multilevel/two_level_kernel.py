@@ -386,18 +386,31 @@ def evaluate_blocks(
             AT[r] = psi[i]
 
 
-@njit(cache=True)
-def merge_inner_nodes(X, y, m, Xo, yo, mo, w):
-    """Store the inner nodes of each outer node that have the same rows once.
+@njit(cache=True, inline="always")
+def _slot_row(rows_in, at, r, k, j, t):
+    """The row of study ``r`` in slot ``(k, j, t)``, or -1 (no row there, or not one
+    of the study's rows)."""
+    i = at[k, j, t]
+    if i >= 0 and rows_in[r, i]:
+        return i
+    return -1
 
-    Reads ``X``, ``y``, ``m`` (``(R, K, J, T[, p])``, see the module docstring) and
-    writes the distinct inner nodes of each outer node, in order of first appearance,
-    to the front of ``Xo``, ``yo``, ``mo`` (zeros on entry, same shapes) with their
-    number in ``w`` ``(R, K, J)``; inner nodes without rows are left out. Returns the
-    largest number of distinct inner nodes of an outer node.
+
+@njit(cache=True)
+def merge_inner_nodes(X, y, m, rows_in, at, Xo, yo, mo, w):
+    """The layout's inner nodes from the studies' rows, each distinct one stored once.
+
+    Reads ``X`` ``(R, n, p)``, ``y``, ``m`` and ``rows_in`` ``(R, n)`` (the rows of
+    each study's analysis) and ``at`` ``(K, J, T)``, the row in each slot (-1: none).
+    Writes the distinct inner nodes of each outer node of each study, in order of
+    first appearance, to the front of ``Xo``, ``yo``, ``mo`` (``(R, K, J, T[, p])``,
+    zeros on entry; a slot without a row stays 0) with their number in ``w``
+    ``(R, K, J)``; inner nodes without rows are left out. Returns the largest number
+    of distinct inner nodes of an outer node.
     """
-    R, K, J, T = y.shape
-    p = X.shape[4]
+    R = X.shape[0]
+    K, J, T = at.shape
+    p = X.shape[2]
     top = 0
     for r in range(R):
         for k in range(K):
@@ -405,7 +418,7 @@ def merge_inner_nodes(X, y, m, Xo, yo, mo, w):
             for j in range(J):
                 empty = True
                 for t in range(T):
-                    if m[r, k, j, t] != 0.0:
+                    if _slot_row(rows_in, at, r, k, j, t) >= 0:
                         empty = False
                 if empty:
                     continue
@@ -413,13 +426,16 @@ def merge_inner_nodes(X, y, m, Xo, yo, mo, w):
                 for u in range(n):
                     same = True
                     for t in range(T):
-                        if y[r, k, j, t] != yo[r, k, u, t] or m[r, k, j, t] != mo[r, k, u, t]:
+                        i = _slot_row(rows_in, at, r, k, j, t)
+                        if i < 0:
+                            same = mo[r, k, u, t] == 0.0
+                        elif y[r, i] != yo[r, k, u, t] or m[r, i] != mo[r, k, u, t]:
                             same = False
-                            break
-                        for q in range(p):
-                            if X[r, k, j, t, q] != Xo[r, k, u, t, q]:
-                                same = False
-                                break
+                        else:
+                            for q in range(p):
+                                if X[r, i, q] != Xo[r, k, u, t, q]:
+                                    same = False
+                                    break
                         if not same:
                             break
                     if same:
@@ -428,9 +444,13 @@ def merge_inner_nodes(X, y, m, Xo, yo, mo, w):
                 if found >= 0:
                     w[r, k, found] += 1.0
                     continue
-                yo[r, k, n] = y[r, k, j]
-                mo[r, k, n] = m[r, k, j]
-                Xo[r, k, n] = X[r, k, j]
+                for t in range(T):
+                    i = _slot_row(rows_in, at, r, k, j, t)
+                    if i >= 0:
+                        yo[r, k, n, t] = y[r, i]
+                        mo[r, k, n, t] = m[r, i]
+                        for q in range(p):
+                            Xo[r, k, n, t, q] = X[r, i, q]
                 w[r, k, n] = 1.0
                 n += 1
             top = max(top, n)
