@@ -60,3 +60,30 @@ def test_a_pattern_met_again_gets_the_same_answer():
     y_sep = y.copy()
     y_sep[X[:, 2] == 1] = 1.0  # every row with b = 1 succeeds
     assert separated_terms(X, y_sep, np.ones_like(y_sep), NAMES) == ["b"]
+
+
+def test_a_stack_of_studies_gets_each_study_s_answer():
+    """The power path's check (one table of distinct rows for a chunk of studies,
+    ``separated_patterns`` per study) names what ``separated_terms`` names study by
+    study: studies with and without separation, rows masked out."""
+    from syndesmo.powersim.replicates import _separation
+
+    R, n = 12, 200
+    X = np.stack([_design(n, 10 + r) for r in range(R)])
+    rng = np.random.default_rng(3)
+    Y = (rng.random((R, n)) < 0.3).astype(float)
+    Y[::3][X[::3, :, 1] == 1] = 1.0  # every third study: 'a' separates
+    Y[1::4] = np.where(X[1::4, :, 2] == 1, 0.0, Y[1::4])  # some: 'b' separates
+    mask = rng.random((R, n)) < 0.9
+    mask[5, X[5, :, 1] == 1] = False  # a study without 'a' = 1 rows
+    X = np.where(mask[..., None], X, 0.0)
+    Y = np.where(mask, Y, 0.0)
+    design = {"X": X, "Y": Y, "mask": mask, "names": NAMES}
+    got = dict(_separation(design, np.arange(R)))
+    named = 0
+    for r in range(R):
+        rows = mask[r]
+        want = separated_terms(X[r, rows], Y[r, rows], np.ones(rows.sum()), NAMES)
+        assert got[r] == want, r
+        named += bool(want)
+    assert 3 <= named < R

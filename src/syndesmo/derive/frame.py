@@ -235,6 +235,9 @@ def check_readers(readers: str) -> str:
 def _units(patient: np.ndarray, vu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group rows by (patient, vu): (first row of each unit in row order, unit of each row)."""
     key = np.asarray(patient, dtype=np.int64) * (int(np.max(vu)) + 1) + np.asarray(vu)
+    if np.all(key[1:] >= key[:-1]):  # rows in (patient, vu) order: units are runs
+        new = np.r_[True, key[1:] != key[:-1]]
+        return np.flatnonzero(new), np.cumsum(new) - 1
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
@@ -245,6 +248,14 @@ def _units(patient: np.ndarray, vu: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _unit_mean(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
     """Mean of ``values`` (rows × …) within units; NaN if any row of the unit is NaN."""
     flat = values.reshape(len(values), -1)
+    size = len(flat) // n_units if n_units else 0
+    if size and size * n_units == len(flat) and np.array_equal(unit, np.arange(len(flat)) // size):
+        # every unit is a run of ``size`` rows (a simulated cohort's readers): the sums
+        # bincount makes, in its order (0 + first row + second row …), by strides
+        total = 0.0 + flat[0::size]
+        for i in range(1, size):
+            total = total + flat[i::size]
+        return (total / float(size)).reshape((n_units, *values.shape[1:]))
     total = np.empty((n_units, flat.shape[1]))
     for c in range(flat.shape[1]):  # bincount adds in row order, as np.add.at (faster)
         total[:, c] = np.bincount(unit, weights=flat[:, c], minlength=n_units)

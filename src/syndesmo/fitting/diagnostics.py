@@ -34,20 +34,46 @@ def separated_terms(
     so only the terms that actually separate the outcome are named.
     """
     X = np.asarray(X, dtype=float)
-    p = X.shape[1]
-    if p == 0:
+    if X.shape[1] == 0:
         return []
     # Rows with the same x give the same constraint: one per distinct x, which is an
     # equality where that x has both outcomes (x·d >= 0 and <= 0).
     first, row = distinct_rows(X)
-    Xs = X[first]
-    scale = np.abs(Xs).max(axis=0)
+    n_succ = np.bincount(row, weights=y >= trials, minlength=len(first))
+    n_fail = np.bincount(row, weights=y <= 0, minlength=len(first))
+    n_rows = np.bincount(row, minlength=len(first))
+    return separated_patterns(X[first], n_succ, n_fail, n_rows, names)
+
+
+def separated_patterns(
+    X: np.ndarray, n_succ: np.ndarray, n_fail: np.ndarray, n_rows: np.ndarray, names: list[str]
+) -> list[str]:
+    """:func:`separated_terms` from the distinct rows of ``X`` (sorted, as
+    :func:`distinct_rows` gives them) and, per distinct row, how many rows it stands
+    for (``n_rows``) and how many of those have only successes (``n_succ``) or only
+    failures (``n_fail``).
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        ``(k, p)`` distinct rows.
+    n_succ, n_fail, n_rows : numpy.ndarray
+        ``(k,)`` counts.
+    names : list of str
+        The ``p`` column names.
+
+    Returns
+    -------
+    list of str
+        As :func:`separated_terms`.
+    """
+    p = X.shape[1]
+    if p == 0:
+        return []
+    scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
-    Xs = Xs / scale
+    Xs = X / scale
     constant = np.ptp(Xs, axis=0) == 0
-    n_succ = np.bincount(row, weights=y >= trials, minlength=len(Xs))
-    n_fail = np.bincount(row, weights=y <= 0, minlength=len(Xs))
-    n_rows = np.bincount(row, minlength=len(Xs))
     succ = n_succ == n_rows
     fail = n_fail == n_rows
     mixed = ~(succ | fail)

@@ -50,7 +50,7 @@ from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
 from syndesmo.fitting.design import Design
-from syndesmo.fitting.diagnostics import separated_terms
+from syndesmo.fitting.diagnostics import distinct_rows, separated_patterns
 from syndesmo.powersim.designs import (
     ARM_TERM,
     READER_BARS,
@@ -439,10 +439,7 @@ def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
             | (np.nanmax(np.abs(many.params), axis=1, initial=0.0) > SEPARATION_BETA)
             | np.any(~np.isfinite(many.bse) | (many.bse > SEPARATION_SE), axis=1)
         )
-    for r in np.flatnonzero(suspect & (np.asarray(many.n_obs) > 0)):
-        rows = design["mask"][r]
-        y = design["Y"][r, rows]
-        sep = separated_terms(design["X"][r, rows], y, np.ones_like(y), names)
+    for r, sep in _separation(design, np.flatnonzero(suspect & (np.asarray(many.n_obs) > 0))):
         if sep:
             words = ", ".join(f"'{t}'" for t in sep)
             note = f"complete or quasi-complete separation along {words}"
@@ -451,6 +448,32 @@ def _fit_readers(sims, plan: Plan) -> dict[str, np.ndarray]:
     out = _term_arrays(many, j, message)
     out["n_events"] = out["n_events"].astype(int)
     return out
+
+
+def _separation(design: dict[str, Any], studies: np.ndarray):
+    """``(r, separated_terms(...))`` for the studies ``r`` of a stack of binary rows,
+    from one table of the distinct rows of all of them (a chunk's studies share a few
+    covariate patterns)."""
+    if studies.size == 0:
+        return
+    X, Y, mask = design["X"], design["Y"], design["mask"]
+    R, n, p = X.shape
+    flat = X.reshape(R * n, p)
+    first, code = distinct_rows(flat)
+    code = code.reshape(R, n)
+    G = len(first)
+    for r in studies:
+        rows = mask[r]
+        c, y = code[r, rows], Y[r, rows]
+        n_rows = np.bincount(c, minlength=G)
+        n_succ = np.bincount(c, weights=y >= 1, minlength=G)
+        n_fail = np.bincount(c, weights=y <= 0, minlength=G)
+        here = n_rows > 0
+        at = first[here]
+        yield (
+            r,
+            separated_patterns(flat[at], n_succ[here], n_fail[here], n_rows[here], design["names"]),
+        )
 
 
 def _term_arrays(many, j: int, message: np.ndarray) -> dict[str, np.ndarray]:
