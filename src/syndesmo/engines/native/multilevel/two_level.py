@@ -36,6 +36,7 @@ from syndesmo.engines.native.multilevel.fit import (
     REFRESH_ABOVE,
     REFRESH_EVERY,
     SNAP_TOL,
+    first_trial,
     glm_start_many,
 )
 from syndesmo.engines.native.multilevel.laplace import MODE_TOL
@@ -281,9 +282,10 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
     """Maximise the Laplace log-likelihood of every study of ``L`` from ``psi0``.
 
     Every study follows :func:`~syndesmo.engines.native.multilevel.fit.maximise`'s
-    path (the same steps, to rounding): BFGS steps with step halving from the
-    Hessian by forward differences of the exact gradient, recomputed every
-    ``REFRESH_EVERY`` steps while the decrement is above ``REFRESH_ABOVE``, verified
+    path (the same steps, to rounding): BFGS steps with step halving (from at most
+    ``first_trial``'s fraction of the step) from the Hessian by forward differences
+    of the exact gradient, recomputed every ``REFRESH_EVERY`` steps while the
+    decrement is above ``REFRESH_ABOVE``, verified
     by Newton steps on a recomputed Hessian until the Newton decrement is below
     ``tol``, one last Newton step, and the Hessian there by central differences for
     the standard errors.
@@ -312,6 +314,7 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
     n_iter = np.zeros(R, dtype=int)
     decrement = np.full(R, np.inf)
     fixed = np.zeros((R, P), dtype=bool)  # standard deviations held at 0
+    last_step = np.full(R, np.inf)  # length of the last accepted step
     while active.any():
         act = np.flatnonzero(active)
         step = np.zeros((R, P))
@@ -362,7 +365,7 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
             done[ended[fine]] = True
             converged[ended[fine]] = True
         if move.size:
-            alpha = np.ones(move.size)
+            alpha = first_trial(np.linalg.norm(step[move], axis=1), last_step[move])
             pending = np.ones(move.size, dtype=bool)
             accepted = np.zeros(move.size, dtype=bool)
             new_psi, new_val, new_grad = psi[move], val[move], grad[move]
@@ -392,6 +395,7 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
             a = move[accepted]
             if a.size:
                 n_iter[a] += 1
+                last_step[a] = np.linalg.norm(new_psi[accepted] - psi[a], axis=1)
                 info[a] = _bfgs(info[a], new_psi[accepted] - psi[a], grad[a] - new_grad[accepted])
                 exact[a] = False
                 psi[a], val[a], grad[a] = new_psi[accepted], new_val[accepted], new_grad[accepted]
