@@ -11,10 +11,11 @@ analysis ``"readers"`` of ``syndesmo.power``: every reading a row,
 ``fit_many_structured`` fit per study. Timed (wall seconds, extrapolated to 1000
 studies, ``--repeats`` runs each): in-process, and on 2 worker processes (the
 session's pool, started and given a first run of 200 studies before the clock, so
-that each worker has loaded the compiled kernel); the CPU seconds of simulate, derive and fit as ``PowerResult.timing``
-reports them. lme4: the same model by ``engine="lme4"`` (one R ``glmer`` per study)
-on the first ``--lme4-fits`` of the same studies, extrapolated. The 1-minute load
-average is printed before each stage: the machine may be shared.
+that each worker has loaded the compiled kernel); the CPU seconds of simulate,
+derive and fit as ``PowerResult.timing`` reports them. lme4: the same model by
+``engine="lme4"`` (one R ``glmer`` per study) on the first ``--lme4-fits`` of the
+same studies, extrapolated. The 1-minute load average is printed before each stage:
+the machine may be shared.
 """
 
 from __future__ import annotations
