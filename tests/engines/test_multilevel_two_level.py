@@ -282,3 +282,26 @@ def test_a_design_that_would_be_mostly_padding_is_fitted_one_study_at_a_time():
     for r in range(2):
         ref = fit_multilevel(X[r], Y[r], None, build_structure(BARS, groups), tol=1e-8)
         np.testing.assert_allclose(many.params[r], ref.params, atol=1e-8)
+
+
+def test_load_kernel_compiles_what_the_fits_call():
+    """load_kernel (run before workers fork) leaves every compiled function of the
+    kernel with the signature a power fit then calls: a fit afterwards adds none."""
+    code = """
+import numpy as np
+from syndesmo.engines.native.multilevel import two_level, two_level_kernel as k
+functions = (k.evaluate_blocks, k.merge_inner_nodes, k.merge_outer_nodes)
+two_level.load_kernel()
+before = [list(f.signatures) for f in functions]
+assert all(len(s) == 1 for s in before), before
+import syndesmo as sy
+sy.power(sy.CohortSpec(n_readers=2, n_patients=40), n_sims=3, analysis="readers",
+         seed=1, progress=False, workers=1)
+after = [list(f.signatures) for f in functions]
+assert after == before, (before, after)
+"""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -138,6 +138,10 @@ def prepare(plan: Plan) -> None:
     calibrate(plan.spec)
     if "vu" in plan.analyses and registry.get_engine(plan.engine).batch_entry is not None:
         registry.load_batch_engine(plan.engine)
+    if READERS_ANALYSIS in plan.analyses and plan.engine == registry.DEFAULT_ENGINE:
+        from syndesmo.engines.native.multilevel.two_level import load_kernel
+
+        load_kernel()
 
 
 #: What became of one fit (``fit_status``); every status but ``"ok"`` is a failed fit.

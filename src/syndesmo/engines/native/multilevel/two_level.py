@@ -133,11 +133,11 @@ def build_layout(
     w = np.zeros(shape[:3])
     top = max(
         int(
-            merge_inner_nodes(
-                np.ascontiguousarray(X, dtype=float),
-                np.ascontiguousarray(Y, dtype=float),
-                np.ascontiguousarray(m, dtype=float),
-                np.ascontiguousarray(rows_in, dtype=np.bool_),
+            merge_inner_nodes(  # C order and writeable: the one compiled signature
+                np.require(X, float, ["C", "W"]),
+                np.require(Y, float, ["C", "W"]),
+                np.require(m, float, ["C", "W"]),
+                np.require(rows_in, np.bool_, ["C", "W"]),
                 at,
                 Xo,
                 yo,
@@ -462,6 +462,19 @@ def _eligible(L: Layout, X: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndar
             rank[key] = np.linalg.matrix_rank(X[present]) == X.shape[1]
         ok[r] = rank[key]
     return ok
+
+
+def load_kernel() -> None:
+    """Compile the kernel (the first run on a machine) or load it from numba's cache,
+    in this process, by fitting a tiny example through the same calls as
+    :func:`fit_two_level_many`: called before worker processes are forked, so that
+    they inherit it instead of each loading or compiling it again."""
+    outer = np.repeat(np.arange(3), 4)
+    inner = np.tile(np.repeat(np.arange(2), 2), 3)
+    Y = np.array([[0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]])
+    fit_two_level_many(
+        np.ones((1, 12, 1)), Y, np.ones_like(Y), np.ones_like(Y, dtype=bool), outer, inner, 1e-8
+    )
 
 
 def fit_two_level_many(
