@@ -57,7 +57,7 @@ REFRESH_ABOVE = 1e-5
 # the quasi-Newton steps from θ = 1 on the two-reader power design, where the VU SD
 # walks to ~25) gives a modified Newton step many times longer than the steps before
 # it; halving it back cost about six evaluations per fit there, each with modes far
-# from their warm start. With the cap: 18% fewer Newton passes over the rows.
+# from their warm start. With the cap: a fifth fewer Newton passes over the rows.
 STEP_GROWTH = 2.0
 STEP_FLOOR = 1.0
 FD_STEP_VALUE_HESSIAN = 1e-4  # second differences of the value (AGQ Hessian)
