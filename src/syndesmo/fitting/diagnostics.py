@@ -155,6 +155,38 @@ def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[new], row
 
 
+def study_patterns(
+    X: np.ndarray, study: np.ndarray, n_studies: int, *weights: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct rows of the rows of several studies, and per study the sums of
+    ``weights`` over its rows on each of them.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        ``(n, p)`` rows, of all studies together.
+    study : numpy.ndarray
+        ``(n,)`` the study of each row, ``0 … n_studies − 1``.
+    n_studies : int
+        How many studies.
+    *weights : numpy.ndarray
+        ``(n,)`` arrays to sum (counts, successes, trials).
+
+    Returns
+    -------
+    tuple
+        The distinct rows ``(G, p)``, sorted as :func:`distinct_rows` gives them, and
+        one ``(n_studies, G)`` array of sums per weight array (0 where a study has no
+        such row).
+    """
+    first, row = distinct_rows(X)
+    G = len(first)
+    key = np.asarray(study, dtype=np.int64) * G + row
+    size = n_studies * G
+    sums = [np.bincount(key, weights=w, minlength=size).reshape(n_studies, G) for w in weights]
+    return X[first], sums
+
+
 def check_rank(X: np.ndarray, names: list[str]) -> None:
     """ModelError naming the columns that are linear combinations of the others."""
 

@@ -50,7 +50,7 @@ from syndesmo.errors import ModelError, SyndesmoError
 from syndesmo.fitting import registry
 from syndesmo.fitting.api import fit
 from syndesmo.fitting.design import Design
-from syndesmo.fitting.diagnostics import distinct_rows, separated_patterns
+from syndesmo.fitting.diagnostics import separated_patterns, study_patterns
 from syndesmo.powersim.designs import (
     ARM_TERM,
     READER_BARS,
@@ -461,22 +461,17 @@ def _separation(design: dict[str, Any], studies: np.ndarray):
     if studies.size == 0:
         return
     X, Y, mask = design["X"], design["Y"], design["mask"]
-    R, n, p = X.shape
-    flat = X.reshape(R * n, p)
-    first, code = distinct_rows(flat)
-    code = code.reshape(R, n)
-    G = len(first)
+    y = Y[mask]
+    rows, (n_rows, n_succ, n_fail) = study_patterns(
+        X[mask], np.nonzero(mask)[0], len(Y), np.ones_like(y), y >= 1, y <= 0
+    )
     for r in studies:
-        rows = mask[r]
-        c, y = code[r, rows], Y[r, rows]
-        n_rows = np.bincount(c, minlength=G)
-        n_succ = np.bincount(c, weights=y >= 1, minlength=G)
-        n_fail = np.bincount(c, weights=y <= 0, minlength=G)
-        here = n_rows > 0
-        at = first[here]
+        here = n_rows[r] > 0
         yield (
             r,
-            separated_patterns(flat[at], n_succ[here], n_fail[here], n_rows[here], design["names"]),
+            separated_patterns(
+                rows[here], n_succ[r, here], n_fail[r, here], n_rows[r, here], design["names"]
+            ),
         )
 
 

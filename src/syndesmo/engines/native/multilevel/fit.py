@@ -171,41 +171,29 @@ def glm_start(X: np.ndarray, y: np.ndarray, m: np.ndarray, offset=None) -> np.nd
 
     Rows with the same covariates and offset are fitted as one binomial row (the same
     likelihood, so the same estimates; a design of a few binary covariates has a few
-    such rows).
+    such rows), by :func:`glm_start_many` for this one study.
     """
     keys = np.column_stack([X, np.zeros(len(y)) if offset is None else offset])
     first, row = distinct_rows(keys)
-    if len(first) < len(y):
-        X, offset = X[first], None if offset is None else offset[first]
-        y = np.bincount(row, weights=y, minlength=len(first))
-        m = np.bincount(row, weights=m, minlength=len(first))
-    mu = (y + 0.5) / (m + 1.0)
-    eta = np.log(mu / (1.0 - mu))
-    off = 0.0 if offset is None else offset
-    beta = np.zeros(X.shape[1])
-    for _ in range(50):
-        w = m * mu * (1.0 - mu)
-        z = eta - off + (y - m * mu) / np.maximum(w, 1e-300)
-        xtw = X.T * w
-        new = np.linalg.solve(xtw @ X + 1e-12 * np.eye(X.shape[1]), xtw @ z)
-        done = np.max(np.abs(new - beta)) < 1e-12 * (1.0 + np.max(np.abs(new)))
-        beta = new
-        eta = X @ beta + off
-        mu = logistic(eta, with_softplus=False)[0]
-        if done:
-            break
-    return beta
+    y = np.bincount(row, weights=y, minlength=len(first))
+    m = np.bincount(row, weights=m, minlength=len(first))
+    off = None if offset is None else offset[first]
+    return glm_start_many(X[first], y[None], m[None], off)[0]
 
 
-def glm_start_many(X: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """:func:`glm_start` for many studies whose rows are among the same distinct rows.
+def glm_start_many(
+    X: np.ndarray, y: np.ndarray, m: np.ndarray, offset: np.ndarray | None = None
+) -> np.ndarray:
+    """Logistic regression by IRLS for many studies whose rows are among the same
+    distinct rows, every study's steps at once.
 
-    ``X`` ``(G, p)`` the distinct rows, ``y`` and ``m`` ``(R, G)`` each study's
-    successes and trials on them (``m = 0``: the row is not in the study). Returns
-    ``(R, p)``: each study's IRLS steps are ``glm_start``'s on its binomial rows.
+    ``X`` ``(G, p)`` the distinct rows (and ``offset`` ``(G,)`` theirs), ``y`` and
+    ``m`` ``(R, G)`` each study's successes and trials on them (``m = 0``: the row is
+    not in the study). Returns ``(R, p)``.
     """
     R = y.shape[0]
     p = X.shape[1]
+    off = 0.0 if offset is None else offset
     mu = np.where(m > 0, (y + 0.5) / (m + 1.0), 0.5)
     eta = np.log(mu / (1.0 - mu))
     beta = np.zeros((R, p))
@@ -214,13 +202,13 @@ def glm_start_many(X: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndarray:
     for _ in range(50):
         ya, ma, mua = y[active], m[active], mu[active]
         w = ma * mua * (1.0 - mua)
-        z = eta[active] + (ya - ma * mua) / np.maximum(w, 1e-300)
+        z = eta[active] - off + (ya - ma * mua) / np.maximum(w, 1e-300)
         xtw = X.T[None, :, :] * w[:, None, :]
         new = np.linalg.solve(xtw @ X + ridge, (xtw @ z[..., None]))[..., 0]
         change = np.max(np.abs(new - beta[active]), axis=1)
         done = change < 1e-12 * (1.0 + np.max(np.abs(new), axis=1))
         beta[active] = new
-        eta[active] = new @ X.T
+        eta[active] = new @ X.T + off
         mu[active] = logistic(eta[active], with_softplus=False)[0]
         active = active[~done]
         if active.size == 0:

@@ -40,7 +40,7 @@ from syndesmo.engines.native.multilevel.fit import (
     glm_start_many,
 )
 from syndesmo.engines.native.multilevel.laplace import MODE_TOL
-from syndesmo.fitting.diagnostics import distinct_rows
+from syndesmo.fitting.diagnostics import study_patterns
 
 MAXITER = 200  # fit_multilevel's default maxiter
 
@@ -285,10 +285,9 @@ def maximise(L: Layout, psi0: np.ndarray, tol: float, maxiter: int = MAXITER) ->
     path (the same steps, to rounding): BFGS steps with step halving (from at most
     ``first_trial``'s fraction of the step) from the Hessian by forward differences
     of the exact gradient, recomputed every ``REFRESH_EVERY`` steps while the
-    decrement is above ``REFRESH_ABOVE``, verified
-    by Newton steps on a recomputed Hessian until the Newton decrement is below
-    ``tol``, one last Newton step, and the Hessian there by central differences for
-    the standard errors.
+    decrement is above ``REFRESH_ABOVE``, verified by Newton steps on a recomputed
+    Hessian until the Newton decrement is below ``tol``, one last Newton step, and
+    the Hessian there by central differences for the standard errors.
 
     A standard deviation that ends within ``SNAP_TOL`` of 0 is set to 0 and held
     there if the likelihood allows, as there. A study leaves this path (``done``
@@ -436,14 +435,8 @@ def _row_patterns(L: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     successes and trials on them, ``(R, G)`` (0 trials: not a row of the study)."""
     counts = L.row_counts()
     at = np.nonzero(counts > 0)
-    X = L.X[at]
-    first, row = distinct_rows(X)
-    G = len(first)
-    key = at[0] * G + row
-    size = L.n_rep * G
-    y = np.bincount(key, weights=(counts * L.y)[at], minlength=size).reshape(-1, G)
-    m = np.bincount(key, weights=(counts * L.m)[at], minlength=size).reshape(-1, G)
-    return X[first], y, m
+    X, (y, m) = study_patterns(L.X[at], at[0], L.n_rep, (counts * L.y)[at], (counts * L.m)[at])
+    return X, y, m
 
 
 def _eligible(L: Layout, X: np.ndarray, y: np.ndarray, m: np.ndarray) -> np.ndarray:
