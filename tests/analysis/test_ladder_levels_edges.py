@@ -150,6 +150,17 @@ def test_compare_levels_refuses_an_unknown_engine_as_the_ladder_does(panel):
         compare_levels(panel, "w0", beside=["negbin"])
 
 
+def test_compare_levels_refuses_logit_as_the_glmm_and_fits_it_beside(panel):
+    with pytest.raises(ModelError, match=r"^compare_levels: engine 'logit' ignores the cluster"):
+        compare_levels(panel, "w0", engine="logit")
+    table = compare_levels(panel, "w0", beside=("logit",), patient_models=()).set_index("engine")
+    assert table.loc["logit", "formula"] == "new_syndesmophyte ~ mri + arm"
+    frame = an.build_frame(panel, "new_syndesmophyte", "w0", covariates=["arm"])
+    refit = an.fit_row(an.safe_fit("new_syndesmophyte ~ mri + arm", frame, "logit", 1))
+    assert table.loc["logit", "estimate"] == pytest.approx(refit["OR"], rel=1e-12)
+    assert table.loc["native", "formula"] == "new_syndesmophyte ~ mri + arm + (1|patient)"
+
+
 def test_compare_levels_counts_the_vus_of_a_failed_fit(panel):
     # 'arm01' duplicates the treatment: the design is rank deficient, every fit fails
     pat = panel.patients.copy()

@@ -35,7 +35,7 @@ from syndesmo.analysis.within import (
     within_term,
 )
 from syndesmo.derive.aframe import AnalysisFrame
-from syndesmo.derive.frame import analysis_frame
+from syndesmo.derive.frame import analysis_frame, per_reader_rows
 from syndesmo.derive.within import within_between
 from syndesmo.errors import (
     DeriveError,
@@ -707,8 +707,9 @@ def ladder_result(
             problem = check_frame(frame, outcome, exposure)
             if problem and strict:
                 raise ModelError(problem)
-        # per-reader rows: reader as a categorical term (several readers, not a slope)
-        extra = ["C(reader)"] if "reader" in frame.columns else []
+        # per-reader rows: reader as a categorical term (several readers, not a slope);
+        # from the rule, so the noted rows of an exposure without VUs show it too
+        extra = ["C(reader)"] if per_reader_rows(panel, readers) else []
         constant = constant_columns(frame, covariates)
         dropped = (
             f"left out, constant in the analysis frame: {', '.join(constant)}" if constant else ""

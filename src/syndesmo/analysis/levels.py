@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from syndesmo.analysis.ladder import (
+    CRUDE_ENGINE,
     LadderResult,
     build_frame,
     check_binomial_engines,
@@ -22,8 +23,10 @@ from syndesmo.analysis.ladder import (
     fill_counts,
     fit_row,
     safe_fit,
+    vu_formula,
 )
 from syndesmo.analysis.patient import patient_level
+from syndesmo.derive.frame import per_reader_rows
 from syndesmo.errors import ModelError, NoEligibleError
 from syndesmo.fitting import registry
 from syndesmo.ledger import Ledger
@@ -129,7 +132,11 @@ def compare_levels_result(
 
     VU level: ``new_syndesmophyte ~ mri + <adjust> + (1|patient)`` (``mri`` is the
     exposure) on the VUs at risk with every model column complete, with ``engine``
-    and each engine of ``beside`` (an engine named twice is fitted once). A fit
+    and each engine of ``beside`` (an engine named twice is fitted once; ``logit``
+    in ``beside`` fits the crude model without the random intercept). With
+    ``readers="per_reader"`` every reading is a row and the models are those of the
+    ladder: ``+ C(reader)``, and readings nested in VUs, ``(1|patient/vu)``, for an
+    engine that fits nested intercepts (GEE keeps patient clusters). A fit
     that fails gives a row with NaN estimates, the reason in ``note`` and the
     counts of the analysed VUs; a fit that did not converge gives NaN estimates and
     says so in ``note``; an exposure that does not vary, an outcome without
@@ -151,7 +158,8 @@ def compare_levels_result(
         transform of one (``log(crp)``).
     engine : str, default "native"
         The VU-level GLMM, an engine of ``sy.available_engines()`` of the binomial
-        family.
+        family other than ``logit`` (which ignores the clustering: put it in
+        ``beside``).
     beside : sequence of str or str, default ("gee",)
         Engines fitted beside ``engine`` at the VU level. A single string is one
         engine.
@@ -177,10 +185,12 @@ def compare_levels_result(
     LadderResult
         ``table``: one row per VU-level engine, then one per patient model, with
         the columns level (``"VU"`` or ``"patient"``), outcome, outcome_label,
-        exposure, exposure_label, engine, measure (OR or RR), estimate, lower,
-        upper, p, n_patients, n_units (VUs at the VU level, patients at the patient
-        level), events (VUs with a new syndesmophyte; patients with the outcome),
-        note. ``ledgers``: what was left out, under ``"VU level"`` and, for each
+        exposure, exposure_label, engine, formula (the model fitted; empty for a
+        patient model that was not fitted), measure (OR or RR), estimate, lower,
+        upper, p, n_patients, n_units (VUs at the VU level — readings with
+        ``readers="per_reader"`` — and patients at the patient level), events (VUs
+        with a new syndesmophyte, or readings that show one; patients with the
+        outcome), note. ``ledgers``: what was left out, under ``"VU level"`` and, for each
         patient model, ``"patient level: <outcome> (<summary>)"``. ``fits`` is
         empty.
 
@@ -193,11 +203,11 @@ def compare_levels_result(
         ``region``).
     ModelError
         For an engine the registry does not know or that does not model a 0/1
-        outcome (before anything is fitted); an (outcome, summary) pair listed
-        twice in ``patient_models``; an ``adjust`` term that is not a column name
-        or an allowed transform of one; a patient model with an unknown outcome or
-        summary, or a summary that does not suit the exposure (see
-        :func:`patient_level`).
+        outcome, or ``logit`` as ``engine`` (before anything is fitted); an
+        (outcome, summary) pair listed twice in ``patient_models``; an ``adjust``
+        term that is not a column name or an allowed transform of one; a patient
+        model with an unknown outcome or summary, or a summary that does not suit
+        the exposure (see :func:`patient_level`).
     EngineUnavailableError
         If a VU-level engine's optional dependencies are not installed.
 
@@ -212,6 +222,11 @@ def compare_levels_result(
         adjust = [adjust]
     engines = list(dict.fromkeys([engine, *beside]))
     check_engine_names(engines, "compare_levels")
+    if engine == CRUDE_ENGINE:
+        raise ModelError(
+            f"compare_levels: engine {CRUDE_ENGINE!r} ignores the clustering; give a GLMM "
+            f"engine as engine and {CRUDE_ENGINE!r} in beside for the crude VU-level OR"
+        )
     check_binomial_engines(engines, "the VU level's")
     patient_models = [tuple(m) for m in patient_models]
     twice = [m for m in dict.fromkeys(patient_models) if patient_models.count(m) > 1]
@@ -240,9 +255,9 @@ def compare_levels_result(
     else:
         ledgers["VU level"] = frame.ledger
         problem = check_frame(frame, "new_syndesmophyte", exposure)
-    rhs = " + ".join(["mri", *adjust])
-    formula = f"new_syndesmophyte ~ {rhs} + (1|patient)"
+    per_reader = per_reader_rows(panel, readers)
     for eng in engines:
+        formula = vu_formula("new_syndesmophyte", list(adjust), eng, per_reader)
         fitted = problem or safe_fit(formula, frame, eng, nagq)
         r = fit_row(fitted)
         fill_counts(r, frame, "new_syndesmophyte")  # a failed fit reports none
@@ -254,6 +269,7 @@ def compare_levels_result(
                 "exposure": exposure,
                 "exposure_label": exposure_label(exposure),
                 "engine": eng,
+                "formula": formula,
                 "measure": registry.ODDS_RATIO,
                 "estimate": r["OR"],
                 "lower": r["lower"],
@@ -286,6 +302,7 @@ def compare_levels_result(
                 "exposure": exposure,
                 "exposure_label": r["exposure_label"],
                 "engine": r["engine"],
+                "formula": pl.fit.formula if pl.fit is not None else "",
                 "measure": r["measure"],
                 "estimate": r["estimate"],
                 "lower": r["lower"],

@@ -356,7 +356,10 @@ def patient_level(
         exposures), in (0, 6].
     readers : str, default "mean"
         ``"mean"``, ``"agree"`` or ``"per_reader"``: how readers' x-ray scores make
-        the VU outcomes summed up by ``any_new`` and ``n_new``. The patient exposure
+        the VU outcomes summed up by ``any_new`` and ``n_new``. With ``"per_reader"``
+        every reading counts: ``n_new`` and ``n_at_risk`` count readings (a new
+        syndesmophyte both readers see counts twice, so the count model's RR is per
+        reading), and ``any_new`` is 1 when any reader sees one. The patient exposure
         is taken from the mean of readers' MRI scores and ``msasss_progression``
         from the mean of readers' totals, whatever ``readers`` is.
     spine : str, default "all"

@@ -232,6 +232,12 @@ def check_readers(readers: str) -> str:
     return reader_rule(readers)
 
 
+def per_reader_rows(panel: Any, readers: str) -> bool:
+    """Whether ``analysis_frame(panel, ..., readers=readers)`` has one row per reading
+    (a ``reader`` column): the rule ``"per_reader"`` on a panel with readers."""
+    return check_readers(readers) == "per_reader" and "reader" in panel.vu.columns
+
+
 def _units(patient: np.ndarray, vu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group rows by (patient, vu): (first row of each unit in row order, unit of each row)."""
     key = np.asarray(patient, dtype=np.int64) * (int(np.max(vu)) + 1) + np.asarray(vu)
@@ -701,7 +707,7 @@ def analysis_frame(
 
     keep = d["eligible"]
     frame = pd.DataFrame({"patient": patient_labels[keep], "vu": vu_rows["vu"].to_numpy()[keep]})
-    if rule == "per_reader" and "reader" in panel.vu.columns:
+    if per_reader_rows(panel, rule):
         frame["reader"] = vu_rows["reader"].to_numpy()[keep]
     frame["region"] = [REGIONS[r] for r in d["region"][keep]]
     frame[outcome] = d["y"][keep].astype(np.int64)
