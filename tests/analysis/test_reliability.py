@@ -548,6 +548,27 @@ def test_cli_reliability_writes_tables_and_figures(tmp_path, capsys):
     assert not any(p.name.startswith(".rel.tmp") for p in tmp_path.iterdir())
 
 
+def test_cli_reliability_reads_a_european_export_with_missing_codes(tmp_path, capsys):
+    """The input options every panel command has: ';'-separated fields with decimal
+    commas, and -99 for an unread image."""
+    panel = make_panel(2, n_patients=20)
+    vu = panel.vu.copy()
+    vu.loc[vu.index[:3], "mri_w0"] = np.nan
+    vu.to_csv(tmp_path / "vu.csv", sep=";", decimal=",", index=False, na_rep="-99")
+    panel.patients.to_csv(tmp_path / "patients.csv", sep=";", decimal=",", index=False)
+    args = ["reliability", "--vu", str(tmp_path / "vu.csv")]
+    args += ["--patients", str(tmp_path / "patients.csv"), "--decimal", ","]
+    assert cli.main([*args, "--missing-codes=-99", "--out", str(tmp_path / "rel")]) == 0
+    capsys.readouterr()
+    got = pd.read_csv(tmp_path / "rel" / "icc.csv")
+    expected = sy.reliability(VUPanel(vu, panel.patients.copy(), source="in memory")).icc
+    assert len(got) == len(expected)
+    np.testing.assert_allclose(got["icc"], expected["icc"], rtol=1e-6)
+    # without the code, -99 is refused, not read as a score
+    assert cli.main([*args]) == 2
+    assert "-99" in capsys.readouterr().err
+
+
 def test_cli_reliability_help_is_complete(capsys):
     assert cli.main(["reliability", "--help"]) == 0
     out = capsys.readouterr().out

@@ -1,10 +1,51 @@
-"""What every command that reads a panel shares: ``--decimal``, ``--missing-codes`` and
-the shipped cohort used when no file is given."""
+"""What every command that reads a panel shares: ``--vu``, ``--patients``,
+``--threshold``, ``--decimal``, ``--missing-codes`` and the shipped cohort used when no
+file is given."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+#: The file types ``load_panel`` reads, as the help of ``--vu`` lists them.
+FILE_TYPES = "CSV, Parquet, Stata, SAS, SPSS, Excel"
+
+
+def add_panel_options(
+    parser: argparse.ArgumentParser, *, required: bool = False, vu_needs: str = ""
+) -> None:
+    """Add ``--vu`` and ``--patients`` (the panel's two tables), then the input options.
+
+    ``required``: no default cohort, ``--vu`` must be given; ``vu_needs``: what the VU
+    table must hold beyond the usual columns (for the help), e.g. ``"a 'reader'
+    column"``.
+    """
+    where = "" if required else "; default: the shipped cohort"
+    needs = f", with {vu_needs}" if vu_needs else ""
+    parser.add_argument(
+        "--vu",
+        required=required,
+        metavar="FILE",
+        help=f"VU table{needs} ({FILE_TYPES}){where}",
+    )
+    parser.add_argument(
+        "--patients",
+        default=None,
+        metavar="FILE",
+        help="patient table (same file types); omit if the VU file carries the patient columns",
+    )
+    add_input_options(parser)
+
+
+def add_threshold_option(parser: argparse.ArgumentParser, purpose: str = "") -> None:
+    """Add ``--threshold``: the ASspiMRI-a score from which a VU counts as inflamed."""
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help=f"ASspiMRI-a score that counts as inflamed{purpose} (score >= T; default: 1)",
+    )
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:

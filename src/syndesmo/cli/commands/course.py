@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from syndesmo.cli.commands._input import add_input_options, load
+from syndesmo.cli.commands._input import add_panel_options, add_threshold_option, load
 
 NAME = "course"
 HELP = "the MRI course: inflammation and active erosions by week and arm, paired tests, GLMM"
@@ -54,21 +54,8 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--vu", metavar="FILE", help="VU table (CSV or Parquet); default: the shipped cohort"
-    )
-    parser.add_argument(
-        "--patients",
-        metavar="FILE",
-        help="patient table (CSV or Parquet); omit if the VU file carries the patient columns",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=1.0,
-        metavar="T",
-        help="ASspiMRI-a score that counts as inflamed (score >= T; default: 1)",
-    )
+    add_panel_options(parser)
+    add_threshold_option(parser)
     parser.add_argument(
         "--readers",
         choices=("mean", "agree"),
@@ -113,7 +100,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="output directory (default: course_out)",
     )
-    add_input_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from syndesmo.cli.commands._input import add_input_options, default_cohort, load
+from syndesmo.cli.commands._input import (
+    add_panel_options,
+    add_threshold_option,
+    default_cohort,
+    load,
+)
 from syndesmo.vocabulary import READER_RULES
 
 NAME = "describe"
@@ -49,24 +54,8 @@ TABLES = ("inflammation", "events", "share_uninflamed", "ledger")  # also the fi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--vu",
-        metavar="FILE",
-        help="VU table (CSV, Parquet, Stata, SAS, SPSS, Excel); default: the shipped cohort",
-    )
-    parser.add_argument(
-        "--patients",
-        default=None,
-        metavar="FILE",
-        help="patient table (same types); default: patient columns in the VU file",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=1.0,
-        metavar="T",
-        help="ASspiMRI-a score that counts as inflamed (score >= T; default: 1)",
-    )
+    add_panel_options(parser)
+    add_threshold_option(parser)
     parser.add_argument(
         "--readers",
         choices=READER_RULES,
@@ -80,7 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="also write each table as CSV and Markdown into DIR",
     )
-    add_input_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from syndesmo.cli.commands._input import add_input_options, load
+from syndesmo.cli.commands._input import add_panel_options, load
 from syndesmo.fitting import registry
 
 NAME = "fit"
@@ -33,17 +33,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC.toml", help="analysis spec to fit")
-    parser.add_argument(
-        "--vu",
-        required=True,
-        metavar="FILE",
-        help="VU table (CSV, Parquet, Stata, SAS, SPSS, Excel)",
-    )
-    parser.add_argument(
-        "--patients",
-        metavar="FILE",
-        help="patient table (same file types); omit if the VU file carries the patient columns",
-    )
+    add_panel_options(parser, required=True)
     parser.add_argument(
         "--exposure",
         action="append",
@@ -64,7 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(overrides the spec's reference_arm; default: the placebo-like arm)",
     )
     parser.add_argument("--out", metavar="DIR", help="also write summaries and tables here")
-    add_input_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

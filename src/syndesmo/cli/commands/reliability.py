@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from syndesmo.cli.commands._input import add_panel_options, add_threshold_option, load
+
 NAME = "reliability"
 HELP = "inter-reader reliability: ICC, limits of agreement, smallest detectable change, kappa"
 DESCRIPTION = """\
@@ -56,22 +58,8 @@ TABLES = ("icc", "agreement", "kappa", "ledger")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--vu", required=True, metavar="FILE", help="VU table with a 'reader' column"
-    )
-    parser.add_argument(
-        "--patients",
-        default=None,
-        metavar="FILE",
-        help="patient table (same file types); default: patient columns in the VU file",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=1.0,
-        metavar="T",
-        help="ASspiMRI-a score that counts as inflamed for kappa (score >= T; default: 1)",
-    )
+    add_panel_options(parser, required=True, vu_needs="a 'reader' column")
+    add_threshold_option(parser, " for kappa")
     parser.add_argument(
         "--level",
         type=float,
@@ -97,11 +85,10 @@ def run(args: argparse.Namespace) -> int:
     from syndesmo.output.reliability_plots import bland_altman_figure
     from syndesmo.output.reliability_text import display_tables, render, table_markdown
     from syndesmo.output.report import atomic_output_dir, check_destination
-    from syndesmo.panel.tables import load_panel
 
     if args.out is not None:
         check_destination(args.out)  # before any work, so a bad --out fails first
-    panel = load_panel(args.vu, args.patients)
+    panel = load(args, args.vu, args.patients)
     rel = reliability(panel, threshold=args.threshold, level=args.level)
     files = f"{args.vu}" + (f" + {args.patients}" if args.patients else "")
     header = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from syndesmo.cli.commands._input import add_input_options, default_cohort, load
+from syndesmo.cli.commands._input import add_panel_options, default_cohort, load
 from syndesmo.fitting import registry
 
 NAME = "reproduce"
@@ -42,16 +42,7 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--vu",
-        metavar="FILE",
-        help="VU table (CSV, Parquet, Stata, SAS, SPSS, Excel); default: shipped cohort",
-    )
-    parser.add_argument(
-        "--patients",
-        metavar="FILE",
-        help="patient table (same file types); omit if the VU file carries the patient columns",
-    )
+    add_panel_options(parser)
     parser.add_argument(
         "--specs", metavar="DIR", help="directory of analysis specs (default: models/assert)"
     )
@@ -82,7 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="figure formats, comma separated, from png, pdf, svg (default: png,pdf)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_input_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
