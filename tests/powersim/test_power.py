@@ -299,3 +299,34 @@ def test_a_huge_number_of_replicates_is_refused_before_anything_runs():
     with pytest.raises(ModelError, match=r"n_sims 600000 x 2 grid point\(s\) = 1,200,000"):
         sy.power_curve(spec, n_sims=600_000, n_patients=[50, 60], progress=False)
     assert time.monotonic() - t0 < 5
+
+
+def test_power_plot_legend_never_rounds_a_failure_rate_down_to_zero():
+    from syndesmo.output.plots import power_curve_plot
+
+    rows = []
+    for n, failed in ((100, 0.0), (200, 0.003)):
+        for analysis, rate in (("vu", failed), ("patient", 0.0)):
+            rows.append(
+                {
+                    "n_patients": n,
+                    "analysis": analysis,
+                    "power": 0.5,
+                    "power_lower": 0.4,
+                    "power_upper": 0.6,
+                    "alpha": 0.05,
+                    "n_sims": 1000,
+                    "failed_rate": rate,
+                    "singular_rate": 0.0,
+                    "separation_rate": 0.012,
+                }
+            )
+    fig = power_curve_plot(pd.DataFrame(rows))
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    vu = next(t for t in labels if t.startswith("VU level"))
+    patient = next(t for t in labels if t.startswith("patient level"))
+    assert "failed up to 0.3%" in vu and "singular 0%" in vu
+    assert "failed 0%" in patient and "separation up to 1.2%" in patient
+    from matplotlib.text import Text
+
+    assert any("(Wilson)" in t.get_text() for t in fig.findobj(Text))

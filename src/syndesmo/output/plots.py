@@ -524,6 +524,16 @@ def spine_map_by_arm(
     return fig
 
 
+def _worst_share(share: float) -> str:
+    """The largest share of a fit-health rate over a curve's points, for its legend:
+    ``0%``, or ``up to 0.5%`` (never rounded down to 0 when some fit was hit)."""
+    if math.isnan(share):
+        return "n/a"
+    if share <= 0:
+        return "0%"
+    return f"up to {100 * share:.2g}%"
+
+
 def power_curve_plot(
     table: pd.DataFrame,
     *,
@@ -613,7 +623,7 @@ def power_curve_plot(
             ):
                 if col in table.columns:
                     worst = float(table.loc[table["analysis"] == analysis, col].max())
-                    health.append(f"{word} ≤ {100 * worst:.0f}%")
+                    health.append(f"{word} {_worst_share(worst)}")
             if health:
                 label += f" ({', '.join(health)})"
             (line,) = ax.plot(xs, ps, color=colour, marker=marker, ms=4, lw=1.3, label=label)
@@ -673,7 +683,7 @@ def power_curve_plot(
     n_sims = int(table["n_sims"].max())
     lines = [
         f"up to {n_sims} simulated studies per point; bars and bands: Monte Carlo 95% CI "
-        f"({first.get('ci_method', 'wilson')})"
+        f"({str(first.get('ci_method', 'wilson')).capitalize()})"
     ]
     marks = [f"dashed: {target:g} power", "dotted: alpha"] if target is not None else []
     if chosen:

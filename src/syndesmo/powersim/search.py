@@ -120,7 +120,7 @@ class SearchResult:
         head = (
             f"Smallest {what} reaching power {self.target:g} (alpha {self.alpha:g}, two-sided "
             f"Wald; {self.n_sims} replicates per point, the same seeds at every point; "
-            f"resolution {self.step:g}). Monte Carlo 95% CI: Wilson. {FAILURE_RULE}."
+            f"resolution {self.step:g}). Monte Carlo 95% CI: Wilson. Fit health: {FAILURE_RULE}."
         )
         cols = [
             "analysis",

@@ -380,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     from syndesmo.output.atomic import atomic_files, check_files
     from syndesmo.output.plots import power_curve_plot
     from syndesmo.output.report import power_markdown, power_table_columns
-    from syndesmo.powersim.api import power_curve
+    from syndesmo.powersim.api import FAILURE_RULE, power_curve
     from syndesmo.simulate.cohort import CohortSpec
 
     if args.spec:
@@ -428,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
     header = (
         f"Power by simulation: {args.sims} studies per point, alpha {args.alpha:g} "
         f"(two-sided Wald), seed {args.seed}. Monte Carlo 95% CI: Wilson. Fit health: "
-        "failed fits count as non-rejections.\n\n"
+        f"{FAILURE_RULE}.\n\n"
     )
     fig = power_curve_plot(table, x="n_patients")
     with atomic_files(out, OUTPUTS) as tmp:
