@@ -269,6 +269,8 @@ def test_cli_writes_table_markdown_and_plot(tmp_path, capsys):
     assert (out / "power.pdf").read_bytes().startswith(b"%PDF")
     assert "power" in capsys.readouterr().out
     assert refused_in_one_line(capsys, "--patients", "--patients", "4x", "--out", str(out))
+    for bad in ("0", "two", "-1"):
+        assert refused_in_one_line(capsys, "--workers", "--workers", bad, "--out", str(out))
 
 
 @pytest.mark.r

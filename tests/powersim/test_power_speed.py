@@ -60,6 +60,43 @@ def test_auto_workers_give_the_in_process_results():
     assert here == "in-process" and auto.startswith("processes("), out.stdout
 
 
+def test_the_cli_curves_and_searches_take_auto_workers_with_the_same_results(tmp_path):
+    """``syndesmo power`` forks workers by default ("auto"); its tables equal those of
+    ``--workers 1`` (in this process), and ``sample_size(workers="auto")`` equals the
+    in-process search. In a fresh interpreter, as above."""
+    if "fork" not in multiprocessing.get_all_start_methods() or executors.usable_cpus() < 2:
+        pytest.skip("workers='auto' runs in-process on a machine without fork or 2 CPUs")
+    code = (
+        "import pandas as pd, syndesmo as sy\n"
+        "from syndesmo.cli.app import main\n"
+        "from syndesmo.cli.commands.power import AUTO_WORKERS\n"
+        "from syndesmo.powersim import executors\n"
+        "assert AUTO_WORKERS == executors.AUTO\n"
+        "executors.AUTO_MIN_SIMS = 10\n"
+        f"out = {str(tmp_path)!r}\n"
+        "args = ['power', '--patients', '40,60', '--sims', '40', '--seed', '3',\n"
+        "        '--analysis', 'vu,logit', '--no-progress']\n"
+        "assert main([*args, '--workers', '1', '--out', out + '/one']) == 0\n"
+        "assert not executors._POOLS\n"
+        "assert main([*args, '--out', out + '/auto']) == 0\n"
+        "assert executors._POOLS, 'the default did not fork workers'\n"
+        "one, auto = (pd.read_csv(out + f'/{d}/power.csv').drop(columns='seconds')\n"
+        "             for d in ('one', 'auto'))\n"
+        "pd.testing.assert_frame_equal(one, auto, check_exact=True)\n"
+        "spec = sy.CohortSpec(n_patients=40)\n"
+        "kw = dict(target=0.3, n_sims=40, seed=4, progress=False, step=20, max_patients=120)\n"
+        "here = sy.sample_size(spec, workers=None, **kw)\n"
+        "there = sy.sample_size(spec, workers='auto', **kw)\n"
+        "pd.testing.assert_frame_equal(here.table, there.table, check_exact=True)\n"
+        "cols = [c for c in here.evaluated.columns if c != 'seconds']\n"
+        "pd.testing.assert_frame_equal(here.evaluated[cols], there.evaluated[cols])\n"
+        "print('ok', len(here.evaluated))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1].startswith("ok")
+
+
 def test_a_power_run_does_not_import_scipy_stats():
     code = (
         "import sys, syndesmo as sy\n"

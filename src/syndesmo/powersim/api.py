@@ -609,9 +609,7 @@ def power(
     first, max_share = check_stop(check_first, max_failed)
     analyses = check_analyses(analysis)
     plan = make_plan(spec, analyses, outcome, exposure, threshold, adjust, engine, nagq)
-    if plan.engine != registry.DEFAULT_ENGINE:  # R in forked workers: not by default
-        workers = None if workers == power_exec.AUTO else workers
-    workers = power_exec.resolve_workers(workers, scheduler, int(n_sims))
+    workers = resolved_workers(workers, scheduler, plan.engine, int(n_sims))
     root = root_seed(seed)
     t0 = time.perf_counter()
     [(results, stopped)] = run_points(
@@ -627,6 +625,17 @@ def power(
     )
     wall = time.perf_counter() - t0
     return _result(spec, plan, results, stopped, float(alpha), wall, workers, scheduler, root)
+
+
+def resolved_workers(
+    workers: int | str | None, scheduler: Any, engine: str, n_studies: int
+) -> int | None:
+    """``workers`` with ``"auto"`` decided (``executors.resolve_workers``) for a run of
+    ``n_studies``: never worker processes for an engine other than the native one (R
+    is not forked by default)."""
+    if engine != registry.DEFAULT_ENGINE and workers == power_exec.AUTO:
+        return None
+    return power_exec.resolve_workers(workers, scheduler, n_studies)
 
 
 def _result(spec, plan, results, stopped, alpha, wall, workers, scheduler, root) -> PowerResult:
@@ -659,7 +668,7 @@ def power_curve(
     engine: str = registry.DEFAULT_ENGINE,
     nagq: int = 1,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
-    workers: int | None = None,
+    workers: int | str | None = None,
     scheduler: Any = None,
     progress: bool = True,
     batch_size: int | None = None,
@@ -685,8 +694,9 @@ def power_curve(
         The cohorts; the grid replaces some of its fields.
     n_sims, alpha, analysis, engine, nagq, seed, scheduler, progress, batch_size
         As in :func:`power`, per grid point.
-    workers : int or None, default None
-        Local worker processes (in-process by default; ``"auto"`` is not taken here).
+    workers : int, "auto" or None, default None
+        Local worker processes (in-process by default); ``"auto"`` decides as
+        :func:`power` does, for all the grid's studies together.
     outcome, exposure, threshold, adjust
         As in :func:`power`.
     max_sims : int, default ``syndesmo.checks.MAX_SIMS``
@@ -736,6 +746,7 @@ def power_curve(
         )
         for pt in points
     ]
+    workers = resolved_workers(workers, scheduler, engine, int(n_sims) * len(points))
     roots = root_seed(seed).spawn(len(points))
     runs = run_points(
         plans,

@@ -68,6 +68,7 @@ from syndesmo.powersim.api import (
     MAX_FAILED,
     _summarise,
     check_stop,
+    resolved_workers,
     run_points,
 )
 from syndesmo.powersim.nested import DEFAULT_BLOCK
@@ -228,7 +229,7 @@ def _solve(
     engine: str,
     nagq: int,
     seed: Any,
-    workers: int | None,
+    workers: int | str | None,
     scheduler: Any,
     progress: bool,
     batch_size: int | None,
@@ -261,7 +262,7 @@ def _solve(
     root = root_seed(seed)
     seeds = root.spawn(int(n_sims))  # once: the same seeds at every point
     run_kw = {
-        "workers": workers,
+        "workers": resolved_workers(workers, scheduler, engine, int(n_sims)),
         "scheduler": scheduler,
         "progress": progress,
         "batch_size": batch_size,
@@ -340,7 +341,7 @@ def sample_size(
     engine: str = registry.DEFAULT_ENGINE,
     nagq: int = 1,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
-    workers: int | None = None,
+    workers: int | str | None = None,
     scheduler: Any = None,
     progress: bool = True,
     batch_size: int | None = None,
@@ -379,8 +380,8 @@ def sample_size(
         Early stop of an evaluation whose first replicates mostly fail (it then
         counts as short of the target); see ``syndesmo.powersim.api.power``.
     alpha, engine, nagq, seed, workers, scheduler, progress, batch_size
-        As in ``syndesmo.powersim.api.power`` (the searches run in-process unless
-        given ``workers``).
+        As in ``syndesmo.powersim.api.power``; the searches run in-process unless
+        given ``workers`` (``"auto"`` decides for one point's ``n_sims`` studies).
     outcome, exposure, threshold, adjust, max_sims
         As in ``syndesmo.powersim.api.power`` (``max_sims`` bounds the studies of
         the whole search).
@@ -445,7 +446,7 @@ def detectable_effect(
     engine: str = registry.DEFAULT_ENGINE,
     nagq: int = 1,
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
-    workers: int | None = None,
+    workers: int | str | None = None,
     scheduler: Any = None,
     progress: bool = True,
     batch_size: int | None = None,
@@ -479,7 +480,8 @@ def detectable_effect(
     analysis, n_sims, alpha, check_first, max_failed
         As in :func:`sample_size` (``analysis`` not ``"course"``: it tests the arm).
     engine, nagq, seed, workers, scheduler, progress, batch_size
-        As in ``syndesmo.powersim.api.power`` (in-process unless given ``workers``).
+        As in ``syndesmo.powersim.api.power``; in-process unless given ``workers``
+        (``"auto"`` decides for one point's ``n_sims`` studies).
     outcome, exposure, threshold, adjust, max_sims
         As in ``syndesmo.powersim.api.power`` (``max_sims`` bounds the studies of
         the whole search).
@@ -558,7 +560,7 @@ def crn_power(
     seed: int | np.random.SeedSequence | np.random.Generator = 0,
     engine: str = registry.DEFAULT_ENGINE,
     nagq: int = 1,
-    workers: int | None = None,
+    workers: int | str | None = None,
     scheduler: Any = None,
     progress: bool = True,
     batch_size: int | None = None,

@@ -93,6 +93,9 @@ TABLE_CSV, TABLE_MD, FIGURE = "power.csv", "power.md", "power.png"
 FIGURE_PDF = "power.pdf"
 SEARCH_CSV, SEARCH_MD = "search.csv", "search.md"
 OUTPUTS = (TABLE_CSV, TABLE_MD, FIGURE, FIGURE_PDF)
+#: ``--workers``' default: ``syndesmo.powersim.executors.AUTO`` (not imported here, so
+#: that ``--help`` stays fast).
+AUTO_WORKERS = "auto"
 SEARCH_OUTPUTS = (*OUTPUTS, SEARCH_CSV, SEARCH_MD)
 
 
@@ -168,10 +171,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
-        default=None,
+        type=_workers,
+        default=AUTO_WORKERS,
         metavar="N",
-        help="local worker processes (default: run in this process)",
+        help="local worker processes; 'auto' (the default) forks one per CPU for runs of "
+        "400 or more studies with the native engine, else runs in this process; 1 runs in "
+        "this process",
     )
     parser.add_argument(
         "--scheduler",
@@ -237,6 +242,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "these names are replaced only if syndesmo wrote them",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _workers(text: str) -> int | str:
+    """``--workers``: ``auto`` or a whole number of at least 1."""
+    if text.strip().lower() == AUTO_WORKERS:
+        return AUTO_WORKERS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number >= 1, got {text!r}")
+    return value
 
 
 def _numbers(text: str, what: str, kind: type) -> list[Any]:
