@@ -13,6 +13,19 @@ import pytest
 
 from syndesmo.powersim import executors
 
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods() or executors.usable_cpus() < 2,
+    reason="workers='auto' runs in-process on a machine without fork or 2 CPUs",
+)
+
+
+def last_line_of(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (other tests leave Dask threads behind, and
+    "auto" does not fork a process that runs threads); the last line it printed."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
 
 def test_resolve_workers_auto_and_explicit(monkeypatch):
     monkeypatch.setattr(executors, "_live_pool", lambda workers: False)
@@ -33,12 +46,10 @@ def test_resolve_workers_auto_and_explicit(monkeypatch):
     assert executors.resolve_workers("auto", None, 10_000) == executors.AUTO_MAX_WORKERS
 
 
+@needs_fork
 def test_auto_workers_give_the_in_process_results():
-    """In a fresh interpreter (other tests leave Dask threads behind, and "auto" does
-    not fork a process that runs threads): forked workers give the in-process results
-    exactly, and the next call uses the same pool again."""
-    if "fork" not in multiprocessing.get_all_start_methods() or executors.usable_cpus() < 2:
-        pytest.skip("workers='auto' runs in-process on a machine without fork or 2 CPUs")
+    """Forked workers give the in-process results exactly, and the next call uses the
+    same pool again."""
     code = (
         "import pandas as pd, syndesmo as sy\n"
         "from syndesmo.powersim import executors\n"
@@ -54,18 +65,15 @@ def test_auto_workers_give_the_in_process_results():
         "pd.testing.assert_frame_equal(here.table[cols], auto.table[cols], check_exact=True)\n"
         "print(here.backend, '|', auto.backend)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    here, auto = out.stdout.strip().splitlines()[-1].split(" | ")
-    assert here == "in-process" and auto.startswith("processes("), out.stdout
+    here, auto = last_line_of(code).split(" | ")
+    assert here == "in-process" and auto.startswith("processes("), (here, auto)
 
 
+@needs_fork
 def test_the_cli_curves_and_searches_take_auto_workers_with_the_same_results(tmp_path):
     """``syndesmo power`` forks workers by default ("auto"); its tables equal those of
     ``--workers 1`` (in this process), and ``sample_size(workers="auto")`` equals the
-    in-process search. In a fresh interpreter, as above."""
-    if "fork" not in multiprocessing.get_all_start_methods() or executors.usable_cpus() < 2:
-        pytest.skip("workers='auto' runs in-process on a machine without fork or 2 CPUs")
+    in-process search."""
     code = (
         "import pandas as pd, syndesmo as sy\n"
         "from syndesmo.cli.app import main\n"
@@ -92,9 +100,7 @@ def test_the_cli_curves_and_searches_take_auto_workers_with_the_same_results(tmp
         "pd.testing.assert_frame_equal(here.evaluated[cols], there.evaluated[cols])\n"
         "print('ok', len(here.evaluated))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1].startswith("ok")
+    assert last_line_of(code).startswith("ok")
 
 
 def test_a_power_run_does_not_import_scipy_stats():
@@ -103,8 +109,7 @@ def test_a_power_run_does_not_import_scipy_stats():
         "sy.power(sy.CohortSpec(n_patients=20), n_sims=50, seed=1, progress=False)\n"
         "print('scipy.stats' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert last_line_of(code) == "False"
 
 
 def test_workers_reuse_freed_memory():
