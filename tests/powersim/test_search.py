@@ -11,6 +11,7 @@ near 1, so the run must stop early and say why).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from power_cli import power_cli, refused_in_one_line
 
@@ -177,3 +178,13 @@ def test_sample_size_is_the_same_on_two_workers():
     cols = [c for c in here.evaluated.columns if c != "seconds"]
     assert here.evaluated[cols].equals(there.evaluated[cols])
     assert here.table.equals(there.table)
+
+
+def test_crn_power_takes_auto_workers():
+    """``workers="auto"`` is decided before the run (here: too few studies to fork)."""
+    spec = CohortSpec(n_patients=40)
+    kw = dict(n_sims=20, seed=2, progress=False)
+    here = crn_power(spec, "n_patients", [30, 40], "vu", workers=None, **kw)
+    auto = crn_power(spec, "n_patients", [30, 40], "vu", workers="auto", **kw)
+    cols = [c for c in here.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(here[cols], auto[cols], check_exact=True)

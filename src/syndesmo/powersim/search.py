@@ -581,7 +581,7 @@ def crn_power(
         plan = dataclasses.replace(plan, nested=check_int(block, "block", low=2))
     seeds = root_seed(seed).spawn(int(n_sims))
     run_kw = {
-        "workers": workers,
+        "workers": resolved_workers(workers, scheduler, engine, int(n_sims)),
         "scheduler": scheduler,
         "progress": progress,
         "batch_size": batch_size,
