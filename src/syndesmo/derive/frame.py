@@ -558,7 +558,7 @@ def looks_like_frame_rows(data: pd.DataFrame) -> bool:
 def available_covariates(panel: Any, readers: str = "mean") -> list[str]:
     """Covariates ``analysis_frame`` can add: patient-table columns and VU-level ones."""
     pcols = [c for c in panel.patients.columns if c not in FRAME_COLUMNS]
-    extra = ["reader"] if check_readers(readers) == "per_reader" and panel.readers else []
+    extra = ["reader"] if per_reader_rows(panel, readers) else []
     return [*pcols, *VU_COVARIATES, *extra]
 
 

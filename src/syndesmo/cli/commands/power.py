@@ -93,10 +93,10 @@ TABLE_CSV, TABLE_MD, FIGURE = "power.csv", "power.md", "power.png"
 FIGURE_PDF = "power.pdf"
 SEARCH_CSV, SEARCH_MD = "search.csv", "search.md"
 OUTPUTS = (TABLE_CSV, TABLE_MD, FIGURE, FIGURE_PDF)
+SEARCH_OUTPUTS = (*OUTPUTS, SEARCH_CSV, SEARCH_MD)
 #: ``--workers``' default: ``syndesmo.powersim.executors.AUTO`` (not imported here, so
 #: that ``--help`` stays fast).
 AUTO_WORKERS = "auto"
-SEARCH_OUTPUTS = (*OUTPUTS, SEARCH_CSV, SEARCH_MD)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
